@@ -1,0 +1,308 @@
+/*
+ * grulite.h - a small, fast GRU inference engine.  The one public header.
+ *
+ * Usage (error handling shortened; every call returns 0 or a negative
+ * GRULITE_E_* code, turned into text by grulite_strerror()):
+ *
+ *     #include "grulite.h"
+ *
+ *     grulite_model *model = NULL;
+ *     int rc = grulite_model_load("model.grl", &model, NULL, 0);  // mmap + validate
+ *     if (rc < 0) { fprintf(stderr, "%s\n", grulite_strerror(rc)); return 1; }
+ *
+ *     grulite_info info;
+ *     grulite_model_info(model, &info);
+ *
+ *     // Whole sequences: x is (B, T, input_size) float32, batch-first.
+ *     grulite_workspace *ws = grulite_workspace_new();  // scratch, one per thread
+ *     grulite_run run = {0};
+ *     run.batch = B; run.steps = T; run.batch_first = 1;
+ *     run.x = x;                      // B*T*info.input_size floats
+ *     run.y = y;                      // B*T*info.output_size floats, or NULL
+ *     run.h_n = h_n;                  // info.state_size * B floats, or NULL
+ *     rc = grulite_forward(model, ws, &run);
+ *
+ *     // Streaming, one step at a time: same numbers as the whole sequence.
+ *     grulite_stream *s = NULL;
+ *     rc = grulite_stream_new(model, 1, &s);
+ *     rc = grulite_stream_step(s, x_t, 1, y_t, NULL);
+ *
+ *     grulite_stream_free(s);
+ *     grulite_workspace_free(ws);
+ *     grulite_model_free(model);      // after every stream made from it
+ *
+ * Semantics are those of torch.nn.GRU (gates r, z, n; h' = (1-z)*n + z*h),
+ * with the reset_after=0 variant of the original GRU paper / ONNX
+ * linear_before_reset=0 as a per-layer flag.
+ *
+ * Threads: a loaded model is read-only and may be shared by any number of
+ * threads.  A workspace or a stream is used by one thread at a time.
+ * The library keeps no global mutable state, never prints and never exits.
+ */
+#ifndef GRULITE_H
+#define GRULITE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(GRULITE_SHARED)
+#  if defined(GRULITE_BUILD)
+#    define GRULITE_API __declspec(dllexport)
+#  else
+#    define GRULITE_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#  define GRULITE_API __attribute__((visibility("default")))
+#else
+#  define GRULITE_API
+#endif
+
+#define GRULITE_VERSION_MAJOR 0
+#define GRULITE_VERSION_MINOR 1
+#define GRULITE_VERSION_PATCH 0
+#define GRULITE_VERSION_STRING "0.1.0"
+
+/* Version of the .grl model file format this library reads and writes. */
+#define GRULITE_FORMAT_VERSION 1
+
+/* ---- Error codes (0 is success) ------------------------------------- */
+
+#define GRULITE_OK              0
+#define GRULITE_E_ARG         (-1)  /* NULL pointer or out-of-range argument */
+#define GRULITE_E_NOMEM       (-2)  /* allocation failed */
+#define GRULITE_E_IO          (-3)  /* cannot open, stat, map or read a file */
+#define GRULITE_E_MAGIC       (-4)  /* not a .grl file (bad magic) */
+#define GRULITE_E_VERSION     (-5)  /* .grl format version not supported */
+#define GRULITE_E_TRUNCATED   (-6)  /* file shorter than its header says */
+#define GRULITE_E_CHECKSUM    (-7)  /* checksum mismatch: file corrupted */
+#define GRULITE_E_FORMAT      (-8)  /* inconsistent header, table or offset */
+#define GRULITE_E_CONFIG      (-9)  /* invalid model configuration */
+#define GRULITE_E_TENSOR     (-10)  /* missing tensor or wrong dtype / shape */
+#define GRULITE_E_SHAPE      (-11)  /* run arguments do not fit the model */
+#define GRULITE_E_LENGTHS    (-12)  /* a sequence length outside [1, steps] */
+#define GRULITE_E_UNSUPPORTED (-13) /* valid request this build cannot do */
+#define GRULITE_E_ALIGN      (-14)  /* borrowed buffer not 64-byte aligned */
+#define GRULITE_E_TOO_LARGE  (-15)  /* a size overflows or exceeds limits */
+#define GRULITE_E_BUFFER     (-16)  /* output buffer too small */
+
+/* Static English text for an error code; never NULL.  Thread-safe. */
+GRULITE_API const char *grulite_strerror(int code);
+
+/* Library version string, e.g. "0.1.0".  Thread-safe. */
+GRULITE_API const char *grulite_version(void);
+
+/* ---- Configuration -------------------------------------------------- */
+
+/* Activation of a dense head layer. */
+#define GRULITE_ACT_NONE    0
+#define GRULITE_ACT_RELU    1
+#define GRULITE_ACT_TANH    2
+#define GRULITE_ACT_SIGMOID 3
+#define GRULITE_ACT_SOFTMAX 4
+
+/* Storage type of weight tensors. */
+#define GRULITE_DTYPE_F32 1
+
+/* Limits; larger values are refused with GRULITE_E_TOO_LARGE. */
+#define GRULITE_MAX_LAYERS  64
+#define GRULITE_MAX_DENSE   64
+#define GRULITE_MAX_FEATURES (1 << 20)  /* any input / hidden / dense width */
+
+/* One GRU layer (both directions share the configuration). */
+typedef struct grulite_layer_info {
+    int32_t input_size;      /* features in: model input or previous layer's D*H */
+    int32_t hidden_size;     /* H */
+    int32_t num_directions;  /* 1, or 2 when bidirectional */
+    int32_t reset_after;     /* 1: PyTorch (r applied after W_hn h); 0: before */
+    int32_t has_bias;        /* 0 when the layer has no bias tensors */
+    int32_t dtype;           /* GRULITE_DTYPE_* of its weights */
+} grulite_layer_info;
+
+/* One dense (Linear) layer of the head. */
+typedef struct grulite_dense_info {
+    int32_t in_features;
+    int32_t out_features;
+    int32_t activation;      /* GRULITE_ACT_* */
+    int32_t has_bias;
+} grulite_dense_info;
+
+/* Model summary. */
+typedef struct grulite_info {
+    int32_t input_size;      /* I */
+    int32_t num_layers;      /* L */
+    int32_t num_dense;       /* head layers; 0 when the model has no head */
+    int32_t output_size;     /* D*H of the top layer: width of y */
+    int32_t head_size;       /* out_features of the last head layer, or 0 */
+    int32_t state_size;      /* sum over layers of D_l * H_l: h0 / h_n floats per batch row */
+    int32_t batch_first;     /* the model's default row order: 1 (B, T), 0 (T, B) */
+    uint32_t checksum;       /* CRC-32 of the model image */
+    size_t image_size;       /* bytes of the model image (file size) */
+} grulite_info;
+
+/* ---- Models --------------------------------------------------------- */
+
+typedef struct grulite_model grulite_model;
+
+/* Maps the .grl file at `path` read-only and validates it (header, tables,
+ * shapes, checksum).  No copy: the pages are shared with other processes
+ * mapping the same file.  On success *out owns the mapping; free it with
+ * grulite_model_free().  On failure *out is NULL and, when msg is not NULL,
+ * msg (msg_size bytes) gets a NUL-terminated line naming the failed check. */
+GRULITE_API int grulite_model_load(const char *path, grulite_model **out,
+                                   char *msg, size_t msg_size);
+
+/* Flags for grulite_model_load_buffer(). */
+#define GRULITE_LOAD_COPY 1   /* copy the image; the caller's buffer may go */
+
+/* Validates a .grl image held in memory.  Without GRULITE_LOAD_COPY the
+ * buffer is borrowed: it must be 64-byte aligned (else GRULITE_E_ALIGN),
+ * stay unchanged and outlive the model.  With GRULITE_LOAD_COPY the model
+ * owns an aligned private copy.  Free with grulite_model_free(). */
+GRULITE_API int grulite_model_load_buffer(const void *data, size_t size,
+                                          int flags, grulite_model **out,
+                                          char *msg, size_t msg_size);
+
+/* Frees a model and its mapping or copy.  Accepts NULL.  Every workspace
+ * may outlive the model; every stream made from it must be freed first. */
+GRULITE_API void grulite_model_free(grulite_model *model);
+
+/* Fills *info.  Thread-safe. */
+GRULITE_API int grulite_model_info(const grulite_model *model, grulite_info *info);
+
+/* Fills *info for layer 0 <= layer < num_layers.  Thread-safe. */
+GRULITE_API int grulite_model_layer(const grulite_model *model, int layer,
+                                    grulite_layer_info *info);
+
+/* Fills *info for head layer 0 <= index < num_dense.  Thread-safe. */
+GRULITE_API int grulite_model_dense(const grulite_model *model, int index,
+                                    grulite_dense_info *info);
+
+/* The free-form UTF-8 metadata stored with the model (not NUL-terminated;
+ * *len gets its length).  Valid while the model lives. */
+GRULITE_API const char *grulite_model_metadata(const grulite_model *model, size_t *len);
+
+/* The whole validated .grl image (what grulite_model_save writes).  Valid
+ * while the model lives. */
+GRULITE_API const void *grulite_model_image(const grulite_model *model, size_t *size);
+
+/* Writes the model image to `path` (atomically: a temporary file renamed
+ * over `path`). */
+GRULITE_API int grulite_model_save(const grulite_model *model, const char *path);
+
+/* ---- Building a model image (the converter) -------------------------- */
+
+/* Weights in PyTorch's layout; gates in the order r, z, n.  Index 0 of each
+ * pair is the forward direction, 1 the reverse (used when bidirectional). */
+typedef struct grulite_layer_spec {
+    int32_t hidden_size;
+    int32_t num_directions;            /* 1 or 2 */
+    int32_t reset_after;               /* 1 PyTorch, 0 original GRU */
+    int32_t has_bias;
+    const float *weight_ih[2];         /* (3*H, input_size) */
+    const float *weight_hh[2];         /* (3*H, H) */
+    const float *bias_ih[2];           /* (3*H), ignored when !has_bias */
+    const float *bias_hh[2];           /* (3*H), ignored when !has_bias */
+} grulite_layer_spec;
+
+typedef struct grulite_dense_spec {
+    int32_t out_features;              /* in_features follows from the layer below */
+    int32_t activation;                /* GRULITE_ACT_* */
+    int32_t has_bias;
+    const float *weight;               /* (out_features, in_features), nn.Linear */
+    const float *bias;                 /* (out_features), ignored when !has_bias */
+} grulite_dense_spec;
+
+typedef struct grulite_model_spec {
+    int32_t input_size;
+    int32_t num_layers;
+    const grulite_layer_spec *layers;  /* num_layers entries */
+    int32_t num_dense;
+    const grulite_dense_spec *dense;   /* num_dense entries, or NULL */
+    int32_t dtype;                     /* GRULITE_DTYPE_F32 */
+    int32_t batch_first;               /* default row order recorded in the file */
+    const char *metadata;              /* UTF-8, or NULL */
+    size_t metadata_len;
+} grulite_model_spec;
+
+/* Serializes `spec` into a .grl image, repacking the weights into the
+ * layout the kernels read.  With buf == NULL only *size is set (the bytes
+ * needed).  Otherwise writes *size bytes into buf (cap bytes available;
+ * GRULITE_E_BUFFER if too small).  Thread-safe; reads spec only. */
+GRULITE_API int grulite_model_serialize(const grulite_model_spec *spec,
+                                        void *buf, size_t cap, size_t *size);
+
+/* ---- Whole-sequence inference --------------------------------------- */
+
+/* Caller-owned scratch memory; grows on demand and is reused between
+ * calls.  One per thread (not thread-safe itself).  Not tied to a model:
+ * may be used with several models and outlive them. */
+typedef struct grulite_workspace grulite_workspace;
+
+GRULITE_API grulite_workspace *grulite_workspace_new(void);   /* NULL: no memory */
+GRULITE_API void grulite_workspace_free(grulite_workspace *ws);  /* accepts NULL */
+/* Bytes currently held by the workspace. */
+GRULITE_API size_t grulite_workspace_bytes(const grulite_workspace *ws);
+
+/* Arguments of grulite_forward().  All arrays are float32, C-contiguous.
+ * Rows of x, y and a per-step head are ordered (B, T) when batch_first
+ * and (T, B) otherwise.  State arrays (h0, h_n) hold, layer after layer,
+ * direction after direction, B rows of H_l floats: torch's (L*D, B, H)
+ * when all layers share one size. */
+typedef struct grulite_run {
+    int32_t batch;             /* B >= 1 */
+    int32_t steps;             /* T >= 1 */
+    int32_t batch_first;       /* row order of x / y / per-step head */
+    int32_t head_all_steps;    /* head on every valid step instead of the last */
+    const float *x;            /* B*T*input_size */
+    const int32_t *lengths;    /* B lengths in [1, T], or NULL (all T) */
+    const float *h0;           /* B*state_size, or NULL for zeros */
+    float *y;                  /* B*T*output_size, or NULL; 0 past a length */
+    float *h_n;                /* B*state_size, or NULL */
+    float *head;               /* B*head_size (or B*T*head_size), or NULL */
+} grulite_run;
+
+/* Runs the model.  x, h0 and lengths are read; y, h_n and head written.
+ * The model is only read: many threads may call this at once on one model,
+ * each with its own workspace.  Allocates only to grow `ws`. */
+GRULITE_API int grulite_forward(const grulite_model *model, grulite_workspace *ws,
+                                const grulite_run *run);
+
+/* ---- Streaming (unidirectional models) ------------------------------ */
+
+typedef struct grulite_stream grulite_stream;
+
+/* A per-stream state for `batch` parallel sequences, initially zero.
+ * The model must outlive the stream.  GRULITE_E_UNSUPPORTED for models
+ * with a bidirectional layer.  Free with grulite_stream_free(). */
+GRULITE_API int grulite_stream_new(const grulite_model *model, int32_t batch,
+                                   grulite_stream **out);
+GRULITE_API void grulite_stream_free(grulite_stream *s);   /* accepts NULL */
+
+/* Advances by `steps` >= 1 steps.  x is (B, steps, input_size) batch-first.
+ * y (or NULL) gets (B, steps, output_size); head (or NULL) gets the head on
+ * every step, (B, steps, head_size).  Allocates only when `steps` exceeds
+ * every earlier call's.  Gives exactly the numbers of grulite_forward on
+ * the whole sequence. */
+GRULITE_API int grulite_stream_step(grulite_stream *s, const float *x, int32_t steps,
+                                    float *y, float *head);
+
+/* Sets the state to zero. */
+GRULITE_API int grulite_stream_reset(grulite_stream *s);
+
+/* Copies the state (B*state_size floats, h0's layout) out / in; n is the
+ * number of floats available / given and must equal B*state_size. */
+GRULITE_API int grulite_stream_get_state(const grulite_stream *s, float *h, size_t n);
+GRULITE_API int grulite_stream_set_state(grulite_stream *s, const float *h, size_t n);
+
+/* Batch size of the stream. */
+GRULITE_API int32_t grulite_stream_batch(const grulite_stream *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GRULITE_H */

@@ -1,0 +1,33 @@
+"""Builds the one extension module, grulite._core, from the C core and the
+Cython binding.  Flags are portable: no -march=native in what users install."""
+import glob
+import os
+import sys
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+if sys.platform == "win32":
+    cflags = ["/O2"]
+else:
+    cflags = ["-O3", "-std=c99", "-fvisibility=hidden"]
+    if os.environ.get("GRULITE_WERROR"):
+        cflags += ["-Wall", "-Wextra", "-Werror", "-Wno-unused-function",
+                   "-Wno-unreachable-code", "-Wno-unused-parameter"]
+
+core_sources = sorted(glob.glob(os.path.join("src", "core", "*.c")))
+
+ext = Extension(
+    "grulite._core",
+    sources=["src/grulite/_core.pyx"] + core_sources,
+    include_dirs=["include", "src/core", numpy.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=cflags,
+    language="c",
+)
+
+setup(ext_modules=cythonize([ext], language_level=3,
+                            compiler_directives={"embedsignature": True}))

@@ -1,0 +1,730 @@
+/* format.c - the .grl model file: writing (serialize), reading (validate
+ * and map), and the model queries.  The format is described in
+ * docs/format.md; the constants below are its single definition.
+ *
+ * Reading trusts nothing: every count, offset and shape is checked with
+ * overflow-safe arithmetic before use, and the checksum covers everything
+ * but the first 16 bytes (magic, version, the checksum itself). */
+#define _POSIX_C_SOURCE 200809L  /* open, fstat, mmap under -std=c99 */
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#  define GL_HAVE_MMAP 1
+#  include <fcntl.h>
+#  include <sys/mman.h>
+#  include <sys/stat.h>
+#  include <unistd.h>
+#endif
+
+/* ---- Format constants -------------------------------------------------- */
+
+static const char GL_MAGIC[8] = { 'G', 'R', 'U', 'L', 'I', 'T', 'E', '\0' };
+
+enum {
+    GL_HEADER_SIZE = 64,
+    GL_LAYER_REC = 32,       /* bytes per layer record */
+    GL_DENSE_REC = 16,       /* bytes per dense record */
+    GL_TENSOR_REC = 64,      /* bytes per tensor-table entry */
+    GL_NAME_LEN = 32,        /* name bytes in a tensor entry, NUL-padded */
+    GL_CRC_START = 16,       /* the checksum covers [16, file_size) */
+    GL_LAYOUT_KN = 1,        /* matrices (K inputs, N outputs) input-major; vectors plain */
+    GL_FLAG_TIME_MAJOR = 1   /* header flag: the model's default rows are (T, B) */
+};
+
+/* Little-endian field access, alignment-free. */
+static uint32_t rd32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t rd64(const unsigned char *p)
+{
+    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+static void wr32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void wr64(unsigned char *p, uint64_t v)
+{
+    wr32(p, (uint32_t)v);
+    wr32(p + 4, (uint32_t)(v >> 32));
+}
+
+static int host_is_little_endian(void)
+{
+    const uint32_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+/* ---- Error text -------------------------------------------------------- */
+
+const char *grulite_strerror(int code)
+{
+    switch (code) {
+    case GRULITE_OK: return "success";
+    case GRULITE_E_ARG: return "invalid argument";
+    case GRULITE_E_NOMEM: return "out of memory";
+    case GRULITE_E_IO: return "cannot read or write the file";
+    case GRULITE_E_MAGIC: return "not a grulite model file (bad magic)";
+    case GRULITE_E_VERSION: return "unsupported grulite model file version";
+    case GRULITE_E_TRUNCATED: return "model file is truncated";
+    case GRULITE_E_CHECKSUM: return "model file checksum mismatch (corrupted file)";
+    case GRULITE_E_FORMAT: return "malformed model file";
+    case GRULITE_E_CONFIG: return "invalid model configuration";
+    case GRULITE_E_TENSOR: return "missing tensor or tensor of the wrong dtype or shape";
+    case GRULITE_E_SHAPE: return "input shape does not fit the model";
+    case GRULITE_E_LENGTHS: return "sequence length outside [1, steps]";
+    case GRULITE_E_UNSUPPORTED: return "not supported";
+    case GRULITE_E_ALIGN: return "borrowed model buffer is not 64-byte aligned";
+    case GRULITE_E_TOO_LARGE: return "size too large";
+    case GRULITE_E_BUFFER: return "output buffer too small";
+    default: return "unknown error";
+    }
+}
+
+const char *grulite_version(void)
+{
+    return GRULITE_VERSION_STRING;
+}
+
+/* Formats a detail line into msg (if any) and returns code. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static int fail(char *msg, size_t msg_size, int code, const char *fmt, ...)
+{
+    if (msg && msg_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, msg_size, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* ---- The tensors a configuration needs --------------------------------- */
+
+/* Tensor `index` of the canonical list for a configuration: its name,
+ * its shape (dims[1] == 0 for vectors) and where the loader puts it. */
+typedef struct gl_tensor_ref {
+    char name[GL_NAME_LEN];
+    uint32_t dims[2];
+    const float **slot;      /* in the model being loaded, or NULL */
+} gl_tensor_ref;
+
+/* Calls fn(ref, ctx) for each tensor of the model `m` (whose layer and
+ * dense configs are filled), in file order.  Stops on non-zero. */
+typedef int (*gl_tensor_fn)(const gl_tensor_ref *ref, void *ctx);
+
+static int each_tensor(grulite_model *m, gl_tensor_fn fn, void *ctx)
+{
+    gl_tensor_ref t;
+    int rc;
+    for (int l = 0; l < m->info.num_layers; l++) {
+        gl_layer *L = &m->layer[l];
+        const uint32_t I = (uint32_t)L->cfg.input_size, H = (uint32_t)L->cfg.hidden_size;
+        for (int d = 0; d < L->cfg.num_directions; d++) {
+            gl_direction *w = &L->dir[d];
+            struct { const char *suffix; uint32_t d0, d1; const float **slot; int bias; } items[4] = {
+                { "w_ih", I, 3 * H, &w->w_ih, 0 },
+                { "w_hh", H, 3 * H, &w->w_hh, 0 },
+                { "b_ih", 3 * H, 0, &w->b_ih, 1 },
+                { "b_hh", 3 * H, 0, &w->b_hh, 1 },
+            };
+            for (int i = 0; i < 4; i++) {
+                if (items[i].bias && !L->cfg.has_bias) continue;
+                snprintf(t.name, sizeof t.name, "l%d.d%d.%s", l, d, items[i].suffix);
+                t.dims[0] = items[i].d0;
+                t.dims[1] = items[i].d1;
+                t.slot = items[i].slot;
+                if ((rc = fn(&t, ctx))) return rc;
+            }
+        }
+    }
+    for (int j = 0; j < m->info.num_dense; j++) {
+        gl_dense *D = &m->dense[j];
+        snprintf(t.name, sizeof t.name, "head%d.w", j);
+        t.dims[0] = (uint32_t)D->cfg.in_features;
+        t.dims[1] = (uint32_t)D->cfg.out_features;
+        t.slot = &D->w;
+        if ((rc = fn(&t, ctx))) return rc;
+        if (D->cfg.has_bias) {
+            snprintf(t.name, sizeof t.name, "head%d.b", j);
+            t.dims[0] = (uint32_t)D->cfg.out_features;
+            t.dims[1] = 0;
+            t.slot = &D->b;
+            if ((rc = fn(&t, ctx))) return rc;
+        }
+    }
+    return 0;
+}
+
+static int count_fn(const gl_tensor_ref *ref, void *ctx)
+{
+    (void)ref;
+    (*(uint32_t *)ctx)++;
+    return 0;
+}
+
+/* Validates the layer / dense configuration held in m->layer / m->dense
+ * (cfg.hidden_size etc. filled, input sizes derived here) and fills
+ * m->info and the derived maxima. */
+static int finish_config(grulite_model *m, char *msg, size_t msg_size)
+{
+    int32_t in = m->info.input_size;
+    int32_t state = 0;
+    if (in < 1 || in > GRULITE_MAX_FEATURES)
+        return fail(msg, msg_size, GRULITE_E_CONFIG, "input_size %ld outside [1, %d]",
+                    (long)in, GRULITE_MAX_FEATURES);
+    m->max_hidden = m->max_width = m->max_dense = 0;
+    m->bidirectional = 0;
+    for (int l = 0; l < m->info.num_layers; l++) {
+        grulite_layer_info *c = &m->layer[l].cfg;
+        if (c->hidden_size < 1 || c->hidden_size > GRULITE_MAX_FEATURES)
+            return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: hidden_size %ld outside [1, %d]",
+                        l, (long)c->hidden_size, GRULITE_MAX_FEATURES);
+        if (c->num_directions != 1 && c->num_directions != 2)
+            return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: num_directions %ld is not 1 or 2",
+                        l, (long)c->num_directions);
+        if (c->reset_after != 0 && c->reset_after != 1)
+            return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: reset_after %ld is not 0 or 1",
+                        l, (long)c->reset_after);
+        if (c->has_bias != 0 && c->has_bias != 1)
+            return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: has_bias %ld is not 0 or 1",
+                        l, (long)c->has_bias);
+        if (c->dtype != GRULITE_DTYPE_F32)
+            return fail(msg, msg_size, GRULITE_E_UNSUPPORTED, "layer %d: weight dtype %ld not supported",
+                        l, (long)c->dtype);
+        c->input_size = in;
+        const int32_t width = c->num_directions * c->hidden_size;   /* <= 2^21 */
+        if (width > GRULITE_MAX_FEATURES)
+            return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: output width %ld above %d",
+                        l, (long)width, GRULITE_MAX_FEATURES);
+        if (state > INT32_MAX - width)
+            return fail(msg, msg_size, GRULITE_E_TOO_LARGE, "state size overflows");
+        state += width;
+        if (c->hidden_size > m->max_hidden) m->max_hidden = c->hidden_size;
+        if (width > m->max_width) m->max_width = width;
+        if (c->num_directions == 2) m->bidirectional = 1;
+        in = width;
+    }
+    m->info.output_size = in;
+    m->info.state_size = state;
+    for (int j = 0; j < m->info.num_dense; j++) {
+        grulite_dense_info *c = &m->dense[j].cfg;
+        if (c->out_features < 1 || c->out_features > GRULITE_MAX_FEATURES)
+            return fail(msg, msg_size, GRULITE_E_CONFIG, "head layer %d: out_features %ld outside [1, %d]",
+                        j, (long)c->out_features, GRULITE_MAX_FEATURES);
+        if (c->activation < GRULITE_ACT_NONE || c->activation > GRULITE_ACT_SOFTMAX)
+            return fail(msg, msg_size, GRULITE_E_CONFIG, "head layer %d: unknown activation %ld",
+                        j, (long)c->activation);
+        if (c->has_bias != 0 && c->has_bias != 1)
+            return fail(msg, msg_size, GRULITE_E_CONFIG, "head layer %d: has_bias %ld is not 0 or 1",
+                        j, (long)c->has_bias);
+        c->in_features = in;
+        in = c->out_features;
+        if (c->out_features > m->max_dense) m->max_dense = c->out_features;
+    }
+    m->info.head_size = m->info.num_dense ? in : 0;
+    return GRULITE_OK;
+}
+
+/* ---- Writing ------------------------------------------------------------ */
+
+typedef struct gl_writer {
+    const grulite_model_spec *spec;
+    unsigned char *buf;      /* NULL: measuring only */
+    size_t table_pos;        /* next tensor-table entry */
+    size_t data_pos;         /* next tensor payload, 64-aligned */
+    int failed;
+} gl_writer;
+
+/* Source matrix for a tensor of the spec, in PyTorch layout, and whether
+ * it is transposed into the file (matrices) or copied (vectors). */
+static const float *spec_source(const grulite_model_spec *spec, const char *name)
+{
+    int l, d, j;
+    char what[8];
+    if (sscanf(name, "l%d.d%d.%4s", &l, &d, what) == 3) {
+        const grulite_layer_spec *L = &spec->layers[l];
+        if (!strcmp(what, "w_ih")) return L->weight_ih[d];
+        if (!strcmp(what, "w_hh")) return L->weight_hh[d];
+        if (!strcmp(what, "b_ih")) return L->bias_ih[d];
+        if (!strcmp(what, "b_hh")) return L->bias_hh[d];
+    } else if (sscanf(name, "head%d.%1s", &j, what) == 2) {
+        const grulite_dense_spec *D = &spec->dense[j];
+        return what[0] == 'w' ? D->weight : D->bias;
+    }
+    return NULL;
+}
+
+static int write_fn(const gl_tensor_ref *ref, void *ctx)
+{
+    gl_writer *w = ctx;
+    const size_t d0 = ref->dims[0], d1 = ref->dims[1];
+    size_t n, bytes, next;
+    if (gl_mul(d0, d1 ? d1 : 1, &n) || gl_mul(n, sizeof(float), &bytes) || gl_add(w->data_pos, bytes, &next) ||
+        gl_align_up(next, &next))
+        return GRULITE_E_TOO_LARGE;
+    if (w->buf) {
+        const float *src = spec_source(w->spec, ref->name);
+        if (!src) return GRULITE_E_ARG;
+        unsigned char *e = w->buf + w->table_pos;
+        memset(e, 0, GL_TENSOR_REC);
+        memcpy(e, ref->name, strlen(ref->name));
+        wr32(e + 32, GRULITE_DTYPE_F32);
+        wr32(e + 36, GL_LAYOUT_KN);
+        wr32(e + 40, d1 ? 2 : 1);
+        wr32(e + 48, (uint32_t)d0);
+        wr32(e + 52, (uint32_t)d1);
+        wr64(e + 56, (uint64_t)w->data_pos);
+        float *dst = (float *)(void *)(w->buf + w->data_pos);
+        if (d1) {
+            /* PyTorch stores (N outputs, K inputs); the kernels read (K, N). */
+            for (size_t k = 0; k < d0; k++)
+                for (size_t j = 0; j < d1; j++)
+                    dst[k * d1 + j] = src[j * d0 + k];
+        } else {
+            memcpy(dst, src, bytes);
+        }
+        memset(w->buf + w->data_pos + bytes, 0, next - w->data_pos - bytes);
+    }
+    w->table_pos += GL_TENSOR_REC;
+    w->data_pos = next;
+    return 0;
+}
+
+int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t cap,
+                            size_t *size)
+{
+    if (!spec || !size) return GRULITE_E_ARG;
+    if (!host_is_little_endian()) return GRULITE_E_UNSUPPORTED;
+    if (spec->num_layers < 1 || spec->num_layers > GRULITE_MAX_LAYERS || !spec->layers)
+        return GRULITE_E_CONFIG;
+    if (spec->num_dense < 0 || spec->num_dense > GRULITE_MAX_DENSE ||
+        (spec->num_dense > 0 && !spec->dense))
+        return GRULITE_E_CONFIG;
+    if (spec->dtype != GRULITE_DTYPE_F32) return GRULITE_E_UNSUPPORTED;
+    if (spec->metadata_len > UINT32_MAX || (spec->metadata_len && !spec->metadata))
+        return GRULITE_E_ARG;
+
+    grulite_model *m = calloc(1, sizeof(*m));
+    if (!m) return GRULITE_E_NOMEM;
+    m->info.input_size = spec->input_size;
+    m->info.num_layers = spec->num_layers;
+    m->info.num_dense = spec->num_dense;
+    for (int l = 0; l < spec->num_layers; l++) {
+        const grulite_layer_spec *L = &spec->layers[l];
+        m->layer[l].cfg.hidden_size = L->hidden_size;
+        m->layer[l].cfg.num_directions = L->num_directions;
+        m->layer[l].cfg.reset_after = L->reset_after;
+        m->layer[l].cfg.has_bias = L->has_bias;
+        m->layer[l].cfg.dtype = spec->dtype;
+    }
+    for (int j = 0; j < spec->num_dense; j++) {
+        m->dense[j].cfg.out_features = spec->dense[j].out_features;
+        m->dense[j].cfg.activation = spec->dense[j].activation;
+        m->dense[j].cfg.has_bias = spec->dense[j].has_bias;
+    }
+    int rc = finish_config(m, NULL, 0);
+    if (rc) goto done;
+    /* Every pointer the spec must provide. */
+    for (int l = 0; l < spec->num_layers && !rc; l++) {
+        const grulite_layer_spec *L = &spec->layers[l];
+        for (int d = 0; d < L->num_directions; d++) {
+            if (!L->weight_ih[d] || !L->weight_hh[d] ||
+                (L->has_bias && (!L->bias_ih[d] || !L->bias_hh[d])))
+                rc = GRULITE_E_ARG;
+        }
+    }
+    for (int j = 0; j < spec->num_dense && !rc; j++)
+        if (!spec->dense[j].weight || (spec->dense[j].has_bias && !spec->dense[j].bias))
+            rc = GRULITE_E_ARG;
+    if (rc) goto done;
+
+    uint32_t n_tensors = 0;
+    each_tensor(m, count_fn, &n_tensors);
+    const size_t table = GL_HEADER_SIZE + (size_t)spec->num_layers * GL_LAYER_REC +
+                         (size_t)spec->num_dense * GL_DENSE_REC;
+    const size_t meta_off = table + (size_t)n_tensors * GL_TENSOR_REC;
+    size_t data0;
+    if (gl_add(meta_off, spec->metadata_len, &data0) || gl_align_up(data0, &data0)) {
+        rc = GRULITE_E_TOO_LARGE;
+        goto done;
+    }
+
+    /* Pass 1 measures; pass 2 (if a buffer was given) writes. */
+    gl_writer w = { spec, NULL, table, data0, 0 };
+    if ((rc = each_tensor(m, write_fn, &w))) goto done;
+    const size_t total = w.data_pos;
+    *size = total;
+    if (!buf) goto done;
+    if (cap < total) { rc = GRULITE_E_BUFFER; goto done; }
+
+    unsigned char *out = buf;
+    memset(out, 0, data0);
+    memcpy(out, GL_MAGIC, 8);
+    wr32(out + 8, GRULITE_FORMAT_VERSION);
+    wr64(out + 16, (uint64_t)total);
+    wr32(out + 24, GL_HEADER_SIZE);
+    wr32(out + 28, spec->batch_first ? 0 : GL_FLAG_TIME_MAJOR);
+    wr32(out + 32, (uint32_t)spec->input_size);
+    wr32(out + 36, (uint32_t)spec->num_layers);
+    wr32(out + 40, (uint32_t)spec->num_dense);
+    wr32(out + 44, n_tensors);
+    wr64(out + 48, (uint64_t)meta_off);
+    wr64(out + 56, (uint64_t)spec->metadata_len);
+    unsigned char *p = out + GL_HEADER_SIZE;
+    for (int l = 0; l < spec->num_layers; l++, p += GL_LAYER_REC) {
+        const grulite_layer_info *c = &m->layer[l].cfg;
+        wr32(p + 0, (uint32_t)c->hidden_size);
+        wr32(p + 4, (uint32_t)c->num_directions);
+        wr32(p + 8, (uint32_t)c->reset_after);
+        wr32(p + 12, (uint32_t)c->has_bias);
+        wr32(p + 16, (uint32_t)c->dtype);
+    }
+    for (int j = 0; j < spec->num_dense; j++, p += GL_DENSE_REC) {
+        const grulite_dense_info *c = &m->dense[j].cfg;
+        wr32(p + 0, (uint32_t)c->out_features);
+        wr32(p + 4, (uint32_t)c->activation);
+        wr32(p + 8, (uint32_t)c->has_bias);
+    }
+    if (spec->metadata_len) memcpy(out + meta_off, spec->metadata, spec->metadata_len);
+    gl_writer w2 = { spec, out, table, data0, 0 };
+    if ((rc = each_tensor(m, write_fn, &w2))) goto done;
+    wr32(out + 12, gl_crc32(0, out + GL_CRC_START, total - GL_CRC_START));
+
+done:
+    free(m);
+    return rc;
+}
+
+/* ---- Reading ------------------------------------------------------------ */
+
+typedef struct gl_reader {
+    grulite_model *m;
+    const unsigned char *img;
+    size_t size;
+    size_t table;            /* offset of the tensor table */
+    size_t data_min;         /* first byte after the tables */
+    uint32_t n_tensors;
+    char *msg;
+    size_t msg_size;
+} gl_reader;
+
+static int read_fn(const gl_tensor_ref *ref, void *ctx)
+{
+    gl_reader *r = ctx;
+    const unsigned char *found = NULL;
+    for (uint32_t i = 0; i < r->n_tensors; i++) {
+        const unsigned char *e = r->img + r->table + (size_t)i * GL_TENSOR_REC;
+        if (memchr(e, '\0', GL_NAME_LEN) == NULL)
+            return fail(r->msg, r->msg_size, GRULITE_E_FORMAT,
+                        "tensor table entry %lu: name is not NUL-terminated", (unsigned long)i);
+        if (strcmp((const char *)e, ref->name) == 0) {
+            if (found)
+                return fail(r->msg, r->msg_size, GRULITE_E_FORMAT,
+                            "tensor %s appears twice in the table", ref->name);
+            found = e;
+        }
+    }
+    if (!found)
+        return fail(r->msg, r->msg_size, GRULITE_E_TENSOR, "tensor %s is missing", ref->name);
+    const uint32_t dtype = rd32(found + 32), layout = rd32(found + 36), ndim = rd32(found + 40);
+    const uint32_t d0 = rd32(found + 48), d1 = rd32(found + 52);
+    const uint64_t off = rd64(found + 56);
+    if (dtype != GRULITE_DTYPE_F32)
+        return fail(r->msg, r->msg_size, GRULITE_E_TENSOR, "tensor %s: dtype %lu, expected %d (float32)",
+                    ref->name, (unsigned long)dtype, GRULITE_DTYPE_F32);
+    if (layout != GL_LAYOUT_KN)
+        return fail(r->msg, r->msg_size, GRULITE_E_TENSOR, "tensor %s: unknown layout %lu",
+                    ref->name, (unsigned long)layout);
+    if (ndim != (ref->dims[1] ? 2u : 1u) || d0 != ref->dims[0] || d1 != ref->dims[1])
+        return fail(r->msg, r->msg_size, GRULITE_E_TENSOR,
+                    "tensor %s: shape (%lu, %lu) ndim %lu; the configuration needs (%lu, %lu)",
+                    ref->name, (unsigned long)d0, (unsigned long)d1, (unsigned long)ndim,
+                    (unsigned long)ref->dims[0], (unsigned long)ref->dims[1]);
+    size_t n, bytes, end;
+    if (gl_mul(d0, d1 ? d1 : 1, &n) || gl_mul(n, sizeof(float), &bytes) ||
+        off > (uint64_t)SIZE_MAX || gl_add((size_t)off, bytes, &end))
+        return fail(r->msg, r->msg_size, GRULITE_E_TOO_LARGE, "tensor %s: size overflows", ref->name);
+    if (off % GL_ALIGN != 0)
+        return fail(r->msg, r->msg_size, GRULITE_E_FORMAT, "tensor %s: offset %llu not 64-byte aligned",
+                    ref->name, (unsigned long long)off);
+    if ((size_t)off < r->data_min || end > r->size)
+        return fail(r->msg, r->msg_size, GRULITE_E_FORMAT,
+                    "tensor %s: bytes [%llu, %llu) outside the data area [%llu, %llu)",
+                    ref->name, (unsigned long long)off, (unsigned long long)end,
+                    (unsigned long long)r->data_min, (unsigned long long)r->size);
+    *ref->slot = (const float *)(const void *)(r->img + off);
+    return 0;
+}
+
+/* Validates an image at 64-byte aligned `img` and fills m (whose ownership
+ * fields the caller sets). */
+static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
+                       char *msg, size_t msg_size)
+{
+    if (!host_is_little_endian())
+        return fail(msg, msg_size, GRULITE_E_UNSUPPORTED, "big-endian hosts are not supported");
+    if (size < GL_HEADER_SIZE)
+        return fail(msg, msg_size, size >= 8 && memcmp(img, GL_MAGIC, 8) ? GRULITE_E_MAGIC
+                    : GRULITE_E_TRUNCATED,
+                    "file has %lu bytes; a model file has at least a %d-byte header",
+                    (unsigned long)size, GL_HEADER_SIZE);
+    if (memcmp(img, GL_MAGIC, 8) != 0)
+        return fail(msg, msg_size, GRULITE_E_MAGIC, "bad magic: the file does not start with GRULITE");
+    const uint32_t version = rd32(img + 8);
+    if (version != GRULITE_FORMAT_VERSION)
+        return fail(msg, msg_size, GRULITE_E_VERSION, "format version %lu; this library reads version %d",
+                    (unsigned long)version, GRULITE_FORMAT_VERSION);
+    const uint64_t fsize = rd64(img + 16);
+    if (fsize > (uint64_t)size)
+        return fail(msg, msg_size, GRULITE_E_TRUNCATED, "header says %llu bytes, the file has %llu",
+                    (unsigned long long)fsize, (unsigned long long)size);
+    if (fsize < (uint64_t)size)
+        return fail(msg, msg_size, GRULITE_E_FORMAT, "header says %llu bytes, the file has %llu (trailing data)",
+                    (unsigned long long)fsize, (unsigned long long)size);
+    const uint32_t crc = gl_crc32(0, img + GL_CRC_START, size - GL_CRC_START);
+    if (crc != rd32(img + 12))
+        return fail(msg, msg_size, GRULITE_E_CHECKSUM, "checksum mismatch: stored %08lx, computed %08lx",
+                    (unsigned long)rd32(img + 12), (unsigned long)crc);
+    if (rd32(img + 24) != GL_HEADER_SIZE || (rd32(img + 28) & ~(uint32_t)GL_FLAG_TIME_MAJOR) != 0)
+        return fail(msg, msg_size, GRULITE_E_FORMAT, "header size %lu / flags %lu not supported",
+                    (unsigned long)rd32(img + 24), (unsigned long)rd32(img + 28));
+
+    const uint32_t input_size = rd32(img + 32), n_layers = rd32(img + 36);
+    const uint32_t n_dense = rd32(img + 40), n_tensors = rd32(img + 44);
+    const uint64_t meta_off = rd64(img + 48), meta_len = rd64(img + 56);
+    if (n_layers < 1 || n_layers > GRULITE_MAX_LAYERS)
+        return fail(msg, msg_size, GRULITE_E_CONFIG, "num_layers %lu outside [1, %d]",
+                    (unsigned long)n_layers, GRULITE_MAX_LAYERS);
+    if (n_dense > GRULITE_MAX_DENSE)
+        return fail(msg, msg_size, GRULITE_E_CONFIG, "num_dense %lu above %d",
+                    (unsigned long)n_dense, GRULITE_MAX_DENSE);
+    if (input_size > GRULITE_MAX_FEATURES)
+        return fail(msg, msg_size, GRULITE_E_CONFIG, "input_size %lu above %d",
+                    (unsigned long)input_size, GRULITE_MAX_FEATURES);
+    const size_t table = GL_HEADER_SIZE + (size_t)n_layers * GL_LAYER_REC +
+                         (size_t)n_dense * GL_DENSE_REC;
+    size_t tables_end;
+    if (gl_mul(n_tensors, GL_TENSOR_REC, &tables_end) || gl_add(tables_end, table, &tables_end) ||
+        tables_end > size)
+        return fail(msg, msg_size, GRULITE_E_FORMAT, "tensor table (%lu entries) runs past the end of the file",
+                    (unsigned long)n_tensors);
+    if (meta_off < tables_end || meta_off > size || meta_len > size - meta_off)
+        return fail(msg, msg_size, GRULITE_E_FORMAT, "metadata [%llu, +%llu) outside the file or overlapping the tables",
+                    (unsigned long long)meta_off, (unsigned long long)meta_len);
+
+    m->info.input_size = (int32_t)input_size;
+    m->info.batch_first = (rd32(img + 28) & GL_FLAG_TIME_MAJOR) ? 0 : 1;
+    m->info.num_layers = (int32_t)n_layers;
+    m->info.num_dense = (int32_t)n_dense;
+    const unsigned char *p = img + GL_HEADER_SIZE;
+    for (uint32_t l = 0; l < n_layers; l++, p += GL_LAYER_REC) {
+        grulite_layer_info *c = &m->layer[l].cfg;
+        const uint32_t v[5] = { rd32(p), rd32(p + 4), rd32(p + 8), rd32(p + 12), rd32(p + 16) };
+        for (int i = 0; i < 5; i++)
+            if (v[i] > GRULITE_MAX_FEATURES)
+                return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %lu: field %d = %lu out of range",
+                            (unsigned long)l, i, (unsigned long)v[i]);
+        c->hidden_size = (int32_t)v[0];
+        c->num_directions = (int32_t)v[1];
+        c->reset_after = (int32_t)v[2];
+        c->has_bias = (int32_t)v[3];
+        c->dtype = (int32_t)v[4];
+    }
+    for (uint32_t j = 0; j < n_dense; j++, p += GL_DENSE_REC) {
+        grulite_dense_info *c = &m->dense[j].cfg;
+        const uint32_t v[3] = { rd32(p), rd32(p + 4), rd32(p + 8) };
+        for (int i = 0; i < 3; i++)
+            if (v[i] > GRULITE_MAX_FEATURES)
+                return fail(msg, msg_size, GRULITE_E_CONFIG, "head layer %lu: field %d = %lu out of range",
+                            (unsigned long)j, i, (unsigned long)v[i]);
+        c->out_features = (int32_t)v[0];
+        c->activation = (int32_t)v[1];
+        c->has_bias = (int32_t)v[2];
+    }
+    int rc = finish_config(m, msg, msg_size);
+    if (rc) return rc;
+
+    uint32_t expected = 0;
+    each_tensor(m, count_fn, &expected);
+    if (n_tensors != expected)
+        return fail(msg, msg_size, GRULITE_E_TENSOR, "%lu tensors in the table; the configuration needs %lu",
+                    (unsigned long)n_tensors, (unsigned long)expected);
+    gl_reader r = { m, img, size, table, tables_end, n_tensors, msg, msg_size };
+    if ((rc = each_tensor(m, read_fn, &r))) return rc;
+
+    m->metadata = (const char *)img + meta_off;
+    m->metadata_len = (size_t)meta_len;
+    m->image = img;
+    m->image_size = size;
+    m->info.image_size = size;
+    m->info.checksum = crc;
+    return GRULITE_OK;
+}
+
+static int load_image(const void *data, size_t size, grulite_model **out,
+                      void *owned, void *mapping, size_t mapping_size,
+                      char *msg, size_t msg_size)
+{
+    grulite_model *m = calloc(1, sizeof(*m));
+    if (!m) return fail(msg, msg_size, GRULITE_E_NOMEM, "out of memory");
+    m->owned = owned;
+    m->mapping = mapping;
+    m->mapping_size = mapping_size;
+    int rc = parse_image(m, data, size, msg, msg_size);
+    if (rc) {
+        grulite_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return GRULITE_OK;
+}
+
+int grulite_model_load_buffer(const void *data, size_t size, int flags,
+                              grulite_model **out, char *msg, size_t msg_size)
+{
+    if (msg && msg_size) msg[0] = '\0';
+    if (!out) return fail(msg, msg_size, GRULITE_E_ARG, "out is NULL");
+    *out = NULL;
+    if (!data && size) return fail(msg, msg_size, GRULITE_E_ARG, "data is NULL");
+    if (flags & ~GRULITE_LOAD_COPY) return fail(msg, msg_size, GRULITE_E_ARG, "unknown flags");
+    if (flags & GRULITE_LOAD_COPY) {
+        void *copy = gl_alloc_aligned(size ? size : 1);
+        if (!copy) return fail(msg, msg_size, GRULITE_E_NOMEM, "cannot allocate %lu bytes", (unsigned long)size);
+        if (size) memcpy(copy, data, size);
+        return load_image(copy, size, out, copy, NULL, 0, msg, msg_size);
+    }
+    if (((uintptr_t)data) % GL_ALIGN != 0)
+        return fail(msg, msg_size, GRULITE_E_ALIGN, "buffer at %p is not 64-byte aligned", data);
+    return load_image(data, size, out, NULL, NULL, 0, msg, msg_size);
+}
+
+int grulite_model_load(const char *path, grulite_model **out, char *msg, size_t msg_size)
+{
+    if (msg && msg_size) msg[0] = '\0';
+    if (!out) return fail(msg, msg_size, GRULITE_E_ARG, "out is NULL");
+    *out = NULL;
+    if (!path) return fail(msg, msg_size, GRULITE_E_ARG, "path is NULL");
+#ifdef GL_HAVE_MMAP
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return fail(msg, msg_size, GRULITE_E_IO, "cannot open the file");
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(msg, msg_size, GRULITE_E_IO, "not a regular file");
+    }
+    if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
+        close(fd);
+        return fail(msg, msg_size, GRULITE_E_TOO_LARGE, "file too large to map");
+    }
+    const size_t size = (size_t)st.st_size;
+    if (size == 0) {
+        close(fd);
+        return fail(msg, msg_size, GRULITE_E_TRUNCATED, "file is empty");
+    }
+    void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return fail(msg, msg_size, GRULITE_E_IO, "cannot map the file");
+    return load_image(map, size, out, NULL, map, size, msg, msg_size);
+#else
+    FILE *f = fopen(path, "rb");
+    if (!f) return fail(msg, msg_size, GRULITE_E_IO, "cannot open the file");
+    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return fail(msg, msg_size, GRULITE_E_IO, "cannot seek"); }
+    long end = ftell(f);
+    if (end < 0 || fseek(f, 0, SEEK_SET) != 0) { fclose(f); return fail(msg, msg_size, GRULITE_E_IO, "cannot seek"); }
+    const size_t size = (size_t)end;
+    void *copy = gl_alloc_aligned(size ? size : 1);
+    if (!copy) { fclose(f); return fail(msg, msg_size, GRULITE_E_NOMEM, "out of memory"); }
+    if (fread(copy, 1, size, f) != size) {
+        fclose(f);
+        gl_free_aligned(copy);
+        return fail(msg, msg_size, GRULITE_E_IO, "cannot read the file");
+    }
+    fclose(f);
+    return load_image(copy, size, out, copy, NULL, 0, msg, msg_size);
+#endif
+}
+
+void grulite_model_free(grulite_model *m)
+{
+    if (!m) return;
+#ifdef GL_HAVE_MMAP
+    if (m->mapping) munmap(m->mapping, m->mapping_size);
+#endif
+    gl_free_aligned(m->owned);
+    free(m);
+}
+
+int grulite_model_save(const grulite_model *m, const char *path)
+{
+    if (!m || !path) return GRULITE_E_ARG;
+    const size_t n = strlen(path);
+    char *tmp = malloc(n + 8);
+    if (!tmp) return GRULITE_E_NOMEM;
+    memcpy(tmp, path, n);
+    memcpy(tmp + n, ".tmp~", 6);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) { free(tmp); return GRULITE_E_IO; }
+    int ok = fwrite(m->image, 1, m->image_size, f) == m->image_size;
+    ok = (fclose(f) == 0) && ok;
+    if (ok) {
+#ifdef _WIN32
+        remove(path);   /* rename() does not replace on Windows */
+#endif
+        ok = rename(tmp, path) == 0;
+    }
+    if (!ok) remove(tmp);
+    free(tmp);
+    return ok ? GRULITE_OK : GRULITE_E_IO;
+}
+
+/* ---- Queries ----------------------------------------------------------- */
+
+int grulite_model_info(const grulite_model *m, grulite_info *info)
+{
+    if (!m || !info) return GRULITE_E_ARG;
+    *info = m->info;
+    return GRULITE_OK;
+}
+
+int grulite_model_layer(const grulite_model *m, int layer, grulite_layer_info *info)
+{
+    if (!m || !info || layer < 0 || layer >= m->info.num_layers) return GRULITE_E_ARG;
+    *info = m->layer[layer].cfg;
+    return GRULITE_OK;
+}
+
+int grulite_model_dense(const grulite_model *m, int index, grulite_dense_info *info)
+{
+    if (!m || !info || index < 0 || index >= m->info.num_dense) return GRULITE_E_ARG;
+    *info = m->dense[index].cfg;
+    return GRULITE_OK;
+}
+
+const char *grulite_model_metadata(const grulite_model *m, size_t *len)
+{
+    if (!m) { if (len) *len = 0; return NULL; }
+    if (len) *len = m->metadata_len;
+    return m->metadata;
+}
+
+const void *grulite_model_image(const grulite_model *m, size_t *size)
+{
+    if (!m) { if (size) *size = 0; return NULL; }
+    if (size) *size = m->image_size;
+    return m->image;
+}

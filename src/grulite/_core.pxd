@@ -1,0 +1,150 @@
+# cython: language_level=3
+# Declarations of include/grulite.h, in the header's order.
+
+from libc.stdint cimport int32_t, uint32_t
+
+cdef extern from "grulite.h" nogil:
+    int GRULITE_VERSION_MAJOR
+    int GRULITE_VERSION_MINOR
+    int GRULITE_VERSION_PATCH
+    const char *GRULITE_VERSION_STRING
+    int GRULITE_FORMAT_VERSION
+
+    int GRULITE_OK
+    int GRULITE_E_ARG
+    int GRULITE_E_NOMEM
+    int GRULITE_E_IO
+    int GRULITE_E_MAGIC
+    int GRULITE_E_VERSION
+    int GRULITE_E_TRUNCATED
+    int GRULITE_E_CHECKSUM
+    int GRULITE_E_FORMAT
+    int GRULITE_E_CONFIG
+    int GRULITE_E_TENSOR
+    int GRULITE_E_SHAPE
+    int GRULITE_E_LENGTHS
+    int GRULITE_E_UNSUPPORTED
+    int GRULITE_E_ALIGN
+    int GRULITE_E_TOO_LARGE
+    int GRULITE_E_BUFFER
+
+    const char *grulite_strerror(int code)
+    const char *grulite_version()
+
+    int GRULITE_ACT_NONE
+    int GRULITE_ACT_RELU
+    int GRULITE_ACT_TANH
+    int GRULITE_ACT_SIGMOID
+    int GRULITE_ACT_SOFTMAX
+
+    int GRULITE_DTYPE_F32
+
+    int GRULITE_MAX_LAYERS
+    int GRULITE_MAX_DENSE
+    int GRULITE_MAX_FEATURES
+
+    ctypedef struct grulite_layer_info:
+        int32_t input_size
+        int32_t hidden_size
+        int32_t num_directions
+        int32_t reset_after
+        int32_t has_bias
+        int32_t dtype
+
+    ctypedef struct grulite_dense_info:
+        int32_t in_features
+        int32_t out_features
+        int32_t activation
+        int32_t has_bias
+
+    ctypedef struct grulite_info:
+        int32_t input_size
+        int32_t num_layers
+        int32_t num_dense
+        int32_t output_size
+        int32_t head_size
+        int32_t state_size
+        int32_t batch_first
+        uint32_t checksum
+        size_t image_size
+
+    ctypedef struct grulite_model:
+        pass
+
+    int grulite_model_load(const char *path, grulite_model **out,
+                           char *msg, size_t msg_size)
+    int GRULITE_LOAD_COPY
+    int grulite_model_load_buffer(const void *data, size_t size, int flags,
+                                  grulite_model **out, char *msg, size_t msg_size)
+    void grulite_model_free(grulite_model *model)
+    int grulite_model_info(const grulite_model *model, grulite_info *info)
+    int grulite_model_layer(const grulite_model *model, int layer, grulite_layer_info *info)
+    int grulite_model_dense(const grulite_model *model, int index, grulite_dense_info *info)
+    const char *grulite_model_metadata(const grulite_model *model, size_t *len)
+    const void *grulite_model_image(const grulite_model *model, size_t *size)
+    int grulite_model_save(const grulite_model *model, const char *path)
+
+    ctypedef struct grulite_layer_spec:
+        int32_t hidden_size
+        int32_t num_directions
+        int32_t reset_after
+        int32_t has_bias
+        const float *weight_ih[2]
+        const float *weight_hh[2]
+        const float *bias_ih[2]
+        const float *bias_hh[2]
+
+    ctypedef struct grulite_dense_spec:
+        int32_t out_features
+        int32_t activation
+        int32_t has_bias
+        const float *weight
+        const float *bias
+
+    ctypedef struct grulite_model_spec:
+        int32_t input_size
+        int32_t num_layers
+        const grulite_layer_spec *layers
+        int32_t num_dense
+        const grulite_dense_spec *dense
+        int32_t dtype
+        int32_t batch_first
+        const char *metadata
+        size_t metadata_len
+
+    int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t cap,
+                                size_t *size)
+
+    ctypedef struct grulite_workspace:
+        pass
+
+    grulite_workspace *grulite_workspace_new()
+    void grulite_workspace_free(grulite_workspace *ws)
+    size_t grulite_workspace_bytes(const grulite_workspace *ws)
+
+    ctypedef struct grulite_run:
+        int32_t batch
+        int32_t steps
+        int32_t batch_first
+        int32_t head_all_steps
+        const float *x
+        const int32_t *lengths
+        const float *h0
+        float *y
+        float *h_n
+        float *head
+
+    int grulite_forward(const grulite_model *model, grulite_workspace *ws,
+                        const grulite_run *run)
+
+    ctypedef struct grulite_stream:
+        pass
+
+    int grulite_stream_new(const grulite_model *model, int32_t batch, grulite_stream **out)
+    void grulite_stream_free(grulite_stream *s)
+    int grulite_stream_step(grulite_stream *s, const float *x, int32_t steps,
+                            float *y, float *head)
+    int grulite_stream_reset(grulite_stream *s)
+    int grulite_stream_get_state(const grulite_stream *s, float *h, size_t n)
+    int grulite_stream_set_state(grulite_stream *s, const float *h, size_t n)
+    int32_t grulite_stream_batch(const grulite_stream *s)

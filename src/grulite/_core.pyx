@@ -1,0 +1,479 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Cython binding of the grulite C core (include/grulite.h).
+
+The classes here own the C handles.  Shapes and dtypes are validated with
+the GIL held; the math runs inside ``with nogil:``.  Friendly argument
+handling (unbatched input, time-major layout, tuple states) lives in
+``grulite._model``; this module checks every size again before it hands a
+pointer to C, so no call from Python can make the core read out of bounds.
+"""
+
+cimport numpy as cnp
+from libc.stdint cimport int32_t, uint32_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+
+import os
+import numpy as np
+
+from grulite._errors import GruliteError
+
+cnp.import_array()
+
+__all__ = ["CModel", "Stream", "Workspace", "load_path", "load_bytes",
+           "serialize", "version", "FORMAT_VERSION", "ACTIVATIONS"]
+
+FORMAT_VERSION = GRULITE_FORMAT_VERSION
+
+ACTIVATIONS = {
+    "none": GRULITE_ACT_NONE,
+    "relu": GRULITE_ACT_RELU,
+    "tanh": GRULITE_ACT_TANH,
+    "sigmoid": GRULITE_ACT_SIGMOID,
+    "softmax": GRULITE_ACT_SOFTMAX,
+}
+_ACT_NAMES = {v: k for k, v in ACTIVATIONS.items()}
+
+MAX_LAYERS = GRULITE_MAX_LAYERS
+MAX_DENSE = GRULITE_MAX_DENSE
+MAX_FEATURES = GRULITE_MAX_FEATURES
+
+
+def version():
+    """Version string of the C core."""
+    return grulite_version().decode("ascii")
+
+
+cdef int check(int rc, str context=None, const char *detail=NULL) except -1:
+    """Maps a C return code to a Python exception; returns 0 on success."""
+    if rc >= 0:
+        return 0
+    text = grulite_strerror(rc).decode("utf-8", "replace")
+    if detail != NULL and detail[0] != 0:
+        text = detail.decode("utf-8", "replace")
+    if context:
+        text = f"{context}: {text}"
+    if rc == GRULITE_E_NOMEM:
+        raise MemoryError(text)
+    if rc == GRULITE_E_IO:
+        raise OSError(text)
+    raise GruliteError(text)
+
+
+cdef inline float *fptr(cnp.ndarray a):
+    return <float *>cnp.PyArray_DATA(a)
+
+
+cdef cnp.ndarray as_f32(object a, str name):
+    """A C-contiguous float32 view or copy of `a` (validated to be numeric)."""
+    cdef cnp.ndarray arr = np.asarray(a)
+    if arr.dtype.kind != "f":
+        raise GruliteError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+cdef class Workspace:
+    """Scratch memory for whole-sequence calls; one per thread."""
+    cdef grulite_workspace *ptr
+
+    def __cinit__(self):
+        self.ptr = grulite_workspace_new()
+        if self.ptr == NULL:
+            raise MemoryError("cannot allocate a grulite workspace")
+
+    def __dealloc__(self):
+        grulite_workspace_free(self.ptr)
+
+    @property
+    def nbytes(self):
+        return grulite_workspace_bytes(self.ptr)
+
+
+cdef class CModel:
+    """A loaded, validated, read-only model (a .grl image)."""
+    cdef grulite_model *ptr
+    cdef grulite_info info
+    cdef readonly object path        # file the model is mapped from, or None
+
+    def __cinit__(self):
+        self.ptr = NULL
+        self.path = None
+
+    def __dealloc__(self):
+        grulite_model_free(self.ptr)
+
+    cdef _init(self):
+        check(grulite_model_info(self.ptr, &self.info))
+
+    @property
+    def input_size(self):
+        return self.info.input_size
+
+    @property
+    def output_size(self):
+        return self.info.output_size
+
+    @property
+    def head_size(self):
+        return self.info.head_size
+
+    @property
+    def state_size(self):
+        return self.info.state_size
+
+    @property
+    def num_layers(self):
+        return self.info.num_layers
+
+    @property
+    def batch_first(self):
+        return bool(self.info.batch_first)
+
+    @property
+    def checksum(self):
+        return self.info.checksum
+
+    @property
+    def nbytes(self):
+        return self.info.image_size
+
+    def layers(self):
+        """Per-layer configuration as a list of dicts."""
+        cdef grulite_layer_info li
+        out = []
+        for l in range(self.info.num_layers):
+            check(grulite_model_layer(self.ptr, l, &li))
+            out.append(dict(input_size=li.input_size, hidden_size=li.hidden_size,
+                            num_directions=li.num_directions,
+                            reset_after=bool(li.reset_after), bias=bool(li.has_bias),
+                            dtype="float32"))
+        return out
+
+    def head(self):
+        """Head layers as a list of dicts (empty without a head)."""
+        cdef grulite_dense_info di
+        out = []
+        for j in range(self.info.num_dense):
+            check(grulite_model_dense(self.ptr, j, &di))
+            out.append(dict(in_features=di.in_features, out_features=di.out_features,
+                            activation=_ACT_NAMES.get(di.activation, "?"),
+                            bias=bool(di.has_bias)))
+        return out
+
+    def metadata(self):
+        """The metadata bytes stored in the file."""
+        cdef size_t n = 0
+        cdef const char *p = grulite_model_metadata(self.ptr, &n)
+        return p[:n] if n else b""
+
+    def image(self):
+        """A copy of the whole .grl image."""
+        cdef size_t n = 0
+        cdef const char *p = <const char *>grulite_model_image(self.ptr, &n)
+        return p[:n]
+
+    def save(self, path):
+        cdef bytes p = os.fsencode(path)
+        cdef const char *cp = p
+        cdef int rc
+        with nogil:
+            rc = grulite_model_save(self.ptr, cp)
+        if rc == GRULITE_E_IO:
+            raise OSError(f"cannot write {os.fsdecode(p)!r}")
+        check(rc)
+
+    def forward(self, Workspace ws not None, cnp.ndarray x not None, bint batch_first,
+                object lengths, object h0, bint want_y, bint want_h_n,
+                bint want_head, bint head_all_steps):
+        """Runs whole sequences.
+
+        x: float32 C-contiguous (B, T, I) or (T, B, I); lengths: int32 (B,)
+        or None; h0: float32 (B * state_size,) or None, layer-major
+        (layer, direction, batch, hidden).  Returns (y, h_n_flat, head),
+        each None when not asked for.
+        """
+        cdef grulite_run run
+        cdef cnp.ndarray y = None, hn = None, hd = None
+        cdef cnp.ndarray len_a = None, h0_a = None
+        cdef Py_ssize_t B, T
+        cdef int rc
+        if x.ndim != 3 or x.dtype != np.float32 or not x.flags.c_contiguous:
+            raise GruliteError("internal: x must be a C-contiguous float32 3-D array")
+        if batch_first:
+            B, T = x.shape[0], x.shape[1]
+        else:
+            T, B = x.shape[0], x.shape[1]
+        if x.shape[2] != self.info.input_size:
+            raise GruliteError(f"x has {x.shape[2]} features; the model expects input_size="
+                               f"{self.info.input_size}")
+        if B < 1 or T < 1:
+            raise GruliteError(f"x needs at least one sequence and one step; got batch={B}, steps={T}")
+        if B > 0x7FFFFFFF or T > 0x7FFFFFFF:
+            raise GruliteError("batch or steps above 2**31 - 1")
+        memset(&run, 0, sizeof(run))
+        run.batch = <int32_t>B
+        run.steps = <int32_t>T
+        run.batch_first = batch_first
+        run.head_all_steps = head_all_steps
+        run.x = fptr(x)
+        if lengths is not None:
+            len_a = lengths
+            if len_a.dtype != np.int32 or len_a.ndim != 1 or len_a.shape[0] != B \
+                    or not len_a.flags.c_contiguous:
+                raise GruliteError("internal: lengths must be int32 of shape (B,)")
+            run.lengths = <const int32_t *>cnp.PyArray_DATA(len_a)
+        if h0 is not None:
+            h0_a = h0
+            if h0_a.dtype != np.float32 or h0_a.ndim != 1 or \
+                    h0_a.shape[0] != B * self.info.state_size or not h0_a.flags.c_contiguous:
+                raise GruliteError("internal: h0 must be float32 of shape (B*state_size,)")
+            run.h0 = fptr(h0_a)
+        if want_y:
+            y = np.empty((x.shape[0], x.shape[1], self.info.output_size), dtype=np.float32)
+            run.y = fptr(y)
+        if want_h_n:
+            hn = np.empty(B * self.info.state_size, dtype=np.float32)
+            run.h_n = fptr(hn)
+        if want_head:
+            if self.info.num_dense == 0:
+                raise GruliteError("this model has no head")
+            if head_all_steps:
+                hd = np.empty((x.shape[0], x.shape[1], self.info.head_size), dtype=np.float32)
+            else:
+                hd = np.empty((B, self.info.head_size), dtype=np.float32)
+            run.head = fptr(hd)
+        with nogil:
+            rc = grulite_forward(self.ptr, ws.ptr, &run)
+        check(rc)
+        return y, hn, hd
+
+
+def load_path(path):
+    """Maps and validates the .grl file at `path`."""
+    cdef CModel m = CModel.__new__(CModel)
+    cdef bytes p = os.fsencode(path)
+    cdef const char *cp = p
+    cdef char msg[256]
+    cdef int rc
+    with nogil:
+        rc = grulite_model_load(cp, &m.ptr, msg, sizeof(msg))
+    if rc == GRULITE_E_IO:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such model file: {os.fsdecode(p)!r}")
+        raise OSError(f"cannot read model file {os.fsdecode(p)!r}: {msg.decode('utf-8', 'replace')}")
+    check(rc, f"{os.fsdecode(p)!r} is not a valid grulite model", msg)
+    m.path = os.path.abspath(os.fsdecode(p))
+    m._init()
+    return m
+
+
+def load_bytes(data):
+    """Validates a .grl image held in a bytes-like object (copied)."""
+    cdef CModel m = CModel.__new__(CModel)
+    cdef const unsigned char[::1] view = memoryview(data).cast("B")
+    cdef char msg[256]
+    cdef int rc
+    cdef const void *ptr = NULL
+    cdef size_t n = view.shape[0]
+    if n:
+        ptr = &view[0]
+    else:
+        ptr = <const void *>b""
+    with nogil:
+        rc = grulite_model_load_buffer(ptr, n, GRULITE_LOAD_COPY, &m.ptr, msg, sizeof(msg))
+    check(rc, "not a valid grulite model image", msg)
+    m._init()
+    return m
+
+
+def serialize(int input_size, list layers, list dense, bytes metadata, bint batch_first=True):
+    """Builds a .grl image (bytes).
+
+    layers: list of dicts with hidden_size, num_directions, reset_after,
+    bias, and per direction lists weight_ih, weight_hh, bias_ih, bias_hh of
+    float32 C-contiguous arrays in PyTorch layout.  dense: list of dicts
+    with out_features, activation (name), weight, bias (or None).
+    """
+    cdef int nl = len(layers), nd = len(dense)
+    cdef grulite_model_spec spec
+    cdef grulite_layer_spec *ls = NULL
+    cdef grulite_dense_spec *ds = NULL
+    cdef size_t size = 0
+    cdef int rc, d
+    cdef cnp.ndarray a
+    cdef void *buf = NULL
+    keep = []          # arrays whose pointers the spec holds
+    if nl < 1 or nl > GRULITE_MAX_LAYERS:
+        raise GruliteError(f"a model needs 1 to {GRULITE_MAX_LAYERS} layers; got {nl}")
+    if nd > GRULITE_MAX_DENSE:
+        raise GruliteError(f"at most {GRULITE_MAX_DENSE} head layers; got {nd}")
+    ls = <grulite_layer_spec *>malloc(nl * sizeof(grulite_layer_spec))
+    ds = <grulite_dense_spec *>malloc((nd if nd else 1) * sizeof(grulite_dense_spec))
+    if ls == NULL or ds == NULL:
+        free(ls)
+        free(ds)
+        raise MemoryError()
+    try:
+        memset(ls, 0, nl * sizeof(grulite_layer_spec))
+        memset(ds, 0, (nd if nd else 1) * sizeof(grulite_dense_spec))
+        for i, L in enumerate(layers):
+            ls[i].hidden_size = L["hidden_size"]
+            ls[i].num_directions = L["num_directions"]
+            ls[i].reset_after = 1 if L["reset_after"] else 0
+            ls[i].has_bias = 1 if L["bias"] else 0
+            for d in range(L["num_directions"]):
+                H = L["hidden_size"]
+                a = _checked(L["weight_ih"][d], (3 * H, L["input_size"]), keep)
+                ls[i].weight_ih[d] = fptr(a)
+                a = _checked(L["weight_hh"][d], (3 * H, H), keep)
+                ls[i].weight_hh[d] = fptr(a)
+                if L["bias"]:
+                    a = _checked(L["bias_ih"][d], (3 * H,), keep)
+                    ls[i].bias_ih[d] = fptr(a)
+                    a = _checked(L["bias_hh"][d], (3 * H,), keep)
+                    ls[i].bias_hh[d] = fptr(a)
+        for j, D in enumerate(dense):
+            ds[j].out_features = D["out_features"]
+            ds[j].activation = ACTIVATIONS[D["activation"]]
+            ds[j].has_bias = 0 if D["bias"] is None else 1
+            a = _checked(D["weight"], (D["out_features"], D["in_features"]), keep)
+            ds[j].weight = fptr(a)
+            if D["bias"] is not None:
+                a = _checked(D["bias"], (D["out_features"],), keep)
+                ds[j].bias = fptr(a)
+        memset(&spec, 0, sizeof(spec))
+        spec.input_size = input_size
+        spec.num_layers = nl
+        spec.layers = ls
+        spec.num_dense = nd
+        spec.dense = ds if nd else NULL
+        spec.dtype = GRULITE_DTYPE_F32
+        spec.batch_first = batch_first
+        spec.metadata = metadata
+        spec.metadata_len = len(metadata)
+        check(grulite_model_serialize(&spec, NULL, 0, &size), "cannot build the model")
+        out = bytearray(size)
+        a = np.frombuffer(out, dtype=np.uint8)
+        buf = cnp.PyArray_DATA(a)
+        with nogil:
+            rc = grulite_model_serialize(&spec, buf, size, &size)
+        check(rc, "cannot build the model")
+        return bytes(out)
+    finally:
+        free(ls)
+        free(ds)
+
+
+cdef cnp.ndarray _checked(object arr, tuple shape, list keep):
+    cdef cnp.ndarray a = arr
+    if a.dtype != np.float32 or not a.flags.c_contiguous or (<object>a).shape != shape:
+        raise GruliteError(f"internal: tensor of shape {(<object>a).shape} {a.dtype}, expected "
+                           f"C-contiguous float32 {shape}")
+    keep.append(a)
+    return a
+
+
+cdef class Stream:
+    """Runs a unidirectional model one step (or one chunk) at a time.
+
+    Made by ``Model.stream(batch_size)``.  ``step`` gives exactly the
+    numbers of the whole-sequence call on the concatenated input.
+    """
+    cdef grulite_stream *ptr
+    cdef readonly object model       # the grulite.Model, kept alive
+    cdef CModel core
+    cdef readonly int batch_size
+    cdef int input_size, out_size, state_size
+    cdef bint has_head
+    cdef object _state_split         # callable: flat state -> user form
+    cdef object _state_join          # callable: user form -> flat state
+
+    def __cinit__(self):
+        self.ptr = NULL
+
+    def __init__(self, model, CModel core not None, int batch_size,
+                 state_split, state_join):
+        cdef int rc
+        if batch_size < 1:
+            raise GruliteError(f"batch_size must be >= 1; got {batch_size}")
+        rc = grulite_stream_new(core.ptr, batch_size, &self.ptr)
+        if rc == GRULITE_E_UNSUPPORTED:
+            raise GruliteError("streaming needs a unidirectional model; this one has a "
+                               "bidirectional layer (the reverse direction needs the whole sequence)")
+        check(rc)
+        self.model = model
+        self.core = core
+        self.batch_size = batch_size
+        self.input_size = core.info.input_size
+        self.has_head = core.info.num_dense > 0
+        self.out_size = core.info.head_size if self.has_head else core.info.output_size
+        self.state_size = core.info.state_size
+        self._state_split = state_split
+        self._state_join = state_join
+
+    def __dealloc__(self):
+        grulite_stream_free(self.ptr)
+
+    def step(self, x):
+        """Advances the stream.
+
+        x: (B, I) for one step, (B, T, I) for a chunk of T steps, or (I,)
+        when batch_size is 1.  Returns the top layer's output (or the
+        head's, for a model with a head) for each step: (B, H), (B, T, H)
+        or (H,) to match x.
+        """
+        cdef cnp.ndarray xa
+        cdef cnp.ndarray out
+        cdef Py_ssize_t T
+        cdef int nd, rc
+        cdef float *y = NULL
+        cdef float *hd = NULL
+        if type(x) is np.ndarray and (<cnp.ndarray>x).dtype == np.float32 and \
+                (<cnp.ndarray>x).flags.c_contiguous:
+            xa = <cnp.ndarray>x
+        else:
+            xa = as_f32(x, "x")
+        nd = xa.ndim
+        if nd == 1 and self.batch_size == 1 and xa.shape[0] == self.input_size:
+            T = 1
+        elif nd == 2 and xa.shape[0] == self.batch_size and xa.shape[1] == self.input_size:
+            T = 1
+        elif nd == 3 and xa.shape[0] == self.batch_size and xa.shape[2] == self.input_size \
+                and xa.shape[1] >= 1:
+            T = xa.shape[1]
+        else:
+            raise GruliteError(
+                f"step expects x of shape (batch_size, input_size) = ({self.batch_size}, "
+                f"{self.input_size}) or (batch_size, steps, input_size); got {(<object>xa).shape}")
+        if T > 0x7FFFFFFF:
+            raise GruliteError("too many steps in one chunk")
+        out = np.empty((self.batch_size, T, self.out_size), dtype=np.float32)
+        if self.has_head:
+            hd = fptr(out)
+        else:
+            y = fptr(out)
+        cdef const float *xp = fptr(xa)
+        with nogil:
+            rc = grulite_stream_step(self.ptr, xp, <int32_t>T, y, hd)
+        check(rc)
+        if nd == 3:
+            return out
+        if nd == 2:
+            return out.reshape(self.batch_size, self.out_size)
+        return out.reshape(self.out_size)
+
+    def reset(self):
+        """Sets the state back to zeros."""
+        check(grulite_stream_reset(self.ptr))
+
+    @property
+    def state(self):
+        """The hidden state, in the form of ``h0`` (a copy)."""
+        cdef cnp.ndarray flat = np.empty(self.batch_size * self.state_size, dtype=np.float32)
+        check(grulite_stream_get_state(self.ptr, fptr(flat), flat.shape[0]))
+        return self._state_split(flat, self.batch_size)
+
+    @state.setter
+    def state(self, value):
+        cdef cnp.ndarray flat = self._state_join(value, self.batch_size)
+        check(grulite_stream_set_state(self.ptr, fptr(flat), flat.shape[0]))

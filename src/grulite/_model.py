@@ -1,0 +1,408 @@
+"""The Python-facing model: argument handling around the C core."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from grulite import _core
+from grulite._convert import HeadSpec, build_image
+from grulite._errors import GruliteError
+
+__all__ = ["Model", "ModelConfig", "LayerConfig", "DenseConfig", "load",
+           "from_state_dict", "from_npz"]
+
+State = Union[np.ndarray, tuple]
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One GRU layer."""
+    input_size: int
+    hidden_size: int
+    bidirectional: bool
+    reset_after: bool
+    bias: bool
+    dtype: str = "float32"
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """One Linear layer of the head and its activation."""
+    in_features: int
+    out_features: int
+    activation: str
+    bias: bool
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a model computes: sizes, flags, dtype and head."""
+    input_size: int
+    layers: tuple
+    head: tuple
+    batch_first: bool
+    dtype: str
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def uniform(self) -> bool:
+        """True when all layers share hidden size and directions, so states
+        are one (L*D, B, H) array as in torch."""
+        first = self.layers[0]
+        return all(l.hidden_size == first.hidden_size and l.bidirectional == first.bidirectional
+                   for l in self.layers)
+
+    @property
+    def hidden_size(self) -> Union[int, tuple]:
+        """H, or a tuple of per-layer sizes when they differ."""
+        sizes = tuple(l.hidden_size for l in self.layers)
+        return sizes[0] if len(set(sizes)) == 1 else sizes
+
+    @property
+    def bidirectional(self) -> bool:
+        return any(l.bidirectional for l in self.layers)
+
+    @property
+    def output_size(self) -> int:
+        """Width of y: D*H of the top layer."""
+        return self.layers[-1].num_directions * self.layers[-1].hidden_size
+
+    @property
+    def head_size(self) -> Optional[int]:
+        return self.head[-1].out_features if self.head else None
+
+    def to_dict(self) -> dict:
+        return dict(input_size=self.input_size, batch_first=self.batch_first, dtype=self.dtype,
+                    layers=[l.__dict__.copy() for l in self.layers],
+                    head=[d.__dict__.copy() for d in self.head])
+
+
+class Model:
+    """A GRU (with an optional dense head) ready to run.
+
+    Made by :func:`grulite.load`, :func:`grulite.from_state_dict` or
+    :func:`grulite.from_npz`.  The model is read-only and may be shared by
+    threads; each thread gets its own scratch memory.
+    """
+
+    def __init__(self, core: "_core.CModel"):
+        self._core = core
+        layers = tuple(LayerConfig(input_size=d["input_size"], hidden_size=d["hidden_size"],
+                                   bidirectional=d["num_directions"] == 2,
+                                   reset_after=d["reset_after"], bias=d["bias"], dtype=d["dtype"])
+                       for d in core.layers())
+        head = tuple(DenseConfig(**d) for d in core.head())
+        self.config = ModelConfig(input_size=core.input_size, layers=layers, head=head,
+                                  batch_first=core.batch_first, dtype=layers[0].dtype)
+        self._local = threading.local()
+
+    # ---- information -------------------------------------------------
+
+    @property
+    def path(self) -> Optional[str]:
+        """The .grl file this model is mapped from, or None."""
+        return self._core.path
+
+    @property
+    def checksum(self) -> int:
+        """CRC-32 of the model image."""
+        return self._core.checksum
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the model image in bytes (the .grl file size)."""
+        return self._core.nbytes
+
+    @property
+    def metadata(self) -> dict:
+        """The free-form metadata stored with the model (a dict)."""
+        raw = self._core.metadata()
+        try:
+            value = json.loads(raw.decode("utf-8")) if raw else {}
+        except (UnicodeDecodeError, ValueError):
+            return {"raw": raw.decode("utf-8", "replace")}
+        return value if isinstance(value, dict) else {"value": value}
+
+    def __repr__(self) -> str:
+        c = self.config
+        head = ", head=" + "->".join(f"{d.out_features}:{d.activation}" for d in c.head) if c.head else ""
+        return (f"<grulite.Model input_size={c.input_size} hidden_size={c.hidden_size} "
+                f"num_layers={c.num_layers} bidirectional={c.bidirectional}{head} "
+                f"dtype={c.dtype}>")
+
+    # ---- running -----------------------------------------------------
+
+    def _workspace(self) -> "_core.Workspace":
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = self._local.ws = _core.Workspace()
+        return ws
+
+    def _prepare(self, x: Any, lengths: Any, batch_first: Optional[bool]):
+        bf = self.config.batch_first if batch_first is None else bool(batch_first)
+        xa = np.asarray(x)
+        if xa.dtype.kind != "f":
+            raise GruliteError(f"x must be a float32 or float64 array; got dtype {xa.dtype}")
+        I = self.config.input_size
+        if xa.ndim == 2:
+            unbatched = True
+            xa = xa[None] if bf else xa[:, None]
+        elif xa.ndim == 3:
+            unbatched = False
+        else:
+            layout = "(batch, steps, input_size)" if bf else "(steps, batch, input_size)"
+            raise GruliteError(f"x must have shape {layout} or (steps, input_size); "
+                               f"got {xa.ndim}-D shape {xa.shape}")
+        if xa.shape[-1] != I:
+            raise GruliteError(f"x has {xa.shape[-1]} features in its last axis; the model "
+                               f"expects input_size={I} (x shape {np.shape(x)})")
+        B, T = (xa.shape[0], xa.shape[1]) if bf else (xa.shape[1], xa.shape[0])
+        if T < 1 or B < 1:
+            raise GruliteError(f"x needs at least one sequence and one step; got batch={B}, steps={T}")
+        xa = np.ascontiguousarray(xa, dtype=np.float32)
+        len_a = None
+        if lengths is not None:
+            la = np.asarray(lengths)
+            if la.dtype.kind not in "iu":
+                raise GruliteError(f"lengths must be integers; got dtype {la.dtype}")
+            if unbatched and la.ndim == 0:
+                la = la.reshape(1)
+            if la.shape != (B,):
+                raise GruliteError(f"lengths has shape {la.shape}; expected ({B},), one per sequence")
+            bad = (la < 1) | (la > T)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise GruliteError(f"lengths[{i}] = {int(la[i])} is outside [1, {T}] "
+                                   f"(steps in x = {T})")
+            len_a = np.ascontiguousarray(la, dtype=np.int32)
+        return xa, bf, unbatched, B, T, len_a
+
+    def _join_state(self, h: Any, B: int, unbatched: bool = False, name: str = "h0") -> np.ndarray:
+        """User-form state -> flat float32 (layer, direction, batch, hidden)."""
+        c = self.config
+        if c.uniform:
+            LD = sum(l.num_directions for l in c.layers)
+            H = c.layers[0].hidden_size
+            ha = np.asarray(h)
+            if ha.dtype.kind != "f":
+                raise GruliteError(f"{name} must be a float array; got dtype {ha.dtype}")
+            want = (LD, H) if unbatched else (LD, B, H)
+            if ha.shape != want:
+                raise GruliteError(f"{name} has shape {ha.shape}; expected {want} "
+                                   f"(num_layers*num_directions, {'' if unbatched else 'batch, '}"
+                                   f"hidden_size)")
+            return np.ascontiguousarray(ha, dtype=np.float32).reshape(-1)
+        if not isinstance(h, (tuple, list)) or len(h) != c.num_layers:
+            raise GruliteError(f"{name} must be a tuple of {c.num_layers} arrays, one "
+                               "(num_directions, batch, hidden_size) array per layer, because the "
+                               "layers have different sizes")
+        parts = []
+        for k, (l, hk) in enumerate(zip(c.layers, h)):
+            ha = np.asarray(hk)
+            if ha.dtype.kind != "f":
+                raise GruliteError(f"{name}[{k}] must be a float array; got dtype {ha.dtype}")
+            want = (l.num_directions, l.hidden_size) if unbatched else \
+                (l.num_directions, B, l.hidden_size)
+            if ha.shape != want:
+                raise GruliteError(f"{name}[{k}] has shape {ha.shape}; expected {want}")
+            parts.append(np.ascontiguousarray(ha, dtype=np.float32).reshape(-1))
+        return np.concatenate(parts)
+
+    def _split_state(self, flat: np.ndarray, B: int, unbatched: bool = False) -> State:
+        """Flat state -> (L*D, B, H) array, or a tuple of (D, B, H_l)."""
+        c = self.config
+        if c.uniform:
+            LD = sum(l.num_directions for l in c.layers)
+            out = flat.reshape(LD, B, c.layers[0].hidden_size)
+            return out[:, 0] if unbatched else out
+        parts, pos = [], 0
+        for l in c.layers:
+            n = l.num_directions * B * l.hidden_size
+            part = flat[pos:pos + n].reshape(l.num_directions, B, l.hidden_size)
+            parts.append(part[:, 0] if unbatched else part)
+            pos += n
+        return tuple(parts)
+
+    def __call__(self, x: Any, h0: Any = None, lengths: Any = None, *,
+                 batch_first: Optional[bool] = None) -> tuple:
+        """Runs the GRU, as torch.nn.GRU does.
+
+        Parameters
+        ----------
+        x : array_like, float
+            ``(batch, steps, input_size)`` when ``batch_first`` (the
+            default), ``(steps, batch, input_size)`` otherwise, or
+            unbatched ``(steps, input_size)``.
+        h0 : array_like, optional
+            Initial state ``(num_layers*num_directions, batch, hidden)``
+            (a tuple of per-layer ``(D, batch, H_l)`` arrays when layers
+            differ in size).  Zeros when omitted.
+        lengths : array_like of int, optional
+            Valid steps of each sequence in a padded batch (the
+            ``pack_padded_sequence`` semantics): outputs past a length are
+            0, ``h_n`` is taken at each sequence's last valid step.
+        batch_first : bool, optional
+            Overrides the model's default layout for this call.
+
+        Returns
+        -------
+        y : ndarray, float32
+            Top-layer outputs, ``(batch, steps, D*H)`` (or time-major).
+        h_n : ndarray or tuple, float32
+            Final state in the form of ``h0``.
+        """
+        xa, bf, unbatched, B, T, len_a = self._prepare(x, lengths, batch_first)
+        h0f = None if h0 is None else self._join_state(h0, B, unbatched)
+        y, hn, _ = self._core.forward(self._workspace(), xa, bf, len_a, h0f,
+                                      True, True, False, False)
+        if unbatched:
+            y = y[0] if bf else y[:, 0]
+        return y, self._split_state(hn, B, unbatched)
+
+    def predict(self, x: Any, lengths: Any = None, *, all_steps: bool = False,
+                batch_first: Optional[bool] = None) -> np.ndarray:
+        """The head's output.
+
+        Applied to the top layer's output at each sequence's last valid
+        step: ``(batch, head_size)`` (``(head_size,)`` for unbatched x).
+        With ``all_steps=True``, at every step: ``(batch, steps,
+        head_size)`` (time-major when the layout is), 0 past a length.
+        """
+        if not self.config.head:
+            raise GruliteError("this model has no head; call model(x) for the GRU outputs, or "
+                               "convert with head=[('fc', 'softmax')] to add one")
+        xa, bf, unbatched, B, T, len_a = self._prepare(x, lengths, batch_first)
+        _, _, out = self._core.forward(self._workspace(), xa, bf, len_a, None,
+                                       False, False, True, bool(all_steps))
+        if unbatched:
+            if all_steps:
+                return out[0] if bf else out[:, 0]
+            return out[0]
+        return out
+
+    def stream(self, batch_size: int = 1) -> "_core.Stream":
+        """A streaming state for ``batch_size`` parallel sequences.
+
+        ``s.step(x_t)`` takes ``(batch_size, input_size)`` (or a chunk
+        ``(batch_size, steps, input_size)``) and returns the top layer's
+        output, or the head's for a model with a head; ``s.state`` gets and
+        sets the hidden state in the form of ``h0``; ``s.reset()`` zeros
+        it.  Unidirectional models only.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+            raise GruliteError(f"batch_size must be an int; got {batch_size!r}")
+        return _core.Stream(self, self._core, int(batch_size),
+                            lambda flat, B: self._split_state(flat, B),
+                            lambda h, B: self._join_state(h, B, name="state"))
+
+    def save(self, path: Union[str, os.PathLike], dtype: str = "float32") -> None:
+        """Writes the model as a .grl file.
+
+        Parameters
+        ----------
+        path : str or PathLike
+        dtype : {"float32"}
+            Storage type of the weights.  This version writes float32.
+        """
+        if dtype not in ("float32", np.float32):
+            raise GruliteError(f"dtype {dtype!r} is not supported by this version; "
+                               "supported: 'float32'")
+        self._core.save(path)
+
+    def to_bytes(self) -> bytes:
+        """The .grl image as bytes (what :meth:`save` writes)."""
+        return self._core.image()
+
+
+def load(path: Union[str, os.PathLike]) -> Model:
+    """Loads a .grl model file by memory map (no copy), after validating it.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    GruliteError
+        The file is not a valid grulite model (the message says which check
+        failed: magic, version, truncation, checksum, tables, shapes).
+    """
+    return Model(_core.load_path(os.fspath(path)))
+
+
+def from_bytes(data: Union[bytes, bytearray, memoryview]) -> Model:
+    """Loads a .grl image held in memory (copied)."""
+    return Model(_core.load_bytes(data))
+
+
+def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
+                    reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
+                    *, batch_first: bool = True) -> Model:
+    """Builds a model from a PyTorch ``state_dict`` (or a checkpoint holding one).
+
+    Parameters
+    ----------
+    mapping : Mapping[str, array_like]
+        Tensor names to arrays (numpy arrays or torch tensors), e.g.
+        ``model.state_dict()`` or ``np.load("model.npz")``.
+    prefix : str, optional
+        Module path of the GRU (``"gru"``, ``"encoder.rnn"``); found
+        automatically when the mapping holds a single GRU.
+    reset_after : bool or sequence of bool
+        True for PyTorch's GRU; False for the original formulation (Keras
+        ``reset_after=False``, ONNX ``linear_before_reset=0``).  One value
+        per layer is accepted.
+    head : str or sequence, optional
+        Linear layers applied to the last step, with activations:
+        ``[("fc", "softmax")]`` or ``"fc:relu,out:softmax"``.
+    batch_first : bool
+        Default layout of inputs (as the nn.GRU's ``batch_first``).
+    """
+    image, _ = build_image(mapping, prefix, reset_after, head, batch_first)
+    return from_bytes(image)
+
+
+def from_npz(path: Union[str, os.PathLike], prefix: Optional[str] = None,
+             reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
+             *, batch_first: bool = True) -> Model:
+    """Builds a model from a state_dict saved with ``np.savez``.
+
+    ``np.savez("model.npz", **{k: v.numpy() for k, v in model.state_dict().items()})``
+    makes such a file.  Parameters are those of :func:`from_state_dict`.
+    """
+    image, _ = npz_image(path, prefix, reset_after, head, batch_first)
+    return from_bytes(image)
+
+
+def npz_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
+              reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
+              batch_first: bool = True) -> tuple:
+    """The .grl image and summary for an ``np.savez``'d state_dict."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"no such file: {p!r}")
+    try:
+        f = np.load(p, allow_pickle=False)
+    except Exception as e:  # ValueError, OSError, zipfile.BadZipFile, EOFError, ...
+        raise GruliteError(f"{p!r} is not a readable .npz of arrays: {e}") from None
+    if not hasattr(f, "files"):
+        raise GruliteError(f"{p!r} holds a single array, not a state_dict (save with "
+                           "np.savez(path, **state_dict), one keyword per tensor)")
+    try:
+        with f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:
+        raise GruliteError(f"{p!r} is not a readable .npz of arrays: {e}") from None
+    return build_image(arrays, prefix, reset_after, head, batch_first,
+                       source=os.path.basename(p))
