@@ -238,7 +238,8 @@ int gl_run(const grulite_model *m, float *scratch, const gl_pass *p, float *stat
 
 static int check_pass(const grulite_model *m, const gl_pass *p)
 {
-    if (p->batch < 1 || p->steps < 1 || !p->x) return GRULITE_E_SHAPE;
+    if (!p->x) return GRULITE_E_ARG;
+    if (p->batch < 1 || p->steps < 1) return GRULITE_E_SHAPE;
     if (p->head && m->info.num_dense == 0) return GRULITE_E_ARG;
     if (p->lengths) {
         for (int32_t b = 0; b < p->batch; b++)

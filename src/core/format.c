@@ -289,12 +289,13 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
         wr32(e + 48, (uint32_t)d0);
         wr32(e + 52, (uint32_t)d1);
         wr64(e + 56, (uint64_t)w->data_pos);
-        float *dst = (float *)(void *)(w->buf + w->data_pos);
+        /* memcpy per value: the caller's buffer need not be float-aligned. */
+        unsigned char *dst = w->buf + w->data_pos;
         if (d1) {
             /* PyTorch stores (N outputs, K inputs); the kernels read (K, N). */
             for (size_t k = 0; k < d0; k++)
                 for (size_t j = 0; j < d1; j++)
-                    dst[k * d1 + j] = src[j * d0 + k];
+                    memcpy(dst + (k * d1 + j) * sizeof(float), &src[j * d0 + k], sizeof(float));
         } else {
             memcpy(dst, src, bytes);
         }
@@ -412,13 +413,19 @@ done:
 
 /* ---- Reading ------------------------------------------------------------ */
 
+/* Most tensors a valid configuration can need: 4 per layer direction, 2 per
+ * head layer. */
+#define GL_MAX_TENSORS (GRULITE_MAX_LAYERS * 2 * 4 + GRULITE_MAX_DENSE * 2)
+
 typedef struct gl_reader {
     grulite_model *m;
     const unsigned char *img;
     size_t size;
     size_t table;            /* offset of the tensor table */
-    size_t data_min;         /* first byte after the tables */
+    size_t data_min;         /* first byte after the tables and the metadata */
     uint32_t n_tensors;
+    size_t n_placed;         /* tensors accepted so far */
+    size_t placed[GL_MAX_TENSORS][2];   /* their byte ranges [begin, end) */
     char *msg;
     size_t msg_size;
 } gl_reader;
@@ -464,9 +471,22 @@ static int read_fn(const gl_tensor_ref *ref, void *ctx)
                     ref->name, (unsigned long long)off);
     if ((size_t)off < r->data_min || end > r->size)
         return fail(r->msg, r->msg_size, GRULITE_E_FORMAT,
-                    "tensor %s: bytes [%llu, %llu) outside the data area [%llu, %llu)",
+                    "tensor %s: bytes [%llu, %llu) outside the data area [%llu, %llu) "
+                    "after the tables and metadata",
                     ref->name, (unsigned long long)off, (unsigned long long)end,
                     (unsigned long long)r->data_min, (unsigned long long)r->size);
+    for (size_t i = 0; i < r->n_placed; i++) {
+        if ((size_t)off < r->placed[i][1] && r->placed[i][0] < end)
+            return fail(r->msg, r->msg_size, GRULITE_E_FORMAT,
+                        "tensor %s: bytes [%llu, %llu) overlap another tensor's [%llu, %llu)",
+                        ref->name, (unsigned long long)off, (unsigned long long)end,
+                        (unsigned long long)r->placed[i][0], (unsigned long long)r->placed[i][1]);
+    }
+    if (r->n_placed < GL_MAX_TENSORS) {
+        r->placed[r->n_placed][0] = (size_t)off;
+        r->placed[r->n_placed][1] = end;
+        r->n_placed++;
+    }
     *ref->slot = (const float *)(const void *)(r->img + off);
     return 0;
 }
@@ -564,8 +584,19 @@ static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
     if (n_tensors != expected)
         return fail(msg, msg_size, GRULITE_E_TENSOR, "%lu tensors in the table; the configuration needs %lu",
                     (unsigned long)n_tensors, (unsigned long)expected);
-    gl_reader r = { m, img, size, table, tables_end, n_tensors, msg, msg_size };
-    if ((rc = each_tensor(m, read_fn, &r))) return rc;
+    gl_reader *r = calloc(1, sizeof(*r));
+    if (!r) return fail(msg, msg_size, GRULITE_E_NOMEM, "out of memory");
+    r->m = m;
+    r->img = img;
+    r->size = size;
+    r->table = table;
+    r->data_min = (size_t)(meta_off + meta_len);    /* metadata ends after the tables */
+    r->n_tensors = n_tensors;
+    r->msg = msg;
+    r->msg_size = msg_size;
+    rc = each_tensor(m, read_fn, r);
+    free(r);
+    if (rc) return rc;
 
     m->metadata = (const char *)img + meta_off;
     m->metadata_len = (size_t)meta_len;

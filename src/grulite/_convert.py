@@ -97,7 +97,7 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
         if len(groups) > 1:
             names = ", ".join(repr(g.rstrip(".")) for g in sorted(groups))
             raise GruliteError(f"several GRUs in this state_dict, under prefixes {names}; "
-                               "choose one with prefix=")
+                               "choose one with prefix= (--prefix on the command line)")
         p = next(iter(groups))
 
     def get(name: str) -> np.ndarray | None:

@@ -20,6 +20,13 @@ __all__ = ["Model", "ModelConfig", "LayerConfig", "DenseConfig", "load",
 State = Union[np.ndarray, tuple]
 
 
+def _np(value: Any) -> Any:
+    """numpy view of a torch tensor (detached, on the CPU); anything else as is."""
+    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    return value
+
+
 @dataclass(frozen=True)
 class LayerConfig:
     """One GRU layer."""
@@ -153,7 +160,7 @@ class Model:
 
     def _prepare(self, x: Any, lengths: Any, batch_first: Optional[bool]):
         bf = self.config.batch_first if batch_first is None else bool(batch_first)
-        xa = np.asarray(x)
+        xa = np.asarray(_np(x))
         if xa.dtype.kind != "f":
             raise GruliteError(f"x must be a float32 or float64 array; got dtype {xa.dtype}")
         I = self.config.input_size
@@ -175,7 +182,7 @@ class Model:
         xa = np.ascontiguousarray(xa, dtype=np.float32)
         len_a = None
         if lengths is not None:
-            la = np.asarray(lengths)
+            la = np.asarray(_np(lengths))
             if la.dtype.kind not in "iu":
                 raise GruliteError(f"lengths must be integers; got dtype {la.dtype}")
             if unbatched and la.ndim == 0:
@@ -196,7 +203,7 @@ class Model:
         if c.uniform:
             LD = sum(l.num_directions for l in c.layers)
             H = c.layers[0].hidden_size
-            ha = np.asarray(h)
+            ha = np.asarray(_np(h))
             if ha.dtype.kind != "f":
                 raise GruliteError(f"{name} must be a float array; got dtype {ha.dtype}")
             want = (LD, H) if unbatched else (LD, B, H)
@@ -211,7 +218,7 @@ class Model:
                                "layers have different sizes")
         parts = []
         for k, (l, hk) in enumerate(zip(c.layers, h)):
-            ha = np.asarray(hk)
+            ha = np.asarray(_np(hk))
             if ha.dtype.kind != "f":
                 raise GruliteError(f"{name}[{k}] must be a float array; got dtype {ha.dtype}")
             want = (l.num_directions, l.hidden_size) if unbatched else \
@@ -272,7 +279,7 @@ class Model:
             y = y[0] if bf else y[:, 0]
         return y, self._split_state(hn, B, unbatched)
 
-    def predict(self, x: Any, lengths: Any = None, *, all_steps: bool = False,
+    def predict(self, x: Any, lengths: Any = None, *, h0: Any = None, all_steps: bool = False,
                 batch_first: Optional[bool] = None) -> np.ndarray:
         """The head's output.
 
@@ -280,12 +287,14 @@ class Model:
         step: ``(batch, head_size)`` (``(head_size,)`` for unbatched x).
         With ``all_steps=True``, at every step: ``(batch, steps,
         head_size)`` (time-major when the layout is), 0 past a length.
+        ``h0`` is the initial state, as for ``model(x, h0)``.
         """
         if not self.config.head:
             raise GruliteError("this model has no head; call model(x) for the GRU outputs, or "
                                "convert with head=[('fc', 'softmax')] to add one")
         xa, bf, unbatched, B, T, len_a = self._prepare(x, lengths, batch_first)
-        _, _, out = self._core.forward(self._workspace(), xa, bf, len_a, None,
+        h0f = None if h0 is None else self._join_state(h0, B, unbatched)
+        _, _, out = self._core.forward(self._workspace(), xa, bf, len_a, h0f,
                                        False, False, True, bool(all_steps))
         if unbatched:
             if all_steps:

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds and runs the C core tests (no Python needed).  From the repo root:
+#
+#     bash tests/c/run.sh                 # build with the strict warning set, run
+#     VALGRIND=1 bash tests/c/run.sh      # also run once under valgrind memcheck
+#     SANITIZE=1 bash tests/c/run.sh      # also an ASan + UBSan build (gcc / clang)
+#
+# CC (default cc) and BUILD_DIR (default: a temporary directory, removed
+# afterwards) may be set.  Fixtures: tests/c/fixtures, written by
+# tools/make_c_fixtures.py.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+CC="${CC:-cc}"
+if [ -n "${BUILD_DIR:-}" ]; then
+    mkdir -p "$BUILD_DIR"
+else
+    BUILD_DIR="$(mktemp -d)"
+    trap 'rm -rf "$BUILD_DIR"' EXIT
+fi
+FIXTURES="tests/c/fixtures"
+CFLAGS=(-std=c99 -O2 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wpointer-arith
+        -Wcast-align -Werror -Iinclude)
+
+echo "== build ($CC)"
+"$CC" "${CFLAGS[@]}" src/core/*.c tests/c/test_core.c -lm -lpthread -o "$BUILD_DIR/test_core"
+
+echo "== run"
+"$BUILD_DIR/test_core" "$FIXTURES"
+
+if [ "${VALGRIND:-0}" = "1" ]; then
+    if command -v valgrind >/dev/null 2>&1; then
+        echo "== valgrind memcheck"
+        valgrind --tool=memcheck --leak-check=full --show-leak-kinds=all \
+                 --errors-for-leak-kinds=all --error-exitcode=99 --quiet \
+                 "$BUILD_DIR/test_core" "$FIXTURES"
+    else
+        echo "== valgrind not found; skipped"
+    fi
+fi
+
+if [ "${SANITIZE:-0}" = "1" ]; then
+    echo "== ASan + UBSan build"
+    "$CC" "${CFLAGS[@]}" -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+          -fno-sanitize-recover=all -DGRULITE_TEST_SANITIZE src/core/*.c tests/c/test_core.c -lm -lpthread \
+          -o "$BUILD_DIR/test_core_san"
+    "$BUILD_DIR/test_core_san" "$FIXTURES"
+fi

@@ -1,0 +1,238 @@
+"""Helpers for the .grl format and CLI tests.
+
+An independent reader of the .grl layout (written from the layout
+documented at the top of src/core/format.c, not from the library), image
+patching helpers, small PyTorch-style state_dicts made with numpy, and a
+child-process runner that loads many (hostile) files with grulite.load and
+reports what happened to each, so that a crash cannot take pytest down and
+is pinned to the file that caused it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from typing import Optional
+
+import numpy as np
+
+# ---- the documented layout (src/core/format.c) -----------------------------
+
+MAGIC = b"GRULITE\0"
+FORMAT_VERSION = 1
+HEADER_SIZE = 64
+LAYER_REC = 32
+DENSE_REC = 16
+TENSOR_REC = 64
+NAME_LEN = 32
+CRC_START = 16
+ALIGN = 64
+DTYPE_F32 = 1
+LAYOUT_KN = 1
+FLAG_TIME_MAJOR = 1
+MAX_LAYERS = 64
+MAX_DENSE = 64
+MAX_FEATURES = 1 << 20
+
+# header field offsets
+OFF_VERSION = 8
+OFF_CRC = 12
+OFF_FILE_SIZE = 16        # u64
+OFF_HEADER_SIZE = 24
+OFF_FLAGS = 28
+OFF_INPUT_SIZE = 32
+OFF_NUM_LAYERS = 36
+OFF_NUM_DENSE = 40
+OFF_NUM_TENSORS = 44
+OFF_META_OFF = 48         # u64
+OFF_META_LEN = 56         # u64
+
+# tensor-entry field offsets
+T_DTYPE, T_LAYOUT, T_NDIM, T_D0, T_D1, T_OFFSET = 32, 36, 40, 48, 52, 56
+
+
+def u32(b: bytes, off: int) -> int:
+    return struct.unpack_from("<I", b, off)[0]
+
+
+def u64(b: bytes, off: int) -> int:
+    return struct.unpack_from("<Q", b, off)[0]
+
+
+def crc_of(b: bytes) -> int:
+    return zlib.crc32(bytes(b[CRC_START:])) & 0xFFFFFFFF
+
+
+def parse_grl(b: bytes) -> dict:
+    """Parses an image by the documented layout (no validation beyond what
+    parsing needs)."""
+    assert b[:8] == MAGIC
+    h = dict(version=u32(b, OFF_VERSION), crc=u32(b, OFF_CRC), file_size=u64(b, OFF_FILE_SIZE),
+             header_size=u32(b, OFF_HEADER_SIZE), flags=u32(b, OFF_FLAGS),
+             input_size=u32(b, OFF_INPUT_SIZE), num_layers=u32(b, OFF_NUM_LAYERS),
+             num_dense=u32(b, OFF_NUM_DENSE), num_tensors=u32(b, OFF_NUM_TENSORS),
+             meta_off=u64(b, OFF_META_OFF), meta_len=u64(b, OFF_META_LEN))
+    p = HEADER_SIZE
+    layers = []
+    for _ in range(h["num_layers"]):
+        hs, nd, ra, bias, dt = struct.unpack_from("<5I", b, p)
+        layers.append(dict(pos=p, hidden_size=hs, num_directions=nd, reset_after=ra,
+                           has_bias=bias, dtype=dt))
+        p += LAYER_REC
+    dense = []
+    for _ in range(h["num_dense"]):
+        of, act, bias = struct.unpack_from("<3I", b, p)
+        dense.append(dict(pos=p, out_features=of, activation=act, has_bias=bias))
+        p += DENSE_REC
+    table = p
+    tensors = []
+    for i in range(h["num_tensors"]):
+        e = table + i * TENSOR_REC
+        name = bytes(b[e:e + NAME_LEN]).split(b"\0", 1)[0].decode("ascii")
+        tensors.append(dict(entry=e, name=name, dtype=u32(b, e + T_DTYPE),
+                            layout=u32(b, e + T_LAYOUT), ndim=u32(b, e + T_NDIM),
+                            dims=(u32(b, e + T_D0), u32(b, e + T_D1)), offset=u64(b, e + T_OFFSET)))
+    tables_end = table + h["num_tensors"] * TENSOR_REC
+    meta = bytes(b[h["meta_off"]:h["meta_off"] + h["meta_len"]])
+    return dict(header=h, layers=layers, dense=dense, table=table, tables_end=tables_end,
+                tensors=tensors, metadata=meta)
+
+
+def tensor_array(b: bytes, t: dict) -> np.ndarray:
+    """The float32 payload of a parsed tensor entry, in its stored shape."""
+    d0, d1 = t["dims"]
+    shape = (d0, d1) if t["ndim"] == 2 else (d0,)
+    n = int(np.prod(shape))
+    return np.frombuffer(b, dtype="<f4", count=n, offset=t["offset"]).reshape(shape)
+
+
+def patch(b: bytes, off: int, value: int, fmt: str = "<I", fix_crc: bool = True) -> bytes:
+    """A copy of image `b` with a field overwritten (and the CRC recomputed,
+    so that the structural checks behind the checksum are exercised)."""
+    out = bytearray(b)
+    struct.pack_into(fmt, out, off, value)
+    return with_crc(out) if fix_crc else bytes(out)
+
+
+def with_crc(b) -> bytes:
+    out = bytearray(b)
+    struct.pack_into("<I", out, OFF_CRC, crc_of(out))
+    return bytes(out)
+
+
+# ---- state_dicts made with numpy (PyTorch naming and shapes) ---------------
+
+def gru_state(rng, input_size: int, hidden: int, layers: int = 1, bidirectional: bool = False,
+              bias: bool = True, prefix: str = "gru.") -> dict:
+    sd = {}
+    D = 2 if bidirectional else 1
+    in_size = input_size
+    for k in range(layers):
+        for sfx in ["", "_reverse"][:D]:
+            sd[f"{prefix}weight_ih_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, (3 * hidden, in_size)).astype(np.float32)
+            sd[f"{prefix}weight_hh_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, (3 * hidden, hidden)).astype(np.float32)
+            if bias:
+                sd[f"{prefix}bias_ih_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, 3 * hidden).astype(np.float32)
+                sd[f"{prefix}bias_hh_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, 3 * hidden).astype(np.float32)
+        in_size = D * hidden
+    return sd
+
+
+def linear_state(rng, in_features: int, out_features: int, name: str = "fc",
+                 bias: bool = True) -> dict:
+    sd = {f"{name}.weight": rng.uniform(-0.5, 0.5, (out_features, in_features)).astype(np.float32)}
+    if bias:
+        sd[f"{name}.bias"] = rng.uniform(-0.5, 0.5, out_features).astype(np.float32)
+    return sd
+
+
+# ---- loading hostile files in a child process ------------------------------
+
+# The child loads each listed file with grulite.load and prints one JSON line
+# per file, flushed, *after* the attempt.  A crash therefore leaves the
+# culprit as the first file without a line.  A model that loads is also run
+# once (to show that what validation accepts is safe to use).
+CHILD_CODE = r"""
+import json, sys
+import numpy as np
+import grulite
+paths = json.load(sys.stdin)
+out = sys.stdout
+for i, p in enumerate(paths):
+    rec = {"i": i}
+    try:
+        m = grulite.load(p)
+    except BaseException as e:
+        rec.update(ok=False, type=type(e).__name__, msg=str(e),
+                   grulite_error=isinstance(e, grulite.GruliteError))
+    else:
+        rec.update(ok=True, type=None, msg="", grulite_error=False)
+        c = m.config
+        if c.input_size <= 4096 and m.nbytes < (1 << 24):
+            x = np.linspace(-1, 1, 2 * 3 * c.input_size, dtype=np.float32).reshape(2, 3, -1)
+            y, h = m(x, batch_first=True)
+            rec["finite"] = bool(np.isfinite(y).all())
+            if c.head:
+                rec["head_finite"] = bool(np.isfinite(m.predict(x, batch_first=True)).all())
+        rec["metadata"] = isinstance(m.metadata, dict)
+        del m
+    out.write(json.dumps(rec) + "\n")
+    out.flush()
+"""
+
+
+class ChildCrash(AssertionError):
+    pass
+
+
+def load_in_child(paths, labels=None, timeout: float = 120.0) -> list:
+    """Loads every path with grulite.load in one child process.
+
+    Returns one dict per path (ok, type, msg, grulite_error).  If the child
+    dies (signal, abort, non-zero exit, hang), raises ChildCrash naming the
+    file being loaded when it died, after confirming it alone in a fresh
+    child; when it does not reproduce alone, names the batch range instead.
+    """
+    paths = [os.fspath(p) for p in paths]
+    labels = list(labels) if labels is not None else paths
+    results, rc, err = _run_child(paths, timeout)
+    if rc == 0 and len(results) == len(paths):
+        return results
+    k = len(results)
+    where = labels[k] if k < len(labels) else "(after the last file)"
+    if k < len(paths):
+        alone, rc1, err1 = _run_child([paths[k]], timeout)
+        if rc1 != 0 or len(alone) != 1:
+            raise ChildCrash(f"grulite.load crashed the process (exit status {rc1}) on {where}: "
+                             f"{paths[k]}\nstderr:\n{err1[-2000:]}")
+    raise ChildCrash(f"the child died (exit status {rc}) while loading files {k}..{len(paths) - 1} "
+                     f"of a batch of {len(paths)} (first unreported: {where}); not reproduced alone"
+                     f"\nstderr:\n{err[-2000:]}")
+
+
+def _run_child(paths, timeout):
+    try:
+        p = subprocess.run([sys.executable, "-c", CHILD_CODE], input=json.dumps(paths),
+                           capture_output=True, text=True, timeout=timeout, env=child_env())
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return [json.loads(l) for l in out.splitlines() if l.startswith("{")], "timeout", ""
+    results = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    return results, p.returncode, p.stderr
+
+
+def child_env(extra: Optional[dict] = None) -> dict:
+    """The current environment, with the directory of the grulite package this
+    process imported first on PYTHONPATH (so children run the same build)."""
+    import grulite
+
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(grulite.__file__)))
+    parts = [src] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    if extra:
+        env.update(extra)
+    return env
