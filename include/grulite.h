@@ -67,7 +67,7 @@ extern "C" {
 #define GRULITE_VERSION_STRING "0.1.0"
 
 /* Version of the .grl model file format this library reads and writes. */
-#define GRULITE_FORMAT_VERSION 1
+#define GRULITE_FORMAT_VERSION 2
 
 /* ---- Error codes (0 is success) ------------------------------------- */
 
@@ -111,6 +111,7 @@ GRULITE_API const char *grulite_version(void);
 #define GRULITE_MAX_LAYERS  64
 #define GRULITE_MAX_DENSE   64
 #define GRULITE_MAX_FEATURES (1 << 20)  /* any input / hidden / dense width */
+#define GRULITE_MAX_THREADS 256
 
 /* One GRU layer (both directions share the configuration). */
 typedef struct grulite_layer_info {
@@ -193,6 +194,24 @@ GRULITE_API const void *grulite_model_image(const grulite_model *model, size_t *
  * over `path`). */
 GRULITE_API int grulite_model_save(const grulite_model *model, const char *path);
 
+/* ---- Kernels ---------------------------------------------------------- */
+
+/* Every model picks its kernel set at load: the best the CPU supports
+ * ("avx512", "avx2", "generic"), or the one the GRULITE_ISA environment
+ * variable names (load fails with GRULITE_E_UNSUPPORTED if this CPU cannot
+ * run it).  All sets read the same .grl file. */
+
+/* Name of the model's kernel set.  Thread-safe. */
+GRULITE_API const char *grulite_model_isa(const grulite_model *model);
+
+/* Switches the model's kernel set: "generic", "avx2", "avx512", or "auto"
+ * / NULL for the best.  GRULITE_E_UNSUPPORTED if the CPU cannot run it.
+ * Not thread-safe: call before the model is shared or used by streams. */
+GRULITE_API int grulite_model_set_isa(grulite_model *model, const char *isa);
+
+/* 1 if this CPU and build can run the named kernel set, else 0. */
+GRULITE_API int grulite_isa_supported(const char *isa);
+
 /* ---- Building a model image (the converter) -------------------------- */
 
 /* Weights in PyTorch's layout; gates in the order r, z, n.  Index 0 of each
@@ -246,6 +265,15 @@ GRULITE_API grulite_workspace *grulite_workspace_new(void);   /* NULL: no memory
 GRULITE_API void grulite_workspace_free(grulite_workspace *ws);  /* accepts NULL */
 /* Bytes currently held by the workspace. */
 GRULITE_API size_t grulite_workspace_bytes(const grulite_workspace *ws);
+
+/* Threads grulite_forward may use with this workspace (it owns a small
+ * pool, started on first use).  0 (the default) means the GRULITE_NUM_THREADS
+ * environment variable if set, else every online CPU.  Work is split by
+ * batch rows, so results are identical for every thread count. */
+GRULITE_API int grulite_workspace_set_threads(grulite_workspace *ws, int threads);
+
+/* The thread count the next grulite_forward with this workspace may use. */
+GRULITE_API int grulite_workspace_threads(const grulite_workspace *ws);
 
 /* Arguments of grulite_forward().  All arrays are float32, C-contiguous.
  * Rows of x, y and a per-step head are ordered (B, T) when batch_first

@@ -22,7 +22,7 @@ import numpy as np
 # ---- the documented layout (src/core/format.c) -----------------------------
 
 MAGIC = b"GRULITE\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER_SIZE = 64
 LAYER_REC = 32
 DENSE_REC = 16
@@ -31,7 +31,8 @@ NAME_LEN = 32
 CRC_START = 16
 ALIGN = 64
 DTYPE_F32 = 1
-LAYOUT_KN = 1
+LAYOUT_PANEL16 = 2          # (nb, K, G, 16) panels, see docs/format.md
+LANES = 16
 FLAG_TIME_MAJOR = 1
 MAX_LAYERS = 64
 MAX_DENSE = 64
@@ -51,7 +52,7 @@ OFF_META_OFF = 48         # u64
 OFF_META_LEN = 56         # u64
 
 # tensor-entry field offsets
-T_DTYPE, T_LAYOUT, T_NDIM, T_D0, T_D1, T_OFFSET = 32, 36, 40, 48, 52, 56
+T_DTYPE, T_LAYOUT, T_NDIM, T_GATES, T_D0, T_D1, T_OFFSET = 32, 36, 40, 44, 48, 52, 56
 
 
 def u32(b: bytes, off: int) -> int:
@@ -94,6 +95,7 @@ def parse_grl(b: bytes) -> dict:
         name = bytes(b[e:e + NAME_LEN]).split(b"\0", 1)[0].decode("ascii")
         tensors.append(dict(entry=e, name=name, dtype=u32(b, e + T_DTYPE),
                             layout=u32(b, e + T_LAYOUT), ndim=u32(b, e + T_NDIM),
+                            gates=u32(b, e + T_GATES),
                             dims=(u32(b, e + T_D0), u32(b, e + T_D1)), offset=u64(b, e + T_OFFSET)))
     tables_end = table + h["num_tensors"] * TENSOR_REC
     meta = bytes(b[h["meta_off"]:h["meta_off"] + h["meta_len"]])
@@ -101,13 +103,35 @@ def parse_grl(b: bytes) -> dict:
                 tensors=tensors, metadata=meta)
 
 
-def tensor_array(b: bytes, t: dict) -> np.ndarray:
-    """The float32 payload of a parsed tensor entry, in its stored shape."""
-    d0, d1 = t["dims"]
-    shape = (d0, d1) if t["ndim"] == 2 else (d0,)
-    n = int(np.prod(shape))
-    return np.frombuffer(b, dtype="<f4", count=n, offset=t["offset"]).reshape(shape)
+def tensor_nbytes(t: dict) -> int:
+    """Bytes a parsed panel16 tensor occupies: (nb, K, G, 16) or (nb, G, 16)."""
+    G = t["gates"]
+    if t["ndim"] == 2:
+        K, N = t["dims"]
+    else:
+        K, N = 1, t["dims"][0]
+    nb = -(-(N // G) // LANES)
+    return 4 * nb * K * G * LANES
 
+
+def tensor_array(b: bytes, t: dict) -> np.ndarray:
+    """The payload of a parsed panel16 tensor, unpacked into PyTorch's layout:
+    (G*H, K) for matrices (nn.GRU / nn.Linear weight), (G*H,) for biases.
+    Asserts the padding lanes are zero."""
+    G = t["gates"]
+    if t["ndim"] == 2:
+        K, N = t["dims"]
+    else:
+        K, N = 1, t["dims"][0]
+    H = N // G
+    nb = -(-H // LANES)
+    n = nb * K * G * LANES
+    P = np.frombuffer(b, dtype="<f4", count=n, offset=t["offset"]).reshape(nb, K, G, LANES)
+    # (nb, K, G, 16) -> (G, nb*16, K) -> drop padding -> (G*H, K)
+    full = P.transpose(2, 0, 3, 1).reshape(G, nb * LANES, K)
+    assert not full[:, H:, :].any(), f"{t['name']}: padding lanes are not zero"
+    W = full[:, :H, :].reshape(G * H, K)
+    return W if t["ndim"] == 2 else W[:, 0]
 
 def patch(b: bytes, off: int, value: int, fmt: str = "<I", fix_crc: bool = True) -> bytes:
     """A copy of image `b` with a field overwritten (and the CRC recomputed,

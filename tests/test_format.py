@@ -18,7 +18,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import grulite
-from helpers_format import (ALIGN, CRC_START, DTYPE_F32, FORMAT_VERSION, HEADER_SIZE, LAYOUT_KN,
+from helpers_format import (ALIGN, CRC_START, DTYPE_F32, FORMAT_VERSION, HEADER_SIZE, LAYOUT_PANEL16,
+                            tensor_nbytes,
                             MAGIC, OFF_CRC, OFF_FILE_SIZE, OFF_FLAGS, OFF_HEADER_SIZE,
                             OFF_INPUT_SIZE, OFF_META_LEN, OFF_META_OFF, OFF_NUM_DENSE,
                             OFF_NUM_LAYERS, OFF_NUM_TENSORS, OFF_VERSION, T_D0, T_D1, T_DTYPE,
@@ -161,9 +162,9 @@ def test_layout_parsed_independently(tmp_path, case):
     for t in sorted(P["tensors"], key=lambda t: t["offset"]):
         assert t["offset"] % ALIGN == 0, t
         assert t["offset"] >= end, f"{t['name']} overlaps the previous tensor or the metadata"
-        assert t["dtype"] == DTYPE_F32 and t["layout"] == LAYOUT_KN
-        nbytes = 4 * t["dims"][0] * (t["dims"][1] if t["ndim"] == 2 else 1)
-        end = t["offset"] + nbytes
+        assert t["dtype"] == DTYPE_F32 and t["layout"] == LAYOUT_PANEL16
+        assert t["gates"] == (1 if t["name"].startswith("head") else 3), t
+        end = t["offset"] + tensor_nbytes(t)
         assert end <= len(b)
     assert len(b) % ALIGN == 0
 
@@ -176,20 +177,20 @@ def test_layout_parsed_independently(tmp_path, case):
     assert meta["prefix"] == {"1layer_head": "gru", "2layer_bidir_nobias": "rnn"}.get(
         case, "encoder.gru")
 
-    # Weights are stored as the kernels read them: matrices transposed
-    # (inputs-major), vectors as they are.
+    # Weights are stored as the kernels read them: 16-lane panels,
+    # gate-interleaved; unpacked they equal the PyTorch tensors.
     prefix = meta["prefix"] + "."
     stored = {t["name"]: tensor_array(b, t) for t in P["tensors"]}
     expect = {}
     for k, lay in enumerate(c.layers):
         for d, sfx in enumerate(["", "_reverse"][:lay.num_directions]):
-            expect[f"l{k}.d{d}.w_ih"] = sd[f"{prefix}weight_ih_l{k}{sfx}"].T
-            expect[f"l{k}.d{d}.w_hh"] = sd[f"{prefix}weight_hh_l{k}{sfx}"].T
+            expect[f"l{k}.d{d}.w_ih"] = sd[f"{prefix}weight_ih_l{k}{sfx}"]
+            expect[f"l{k}.d{d}.w_hh"] = sd[f"{prefix}weight_hh_l{k}{sfx}"]
             if lay.bias:
                 expect[f"l{k}.d{d}.b_ih"] = sd[f"{prefix}bias_ih_l{k}{sfx}"]
                 expect[f"l{k}.d{d}.b_hh"] = sd[f"{prefix}bias_hh_l{k}{sfx}"]
     for j, (name, _) in enumerate(meta["head"]):
-        expect[f"head{j}.w"] = sd[f"{name}.weight"].T
+        expect[f"head{j}.w"] = sd[f"{name}.weight"]
         if f"{name}.bias" in sd:
             expect[f"head{j}.b"] = sd[f"{name}.bias"]
     assert sorted(stored) == sorted(expect)
@@ -395,7 +396,7 @@ def test_truncated_with_consistent_header(tmp_path, bidir_model):
     _, b = bidir_model
     P = parse_grl(b)
     needed = max([P["header"]["meta_off"] + P["header"]["meta_len"]] +
-                 [t["offset"] + 4 * t["dims"][0] * max(1, t["dims"][1]) for t in P["tensors"]])
+                 [t["offset"] + tensor_nbytes(t) for t in P["tensors"]])
     points = list(range(HEADER_SIZE, len(b)))
     cases = [(f"cut to {n} bytes, size and CRC fixed",
               patch(b[:n], OFF_FILE_SIZE, n, "<Q")) for n in points]
@@ -595,7 +596,7 @@ def _absurd_cases(b):
         ("file size smaller than the file", patch(b, OFF_FILE_SIZE, n - 64, "<Q"),
          "trailing data"),
         ("trailing bytes", with_crc(b + bytes(64)), "trailing data"),
-        ("version 2", patch(b, OFF_VERSION, 2), "version 2"),
+        (f"version {FORMAT_VERSION + 1}", patch(b, OFF_VERSION, FORMAT_VERSION + 1), f"version {FORMAT_VERSION + 1}"),
         ("version 0", patch(b, OFF_VERSION, 0), "version 0"),
         ("stored CRC wrong", patch(b, OFF_CRC, (u32(b, OFF_CRC) + 1) % 2**32, fix_crc=False),
          "checksum mismatch"),

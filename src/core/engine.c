@@ -1,8 +1,11 @@
 /* engine.c - the GRU forward pass, workspaces and streams.
  *
- * One function, gl_run(), runs every layer and direction over a block of
- * steps; grulite_forward() and grulite_stream_step() are thin wrappers
- * around it, so whole sequences and streams give the same numbers. */
+ * One function, run_rows(), runs a range of batch rows through every layer
+ * and direction over a block of steps.  grulite_forward() splits the batch
+ * over the workspace's threads and calls it per range; streams call it on
+ * their whole batch.  Rows never interact, and every kernel computes a row
+ * the same way whatever rows surround it (kernels.h), so streams, threads
+ * and whole sequences all give the same bits. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +42,7 @@ grulite_workspace *grulite_workspace_new(void)
 void grulite_workspace_free(grulite_workspace *ws)
 {
     if (!ws) return;
+    gl_pool_free(ws->pool);
     gl_free_aligned(ws->buf);
     free(ws);
 }
@@ -61,60 +65,91 @@ int gl_workspace_reserve(grulite_workspace *ws, size_t floats)
     return GRULITE_OK;
 }
 
-/* ---- Scratch layout ---------------------------------------------------- */
+/* ---- Threads of a workspace ------------------------------------------- */
 
-/* Regions of the scratch block, each a multiple of 16 floats (64 bytes). */
+static int env_threads(void)
+{
+    const char *e = getenv("GRULITE_NUM_THREADS");
+    if (e && *e) {
+        char *end = NULL;
+        const long v = strtol(e, &end, 10);
+        if (end && *end == '\0' && v >= 1)
+            return v > GRULITE_MAX_THREADS ? GRULITE_MAX_THREADS : (int)v;
+    }
+    return gl_cpu_count();
+}
+
+int grulite_workspace_set_threads(grulite_workspace *ws, int threads)
+{
+    if (!ws || threads < 0 || threads > GRULITE_MAX_THREADS) return GRULITE_E_ARG;
+    ws->threads = threads;
+    return GRULITE_OK;
+}
+
+int grulite_workspace_threads(const grulite_workspace *ws)
+{
+    if (!ws) return 1;
+    return ws->threads ? ws->threads : env_threads();
+}
+
+/* ---- Scratch layout of one task ----------------------------------------- */
+
+/* A task runs batch rows [b0, b1) through every layer.  Its scratch: */
 typedef struct gl_scratch {
-    float *xp;       /* (B*T, 3*Hmax): input projection of one direction */
-    float *hp;       /* (3*Hmax): recurrent product of one row */
-    float *rh;       /* (Hmax): r * h (reset-before variant) */
-    float *z;        /* (Hmax): update gate (reset-before variant) */
-    float *out[2];   /* (B*T, Wmax) each: outputs of the layers below the top */
-    float *head[2];  /* (max(Wtop, max_dense)) each: one row through the head */
+    float *xp;       /* (n*T, 3*Hp): input projection of one direction */
+    float *hp;       /* (n, 3*Hp): recurrent products of one step */
+    float *h;        /* (n, Hp): the state of one direction, zero-padded */
+    float *rh;       /* (n, Hp): r * h (reset-before variant) */
+    float *z;        /* (n, Hp): update gate (reset-before variant) */
+    float *out[2];   /* (n*T, Wmax) each: outputs of layers below the top */
+    float *hd[2];    /* (head rows, hw) each: rows going through the head */
+    size_t hw;       /* row stride of hd */
 } gl_scratch;
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-/* Computes region sizes; with base != NULL also lays them out. */
-static int gl_layout(const grulite_model *m, const gl_pass *p, float *base,
-                     gl_scratch *sc, size_t *total)
+/* Floats of scratch for n rows; with base != NULL also lays it out. */
+static int task_layout(const grulite_model *m, const gl_pass *p, size_t n, float *base,
+                       gl_scratch *sc, size_t *total)
 {
-    size_t rows, xp, out, sum = 0;
-    const size_t hmax = (size_t)m->max_hidden;
-    const size_t hw = (size_t)(m->max_dense > m->info.output_size
-                               ? m->max_dense : m->info.output_size);
-    if (gl_mul((size_t)p->batch, (size_t)p->steps, &rows)) return GRULITE_E_TOO_LARGE;
-    if (gl_mul3(rows, 3, hmax, &xp)) return GRULITE_E_TOO_LARGE;
-    if (gl_mul(rows, (size_t)m->max_width, &out)) return GRULITE_E_TOO_LARGE;
-    if (m->info.num_layers < 2) out = 0;   /* no layer below the top */
-    if (xp > SIZE_MAX / 8 || out > SIZE_MAX / 8) return GRULITE_E_TOO_LARGE;
-    const size_t sizes[7] = { round16(xp), round16(3 * hmax), round16(hmax),
-                              round16(hmax), round16(out), round16(out),
-                              round16(hw) * 2 };
-    float **slots[6] = { &sc->xp, &sc->hp, &sc->rh, &sc->z, &sc->out[0], &sc->out[1] };
-    for (int i = 0; i < 7; i++) {
-        if (base) {
-            if (i < 6) *slots[i] = base + sum;
-            else { sc->head[0] = base + sum; sc->head[1] = base + sum + round16(hw); }
-        }
-        if (gl_add(sum, sizes[i], &sum)) return GRULITE_E_TOO_LARGE;
+    const size_t T = (size_t)p->steps, hp = round16((size_t)m->max_hidden);
+    const size_t hw = round16((size_t)(m->max_dense > m->info.output_size
+                                       ? m->max_dense : m->info.output_size));
+    size_t rows, xp, out = 0, hrows = 0, hd = 0, step, sum = 0;
+    if (gl_mul(n, T, &rows) || gl_mul3(rows, 3, hp, &xp) || gl_mul3(n, 3, hp, &step))
+        return GRULITE_E_TOO_LARGE;
+    if ((m->info.num_layers >= 2 || !p->y) && gl_mul(rows, (size_t)m->max_width, &out))
+        return GRULITE_E_TOO_LARGE;
+    if (p->head) hrows = p->head_all_steps ? rows : n;
+    if (gl_mul(hrows, hw, &hd)) return GRULITE_E_TOO_LARGE;
+    const size_t sizes[9] = { xp, step, n * hp, n * hp, n * hp, out, out, hd, hd };
+    float **slots[9] = { &sc->xp, &sc->hp, &sc->h, &sc->rh, &sc->z, &sc->out[0], &sc->out[1],
+                         &sc->hd[0], &sc->hd[1] };
+    for (int i = 0; i < 9; i++) {
+        if (sizes[i] > SIZE_MAX / 8) return GRULITE_E_TOO_LARGE;
+        if (base) *slots[i] = base + sum;
+        if (gl_add(sum, round16(sizes[i]), &sum)) return GRULITE_E_TOO_LARGE;
     }
+    sc->hw = hw;
     *total = sum;
     return GRULITE_OK;
 }
 
-int gl_scratch_floats(const grulite_model *m, const gl_pass *p, size_t *out)
-{
-    gl_scratch sc;
-    return gl_layout(m, p, NULL, &sc, out);
-}
+/* ---- The pass ------------------------------------------------------------ */
 
-/* ---- The pass ---------------------------------------------------------- */
+/* Where rows live: the caller's arrays use the whole batch and the call's
+ * layout; a task's scratch holds only its n rows, in the same order. */
+typedef struct gl_rows {
+    size_t B, T, n, b0;
+    int bf;
+} gl_rows;
 
-/* Row of (b, t) in x / y / per-step head arrays. */
-static inline size_t row_of(const gl_pass *p, size_t b, size_t t)
+/* Row of (b, t) in a caller array (global) or in task scratch (local). */
+static inline size_t row_at(const gl_rows *r, int global, size_t b, size_t t)
 {
-    return p->batch_first ? b * (size_t)p->steps + t : t * (size_t)p->batch + b;
+    if (global) return r->bf ? b * r->T + t : t * r->B + b;
+    const size_t lb = b - r->b0;
+    return r->bf ? lb * r->T + t : t * r->n + lb;
 }
 
 static inline size_t length_of(const gl_pass *p, size_t b)
@@ -122,115 +157,188 @@ static inline size_t length_of(const gl_pass *p, size_t b)
     return p->lengths ? (size_t)p->lengths[b] : (size_t)p->steps;
 }
 
-/* Runs one direction of one layer over all steps.
- * in: (B*T, in_w) rows; out: (B*T, out_w) rows, this direction's columns
- * start at col; h: (B, H) state, updated in place. */
-static void run_direction(const gl_layer *L, const gl_direction *w, const gl_pass *p,
-                          const gl_scratch *sc, const float *in, size_t in_w,
-                          float *out, size_t out_w, size_t col, float *h, int reverse)
+/* One direction of one layer over all steps for the task's rows.
+ * in: rows of in_w floats (global or local); out: rows of out_w floats,
+ * this direction's H columns start at col; state: (B, H) of this
+ * direction, rows [b0, b0+n) read and written. */
+static void run_direction(const grulite_model *m, const gl_layer *L, const gl_direction *w,
+                          const gl_pass *p, const gl_scratch *sc, const gl_rows *rw,
+                          const float *in, size_t in_w, int in_global,
+                          float *out, size_t out_w, int out_global, size_t col,
+                          float *state, int reverse)
 {
-    const size_t H = (size_t)L->cfg.hidden_size, G = 3 * H;
-    const size_t B = (size_t)p->batch, T = (size_t)p->steps;
+    const gl_kernels *k = m->k;
+    const size_t H = (size_t)L->cfg.hidden_size, nb = w->hh.nb, Hp = nb * GL_LANES;
+    const size_t ld = 3 * Hp, n = rw->n, T = rw->T, b0 = rw->b0;
 
     /* Input projection of every step at once: xp = x W_ih^T + b_ih. */
-    gl_ref_matmul(B * T, in_w, G, in, in_w, w->w_ih, G, w->b_ih, sc->xp, G);
+    if (in_global && !rw->bf) {
+        for (size_t t = 0; t < T; t++)            /* rows of one step are contiguous */
+            k->gemm(n, in + row_at(rw, 1, b0, t) * in_w, in_w, &w->ih, 0, 3,
+                    sc->xp + row_at(rw, 0, b0, t) * ld, ld);
+    } else {
+        k->gemm(n * T, in + row_at(rw, in_global, b0, 0) * in_w, in_w, &w->ih, 0, 3, sc->xp, ld);
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        memcpy(sc->h + i * Hp, state + (b0 + i) * H, H * sizeof(float));
+        memset(sc->h + i * Hp + H, 0, (Hp - H) * sizeof(float));
+    }
+    if (!L->cfg.reset_after) memset(sc->rh, 0, n * Hp * sizeof(float));
 
     for (size_t s = 0; s < T; s++) {
-        for (size_t b = 0; b < B; b++) {
-            const size_t len = length_of(p, b);
-            if (s >= len) continue;                  /* this row has ended */
+        /* Recurrent products for every row (rows that have ended are
+         * computed and ignored: simpler than compacting). */
+        if (L->cfg.reset_after) k->gemm(n, sc->h, Hp, &w->hh, 0, 3, sc->hp, ld);
+        else k->gemm(n, sc->h, Hp, &w->hh, 0, 2, sc->hp, ld);
+        for (size_t i = 0; i < n; i++) {
+            const size_t len = length_of(p, b0 + i);
+            if (s >= len) continue;
             const size_t t = reverse ? len - 1 - s : s;
-            const size_t r = row_of(p, b, t);
-            const float *xp = sc->xp + r * G;
-            float *hb = h + b * H;
-            if (L->cfg.reset_after) {
-                gl_ref_matmul(1, H, G, hb, H, w->w_hh, G, w->b_hh, sc->hp, G);
-                gl_ref_gates_after(H, xp, sc->hp, hb);
-            } else {
-                gl_ref_matmul(1, H, 2 * H, hb, H, w->w_hh, G, w->b_hh, sc->hp, G);
-                gl_ref_gates_rz(H, xp, sc->hp, hb, sc->rh, sc->z);
-                gl_ref_matmul(1, H, H, sc->rh, H, w->w_hh + 2 * H, G,
-                              w->b_hh ? w->b_hh + 2 * H : NULL, sc->hp + 2 * H, G);
-                gl_ref_gates_n(H, xp + 2 * H, sc->hp + 2 * H, sc->z, hb);
+            const float *xp = sc->xp + row_at(rw, 0, b0 + i, t) * ld;
+            if (L->cfg.reset_after)
+                k->gates_after(nb, xp, sc->hp + i * ld, sc->h + i * Hp);
+            else
+                k->gates_rz(nb, xp, sc->hp + i * ld, sc->h + i * Hp, sc->rh + i * Hp,
+                            sc->z + i * Hp);
+        }
+        if (!L->cfg.reset_after) {
+            k->gemm(n, sc->rh, Hp, &w->hh, 2, 1, sc->hp, ld);
+            for (size_t i = 0; i < n; i++) {
+                const size_t len = length_of(p, b0 + i);
+                if (s >= len) continue;
+                const size_t t = reverse ? len - 1 - s : s;
+                k->gates_n(nb, sc->xp + row_at(rw, 0, b0 + i, t) * ld, sc->hp + i * ld,
+                           sc->z + i * Hp, sc->h + i * Hp);
             }
-            memcpy(out + r * out_w + col, hb, H * sizeof(float));
+        }
+        for (size_t i = 0; i < n; i++) {
+            const size_t len = length_of(p, b0 + i);
+            if (s >= len) continue;
+            const size_t t = reverse ? len - 1 - s : s;
+            memcpy(out + row_at(rw, out_global, b0 + i, t) * out_w + col, sc->h + i * Hp,
+                   H * sizeof(float));
+        }
+    }
+
+    for (size_t i = 0; i < n; i++)
+        memcpy(state + (b0 + i) * H, sc->h + i * Hp, H * sizeof(float));
+}
+
+/* The dense head on the task's rows of the top layer's output. */
+static void run_head(const grulite_model *m, const gl_pass *p, const gl_scratch *sc,
+                     const gl_rows *rw, const float *top, int top_global)
+{
+    const size_t ow = (size_t)m->info.output_size, hs = (size_t)m->info.head_size;
+    const size_t n = rw->n, T = rw->T, hw = sc->hw;
+    const size_t rows = p->head_all_steps ? n * T : n;
+
+    /* Gather the input rows: local order. */
+    for (size_t i = 0; i < n; i++) {
+        const size_t b = rw->b0 + i, len = length_of(p, b);
+        if (p->head_all_steps) {
+            for (size_t t = 0; t < T; t++)
+                memcpy(sc->hd[0] + row_at(rw, 0, b, t) * hw,
+                       top + row_at(rw, top_global, b, t) * ow, ow * sizeof(float));
+        } else {
+            memcpy(sc->hd[0] + i * hw, top + row_at(rw, top_global, b, len - 1) * ow,
+                   ow * sizeof(float));
+        }
+    }
+    int cur = 0;
+    for (int j = 0; j < m->info.num_dense; j++) {
+        const gl_dense *d = &m->dense[j];
+        m->k->gemm(rows, sc->hd[cur], hw, &d->p, 0, 1, sc->hd[cur ^ 1], hw);
+        cur ^= 1;
+        for (size_t r = 0; r < rows; r++)
+            gl_ref_activate(d->cfg.activation, (size_t)d->cfg.out_features, sc->hd[cur] + r * hw);
+    }
+    /* Scatter to the caller's rows; steps past a length give 0. */
+    for (size_t i = 0; i < n; i++) {
+        const size_t b = rw->b0 + i, len = length_of(p, b);
+        if (p->head_all_steps) {
+            for (size_t t = 0; t < T; t++) {
+                float *dst = p->head + row_at(rw, 1, b, t) * hs;
+                if (t < len) memcpy(dst, sc->hd[cur] + row_at(rw, 0, b, t) * hw, hs * sizeof(float));
+                else memset(dst, 0, hs * sizeof(float));
+            }
+        } else {
+            memcpy(p->head + b * hs, sc->hd[cur] + i * hw, hs * sizeof(float));
         }
     }
 }
 
-/* Passes one row of the top layer's output through the dense head. */
-static void run_head(const grulite_model *m, const gl_scratch *sc,
-                     const float *in, float *dst)
+/* Batch rows [b0, b1) through the whole model. */
+static void run_rows(const grulite_model *m, const gl_pass *p, const gl_scratch *sc,
+                     size_t b0, size_t b1, float *state)
 {
-    const float *cur = in;
-    size_t cur_w = (size_t)m->info.output_size;
-    for (int j = 0; j < m->info.num_dense; j++) {
-        const gl_dense *d = &m->dense[j];
-        const size_t n = (size_t)d->cfg.out_features;
-        float *nxt = (j == m->info.num_dense - 1) ? dst : sc->head[j & 1];
-        gl_ref_matmul(1, cur_w, n, cur, cur_w, d->w, n, d->b, nxt, n);
-        gl_ref_activate(d->cfg.activation, n, nxt);
-        cur = nxt;
-        cur_w = n;
+    const gl_rows rw = { (size_t)p->batch, (size_t)p->steps, b1 - b0, b0, p->batch_first };
+    const float *in = p->x;
+    size_t in_w = (size_t)m->info.input_size;
+    int in_global = 1;
+    float *state_l = state;
+
+    for (int l = 0; l < m->info.num_layers; l++) {
+        const gl_layer *L = &m->layer[l];
+        const size_t H = (size_t)L->cfg.hidden_size, D = (size_t)L->cfg.num_directions;
+        const size_t W = D * H;
+        const int is_top = (l == m->info.num_layers - 1);
+        const int out_global = is_top && p->y;
+        float *out = out_global ? p->y : sc->out[l & 1];
+
+        if (p->lengths) {                         /* positions past a length stay 0 */
+            for (size_t b = b0; b < b1; b++)
+                for (size_t t = length_of(p, b); t < rw.T; t++)
+                    memset(out + row_at(&rw, out_global, b, t) * W, 0, W * sizeof(float));
+        }
+        for (size_t d = 0; d < D; d++)
+            run_direction(m, L, &L->dir[d], p, sc, &rw, in, in_w, in_global, out, W,
+                          out_global, d * H, state_l + d * rw.B * H, (int)d);
+        state_l += D * rw.B * H;
+        in = out;
+        in_w = W;
+        in_global = out_global;
     }
+    if (p->head && m->info.num_dense > 0) run_head(m, p, sc, &rw, in, in_global);
+}
+
+/* Work split: task i runs rows [B*i/tasks, B*(i+1)/tasks). */
+typedef struct gl_job {
+    const grulite_model *m;
+    const gl_pass *p;
+    float *state;
+    float *scratch;
+    size_t task_floats;
+    int tasks;
+} gl_job;
+
+static void run_task(void *ctx, int i)
+{
+    const gl_job *job = ctx;
+    const size_t B = (size_t)job->p->batch;
+    const size_t b0 = B * (size_t)i / (size_t)job->tasks;
+    const size_t b1 = B * (size_t)(i + 1) / (size_t)job->tasks;
+    if (b0 == b1) return;
+    gl_scratch sc;
+    size_t total;
+    if (task_layout(job->m, job->p, b1 - b0, job->scratch + (size_t)i * job->task_floats,
+                    &sc, &total) == GRULITE_OK)
+        run_rows(job->m, job->p, &sc, b0, b1, job->state);
+}
+
+int gl_scratch_floats(const grulite_model *m, const gl_pass *p, size_t *out)
+{
+    gl_scratch sc;
+    return task_layout(m, p, (size_t)p->batch, NULL, &sc, out);
 }
 
 int gl_run(const grulite_model *m, float *scratch, const gl_pass *p, float *state)
 {
     gl_scratch sc;
     size_t total;
-    int rc = gl_layout(m, p, scratch, &sc, &total);
+    int rc = task_layout(m, p, (size_t)p->batch, scratch, &sc, &total);
     if (rc) return rc;
-
-    const size_t B = (size_t)p->batch, T = (size_t)p->steps;
-    const float *in = p->x;
-    size_t in_w = (size_t)m->info.input_size;
-    float *state_l = state;
-    float *top = NULL;
-
-    for (int l = 0; l < m->info.num_layers; l++) {
-        const gl_layer *L = &m->layer[l];
-        const size_t H = (size_t)L->cfg.hidden_size;
-        const size_t D = (size_t)L->cfg.num_directions;
-        const size_t W = D * H;
-        const int is_top = (l == m->info.num_layers - 1);
-        /* Layers below the top alternate between the two out[] regions;
-         * the top writes y (the wrappers supply one for 1-layer models). */
-        float *out = (is_top && p->y) ? p->y : sc.out[l & 1];
-        if (!out || (is_top && !p->y && m->info.num_layers < 2)) return GRULITE_E_ARG;
-
-        /* Positions past a sequence's length stay 0. */
-        if (p->lengths) {
-            for (size_t b = 0; b < B; b++)
-                for (size_t t = length_of(p, b); t < T; t++)
-                    memset(out + row_of(p, b, t) * W, 0, W * sizeof(float));
-        }
-        for (size_t d = 0; d < D; d++)
-            run_direction(L, &L->dir[d], p, &sc, in, in_w, out, W, d * H,
-                          state_l + d * B * H, (int)d);
-
-        state_l += D * B * H;
-        in = out;
-        in_w = W;
-        top = out;
-    }
-
-    if (p->head && m->info.num_dense > 0) {
-        const size_t hs = (size_t)m->info.head_size;
-        const size_t ow = (size_t)m->info.output_size;
-        for (size_t b = 0; b < B; b++) {
-            const size_t len = length_of(p, b);
-            if (p->head_all_steps) {
-                for (size_t t = 0; t < T; t++) {
-                    const size_t r = row_of(p, b, t);
-                    if (t < len) run_head(m, &sc, top + r * ow, p->head + r * hs);
-                    else memset(p->head + r * hs, 0, hs * sizeof(float));
-                }
-            } else {
-                run_head(m, &sc, top + row_of(p, b, len - 1) * ow, p->head + b * hs);
-            }
-        }
-    }
+    run_rows(m, p, &sc, 0, (size_t)p->batch, state);
     return GRULITE_OK;
 }
 
@@ -248,6 +356,17 @@ static int check_pass(const grulite_model *m, const gl_pass *p)
     return GRULITE_OK;
 }
 
+/* Multiply-adds of one call, to decide whether threads pay off. */
+static double call_work(const grulite_model *m, const gl_pass *p)
+{
+    double w = 0.0;
+    for (int l = 0; l < m->info.num_layers; l++) {
+        const grulite_layer_info *c = &m->layer[l].cfg;
+        w += (double)c->num_directions * 3.0 * c->hidden_size * (c->input_size + c->hidden_size);
+    }
+    return w * (double)p->batch * (double)p->steps;
+}
+
 int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite_run *run)
 {
     if (!m || !ws || !run) return GRULITE_E_ARG;
@@ -256,25 +375,35 @@ int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite
     int rc = check_pass(m, &p);
     if (rc) return rc;
 
-    /* Scratch: the pass, the working state, and y when the caller wants
-     * only the head of a one-layer model. */
-    size_t need, state_n, y_n = 0, total;
-    if ((rc = gl_scratch_floats(m, &p, &need))) return rc;
-    if (gl_mul((size_t)p.batch, (size_t)m->info.state_size, &state_n))
-        return GRULITE_E_TOO_LARGE;
-    if (!p.y && m->info.num_layers == 1 &&
-        gl_mul3((size_t)p.batch, (size_t)p.steps, (size_t)m->info.output_size, &y_n))
-        return GRULITE_E_TOO_LARGE;
-    if (gl_add(need, round16(state_n), &total) || gl_add(total, round16(y_n), &total))
+    /* Threads split the batch; below ~1M multiply-adds they cost more than
+     * they save.  Any split gives the same numbers. */
+    int tasks = grulite_workspace_threads(ws);
+    if (tasks > p.batch) tasks = p.batch;
+    if (call_work(m, &p) < 1e6) tasks = 1;
+    if (tasks > 1) {
+        if (!ws->pool || gl_pool_size(ws->pool) < tasks) {
+            gl_pool_free(ws->pool);
+            ws->pool = gl_pool_new(tasks);
+            if (!ws->pool) return GRULITE_E_NOMEM;
+        }
+        if (gl_pool_size(ws->pool) < tasks) tasks = gl_pool_size(ws->pool);
+    }
+
+    gl_scratch sc;
+    size_t per_task, state_n, total;
+    const size_t rows_max = ((size_t)p.batch + (size_t)tasks - 1) / (size_t)tasks;
+    if ((rc = task_layout(m, &p, rows_max, NULL, &sc, &per_task))) return rc;
+    if (gl_mul((size_t)p.batch, (size_t)m->info.state_size, &state_n) ||
+        gl_mul(per_task, (size_t)tasks, &total) || gl_add(total, round16(state_n), &total))
         return GRULITE_E_TOO_LARGE;
     if ((rc = gl_workspace_reserve(ws, total))) return rc;
 
-    float *state = ws->buf + need;
-    if (!p.y && m->info.num_layers == 1) p.y = state + round16(state_n);
+    float *state = ws->buf + per_task * (size_t)tasks;
     if (run->h0) memcpy(state, run->h0, state_n * sizeof(float));
     else memset(state, 0, state_n * sizeof(float));
 
-    if ((rc = gl_run(m, ws->buf, &p, state))) return rc;
+    gl_job job = { m, &p, state, ws->buf, per_task, tasks };
+    gl_pool_run(ws->pool, tasks, run_task, &job);
     if (run->h_n) memcpy(run->h_n, state, state_n * sizeof(float));
     return GRULITE_OK;
 }
@@ -332,14 +461,9 @@ int grulite_stream_step(grulite_stream *s, const float *x, int32_t steps,
     gl_pass p = { s->batch, steps, 1, 1, x, NULL, y, head };
     int rc = check_pass(m, &p);
     if (rc) return rc;
-    size_t need, y_n = 0, total;
+    size_t need;
     if ((rc = gl_scratch_floats(m, &p, &need))) return rc;
-    if (!y && m->info.num_layers == 1 &&
-        gl_mul3((size_t)s->batch, (size_t)steps, (size_t)m->info.output_size, &y_n))
-        return GRULITE_E_TOO_LARGE;
-    if (gl_add(need, round16(y_n), &total)) return GRULITE_E_TOO_LARGE;
-    if ((rc = gl_workspace_reserve(&s->ws, total))) return rc;
-    if (!p.y && m->info.num_layers == 1) p.y = s->ws.buf + need;
+    if ((rc = gl_workspace_reserve(&s->ws, need))) return rc;
     return gl_run(m, s->ws.buf, &p, s->state);
 }
 

@@ -33,7 +33,7 @@ enum {
     GL_TENSOR_REC = 64,      /* bytes per tensor-table entry */
     GL_NAME_LEN = 32,        /* name bytes in a tensor entry, NUL-padded */
     GL_CRC_START = 16,       /* the checksum covers [16, file_size) */
-    GL_LAYOUT_KN = 1,        /* matrices (K inputs, N outputs) input-major; vectors plain */
+    GL_LAYOUT_PANEL16 = 2,   /* panels of 16 lanes, gate-interleaved (kernels.h) */
     GL_FLAG_TIME_MAJOR = 1   /* header flag: the model's default rows are (T, B) */
 };
 
@@ -115,16 +115,34 @@ static int fail(char *msg, size_t msg_size, int code, const char *fmt, ...)
 
 /* ---- The tensors a configuration needs --------------------------------- */
 
-/* Tensor `index` of the canonical list for a configuration: its name,
- * its shape (dims[1] == 0 for vectors) and where the loader puts it. */
+/* One tensor of the canonical list for a configuration.  Matrices are
+ * stored as panels (kernels.h) and listed with shape (K, G*H); bias
+ * vectors with shape (G*H).  The table's reserved word holds G. */
 typedef struct gl_tensor_ref {
     char name[GL_NAME_LEN];
-    uint32_t dims[2];
-    const float **slot;      /* in the model being loaded, or NULL */
+    gl_panel *panel;         /* in the model: K, G, H, nb already set */
+    int is_bias;
 } gl_tensor_ref;
 
-/* Calls fn(ref, ctx) for each tensor of the model `m` (whose layer and
- * dense configs are filled), in file order.  Stops on non-zero. */
+static uint32_t ref_dim0(const gl_tensor_ref *t)
+{
+    return (uint32_t)(t->is_bias ? t->panel->G * t->panel->H : t->panel->K);
+}
+
+static uint32_t ref_dim1(const gl_tensor_ref *t)
+{
+    return (uint32_t)(t->is_bias ? 0 : t->panel->G * t->panel->H);
+}
+
+/* Floats the tensor occupies in the file. */
+static size_t ref_floats(const gl_tensor_ref *t)
+{
+    const gl_panel *p = t->panel;
+    return t->is_bias ? p->nb * p->G * GL_LANES : gl_panel_floats(p->K, p->G, p->H);
+}
+
+/* Calls fn(ref, ctx) for each tensor of the model `m` (whose configs and
+ * panel shapes are filled), in file order.  Stops on non-zero. */
 typedef int (*gl_tensor_fn)(const gl_tensor_ref *ref, void *ctx);
 
 static int each_tensor(grulite_model *m, gl_tensor_fn fn, void *ctx)
@@ -133,21 +151,17 @@ static int each_tensor(grulite_model *m, gl_tensor_fn fn, void *ctx)
     int rc;
     for (int l = 0; l < m->info.num_layers; l++) {
         gl_layer *L = &m->layer[l];
-        const uint32_t I = (uint32_t)L->cfg.input_size, H = (uint32_t)L->cfg.hidden_size;
         for (int d = 0; d < L->cfg.num_directions; d++) {
             gl_direction *w = &L->dir[d];
-            struct { const char *suffix; uint32_t d0, d1; const float **slot; int bias; } items[4] = {
-                { "w_ih", I, 3 * H, &w->w_ih, 0 },
-                { "w_hh", H, 3 * H, &w->w_hh, 0 },
-                { "b_ih", 3 * H, 0, &w->b_ih, 1 },
-                { "b_hh", 3 * H, 0, &w->b_hh, 1 },
+            struct { const char *suffix; gl_panel *panel; int bias; } items[4] = {
+                { "w_ih", &w->ih, 0 }, { "w_hh", &w->hh, 0 },
+                { "b_ih", &w->ih, 1 }, { "b_hh", &w->hh, 1 },
             };
             for (int i = 0; i < 4; i++) {
                 if (items[i].bias && !L->cfg.has_bias) continue;
                 snprintf(t.name, sizeof t.name, "l%d.d%d.%s", l, d, items[i].suffix);
-                t.dims[0] = items[i].d0;
-                t.dims[1] = items[i].d1;
-                t.slot = items[i].slot;
+                t.panel = items[i].panel;
+                t.is_bias = items[i].bias;
                 if ((rc = fn(&t, ctx))) return rc;
             }
         }
@@ -155,15 +169,12 @@ static int each_tensor(grulite_model *m, gl_tensor_fn fn, void *ctx)
     for (int j = 0; j < m->info.num_dense; j++) {
         gl_dense *D = &m->dense[j];
         snprintf(t.name, sizeof t.name, "head%d.w", j);
-        t.dims[0] = (uint32_t)D->cfg.in_features;
-        t.dims[1] = (uint32_t)D->cfg.out_features;
-        t.slot = &D->w;
+        t.panel = &D->p;
+        t.is_bias = 0;
         if ((rc = fn(&t, ctx))) return rc;
         if (D->cfg.has_bias) {
             snprintf(t.name, sizeof t.name, "head%d.b", j);
-            t.dims[0] = (uint32_t)D->cfg.out_features;
-            t.dims[1] = 0;
-            t.slot = &D->b;
+            t.is_bias = 1;
             if ((rc = fn(&t, ctx))) return rc;
         }
     }
@@ -214,6 +225,14 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
         if (state > INT32_MAX - width)
             return fail(msg, msg_size, GRULITE_E_TOO_LARGE, "state size overflows");
         state += width;
+        for (int d = 0; d < 2; d++) {
+            gl_panel *ih = &m->layer[l].dir[d].ih, *hh = &m->layer[l].dir[d].hh;
+            ih->K = (size_t)in;
+            hh->K = (size_t)c->hidden_size;
+            ih->G = hh->G = 3;
+            ih->H = hh->H = (size_t)c->hidden_size;
+            ih->nb = hh->nb = ((size_t)c->hidden_size + GL_LANES - 1) / GL_LANES;
+        }
         if (c->hidden_size > m->max_hidden) m->max_hidden = c->hidden_size;
         if (width > m->max_width) m->max_width = width;
         if (c->num_directions == 2) m->bidirectional = 1;
@@ -233,6 +252,11 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
             return fail(msg, msg_size, GRULITE_E_CONFIG, "head layer %d: has_bias %ld is not 0 or 1",
                         j, (long)c->has_bias);
         c->in_features = in;
+        gl_panel *p = &m->dense[j].p;
+        p->K = (size_t)in;
+        p->G = 1;
+        p->H = (size_t)c->out_features;
+        p->nb = ((size_t)c->out_features + GL_LANES - 1) / GL_LANES;
         in = c->out_features;
         if (c->out_features > m->max_dense) m->max_dense = c->out_features;
     }
@@ -272,33 +296,40 @@ static const float *spec_source(const grulite_model_spec *spec, const char *name
 static int write_fn(const gl_tensor_ref *ref, void *ctx)
 {
     gl_writer *w = ctx;
-    const size_t d0 = ref->dims[0], d1 = ref->dims[1];
-    size_t n, bytes, next;
-    if (gl_mul(d0, d1 ? d1 : 1, &n) || gl_mul(n, sizeof(float), &bytes) || gl_add(w->data_pos, bytes, &next) ||
+    size_t bytes, next;
+    if (gl_mul(ref_floats(ref), sizeof(float), &bytes) || gl_add(w->data_pos, bytes, &next) ||
         gl_align_up(next, &next))
         return GRULITE_E_TOO_LARGE;
     if (w->buf) {
         const float *src = spec_source(w->spec, ref->name);
         if (!src) return GRULITE_E_ARG;
+        const gl_panel *p = ref->panel;
         unsigned char *e = w->buf + w->table_pos;
         memset(e, 0, GL_TENSOR_REC);
         memcpy(e, ref->name, strlen(ref->name));
         wr32(e + 32, GRULITE_DTYPE_F32);
-        wr32(e + 36, GL_LAYOUT_KN);
-        wr32(e + 40, d1 ? 2 : 1);
-        wr32(e + 48, (uint32_t)d0);
-        wr32(e + 52, (uint32_t)d1);
+        wr32(e + 36, GL_LAYOUT_PANEL16);
+        wr32(e + 40, ref->is_bias ? 1 : 2);
+        wr32(e + 44, (uint32_t)p->G);
+        wr32(e + 48, ref_dim0(ref));
+        wr32(e + 52, ref_dim1(ref));
         wr64(e + 56, (uint64_t)w->data_pos);
-        /* memcpy per value: the caller's buffer need not be float-aligned. */
+        /* Pack from PyTorch's (G*H outputs, K inputs) into (nb, K, G, 16);
+         * biases into (nb, G, 16); zeros past H.  One value at a time
+         * through memcpy: the caller's buffer need not be float-aligned. */
         unsigned char *dst = w->buf + w->data_pos;
-        if (d1) {
-            /* PyTorch stores (N outputs, K inputs); the kernels read (K, N). */
-            for (size_t k = 0; k < d0; k++)
-                for (size_t j = 0; j < d1; j++)
-                    memcpy(dst + (k * d1 + j) * sizeof(float), &src[j * d0 + k], sizeof(float));
-        } else {
-            memcpy(dst, src, bytes);
-        }
+        const size_t L = GL_LANES, K = ref->is_bias ? 1 : p->K;
+        size_t pos = 0;
+        for (size_t b = 0; b < p->nb; b++)
+            for (size_t k = 0; k < K; k++)
+                for (size_t g = 0; g < p->G; g++)
+                    for (size_t l = 0; l < L; l++, pos++) {
+                        const size_t j = b * L + l;            /* output within the gate */
+                        float v = 0.0f;
+                        if (j < p->H)
+                            v = ref->is_bias ? src[g * p->H + j] : src[(g * p->H + j) * p->K + k];
+                        memcpy(dst + pos * sizeof(float), &v, sizeof(float));
+                    }
         memset(w->buf + w->data_pos + bytes, 0, next - w->data_pos - bytes);
     }
     w->table_pos += GL_TENSOR_REC;
@@ -449,21 +480,24 @@ static int read_fn(const gl_tensor_ref *ref, void *ctx)
     if (!found)
         return fail(r->msg, r->msg_size, GRULITE_E_TENSOR, "tensor %s is missing", ref->name);
     const uint32_t dtype = rd32(found + 32), layout = rd32(found + 36), ndim = rd32(found + 40);
-    const uint32_t d0 = rd32(found + 48), d1 = rd32(found + 52);
+    const uint32_t gates = rd32(found + 44), d0 = rd32(found + 48), d1 = rd32(found + 52);
     const uint64_t off = rd64(found + 56);
+    const uint32_t want0 = ref_dim0(ref), want1 = ref_dim1(ref);
     if (dtype != GRULITE_DTYPE_F32)
         return fail(r->msg, r->msg_size, GRULITE_E_TENSOR, "tensor %s: dtype %lu, expected %d (float32)",
                     ref->name, (unsigned long)dtype, GRULITE_DTYPE_F32);
-    if (layout != GL_LAYOUT_KN)
-        return fail(r->msg, r->msg_size, GRULITE_E_TENSOR, "tensor %s: unknown layout %lu",
-                    ref->name, (unsigned long)layout);
-    if (ndim != (ref->dims[1] ? 2u : 1u) || d0 != ref->dims[0] || d1 != ref->dims[1])
+    if (layout != GL_LAYOUT_PANEL16)
+        return fail(r->msg, r->msg_size, GRULITE_E_TENSOR, "tensor %s: layout %lu, expected %d (panel16)",
+                    ref->name, (unsigned long)layout, GL_LAYOUT_PANEL16);
+    if (ndim != (want1 ? 2u : 1u) || d0 != want0 || d1 != want1 || gates != ref->panel->G)
         return fail(r->msg, r->msg_size, GRULITE_E_TENSOR,
-                    "tensor %s: shape (%lu, %lu) ndim %lu; the configuration needs (%lu, %lu)",
+                    "tensor %s: shape (%lu, %lu) ndim %lu gates %lu; the configuration needs "
+                    "(%lu, %lu) with %lu gates",
                     ref->name, (unsigned long)d0, (unsigned long)d1, (unsigned long)ndim,
-                    (unsigned long)ref->dims[0], (unsigned long)ref->dims[1]);
-    size_t n, bytes, end;
-    if (gl_mul(d0, d1 ? d1 : 1, &n) || gl_mul(n, sizeof(float), &bytes) ||
+                    (unsigned long)gates, (unsigned long)want0, (unsigned long)want1,
+                    (unsigned long)ref->panel->G);
+    size_t bytes, end;
+    if (gl_mul(ref_floats(ref), sizeof(float), &bytes) ||
         off > (uint64_t)SIZE_MAX || gl_add((size_t)off, bytes, &end))
         return fail(r->msg, r->msg_size, GRULITE_E_TOO_LARGE, "tensor %s: size overflows", ref->name);
     if (off % GL_ALIGN != 0)
@@ -487,7 +521,9 @@ static int read_fn(const gl_tensor_ref *ref, void *ctx)
         r->placed[r->n_placed][1] = end;
         r->n_placed++;
     }
-    *ref->slot = (const float *)(const void *)(r->img + off);
+    const float *data = (const float *)(const void *)(r->img + off);
+    if (ref->is_bias) ref->panel->b = data;
+    else ref->panel->w = data;
     return 0;
 }
 
@@ -617,6 +653,14 @@ static int load_image(const void *data, size_t size, grulite_model **out,
     m->mapping = mapping;
     m->mapping_size = mapping_size;
     int rc = parse_image(m, data, size, msg, msg_size);
+    if (!rc) {
+        const char *isa = getenv("GRULITE_ISA");
+        m->k = gl_kernels_select(isa);
+        if (!m->k)
+            rc = fail(msg, msg_size, GRULITE_E_UNSUPPORTED,
+                      "GRULITE_ISA=%.32s: not a kernel set this CPU and build can run "
+                      "(generic, avx2, avx512)", isa);
+    }
     if (rc) {
         grulite_model_free(m);
         return rc;
@@ -724,6 +768,20 @@ int grulite_model_save(const grulite_model *m, const char *path)
 }
 
 /* ---- Queries ----------------------------------------------------------- */
+
+const char *grulite_model_isa(const grulite_model *m)
+{
+    return m && m->k ? m->k->name : "none";
+}
+
+int grulite_model_set_isa(grulite_model *m, const char *isa)
+{
+    if (!m) return GRULITE_E_ARG;
+    const gl_kernels *k = gl_kernels_select(isa);
+    if (!k) return GRULITE_E_UNSUPPORTED;
+    m->k = k;
+    return GRULITE_OK;
+}
 
 int grulite_model_info(const grulite_model *m, grulite_info *info)
 {

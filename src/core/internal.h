@@ -57,14 +57,13 @@ static inline int gl_align_up(size_t x, size_t *out)
 
 /* ---- The loaded model (read-only after load) ------------------------ */
 
-/* Weights of one direction of one layer, in the layout the kernels read.
- * Weight matrices are stored transposed (input-major), so the product with
- * a vector is a sequence of contiguous, vectorizable row updates. */
+#include "kernels.h"
+
+/* Weights of one direction of one layer, packed for the kernels
+ * (kernels.h): panels with G = 3 gates r, z, n. */
 typedef struct gl_direction {
-    const float *w_ih;  /* (I, 3*H), gates r,z,n along columns: W_ih^T */
-    const float *w_hh;  /* (H, 3*H), gates r,z,n along columns: W_hh^T */
-    const float *b_ih;  /* (3*H), or NULL when the layer has no bias */
-    const float *b_hh;  /* (3*H), or NULL when the layer has no bias */
+    gl_panel ih;        /* K = layer input, H = hidden: W_ih, b_ih */
+    gl_panel hh;        /* K = H: W_hh, b_hh */
 } gl_direction;
 
 typedef struct gl_layer {
@@ -74,14 +73,14 @@ typedef struct gl_layer {
 
 typedef struct gl_dense {
     grulite_dense_info cfg;
-    const float *w;          /* (in_features, out_features): nn.Linear weight^T */
-    const float *b;          /* (out_features), or NULL */
+    gl_panel p;              /* G = 1: nn.Linear weight and bias */
 } gl_dense;
 
 struct grulite_model {
     grulite_info info;
     gl_layer layer[GRULITE_MAX_LAYERS];
     gl_dense dense[GRULITE_MAX_DENSE];
+    const gl_kernels *k;     /* chosen at load */
     int32_t max_hidden;      /* max H over layers */
     int32_t max_width;       /* max D*H over layers */
     int32_t max_dense;       /* max out_features over head layers (0 if none) */
@@ -95,11 +94,26 @@ struct grulite_model {
     size_t mapping_size;
 };
 
+/* ---- Threads (threads.c) -------------------------------------------- */
+
+typedef void (*gl_task_fn)(void *ctx, int task);
+typedef struct gl_pool gl_pool;
+
+GL_HIDDEN gl_pool *gl_pool_new(int size);          /* size threads, caller included */
+GL_HIDDEN void gl_pool_free(gl_pool *p);
+GL_HIDDEN int gl_pool_size(const gl_pool *p);
+/* Runs fn(ctx, i) for i < tasks, task 0 on the calling thread; returns
+ * when all are done. */
+GL_HIDDEN void gl_pool_run(gl_pool *p, int tasks, gl_task_fn fn, void *ctx);
+GL_HIDDEN int gl_cpu_count(void);
+
 /* ---- Scratch -------------------------------------------------------- */
 
 struct grulite_workspace {
     float *buf;              /* GL_ALIGN-aligned */
     size_t cap;              /* floats */
+    int threads;             /* requested; 0 = default */
+    gl_pool *pool;           /* created on first threaded call */
 };
 
 /* Makes ws hold at least `floats` floats; returns 0 or GRULITE_E_NOMEM. */
@@ -109,52 +123,28 @@ GL_HIDDEN int gl_workspace_reserve(grulite_workspace *ws, size_t floats);
 GL_HIDDEN void *gl_alloc_aligned(size_t bytes);
 GL_HIDDEN void gl_free_aligned(void *p);
 
-/* ---- The engine ----------------------------------------------------- */
+/* ---- The engine (engine.c) ------------------------------------------ */
 
 /* One pass over T steps for B rows, shared by grulite_forward and the
  * streams so that both give the same numbers.  `state` (B*state_size, h0's
  * layout) is read as the initial state and overwritten with the final one.
- * y / head may be NULL.  Returns 0 or a negative code. */
+ * y / head may be NULL. */
 typedef struct gl_pass {
     int32_t batch, steps, batch_first, head_all_steps;
     const float *x;
     const int32_t *lengths;   /* NULL: every row runs T steps */
-    float *y;                 /* required when the model has one layer */
+    float *y;
     float *head;
 } gl_pass;
 
 /* Floats of scratch gl_run needs for this pass. */
 GL_HIDDEN int gl_scratch_floats(const grulite_model *m, const gl_pass *p, size_t *out);
 
+/* Runs the pass on the calling thread; returns 0 or a negative code. */
 GL_HIDDEN int gl_run(const grulite_model *m, float *scratch, const gl_pass *p,
                      float *state);
 
-/* ---- Reference kernels (kernels_ref.c) ------------------------------ */
-
-/* y[r, j] = bias[j] + sum_k x[r, k] * w[k, j] for r < rows, j < n.
- * x is (rows, k) with row stride ldx; w is (k, *) with row stride ldw;
- * y is (rows, n) with row stride ldy; bias may be NULL. */
-GL_HIDDEN void gl_ref_matmul(size_t rows, size_t k, size_t n,
-                             const float *x, size_t ldx,
-                             const float *w, size_t ldw,
-                             const float *bias,
-                             float *y, size_t ldy);
-
-/* GRU update of one row, PyTorch variant (reset after the recurrent
- * product): xp = W_ih x + b_ih (3H), hp = W_hh h + b_hh (3H); h updated. */
-GL_HIDDEN void gl_ref_gates_after(size_t H, const float *xp, const float *hp,
-                                  float *h);
-
-/* First half of the reset-before update: r, z from xp and hp (2H used),
- * writes rh = r * h (H) and z (H). */
-GL_HIDDEN void gl_ref_gates_rz(size_t H, const float *xp, const float *hp,
-                               const float *h, float *rh, float *z);
-
-/* Second half: hn = W_hn (r*h) + b_hn (H); n = tanh(xp_n + hn); h updated. */
-GL_HIDDEN void gl_ref_gates_n(size_t H, const float *xp_n, const float *hn,
-                              const float *z, float *h);
-
-/* In-place activation of one row of n floats. */
+/* In-place activation of one row of n floats (kernels_ref.c). */
 GL_HIDDEN void gl_ref_activate(int act, size_t n, float *v);
 
 /* ---- Checksum -------------------------------------------------------- */

@@ -10,6 +10,14 @@ from grulite._errors import GruliteError
 from grulite._model import (DenseConfig, LayerConfig, Model, ModelConfig, from_bytes,
                             from_npz, from_state_dict, load)
 from grulite._core import Stream
+from grulite._core import isa_supported as _isa_supported
+
+
+def available_isas() -> list:
+    """Kernel sets this CPU and build can run, best last (see ``Model.isa``)."""
+    return [name for name in ("generic", "avx2", "avx512") if _isa_supported(name)]
+
 
 __all__ = ["__version__", "GruliteError", "Model", "ModelConfig", "LayerConfig",
-           "DenseConfig", "Stream", "load", "from_bytes", "from_state_dict", "from_npz"]
+           "DenseConfig", "Stream", "load", "from_bytes", "from_state_dict", "from_npz",
+           "available_isas"]

@@ -42,6 +42,7 @@ cdef extern from "grulite.h" nogil:
     int GRULITE_MAX_LAYERS
     int GRULITE_MAX_DENSE
     int GRULITE_MAX_FEATURES
+    int GRULITE_MAX_THREADS
 
     ctypedef struct grulite_layer_info:
         int32_t input_size
@@ -84,6 +85,10 @@ cdef extern from "grulite.h" nogil:
     const void *grulite_model_image(const grulite_model *model, size_t *size)
     int grulite_model_save(const grulite_model *model, const char *path)
 
+    const char *grulite_model_isa(const grulite_model *model)
+    int grulite_model_set_isa(grulite_model *model, const char *isa)
+    int grulite_isa_supported(const char *isa)
+
     ctypedef struct grulite_layer_spec:
         int32_t hidden_size
         int32_t num_directions
@@ -121,6 +126,8 @@ cdef extern from "grulite.h" nogil:
     grulite_workspace *grulite_workspace_new()
     void grulite_workspace_free(grulite_workspace *ws)
     size_t grulite_workspace_bytes(const grulite_workspace *ws)
+    int grulite_workspace_set_threads(grulite_workspace *ws, int threads)
+    int grulite_workspace_threads(const grulite_workspace *ws)
 
     ctypedef struct grulite_run:
         int32_t batch

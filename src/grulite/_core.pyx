@@ -21,7 +21,7 @@ from grulite._errors import GruliteError
 cnp.import_array()
 
 __all__ = ["CModel", "Stream", "Workspace", "load_path", "load_bytes",
-           "serialize", "version", "FORMAT_VERSION", "ACTIVATIONS"]
+           "serialize", "version", "isa_supported", "FORMAT_VERSION", "ACTIVATIONS"]
 
 FORMAT_VERSION = GRULITE_FORMAT_VERSION
 
@@ -37,6 +37,14 @@ _ACT_NAMES = {v: k for k, v in ACTIVATIONS.items()}
 MAX_LAYERS = GRULITE_MAX_LAYERS
 MAX_DENSE = GRULITE_MAX_DENSE
 MAX_FEATURES = GRULITE_MAX_FEATURES
+MAX_THREADS = GRULITE_MAX_THREADS
+ISAS = ("generic", "avx2", "avx512")
+
+
+def isa_supported(name):
+    """Whether this CPU and build can run the named kernel set."""
+    cdef bytes b = str(name).encode("ascii", "replace")
+    return bool(grulite_isa_supported(b))
 
 
 def version():
@@ -88,6 +96,14 @@ cdef class Workspace:
     def nbytes(self):
         return grulite_workspace_bytes(self.ptr)
 
+    @property
+    def threads(self):
+        return grulite_workspace_threads(self.ptr)
+
+    def set_threads(self, int n):
+        """Threads for calls with this workspace; 0 = the default."""
+        check(grulite_workspace_set_threads(self.ptr, n))
+
 
 cdef class CModel:
     """A loaded, validated, read-only model (a .grl image)."""
@@ -128,6 +144,19 @@ cdef class CModel:
     @property
     def batch_first(self):
         return bool(self.info.batch_first)
+
+    @property
+    def isa(self):
+        return grulite_model_isa(self.ptr).decode("ascii")
+
+    def set_isa(self, name):
+        cdef bytes b = b"auto" if name is None else str(name).encode("ascii", "replace")
+        cdef int rc = grulite_model_set_isa(self.ptr, b)
+        if rc == GRULITE_E_UNSUPPORTED:
+            supported = [i for i in ISAS if isa_supported(i)]
+            raise GruliteError(f"kernel set {name!r} cannot run here; supported: "
+                               f"{', '.join(supported)} (or None for the best)")
+        check(rc)
 
     @property
     def checksum(self):

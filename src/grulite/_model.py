@@ -105,7 +105,7 @@ class Model:
     threads; each thread gets its own scratch memory.
     """
 
-    def __init__(self, core: "_core.CModel"):
+    def __init__(self, core: "_core.CModel", *, num_threads: Optional[int] = None):
         self._core = core
         layers = tuple(LayerConfig(input_size=d["input_size"], hidden_size=d["hidden_size"],
                                    bidirectional=d["num_directions"] == 2,
@@ -115,6 +115,8 @@ class Model:
         self.config = ModelConfig(input_size=core.input_size, layers=layers, head=head,
                                   batch_first=core.batch_first, dtype=layers[0].dtype)
         self._local = threading.local()
+        self._num_threads = 0             # 0: GRULITE_NUM_THREADS, else every core
+        self.num_threads = num_threads
 
     # ---- information -------------------------------------------------
 
@@ -150,12 +152,48 @@ class Model:
                 f"num_layers={c.num_layers} bidirectional={c.bidirectional}{head} "
                 f"dtype={c.dtype}>")
 
+    @property
+    def isa(self) -> str:
+        """The kernel set in use: "avx512", "avx2" or "generic".
+
+        Chosen at load as the best this CPU runs (or by the ``GRULITE_ISA``
+        environment variable).  Assign a name, or None for the best, to
+        switch; do it before the model is shared between threads.
+        """
+        return self._core.isa
+
+    @isa.setter
+    def isa(self, name: Optional[str]) -> None:
+        self._core.set_isa(name)
+
+    @property
+    def num_threads(self) -> int:
+        """Threads a whole-sequence call may use (batch rows are split
+        between them; results are identical for any count).  Defaults to
+        ``GRULITE_NUM_THREADS`` or every core; assign an int >= 1, or None
+        for the default."""
+        if self._num_threads:
+            return self._num_threads
+        return self._workspace().threads
+
+    @num_threads.setter
+    def num_threads(self, n: Optional[int]) -> None:
+        if n is None:
+            self._num_threads = 0
+            return
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or \
+                not 1 <= int(n) <= _core.MAX_THREADS:
+            raise GruliteError(f"num_threads must be an int in [1, {_core.MAX_THREADS}] or None; "
+                               f"got {n!r}")
+        self._num_threads = int(n)
+
     # ---- running -----------------------------------------------------
 
     def _workspace(self) -> "_core.Workspace":
         ws = getattr(self._local, "ws", None)
         if ws is None:
             ws = self._local.ws = _core.Workspace()
+        ws.set_threads(self._num_threads)
         return ws
 
     def _prepare(self, x: Any, lengths: Any, batch_first: Optional[bool]):
@@ -336,7 +374,7 @@ class Model:
         return self._core.image()
 
 
-def load(path: Union[str, os.PathLike]) -> Model:
+def load(path: Union[str, os.PathLike], *, num_threads: Optional[int] = None) -> Model:
     """Loads a .grl model file by memory map (no copy), after validating it.
 
     Raises
@@ -347,17 +385,18 @@ def load(path: Union[str, os.PathLike]) -> Model:
         The file is not a valid grulite model (the message says which check
         failed: magic, version, truncation, checksum, tables, shapes).
     """
-    return Model(_core.load_path(os.fspath(path)))
+    return Model(_core.load_path(os.fspath(path)), num_threads=num_threads)
 
 
-def from_bytes(data: Union[bytes, bytearray, memoryview]) -> Model:
+def from_bytes(data: Union[bytes, bytearray, memoryview], *,
+               num_threads: Optional[int] = None) -> Model:
     """Loads a .grl image held in memory (copied)."""
-    return Model(_core.load_bytes(data))
+    return Model(_core.load_bytes(data), num_threads=num_threads)
 
 
 def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
                     reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-                    *, batch_first: bool = True) -> Model:
+                    *, batch_first: bool = True, num_threads: Optional[int] = None) -> Model:
     """Builds a model from a PyTorch ``state_dict`` (or a checkpoint holding one).
 
     Parameters
@@ -377,21 +416,23 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
         ``[("fc", "softmax")]`` or ``"fc:relu,out:softmax"``.
     batch_first : bool
         Default layout of inputs (as the nn.GRU's ``batch_first``).
+    num_threads : int, optional
+        Threads for whole-sequence calls (see :attr:`Model.num_threads`).
     """
     image, _ = build_image(mapping, prefix, reset_after, head, batch_first)
-    return from_bytes(image)
+    return from_bytes(image, num_threads=num_threads)
 
 
 def from_npz(path: Union[str, os.PathLike], prefix: Optional[str] = None,
              reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-             *, batch_first: bool = True) -> Model:
+             *, batch_first: bool = True, num_threads: Optional[int] = None) -> Model:
     """Builds a model from a state_dict saved with ``np.savez``.
 
     ``np.savez("model.npz", **{k: v.numpy() for k, v in model.state_dict().items()})``
     makes such a file.  Parameters are those of :func:`from_state_dict`.
     """
     image, _ = npz_image(path, prefix, reset_after, head, batch_first)
-    return from_bytes(image)
+    return from_bytes(image, num_threads=num_threads)
 
 
 def npz_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,

@@ -784,7 +784,7 @@ static void test_hostile(const fixture *f)
     CHECK_RC(load_exact(work, 64, 1), GRULITE_E_MAGIC);
     CHECK_RC(load_exact((const unsigned char *)"hello", 5, 1), GRULITE_E_TRUNCATED);
     memcpy(work, img, size);
-    wr32(work + 8, 2);
+    wr32(work + 8, GRULITE_FORMAT_VERSION + 1);
     CHECK_RC(load_exact(work, size, 1), GRULITE_E_VERSION);
     wr32(work + 8, 0);
     CHECK_RC(load_exact(work, size, 1), GRULITE_E_VERSION);

@@ -1,0 +1,41 @@
+/* dispatch.c - choosing a kernel set once, at load: the best the CPU
+ * supports, or the one GRULITE_ISA / grulite_model_set_isa() names. */
+#include <string.h>
+
+#include "internal.h"
+
+int gl_kernels_supported(const char *name)
+{
+    if (!name) return 0;
+    if (!strcmp(name, "generic")) return 1;
+#if defined(GL_HAVE_X86_KERNELS)
+    __builtin_cpu_init();
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!strcmp(name, "avx2")) return avx2;
+    if (!strcmp(name, "avx512")) return avx2 && __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+const gl_kernels *gl_kernels_select(const char *name)
+{
+    if (!name || !*name || !strcmp(name, "auto")) {
+#if defined(GL_HAVE_X86_KERNELS)
+        if (gl_kernels_supported("avx512")) return &gl_kernels_avx512;
+        if (gl_kernels_supported("avx2")) return &gl_kernels_avx2;
+#endif
+        return &gl_kernels_generic;
+    }
+    if (!gl_kernels_supported(name)) return NULL;
+    if (!strcmp(name, "generic")) return &gl_kernels_generic;
+#if defined(GL_HAVE_X86_KERNELS)
+    if (!strcmp(name, "avx2")) return &gl_kernels_avx2;
+    if (!strcmp(name, "avx512")) return &gl_kernels_avx512;
+#endif
+    return NULL;
+}
+
+int grulite_isa_supported(const char *isa)
+{
+    return gl_kernels_supported(isa);
+}

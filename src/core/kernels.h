@@ -1,0 +1,82 @@
+/* kernels.h - the kernel interface: packed weight panels and the table of
+ * functions each instruction set provides (generic C, AVX2+FMA, AVX-512).
+ *
+ * Weight layout ("panel16", the same on every ISA): a matrix from K inputs
+ * to G gates of H outputs each (G = 3 for a GRU's r, z, n; 1 for a dense
+ * layer) is stored as nb = ceil(H / 16) blocks of shape (K, G, 16):
+ *
+ *     w[b][k][g][l] = weight from input k to output g*H + 16*b + l
+ *
+ * and zero where 16*b + l >= H.  For a fixed block, one step of k reads
+ * G*16 contiguous floats: one AVX-512 register per gate, two AVX2, four
+ * NEON.  Biases are (nb, G, 16), and so is every row of a product, so a
+ * bias, a product and a gate vector share one index: (b*G + g)*16 + l.
+ *
+ * Every kernel computes each output as bias + x[0]*w[0] + x[1]*w[1] + ...
+ * with one accumulator, k ascending.  Results therefore do not depend on
+ * how many rows are computed together or on which thread: a stream, a
+ * batch and a threaded batch give the same bits on one ISA. */
+#ifndef GRULITE_KERNELS_H
+#define GRULITE_KERNELS_H
+
+#include <stddef.h>
+
+#define GL_LANES 16
+
+typedef struct gl_panel {
+    const float *w;   /* (nb, K, G, 16) */
+    const float *b;   /* (nb, G, 16), or NULL for no bias */
+    size_t K;         /* inputs */
+    size_t G;         /* gates (3 for a GRU, 1 for a dense layer) */
+    size_t H;         /* outputs per gate */
+    size_t nb;        /* ceil(H / 16) */
+} gl_panel;
+
+/* Floats of a packed matrix / bias. */
+static inline size_t gl_panel_floats(size_t K, size_t G, size_t H)
+{
+    return ((H + GL_LANES - 1) / GL_LANES) * K * G * GL_LANES;
+}
+
+typedef struct gl_kernels {
+    const char *name;
+
+    /* y[r][(b*G + g)*16 + l] = bias + sum_k x[r][k] * w[b][k][g][l]
+     * for rows r < rows, every block b, and gates g0 <= g < g0 + gc (other
+     * gates' slots are left alone).  x rows are ldx floats apart, y rows
+     * ldy (>= nb*G*16).  x and y must not overlap. */
+    void (*gemm)(size_t rows, const float *x, size_t ldx, const gl_panel *p,
+                 size_t g0, size_t gc, float *y, size_t ldy);
+
+    /* GRU update for one row, PyTorch variant.  xp, hp: (nb, 3, 16), the
+     * input and recurrent products with their biases; h: nb*16 floats,
+     * updated in place: h = n + z*(h - n). */
+    void (*gates_after)(size_t nb, const float *xp, const float *hp, float *h);
+
+    /* Reset-before variant, first half: from gates r, z of xp and hp,
+     * rh = r*h and z (nb*16 each). */
+    void (*gates_rz)(size_t nb, const float *xp, const float *hp, const float *h,
+                     float *rh, float *z);
+
+    /* Second half: n = tanh(xp_n + hn) with hn the n-gate slots of hp
+     * (W_hn (r*h) + b_hn); h updated in place. */
+    void (*gates_n)(size_t nb, const float *xp, const float *hp, const float *z, float *h);
+} gl_kernels;
+
+extern const gl_kernels gl_kernels_generic;
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#  if defined(__GNUC__) || defined(__clang__)
+#    define GL_HAVE_X86_KERNELS 1
+extern const gl_kernels gl_kernels_avx2;
+extern const gl_kernels gl_kernels_avx512;
+#  endif
+#endif
+
+/* The best kernel set this CPU supports, or the one named (generic, avx2,
+ * avx512); NULL for an unknown or unsupported name. */
+const gl_kernels *gl_kernels_select(const char *name);
+
+/* Whether the running CPU can run the named kernel set. */
+int gl_kernels_supported(const char *name);
+
+#endif /* GRULITE_KERNELS_H */

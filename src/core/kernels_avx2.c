@@ -1,0 +1,108 @@
+/* kernels_avx2.c - AVX2 + FMA kernels: a 16-lane panel vector is a pair of
+ * ymm registers.  Compiled for any x86-64 target (function-level target
+ * attributes); used only when the CPU reports AVX2 and FMA (dispatch.c). */
+#include "internal.h"
+
+#if defined(GL_HAVE_X86_KERNELS)
+
+#if defined(__clang__)
+#  pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#  pragma GCC push_options
+#  pragma GCC target("avx2,fma")
+#endif
+
+#include <immintrin.h>
+
+typedef struct { __m256 lo, hi; } gl_v16;
+
+static inline gl_v16 v16_load(const float *p)
+{
+    gl_v16 v = { _mm256_loadu_ps(p), _mm256_loadu_ps(p + 8) };
+    return v;
+}
+
+static inline void v16_store(float *p, gl_v16 v)
+{
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
+}
+
+static inline gl_v16 v16_set1(float f)
+{
+    gl_v16 v = { _mm256_set1_ps(f), _mm256_set1_ps(f) };
+    return v;
+}
+
+#define GL_V16_BINOP(name, op)                                  \
+static inline gl_v16 v16_##name(gl_v16 a, gl_v16 b)             \
+{                                                               \
+    gl_v16 v = { op(a.lo, b.lo), op(a.hi, b.hi) };              \
+    return v;                                                   \
+}
+GL_V16_BINOP(add, _mm256_add_ps)
+GL_V16_BINOP(sub, _mm256_sub_ps)
+GL_V16_BINOP(mul, _mm256_mul_ps)
+GL_V16_BINOP(div, _mm256_div_ps)
+
+static inline gl_v16 v16_fma(gl_v16 a, gl_v16 b, gl_v16 c)
+{
+    gl_v16 v = { _mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi) };
+    return v;
+}
+
+/* e^x for 8 lanes: Cephes expf; 2^n built in the exponent field.  Clamped
+ * to [-87.34, 88.38] so n stays in [-126, 128] (128 gives +inf). */
+static inline __m256 avx2_exp8(__m256 x)
+{
+    x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);   /* NaN kept */
+    x = _mm256_max_ps(_mm256_set1_ps(-87.3365447505531f), x);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+                                                         _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline gl_v16 v16_exp(gl_v16 a)
+{
+    gl_v16 v = { avx2_exp8(a.lo), avx2_exp8(a.hi) };
+    return v;
+}
+
+#define GL_NAME avx2
+#define GL_PREFIX avx2_
+#define GL_V gl_v16
+#define GL_V_LOAD(p) v16_load(p)
+#define GL_V_STORE(p, v) v16_store((p), (v))
+#define GL_V_ZERO() v16_set1(0.0f)
+#define GL_V_SET1(f) v16_set1(f)
+#define GL_V_ADD(a, b) v16_add((a), (b))
+#define GL_V_SUB(a, b) v16_sub((a), (b))
+#define GL_V_MUL(a, b) v16_mul((a), (b))
+#define GL_V_DIV(a, b) v16_div((a), (b))
+#define GL_V_FMA(a, b, c) v16_fma((a), (b), (c))
+#define GL_V_EXP(v) v16_exp(v)
+#define GL_MR 4
+#define GL_NV_MR 1
+#define GL_NV1 4
+
+#include "kernels_simd.h"
+
+#if defined(__clang__)
+#  pragma clang attribute pop
+#else
+#  pragma GCC pop_options
+#endif
+
+#endif /* GL_HAVE_X86_KERNELS */
