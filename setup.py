@@ -24,6 +24,7 @@ ext = Extension(
     "grulite._core",
     sources=["src/grulite/_core.pyx"] + core_sources,
     include_dirs=["include", "src/core", numpy.get_include()],
+    depends=sorted(glob.glob(os.path.join("src", "core", "*.h"))) + ["include/grulite.h"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=cflags,
     language="c",

@@ -17,7 +17,7 @@ latency cases):
                     carried, ORT on a T=1 export taking h0, numpy); per step
     c-step          tools/bench_step.c compiled with setup.py's flags: the
                     C-level cost of one stream step (H=64, 128, batch 1) and
-                    of grulite_forward (B=1, T=100); no Python, 1 thread
+                    of grulite_forward (B=1, T=100); no Python, batch 1
 
 Every runtime gets the same float32 weights (PyTorch's init) and inputs.
 Peers: torch.nn.GRU (torch.set_num_threads, inference_mode), ONNX Runtime
@@ -27,6 +27,13 @@ batch, a loop over time, the input projection as one matmul; its BLAS
 thread count is set through OpenBLAS when found).  grulite's thread count is
 set with m.num_threads when the build has it.
 
+Each thread count runs in a fresh process that sets every runtime's
+thread count once, so no thread pool is resized mid-run (on the 2-core
+development VM, torch going from 1 to 2 threads in-process was seen to
+stall for ~1.6 s per call).
+Before each measurement the tool sleeps 0.2 s so that the previous
+runtime's spinning worker threads go idle.
+
 Timing: warm-up, then best of N with N adaptive: at least 20 runs and
 0.3 s, but a measurement stops after --max-time seconds (default 4) once it
 has 5 runs, so slow cases stay affordable; the JSON records N.  Ratios are
@@ -34,6 +41,11 @@ peer time / grulite time (> 1: grulite is faster).  GFLOP/s counts
 2*3H*(in+H) FLOPs per step, direction, layer and batch row.  Each peer's
 outputs (y and h_n) are checked against grulite's: a warning is printed
 when they differ by more than 1e-4.
+
+The JSON also records each measurement's median and run count ("noisy"
+when the median exceeds 1.5x the best) and how much CPU other processes
+used during the run (a warning is printed above 0.1 CPU: numbers taken on
+a busy machine, multi-thread ones especially, are not to be trusted).
 
 Writes tools/bench/results.json (all numbers, machine info, versions) and
 tools/bench/bench.png (speedup of grulite over each peer, one panel per
@@ -197,6 +209,13 @@ class BlasThreads:
                      "libraries": libs}
 
     def set(self, n: int) -> bool:
+        if getattr(self, "current", None) == n:
+            return self.current_ok
+        self.current = n
+        self.current_ok = self._set(n)
+        return self.current_ok
+
+    def _set(self, n: int) -> bool:
         if self.tpc is not None:
             self._ctx = self.tpc.threadpool_limits(limits=n, user_api="blas")
             return True
@@ -207,6 +226,26 @@ class BlasThreads:
 
 # ---------------------------------------------------------------------------
 # Machine info
+
+def cpu_snapshot():
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and
+    its waited-for children), or None without /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    t = os.times()
+    busy = (v[0] + v[1] + v[2]) / os.sysconf("SC_CLK_TCK")      # user + nice + system
+    return busy, t.user + t.system + t.children_user + t.children_system
+
+
+def other_load(start, end, wall: float):
+    """Average number of CPUs used by other processes between two snapshots."""
+    if not start or not end or wall <= 0:
+        return None
+    return max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / wall)
+
 
 def machine_info(blas: BlasThreads) -> dict:
     cpu, flags = None, set()
@@ -235,7 +274,8 @@ def machine_info(blas: BlasThreads) -> dict:
         "python": platform.python_version(),
         "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS",
                                                 "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                "OMP_WAIT_POLICY", "GRULITE_NUM_THREADS")},
+                                                "OMP_WAIT_POLICY", "GRULITE_NUM_THREADS",
+                                                "GRULITE_ISA")},
         "numpy_blas": blas.info,
     }
     return info
@@ -243,6 +283,7 @@ def machine_info(blas: BlasThreads) -> dict:
 
 def versions() -> dict:
     v = {"grulite": getattr(grulite, "__version__", None), "grulite_path": os.path.dirname(grulite.__file__),
+         "grulite_isas": grulite.available_isas() if hasattr(grulite, "available_isas") else None,
          "numpy": np.__version__}
     for mod, key in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("onnx", "onnx")):
         try:
@@ -428,7 +469,8 @@ def run_sequence(c, threads_list, peers, timer, blas):
         res["grulite_gflops"] = flops / r["best_s"] / 1e9
         if "torch" in peers:
             import torch
-            torch.set_num_threads(threads)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
             with torch.inference_mode():
                 y, h = gru(xt)
                 res["torch"] = timer(lambda: gru(xt))
@@ -508,7 +550,8 @@ def run_stream(c, threads_list, peers, timer, blas):
         res["grulite"] = r
         res["grulite_gflops"] = flops / r["best_s"] / 1e9
         if "torch" in peers:
-            torch.set_num_threads(threads)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
             with torch.inference_mode():
                 y = t_collect()
                 rt = timer(t_loop)
@@ -609,7 +652,7 @@ def _num(v: str):
         return v
 
 
-def run_cstep(c, cc, cflags_override, quick):
+def run_cstep(c, cc, cflags_override):
     res = {"case": c["name"], "kind": c["kind"], "threads": 1}
     try:
         b = setup_py_build()
@@ -733,7 +776,7 @@ def console_line(r: dict, peers: list) -> str:
             parts.append(f"{PEER_LABEL[p]} {fmt_time(r[p]['best_s'], unit)} ({r[p]['ratio']:.2f}x"
                          + ("" if r[p].get("match", True) else ", MISMATCH")
                          + f", n={r[p]['runs']}{noisy(r[p])})")
-    return f"  {r['threads']} thread(s): " + " | ".join(parts)
+    return "  " + " | ".join(parts)
 
 
 def plot(results: list, peers: list, meta: dict, path: str) -> None:
@@ -761,9 +804,10 @@ def plot(results: list, peers: list, meta: dict, path: str) -> None:
             pos = xs - 0.4 + width * (j + 0.5)
             bars = ax.bar(pos, vals, width * 0.92, label=f"{PEER_LABEL[p]} time / grulite time",
                           color=colors[p])
-            for b, v in zip(bars, vals):
+            oks = [r[p].get("match", True) if p in r else True for r in sub]
+            for b, v, ok in zip(bars, vals, oks):
                 if np.isfinite(v):
-                    ax.annotate(f"{v:.2f}×", (b.get_x() + b.get_width() / 2, v),
+                    ax.annotate(f"{v:.2f}×" + ("" if ok else " ≠"), (b.get_x() + b.get_width() / 2, v),
                                 xytext=(0, 2 if v >= 1 else -2), textcoords="offset points",
                                 ha="center", va="bottom" if v >= 1 else "top", fontsize=8)
         ax.set_yscale("log")
@@ -771,10 +815,13 @@ def plot(results: list, peers: list, meta: dict, path: str) -> None:
         hi = max(vals_all + [1.0]) * 1.8
         ax.set_ylim(lo, hi)
         ax.axhline(1.0, color="black", lw=1)
-        ax.text(len(sub) - 0.45, 1.0, "same speed", va="bottom", ha="right", fontsize=8)
+        from matplotlib.transforms import blended_transform_factory
+        ax.text(0.998, 1.0, "same speed ", va="bottom", ha="right", fontsize=8,
+                transform=blended_transform_factory(ax.transAxes, ax.transData))
         ax.set_xticks(xs)
-        ax.set_xticklabels([case_label(r).replace(": ", "\n").replace(", H=", ",\nH=", 1)
-                            if r["kind"] != "stream" else case_label(r).replace(": ", "\n")
+        ax.set_xticklabels([(case_label(r).replace(": ", "\n").replace(", H=", ",\nH=", 1)
+                             if r["kind"] != "stream" else case_label(r).replace(": ", "\n"))
+                            + f"\ngrulite {fmt_time(r['grulite']['best_s'], r['unit'])}"
                             for r in sub], fontsize=8.5)
         ax.set_ylabel("speedup of grulite\n(peer time / grulite time)")
         title = "1 thread" if threads == 1 else f"{threads} threads"
@@ -785,18 +832,20 @@ def plot(results: list, peers: list, meta: dict, path: str) -> None:
         from matplotlib.ticker import FuncFormatter
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-        ax.legend(fontsize=8.5, loc="upper right", ncol=len(peers))
     m, v = meta["machine"], meta["versions"]
     isa = next((r["grulite"].get("isa") for r in rows if r["grulite"].get("isa")), None)
     fig.suptitle(f"grulite {v['grulite']}{' (' + isa + ')' if isa else ''} vs peers — above 1: grulite "
                  f"faster\n{m['cpu']}, {m['cpu_count']} cores; torch {v.get('torch')}, ORT "
                  f"{v.get('onnxruntime')}, numpy {v['numpy']}", fontsize=11)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.948), ncol=len(peers),
+               fontsize=9, frameon=False)
     cs = [r for r in results if r["kind"] == "cstep" and r.get("steps")]
     if cs:
         txt = "C stream step, B=1 (tools/bench_step.c): " + ", ".join(
             f"H={s['H']}: {s['step_ns'] / 1e3:.2f} µs ({s['gflops']:.2f} GFLOP/s)" for s in cs[0]["steps"])
         fig.text(0.01, 0.005, txt, fontsize=8.5, ha="left", va="bottom")
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    fig.tight_layout(rect=(0, 0.02, 1, 0.945))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -816,6 +865,31 @@ def select_cases(spec):
     return [c for c in CASES if c in chosen]
 
 
+def worker(a) -> None:
+    """Runs the Python cases for one thread count (in its own process)."""
+    threads = a._worker
+    peers = [p for p in a.peers.split(",") if p]
+    timer = Timer(a.quick, a.max_time)
+    blas = BlasThreads()
+    if "numpy" in peers:
+        blas.set(threads)
+    if "torch" in peers or "ort" in peers:
+        import torch
+        torch.set_num_threads(threads)
+    results = []
+    for c in select_cases(a.cases):
+        t0 = time.perf_counter()
+        runner = run_stream if c["kind"] == "stream" else run_sequence
+        rs = runner(c, [threads], peers, timer, blas)
+        for r in rs:
+            r["elapsed_s"] = time.perf_counter() - t0
+            log(f"{c['name']}: {case_label(r)}")
+            log(console_line(r, peers))
+        results += rs
+    with open(a._out, "w") as f:
+        json.dump(results, f)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", help="comma-separated case names or prefixes (default: all)")
@@ -830,9 +904,14 @@ def main() -> None:
     ap.add_argument("--markdown", help="also write the Markdown table to this file")
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"), help="C compiler for bench_step.c")
     ap.add_argument("--step-cflags", help="compile flags for bench_step.c (default: setup.py's)")
+    ap.add_argument("--_worker", type=int, help=argparse.SUPPRESS)   # internal: one thread count
+    ap.add_argument("--_out", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a._worker:
+        return worker(a)
 
     t_start = time.perf_counter()
+    snap0 = cpu_snapshot()
     ncpu = os.cpu_count() or 1
     if a.threads:
         try:
@@ -861,6 +940,10 @@ def main() -> None:
                          "flops": "2*3H*(in+H) per step, direction, layer and batch row"},
             "machine": machine_info(blas), "versions": versions()}
     m, v = meta["machine"], meta["versions"]
+    try:
+        m["loadavg_start"] = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        pass
     log(f"grulite {v['grulite']} ({v.get('git')}) from {v['grulite_path']}")
     log(f"{m['cpu']}, {m['cpu_count']} cores, avx2={m['flags']['avx2']} avx512f={m['flags']['avx512f']}; "
         f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, numpy {v['numpy']}"
@@ -869,30 +952,53 @@ def main() -> None:
         + ("; QUICK (smoke test, not a measurement)" if a.quick else ""))
 
     results = []
+    py_cases = [c for c in cases if c["kind"] != "cstep"]
+    for threads in threads_list if py_cases else []:
+        # A fresh process per thread count: no runtime changes its thread
+        # count in-process (torch's OpenMP pool and OpenBLAS stall for
+        # seconds at a time after going 1 -> 2 threads on some VMs).
+        log(f"\n=== {threads} thread{'s' if threads > 1 else ''} ===")
+        fd, out = tempfile.mkstemp(prefix="grulite_bench_", suffix=".json")
+        os.close(fd)
+        cmd = [sys.executable, os.path.abspath(__file__), "--_worker", str(threads), "--_out", out,
+               "--cases", ",".join(c["name"] for c in py_cases), "--peers", ",".join(peers),
+               "--max-time", str(a.max_time)] + (["--quick"] if a.quick else [])
+        try:
+            p = subprocess.run(cmd, timeout=3600)
+            if p.returncode != 0:
+                warn(f"the {threads}-thread run failed (exit {p.returncode}); its results are missing")
+            else:
+                with open(out) as f:
+                    results += json.load(f)
+        finally:
+            os.unlink(out)
     for c in cases:
+        if c["kind"] != "cstep":
+            continue
         t0 = time.perf_counter()
-        if c["kind"] == "cstep":
-            log(f"\n{c['label']}: H={', '.join(map(str, c['hidden']))}, I={c['I']}, B=1")
-            rs = run_cstep(c, a.cc, a.step_cflags, a.quick)
-            for s in rs[0].get("steps", []):
-                log(f"  H={s['H']}: stream step {s['step_ns'] / 1e3:.2f} µs ({s['gflops']:.2f} GFLOP/s, "
-                    f"isa={s['isa']})")
-            for f in rs[0].get("forward", []):
-                log(f"  H={f['H']}: forward B=1 T={f['T']} {f['forward_us'] / 1e3:.3f} ms "
-                    f"({f['gflops']:.2f} GFLOP/s)")
-        else:
-            log(f"\n{c['name']}: " + case_label({"case": c["name"], "kind": c["kind"],
-                                                  "config": dict(B=c["B"], T=c["T"], I=c["I"], H=c["H"],
-                                                                 layers=c["L"], bidirectional=c["bidir"])}))
-            runner = run_stream if c["kind"] == "stream" else run_sequence
-            rs = runner(c, threads_list, peers, timer, blas)
-            for r in rs:
-                log(console_line(r, peers))
-        for r in rs:
-            r["elapsed_s"] = time.perf_counter() - t0
+        log(f"\n{c['label']}: H={', '.join(map(str, c['hidden']))}, I={c['I']}, B=1")
+        rs = run_cstep(c, a.cc, a.step_cflags)
+        for s in rs[0].get("steps", []):
+            log(f"  H={s['H']}: stream step {s['step_ns'] / 1e3:.2f} µs ({s['gflops']:.2f} GFLOP/s, "
+                f"isa={s['isa']})")
+        for f in rs[0].get("forward", []):
+            log(f"  H={f['H']}: forward B=1 T={f['T']} {f['forward_us'] / 1e3:.3f} ms "
+                f"({f['gflops']:.2f} GFLOP/s)")
+        rs[0]["elapsed_s"] = time.perf_counter() - t0
         results += rs
+    order = {c["name"]: i for i, c in enumerate(CASES)}
+    results.sort(key=lambda r: (order[r["case"]], r["threads"]))
 
     meta["elapsed_s"] = time.perf_counter() - t_start
+    load = other_load(snap0, cpu_snapshot(), meta["elapsed_s"])
+    meta["machine"]["other_load_during_run"] = load
+    try:
+        meta["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        pass
+    if load is not None and load > 0.1:
+        warn(f"other processes used {load:.2f} CPUs on average during this run: the numbers, the "
+             "multi-thread ones especially, are disturbed; rerun on a quiet machine")
     meta["results"] = results
     md = markdown(results, peers, meta)
     meta["markdown"] = md

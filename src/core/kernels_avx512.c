@@ -27,8 +27,8 @@
 #define GL_V_DIV(a, b) _mm512_div_ps((a), (b))
 #define GL_V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define GL_V_EXP(v) avx512_exp(v)
-#define GL_MR 4
-#define GL_NV_MR 4
+#define GL_MR 8
+#define GL_NV_MR 3
 #define GL_NV1 8
 
 /* e^x: x = n ln2 + r, |r| <= ln2/2, degree-5 polynomial (Cephes expf),

@@ -56,19 +56,22 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
     *yoff = (b * p->G + g) * GL_LANES;
 }
 
-/* MR rows x NV vectors; acc stays in registers (constant trip counts). */
+/* MR rows x NV vectors over K inputs; acc stays in registers (constant
+ * trip counts).  The chain starts from the bias (or 0) when `start`, else
+ * from the partial sums already in y: splitting K into blocks keeps each
+ * output's one chain, in order. */
 #define GL_DEFINE_MK(MR, NV) GL_DEFINE_MK_(MR, NV)
 #define GL_DEFINE_MK_(MR, NV)                                                       \
 static void GL_MK(MR, NV)(size_t K, const float *x, size_t ldx,                    \
-                                  const float *w, size_t kstride,                   \
-                                  const size_t *woff, const size_t *yoff,           \
-                                  const float *bias, float *y, size_t ldy)          \
+                          const float *w, size_t kstride,                           \
+                          const size_t *woff, const size_t *yoff,                   \
+                          const float *bias, int start, float *y, size_t ldy)       \
 {                                                                                   \
     GL_V acc[MR][NV];                                                               \
-    for (int j = 0; j < NV; j++) {                                                  \
-        const GL_V b0 = bias ? GL_V_LOAD(bias + yoff[j]) : GL_V_ZERO();             \
-        for (int i = 0; i < MR; i++) acc[i][j] = b0;                                \
-    }                                                                               \
+    for (int i = 0; i < MR; i++)                                                    \
+        for (int j = 0; j < NV; j++)                                                \
+            acc[i][j] = !start ? GL_V_LOAD(y + (size_t)i * ldy + yoff[j])           \
+                        : bias ? GL_V_LOAD(bias + yoff[j]) : GL_V_ZERO();           \
     for (size_t k = 0; k < K; k++) {                                                \
         const float *wk = w + k * kstride;                                          \
         GL_V wv[NV];                                                                \
@@ -91,38 +94,52 @@ GL_DEFINE_MK(1, GL_NV1)
 GL_DEFINE_MK(1, 1)
 #endif
 
+/* Cache blocking: a block of KC inputs of a group of weight vectors
+ * (KC * NV * 64 bytes) stays in L1 while it sweeps a block of MC rows,
+ * whose KC inputs (MC * KC * 4 bytes) stay in L2. */
+#define GL_MC (16 * GL_MR)
+#define GL_KC 128
+
 static void GL_FN(gemm)(size_t rows, const float *x, size_t ldx, const gl_panel *p,
                         size_t g0, size_t gc, float *y, size_t ldy)
 {
     const size_t nv = p->nb * gc, K = p->K, ks = p->G * GL_LANES;
     size_t woff[GL_MAX_NV], yoff[GL_MAX_NV];
-    size_t r = 0;
-    for (; r + GL_MR <= rows; r += GL_MR) {
-        const float *xr = x + r * ldx;
-        float *yr = y + r * ldy;
-        size_t v = 0;
-        for (; v + GL_NV_MR <= nv; v += GL_NV_MR) {
-            for (size_t j = 0; j < GL_NV_MR; j++)
-                GL_FN(offsets)(p, g0, gc, v + j, &woff[j], &yoff[j]);
-            GL_MK(GL_MR, GL_NV_MR)(K, xr, ldx, p->w, ks, woff, yoff, p->b, yr, ldy);
+    for (size_t r0 = 0; r0 < rows; r0 += GL_MC) {
+        const size_t rc = rows - r0 < GL_MC ? rows - r0 : GL_MC;
+        const size_t rfull = rc - rc % GL_MR;          /* rows in whole MR groups */
+        for (size_t k0 = 0; k0 < K; k0 += GL_KC) {
+            const size_t kc = K - k0 < GL_KC ? K - k0 : GL_KC;
+            const int start = (k0 == 0);
+            const float *w = p->w + k0 * ks;
+            size_t v = 0;
+            for (; v + GL_NV_MR <= nv; v += GL_NV_MR) {
+                for (size_t j = 0; j < GL_NV_MR; j++)
+                    GL_FN(offsets)(p, g0, gc, v + j, &woff[j], &yoff[j]);
+                for (size_t r = r0; r < r0 + rfull; r += GL_MR)
+                    GL_MK(GL_MR, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
+                                           start, y + r * ldy, ldy);
+            }
+            for (; v < nv; v++) {
+                GL_FN(offsets)(p, g0, gc, v, &woff[0], &yoff[0]);
+                for (size_t r = r0; r < r0 + rfull; r += GL_MR)
+                    GL_MK(GL_MR, 1)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b, start,
+                                    y + r * ldy, ldy);
+            }
         }
-        for (; v < nv; v++) {
-            GL_FN(offsets)(p, g0, gc, v, &woff[0], &yoff[0]);
-            GL_MK(GL_MR, 1)(K, xr, ldx, p->w, ks, woff, yoff, p->b, yr, ldy);
-        }
-    }
-    for (; r < rows; r++) {
-        const float *xr = x + r * ldx;
-        float *yr = y + r * ldy;
-        size_t v = 0;
-        for (; v + GL_NV1 <= nv; v += GL_NV1) {
-            for (size_t j = 0; j < GL_NV1; j++)
-                GL_FN(offsets)(p, g0, gc, v + j, &woff[j], &yoff[j]);
-            GL_MK(1, GL_NV1)(K, xr, ldx, p->w, ks, woff, yoff, p->b, yr, ldy);
-        }
-        for (; v < nv; v++) {
-            GL_FN(offsets)(p, g0, gc, v, &woff[0], &yoff[0]);
-            GL_MK(1, 1)(K, xr, ldx, p->w, ks, woff, yoff, p->b, yr, ldy);
+        for (size_t r = r0 + rfull; r < r0 + rc; r++) {   /* the last < MR rows, whole K */
+            const float *xr = x + r * ldx;
+            float *yr = y + r * ldy;
+            size_t v = 0;
+            for (; v + GL_NV1 <= nv; v += GL_NV1) {
+                for (size_t j = 0; j < GL_NV1; j++)
+                    GL_FN(offsets)(p, g0, gc, v + j, &woff[j], &yoff[j]);
+                GL_MK(1, GL_NV1)(K, xr, ldx, p->w, ks, woff, yoff, p->b, 1, yr, ldy);
+            }
+            for (; v < nv; v++) {
+                GL_FN(offsets)(p, g0, gc, v, &woff[0], &yoff[0]);
+                GL_MK(1, 1)(K, xr, ldx, p->w, ks, woff, yoff, p->b, 1, yr, ldy);
+            }
         }
     }
 }
