@@ -162,6 +162,25 @@ def test_stream_1d_step_for_batch_one(uni):
     np.testing.assert_array_equal(s.state[:, 0], h_n)
 
 
+def test_stream_step_into_out(uni):
+    x = xs((2, 5, 3), 8)
+    y, _ = uni(x)
+    s = uni.stream(2)
+    buf = np.empty((2, 17), np.float32)
+    for t in range(5):
+        r = s.step(np.ascontiguousarray(x[:, t]), out=buf)
+        assert r is buf
+        np.testing.assert_array_equal(buf, y[:, t])
+    chunk = np.empty((2, 5, 17), np.float32)
+    s.reset()
+    assert s.step(x, out=chunk) is chunk
+    np.testing.assert_array_equal(chunk, y)
+    for bad in (np.empty((2, 16), np.float32), np.empty((2, 17), np.float64),
+                np.empty((17, 2), np.float32).T):
+        with pytest.raises(grulite.GruliteError, match="out must be"):
+            s.step(x[:, 0], out=bad)
+
+
 def test_stream_state_round_trip(uni):
     s = uni.stream(4)
     assert s.state.shape == (2, 4, 17) and not s.state.any()

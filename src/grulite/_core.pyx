@@ -443,26 +443,29 @@ cdef class Stream:
     def __dealloc__(self):
         grulite_stream_free(self.ptr)
 
-    def step(self, x):
+    def step(self, x, out=None):
         """Advances the stream.
 
         x: (B, I) for one step, (B, T, I) for a chunk of T steps, or (I,)
-        when batch_size is 1.  Returns the top layer's output (or the
-        head's, for a model with a head) for each step: (B, H), (B, T, H)
-        or (H,) to match x.
+        when batch_size is 1; float32 C-contiguous arrays are used as they
+        are, anything else is converted.  Returns the top layer's output
+        (or the head's, for a model with a head) for each step: (B, H),
+        (B, T, H) or (H,) to match x.  With ``out`` (a C-contiguous float32
+        array of that shape) the result is written there and nothing is
+        allocated.
         """
-        cdef cnp.ndarray xa
-        cdef cnp.ndarray out
+        cdef cnp.ndarray xa, res
         cdef Py_ssize_t T
         cdef int nd, rc
-        cdef float *y = NULL
-        cdef float *hd = NULL
-        if type(x) is np.ndarray and (<cnp.ndarray>x).dtype == np.float32 and \
-                (<cnp.ndarray>x).flags.c_contiguous:
+        cdef float *dst
+        cdef const float *xp
+        cdef cnp.npy_intp dims[3]
+        if cnp.PyArray_Check(x) and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32 and \
+                cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x):
             xa = <cnp.ndarray>x
         else:
             xa = as_f32(x, "x")
-        nd = xa.ndim
+        nd = cnp.PyArray_NDIM(xa)
         if nd == 1 and self.batch_size == 1 and xa.shape[0] == self.input_size:
             T = 1
         elif nd == 2 and xa.shape[0] == self.batch_size and xa.shape[1] == self.input_size:
@@ -476,20 +479,37 @@ cdef class Stream:
                 f"{self.input_size}) or (batch_size, steps, input_size); got {(<object>xa).shape}")
         if T > 0x7FFFFFFF:
             raise GruliteError("too many steps in one chunk")
-        out = np.empty((self.batch_size, T, self.out_size), dtype=np.float32)
-        if self.has_head:
-            hd = fptr(out)
-        else:
-            y = fptr(out)
-        cdef const float *xp = fptr(xa)
-        with nogil:
-            rc = grulite_stream_step(self.ptr, xp, <int32_t>T, y, hd)
-        check(rc)
+        # The result has x's shape with the last axis replaced by out_size.
         if nd == 3:
-            return out
-        if nd == 2:
-            return out.reshape(self.batch_size, self.out_size)
-        return out.reshape(self.out_size)
+            dims[0] = self.batch_size
+            dims[1] = T
+            dims[2] = self.out_size
+        elif nd == 2:
+            dims[0] = self.batch_size
+            dims[1] = self.out_size
+        else:
+            dims[0] = self.out_size
+        if out is None:
+            res = cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
+        else:
+            if not (cnp.PyArray_Check(out) and cnp.PyArray_TYPE(<cnp.ndarray>out) == cnp.NPY_FLOAT32
+                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
+                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+                    and cnp.PyArray_NDIM(<cnp.ndarray>out) == nd
+                    and all((<cnp.ndarray>out).shape[i] == dims[i] for i in range(nd))):
+                raise GruliteError(f"out must be a writeable C-contiguous float32 array of shape "
+                                   f"{tuple(dims[i] for i in range(nd))}")
+            res = <cnp.ndarray>out
+        dst = fptr(res)
+        xp = fptr(xa)
+        if self.has_head:
+            with nogil:
+                rc = grulite_stream_step(self.ptr, xp, <int32_t>T, NULL, dst)
+        else:
+            with nogil:
+                rc = grulite_stream_step(self.ptr, xp, <int32_t>T, dst, NULL)
+        check(rc)
+        return res
 
     def reset(self):
         """Sets the state back to zeros."""
