@@ -104,8 +104,10 @@ GRULITE_API const char *grulite_version(void);
 #define GRULITE_ACT_SIGMOID 3
 #define GRULITE_ACT_SOFTMAX 4
 
-/* Storage type of weight tensors. */
+/* Storage type of weight tensors.  Activations are always float32. */
 #define GRULITE_DTYPE_F32 1
+#define GRULITE_DTYPE_F16 2   /* IEEE half; about half the size */
+#define GRULITE_DTYPE_I8  3   /* int8, one symmetric float32 scale per output row */
 
 /* Limits; larger values are refused with GRULITE_E_TOO_LARGE. */
 #define GRULITE_MAX_LAYERS  64
@@ -241,7 +243,8 @@ typedef struct grulite_model_spec {
     const grulite_layer_spec *layers;  /* num_layers entries */
     int32_t num_dense;
     const grulite_dense_spec *dense;   /* num_dense entries, or NULL */
-    int32_t dtype;                     /* GRULITE_DTYPE_F32 */
+    int32_t dtype;                     /* GRU weight storage: GRULITE_DTYPE_*; the
+                                          head stays float32 */
     int32_t batch_first;               /* default row order recorded in the file */
     const char *metadata;              /* UTF-8, or NULL */
     size_t metadata_len;
@@ -253,6 +256,14 @@ typedef struct grulite_model_spec {
  * GRULITE_E_BUFFER if too small).  Thread-safe; reads spec only. */
 GRULITE_API int grulite_model_serialize(const grulite_model_spec *spec,
                                         void *buf, size_t cap, size_t *size);
+
+/* Re-serializes a loaded model with its GRU weights stored as `dtype`
+ * (GRULITE_DTYPE_*), same configuration and metadata; buf / cap / size as
+ * for grulite_model_serialize().  Converting from float32 is lossless up
+ * to the target's rounding; from float16 / int8 the stored (already
+ * rounded) values are the source. */
+GRULITE_API int grulite_model_convert(const grulite_model *model, int dtype,
+                                      void *buf, size_t cap, size_t *size);
 
 /* ---- Whole-sequence inference --------------------------------------- */
 

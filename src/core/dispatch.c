@@ -10,7 +10,8 @@ int gl_kernels_supported(const char *name)
     if (!strcmp(name, "generic")) return 1;
 #if defined(GL_HAVE_X86_KERNELS)
     __builtin_cpu_init();
-    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                     __builtin_cpu_supports("f16c");
     if (!strcmp(name, "avx2")) return avx2;
     if (!strcmp(name, "avx512")) return avx2 && __builtin_cpu_supports("avx512f");
 #endif

@@ -7,6 +7,7 @@
  * but the first 16 bytes (magic, version, the checksum itself). */
 #define _POSIX_C_SOURCE 200809L  /* open, fstat, mmap under -std=c99 */
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,27 +119,40 @@ static int fail(char *msg, size_t msg_size, int code, const char *fmt, ...)
 /* One tensor of the canonical list for a configuration.  Matrices are
  * stored as panels (kernels.h) and listed with shape (K, G*H); bias
  * vectors with shape (G*H).  The table's reserved word holds G. */
+enum { GL_MATRIX = 0, GL_BIAS = 1, GL_SCALE = 2 };
+
 typedef struct gl_tensor_ref {
     char name[GL_NAME_LEN];
-    gl_panel *panel;         /* in the model: K, G, H, nb already set */
-    int is_bias;
+    gl_panel *panel;         /* in the model: K, G, H, nb, dtype already set */
+    int kind;                /* GL_MATRIX, GL_BIAS, or GL_SCALE (int8 row scales) */
 } gl_tensor_ref;
 
 static uint32_t ref_dim0(const gl_tensor_ref *t)
 {
-    return (uint32_t)(t->is_bias ? t->panel->G * t->panel->H : t->panel->K);
+    return (uint32_t)(t->kind != GL_MATRIX ? t->panel->G * t->panel->H : t->panel->K);
 }
 
 static uint32_t ref_dim1(const gl_tensor_ref *t)
 {
-    return (uint32_t)(t->is_bias ? 0 : t->panel->G * t->panel->H);
+    return (uint32_t)(t->kind != GL_MATRIX ? 0 : t->panel->G * t->panel->H);
 }
 
-/* Floats the tensor occupies in the file. */
-static size_t ref_floats(const gl_tensor_ref *t)
+/* Stored dtype: a matrix's own; biases and scales are float32. */
+static int ref_dtype(const gl_tensor_ref *t)
+{
+    return t->kind == GL_MATRIX ? t->panel->dtype : GRULITE_DTYPE_F32;
+}
+
+static size_t dtype_size(int dtype)
+{
+    return dtype == GRULITE_DTYPE_F16 ? 2 : dtype == GRULITE_DTYPE_I8 ? 1 : 4;
+}
+
+/* Elements the tensor occupies in the file. */
+static size_t ref_elems(const gl_tensor_ref *t)
 {
     const gl_panel *p = t->panel;
-    return t->is_bias ? p->nb * p->G * GL_LANES : gl_panel_floats(p->K, p->G, p->H);
+    return t->kind != GL_MATRIX ? p->nb * p->G * GL_LANES : gl_panel_floats(p->K, p->G, p->H);
 }
 
 /* Calls fn(ref, ctx) for each tensor of the model `m` (whose configs and
@@ -153,15 +167,17 @@ static int each_tensor(grulite_model *m, gl_tensor_fn fn, void *ctx)
         gl_layer *L = &m->layer[l];
         for (int d = 0; d < L->cfg.num_directions; d++) {
             gl_direction *w = &L->dir[d];
-            struct { const char *suffix; gl_panel *panel; int bias; } items[4] = {
-                { "w_ih", &w->ih, 0 }, { "w_hh", &w->hh, 0 },
-                { "b_ih", &w->ih, 1 }, { "b_hh", &w->hh, 1 },
+            struct { const char *suffix; gl_panel *panel; int kind; } items[6] = {
+                { "w_ih", &w->ih, GL_MATRIX }, { "w_ih.s", &w->ih, GL_SCALE },
+                { "w_hh", &w->hh, GL_MATRIX }, { "w_hh.s", &w->hh, GL_SCALE },
+                { "b_ih", &w->ih, GL_BIAS }, { "b_hh", &w->hh, GL_BIAS },
             };
-            for (int i = 0; i < 4; i++) {
-                if (items[i].bias && !L->cfg.has_bias) continue;
+            for (int i = 0; i < 6; i++) {
+                if (items[i].kind == GL_BIAS && !L->cfg.has_bias) continue;
+                if (items[i].kind == GL_SCALE && L->cfg.dtype != GRULITE_DTYPE_I8) continue;
                 snprintf(t.name, sizeof t.name, "l%d.d%d.%s", l, d, items[i].suffix);
                 t.panel = items[i].panel;
-                t.is_bias = items[i].bias;
+                t.kind = items[i].kind;
                 if ((rc = fn(&t, ctx))) return rc;
             }
         }
@@ -170,11 +186,11 @@ static int each_tensor(grulite_model *m, gl_tensor_fn fn, void *ctx)
         gl_dense *D = &m->dense[j];
         snprintf(t.name, sizeof t.name, "head%d.w", j);
         t.panel = &D->p;
-        t.is_bias = 0;
+        t.kind = GL_MATRIX;
         if ((rc = fn(&t, ctx))) return rc;
         if (D->cfg.has_bias) {
             snprintf(t.name, sizeof t.name, "head%d.b", j);
-            t.is_bias = 1;
+            t.kind = GL_BIAS;
             if ((rc = fn(&t, ctx))) return rc;
         }
     }
@@ -214,7 +230,8 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
         if (c->has_bias != 0 && c->has_bias != 1)
             return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: has_bias %ld is not 0 or 1",
                         l, (long)c->has_bias);
-        if (c->dtype != GRULITE_DTYPE_F32)
+        if (c->dtype != GRULITE_DTYPE_F32 && c->dtype != GRULITE_DTYPE_F16 &&
+            c->dtype != GRULITE_DTYPE_I8)
             return fail(msg, msg_size, GRULITE_E_UNSUPPORTED, "layer %d: weight dtype %ld not supported",
                         l, (long)c->dtype);
         c->input_size = in;
@@ -232,6 +249,7 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
             ih->G = hh->G = 3;
             ih->H = hh->H = (size_t)c->hidden_size;
             ih->nb = hh->nb = ((size_t)c->hidden_size + GL_LANES - 1) / GL_LANES;
+            ih->dtype = hh->dtype = c->dtype;
         }
         if (c->hidden_size > m->max_hidden) m->max_hidden = c->hidden_size;
         if (width > m->max_width) m->max_width = width;
@@ -257,6 +275,7 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
         p->G = 1;
         p->H = (size_t)c->out_features;
         p->nb = ((size_t)c->out_features + GL_LANES - 1) / GL_LANES;
+        p->dtype = GRULITE_DTYPE_F32;           /* the head stays float32 */
         in = c->out_features;
         if (c->out_features > m->max_dense) m->max_dense = c->out_features;
     }
@@ -280,7 +299,7 @@ static const float *spec_source(const grulite_model_spec *spec, const char *name
 {
     int l, d, j;
     char what[8];
-    if (sscanf(name, "l%d.d%d.%4s", &l, &d, what) == 3) {
+    if (sscanf(name, "l%d.d%d.%4s", &l, &d, what) == 3) {   /* "w_ih.s" reads the matrix */
         const grulite_layer_spec *L = &spec->layers[l];
         if (!strcmp(what, "w_ih")) return L->weight_ih[d];
         if (!strcmp(what, "w_hh")) return L->weight_hh[d];
@@ -293,11 +312,41 @@ static const float *spec_source(const grulite_model_spec *spec, const char *name
     return NULL;
 }
 
+/* int8 scale of output j (within gate g) of a PyTorch (G*H, K) matrix:
+ * max |w| / 127 over its row; 0 for an all-zero row. */
+static float row_scale(const float *src, const gl_panel *p, size_t g, size_t j)
+{
+    float mx = 0.0f;
+    const float *row = src + (g * p->H + j) * p->K;
+    for (size_t k = 0; k < p->K; k++) {
+        const float a = fabsf(row[k]);
+        mx = a > mx ? a : mx;
+    }
+    return mx / 127.0f;
+}
+
+/* Element `pos` of a tensor, converted to its stored dtype, written at dst. */
+static void put_value(unsigned char *dst, size_t pos, int dtype, float v, float scale)
+{
+    if (dtype == GRULITE_DTYPE_F16) {
+        const uint16_t h = gl_float_to_half(v);
+        memcpy(dst + pos * 2, &h, 2);
+    } else if (dtype == GRULITE_DTYPE_I8) {
+        float q = scale > 0.0f ? roundf(v / scale) : 0.0f;
+        q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+        const int8_t c = (int8_t)q;
+        memcpy(dst + pos, &c, 1);
+    } else {
+        memcpy(dst + pos * 4, &v, 4);
+    }
+}
+
 static int write_fn(const gl_tensor_ref *ref, void *ctx)
 {
     gl_writer *w = ctx;
+    const int dtype = ref_dtype(ref);
     size_t bytes, next;
-    if (gl_mul(ref_floats(ref), sizeof(float), &bytes) || gl_add(w->data_pos, bytes, &next) ||
+    if (gl_mul(ref_elems(ref), dtype_size(dtype), &bytes) || gl_add(w->data_pos, bytes, &next) ||
         gl_align_up(next, &next))
         return GRULITE_E_TOO_LARGE;
     if (w->buf) {
@@ -307,29 +356,41 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
         unsigned char *e = w->buf + w->table_pos;
         memset(e, 0, GL_TENSOR_REC);
         memcpy(e, ref->name, strlen(ref->name));
-        wr32(e + 32, GRULITE_DTYPE_F32);
+        wr32(e + 32, (uint32_t)dtype);
         wr32(e + 36, GL_LAYOUT_PANEL16);
-        wr32(e + 40, ref->is_bias ? 1 : 2);
+        wr32(e + 40, ref->kind == GL_MATRIX ? 2 : 1);
         wr32(e + 44, (uint32_t)p->G);
         wr32(e + 48, ref_dim0(ref));
         wr32(e + 52, ref_dim1(ref));
         wr64(e + 56, (uint64_t)w->data_pos);
         /* Pack from PyTorch's (G*H outputs, K inputs) into (nb, K, G, 16);
-         * biases into (nb, G, 16); zeros past H.  One value at a time
-         * through memcpy: the caller's buffer need not be float-aligned. */
+         * biases and int8 scales into (nb, G, 16); zeros past H.  One value
+         * at a time through memcpy: the buffer need not be aligned. */
         unsigned char *dst = w->buf + w->data_pos;
-        const size_t L = GL_LANES, K = ref->is_bias ? 1 : p->K;
+        const size_t L = GL_LANES, K = ref->kind == GL_MATRIX ? p->K : 1;
+        float *scales = NULL;                 /* int8: per output g*H + j */
+        if (dtype == GRULITE_DTYPE_I8 || ref->kind == GL_SCALE) {
+            scales = malloc(p->G * p->H * sizeof(float));
+            if (!scales) return GRULITE_E_NOMEM;
+            for (size_t g = 0; g < p->G; g++)
+                for (size_t j = 0; j < p->H; j++) scales[g * p->H + j] = row_scale(src, p, g, j);
+        }
         size_t pos = 0;
         for (size_t b = 0; b < p->nb; b++)
             for (size_t k = 0; k < K; k++)
                 for (size_t g = 0; g < p->G; g++)
                     for (size_t l = 0; l < L; l++, pos++) {
                         const size_t j = b * L + l;            /* output within the gate */
-                        float v = 0.0f;
-                        if (j < p->H)
-                            v = ref->is_bias ? src[g * p->H + j] : src[(g * p->H + j) * p->K + k];
-                        memcpy(dst + pos * sizeof(float), &v, sizeof(float));
+                        float v = 0.0f, scale = 0.0f;
+                        if (j < p->H) {
+                            if (ref->kind == GL_BIAS) v = src[g * p->H + j];
+                            else if (ref->kind == GL_SCALE) v = scales[g * p->H + j];
+                            else v = src[(g * p->H + j) * p->K + k];
+                            if (dtype == GRULITE_DTYPE_I8) scale = scales[g * p->H + j];
+                        }
+                        put_value(dst, pos, dtype, v, scale);
                     }
+        free(scales);
         memset(w->buf + w->data_pos + bytes, 0, next - w->data_pos - bytes);
     }
     w->table_pos += GL_TENSOR_REC;
@@ -347,7 +408,9 @@ int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t ca
     if (spec->num_dense < 0 || spec->num_dense > GRULITE_MAX_DENSE ||
         (spec->num_dense > 0 && !spec->dense))
         return GRULITE_E_CONFIG;
-    if (spec->dtype != GRULITE_DTYPE_F32) return GRULITE_E_UNSUPPORTED;
+    if (spec->dtype != GRULITE_DTYPE_F32 && spec->dtype != GRULITE_DTYPE_F16 &&
+        spec->dtype != GRULITE_DTYPE_I8)
+        return GRULITE_E_UNSUPPORTED;
     if (spec->metadata_len > UINT32_MAX || (spec->metadata_len && !spec->metadata))
         return GRULITE_E_ARG;
 
@@ -442,11 +505,104 @@ done:
     return rc;
 }
 
+/* ---- Converting a loaded model to another weight dtype ------------------- */
+
+/* Unpacks panel p into PyTorch's (G*H, K) layout (dequantized).  Returns a
+ * malloc'd array or NULL. */
+static float *unpack_matrix(const gl_panel *p)
+{
+    size_t n;
+    if (gl_mul3(p->G, p->H, p->K, &n) || n > SIZE_MAX / sizeof(float)) return NULL;
+    float *out = malloc(n ? n * sizeof(float) : 1);
+    if (!out) return NULL;
+    const size_t L = GL_LANES;
+    for (size_t b = 0; b < p->nb; b++)
+        for (size_t k = 0; k < p->K; k++)
+            for (size_t g = 0; g < p->G; g++)
+                for (size_t l = 0; l < L; l++) {
+                    const size_t j = b * L + l;
+                    if (j >= p->H) continue;
+                    const size_t i = ((b * p->K + k) * p->G + g) * L + l;
+                    float v;
+                    if (p->dtype == GRULITE_DTYPE_F16) v = gl_half_to_float(((const uint16_t *)p->w)[i]);
+                    else if (p->dtype == GRULITE_DTYPE_I8)
+                        v = (float)((const int8_t *)p->w)[i] * p->scale[(b * p->G + g) * L + l];
+                    else v = ((const float *)p->w)[i];
+                    out[(g * p->H + j) * p->K + k] = v;
+                }
+    return out;
+}
+
+static float *unpack_bias(const gl_panel *p)
+{
+    float *out = malloc(p->G * p->H * sizeof(float));
+    if (!out) return NULL;
+    for (size_t g = 0; g < p->G; g++)
+        for (size_t j = 0; j < p->H; j++)
+            out[g * p->H + j] = p->b[((j / GL_LANES) * p->G + g) * GL_LANES + j % GL_LANES];
+    return out;
+}
+
+int grulite_model_convert(const grulite_model *m, int dtype, void *buf, size_t cap, size_t *size)
+{
+    if (!m || !size) return GRULITE_E_ARG;
+    grulite_layer_spec ls[GRULITE_MAX_LAYERS];
+    grulite_dense_spec ds[GRULITE_MAX_DENSE];
+    float *owned[GRULITE_MAX_LAYERS * 8 + GRULITE_MAX_DENSE * 2];
+    size_t n_owned = 0;
+    int rc = GRULITE_OK;
+    memset(ls, 0, sizeof ls);
+    memset(ds, 0, sizeof ds);
+#define GL_KEEP(ptr, expr) do { float *t_ = (expr); if (!t_) { rc = GRULITE_E_NOMEM; goto done; } \
+                                owned[n_owned++] = t_; (ptr) = t_; } while (0)
+    for (int l = 0; l < m->info.num_layers; l++) {
+        const gl_layer *L = &m->layer[l];
+        ls[l].hidden_size = L->cfg.hidden_size;
+        ls[l].num_directions = L->cfg.num_directions;
+        ls[l].reset_after = L->cfg.reset_after;
+        ls[l].has_bias = L->cfg.has_bias;
+        for (int d = 0; d < L->cfg.num_directions; d++) {
+            GL_KEEP(ls[l].weight_ih[d], unpack_matrix(&L->dir[d].ih));
+            GL_KEEP(ls[l].weight_hh[d], unpack_matrix(&L->dir[d].hh));
+            if (L->cfg.has_bias) {
+                GL_KEEP(ls[l].bias_ih[d], unpack_bias(&L->dir[d].ih));
+                GL_KEEP(ls[l].bias_hh[d], unpack_bias(&L->dir[d].hh));
+            }
+        }
+    }
+    for (int j = 0; j < m->info.num_dense; j++) {
+        const gl_dense *D = &m->dense[j];
+        ds[j].out_features = D->cfg.out_features;
+        ds[j].activation = D->cfg.activation;
+        ds[j].has_bias = D->cfg.has_bias;
+        GL_KEEP(ds[j].weight, unpack_matrix(&D->p));
+        if (D->cfg.has_bias) GL_KEEP(ds[j].bias, unpack_bias(&D->p));
+    }
+#undef GL_KEEP
+    {
+        grulite_model_spec spec;
+        memset(&spec, 0, sizeof spec);
+        spec.input_size = m->info.input_size;
+        spec.num_layers = m->info.num_layers;
+        spec.layers = ls;
+        spec.num_dense = m->info.num_dense;
+        spec.dense = m->info.num_dense ? ds : NULL;
+        spec.dtype = dtype;
+        spec.batch_first = m->info.batch_first;
+        spec.metadata = m->metadata;
+        spec.metadata_len = m->metadata_len;
+        rc = grulite_model_serialize(&spec, buf, cap, size);
+    }
+done:
+    for (size_t i = 0; i < n_owned; i++) free(owned[i]);
+    return rc;
+}
+
 /* ---- Reading ------------------------------------------------------------ */
 
-/* Most tensors a valid configuration can need: 4 per layer direction, 2 per
- * head layer. */
-#define GL_MAX_TENSORS (GRULITE_MAX_LAYERS * 2 * 4 + GRULITE_MAX_DENSE * 2)
+/* Most tensors a valid configuration can need: 6 per layer direction (two
+ * matrices, their int8 scales, two biases), 2 per head layer. */
+#define GL_MAX_TENSORS (GRULITE_MAX_LAYERS * 2 * 6 + GRULITE_MAX_DENSE * 2)
 
 typedef struct gl_reader {
     grulite_model *m;
@@ -483,9 +639,10 @@ static int read_fn(const gl_tensor_ref *ref, void *ctx)
     const uint32_t gates = rd32(found + 44), d0 = rd32(found + 48), d1 = rd32(found + 52);
     const uint64_t off = rd64(found + 56);
     const uint32_t want0 = ref_dim0(ref), want1 = ref_dim1(ref);
-    if (dtype != GRULITE_DTYPE_F32)
-        return fail(r->msg, r->msg_size, GRULITE_E_TENSOR, "tensor %s: dtype %lu, expected %d (float32)",
-                    ref->name, (unsigned long)dtype, GRULITE_DTYPE_F32);
+    const int want_dtype = ref_dtype(ref);
+    if (dtype != (uint32_t)want_dtype)
+        return fail(r->msg, r->msg_size, GRULITE_E_TENSOR, "tensor %s: dtype %lu, expected %d",
+                    ref->name, (unsigned long)dtype, want_dtype);
     if (layout != GL_LAYOUT_PANEL16)
         return fail(r->msg, r->msg_size, GRULITE_E_TENSOR, "tensor %s: layout %lu, expected %d (panel16)",
                     ref->name, (unsigned long)layout, GL_LAYOUT_PANEL16);
@@ -497,7 +654,7 @@ static int read_fn(const gl_tensor_ref *ref, void *ctx)
                     (unsigned long)gates, (unsigned long)want0, (unsigned long)want1,
                     (unsigned long)ref->panel->G);
     size_t bytes, end;
-    if (gl_mul(ref_floats(ref), sizeof(float), &bytes) ||
+    if (gl_mul(ref_elems(ref), dtype_size(want_dtype), &bytes) ||
         off > (uint64_t)SIZE_MAX || gl_add((size_t)off, bytes, &end))
         return fail(r->msg, r->msg_size, GRULITE_E_TOO_LARGE, "tensor %s: size overflows", ref->name);
     if (off % GL_ALIGN != 0)
@@ -521,8 +678,9 @@ static int read_fn(const gl_tensor_ref *ref, void *ctx)
         r->placed[r->n_placed][1] = end;
         r->n_placed++;
     }
-    const float *data = (const float *)(const void *)(r->img + off);
-    if (ref->is_bias) ref->panel->b = data;
+    const void *data = r->img + off;
+    if (ref->kind == GL_BIAS) ref->panel->b = data;
+    else if (ref->kind == GL_SCALE) ref->panel->scale = data;
     else ref->panel->w = data;
     return 0;
 }

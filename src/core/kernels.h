@@ -20,28 +20,40 @@
 #define GRULITE_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define GL_LANES 16
 
+/* Weights are float32, float16 (IEEE half) or int8 with one float32 scale
+ * per output: w = q * scale[output], so a product is
+ * bias + scale * sum_k x[k] * q[k] (the chain runs over x * q, and is
+ * scaled once at the end). */
 typedef struct gl_panel {
-    const float *w;   /* (nb, K, G, 16) */
+    const void *w;    /* (nb, K, G, 16) of float / uint16_t (half) / int8_t */
     const float *b;   /* (nb, G, 16), or NULL for no bias */
+    const float *scale; /* (nb, G, 16) for int8 weights, else NULL */
+    int dtype;        /* GRULITE_DTYPE_F32 / _F16 / _I8 */
     size_t K;         /* inputs */
     size_t G;         /* gates (3 for a GRU, 1 for a dense layer) */
     size_t H;         /* outputs per gate */
     size_t nb;        /* ceil(H / 16) */
 } gl_panel;
 
-/* Floats of a packed matrix / bias. */
+/* Elements of a packed matrix. */
 static inline size_t gl_panel_floats(size_t K, size_t G, size_t H)
 {
     return ((H + GL_LANES - 1) / GL_LANES) * K * G * GL_LANES;
 }
 
+/* float <-> IEEE half, round to nearest even (kernels_ref.c). */
+float gl_half_to_float(uint16_t h);
+uint16_t gl_float_to_half(float f);
+
 typedef struct gl_kernels {
     const char *name;
 
     /* y[r][(b*G + g)*16 + l] = bias + sum_k x[r][k] * w[b][k][g][l]
+     * (int8: bias + scale * sum_k x[r][k] * q[b][k][g][l]), any dtype
      * for rows r < rows, every block b, and gates g0 <= g < g0 + gc (other
      * gates' slots are left alone).  x rows are ldx floats apart, y rows
      * ldy (>= nb*G*16).  x and y must not overlap. */

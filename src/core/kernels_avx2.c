@@ -1,15 +1,18 @@
 /* kernels_avx2.c - AVX2 + FMA kernels: a 16-lane panel vector is a pair of
  * ymm registers.  Compiled for any x86-64 target (function-level target
- * attributes); used only when the CPU reports AVX2 and FMA (dispatch.c). */
+ * attributes); used only when the CPU reports AVX2, FMA and F16C
+ * (dispatch.c). */
+#include <stdint.h>
+
 #include "internal.h"
 
 #if defined(GL_HAVE_X86_KERNELS)
 
 #if defined(__clang__)
-#  pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#  pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
 #  pragma GCC push_options
-#  pragma GCC target("avx2,fma")
+#  pragma GCC target("avx2,fma,f16c")
 #endif
 
 #include <immintrin.h>
@@ -74,6 +77,21 @@ static inline __m256 avx2_exp8(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+static inline gl_v16 v16_load_f16(const uint16_t *p)
+{
+    gl_v16 v = { _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p)),
+                 _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p + 8))) };
+    return v;
+}
+
+static inline gl_v16 v16_load_i8(const int8_t *p)
+{
+    const __m128i q = _mm_loadu_si128((const __m128i *)(const void *)p);
+    gl_v16 v = { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)),
+                 _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))) };
+    return v;
+}
+
 static inline gl_v16 v16_exp(gl_v16 a)
 {
     gl_v16 v = { avx2_exp8(a.lo), avx2_exp8(a.hi) };
@@ -93,6 +111,8 @@ static inline gl_v16 v16_exp(gl_v16 a)
 #define GL_V_DIV(a, b) v16_div((a), (b))
 #define GL_V_FMA(a, b, c) v16_fma((a), (b), (c))
 #define GL_V_EXP(v) v16_exp(v)
+#define GL_V_LOAD_F16(p) v16_load_f16(p)
+#define GL_V_LOAD_I8(p) v16_load_i8(p)
 #define GL_MR 4
 #define GL_NV_MR 1
 #define GL_NV1 4

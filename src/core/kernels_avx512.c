@@ -1,6 +1,8 @@
 /* kernels_avx512.c - AVX-512F kernels: one zmm register per 16-lane panel
  * vector.  Compiled for any x86-64 target (function-level target
  * attributes); used only when the CPU reports AVX-512F (dispatch.c). */
+#include <stdint.h>
+
 #include "internal.h"
 
 #if defined(GL_HAVE_X86_KERNELS)
@@ -27,6 +29,9 @@
 #define GL_V_DIV(a, b) _mm512_div_ps((a), (b))
 #define GL_V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define GL_V_EXP(v) avx512_exp(v)
+#define GL_V_LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define GL_V_LOAD_I8(p) \
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
 #define GL_MR 8
 #define GL_NV_MR 3
 #define GL_NV1 8

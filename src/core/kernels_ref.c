@@ -4,9 +4,20 @@
  * rounding).  Inner loops run over the 16 contiguous lanes of a panel, so
  * compilers vectorize them for any target without -ffast-math. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "internal.h"
+
+/* Weight `i` of a panel, as float. */
+static inline float weight_at(const gl_panel *p, size_t i)
+{
+    switch (p->dtype) {
+    case GRULITE_DTYPE_F16: return gl_half_to_float(((const uint16_t *)p->w)[i]);
+    case GRULITE_DTYPE_I8: return (float)((const int8_t *)p->w)[i];
+    default: return ((const float *)p->w)[i];
+    }
+}
 
 static void ref_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
                      size_t g0, size_t gc, float *y, size_t ldy)
@@ -16,20 +27,69 @@ static void ref_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
         const float *xr = x + r * ldx;
         float *yr = y + r * ldy;
         for (size_t b = 0; b < p->nb; b++) {
-            const float *wb = p->w + b * K * G * L;       /* block b: (K, G, 16) */
+            const size_t wb = b * K * G * L;              /* block b: (K, G, 16) */
             for (size_t g = g0; g < g0 + gc; g++) {
                 const size_t slot = (b * G + g) * L;
                 float acc[GL_LANES];
-                for (size_t l = 0; l < L; l++) acc[l] = p->b ? p->b[slot + l] : 0.0f;
+                /* int8 sums x * q and scales at the end; others start at the bias. */
+                for (size_t l = 0; l < L; l++)
+                    acc[l] = p->b && !p->scale ? p->b[slot + l] : 0.0f;
                 for (size_t k = 0; k < K; k++) {
                     const float xv = xr[k];
-                    const float *GL_RESTRICT w = wb + (k * G + g) * L;
-                    for (size_t l = 0; l < L; l++) acc[l] += xv * w[l];
+                    const size_t w = wb + (k * G + g) * L;
+                    for (size_t l = 0; l < L; l++) acc[l] += xv * weight_at(p, w + l);
                 }
+                if (p->scale)
+                    for (size_t l = 0; l < L; l++)
+                        acc[l] = acc[l] * p->scale[slot + l] + (p->b ? p->b[slot + l] : 0.0f);
                 memcpy(yr + slot, acc, sizeof acc);
             }
         }
     }
+}
+
+float gl_half_to_float(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu, bits;
+    if (exp == 0x1F) {                         /* inf / NaN */
+        bits = sign | 0x7F800000u | (man << 13);
+    } else if (exp != 0) {                     /* normal */
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (man == 0) {                     /* zero */
+        bits = sign;
+    } else {                                   /* subnormal: normalize */
+        exp = 113;
+        while (!(man & 0x400u)) { man <<= 1; exp--; }
+        bits = sign | (exp << 23) | ((man & 0x3FFu) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+uint16_t gl_float_to_half(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    const uint32_t ax = x & 0x7FFFFFFFu;
+    if (ax >= 0x7F800000u)                     /* inf / NaN (quiet) */
+        return (uint16_t)(sign | 0x7C00u | (ax > 0x7F800000u ? 0x200u : 0));
+    if (ax >= 0x477FF000u)                     /* rounds to >= 65520: inf */
+        return (uint16_t)(sign | 0x7C00u);
+    if (ax < 0x33000001u)                      /* below half the smallest subnormal */
+        return sign;
+    const int e = (int)(ax >> 23) - 127;
+    uint32_t man = (ax & 0x7FFFFFu) | 0x800000u;
+    int shift;                                 /* bits dropped from the 24-bit mantissa */
+    uint32_t base;
+    if (e < -14) { shift = 13 + (-14 - e); base = 0; }          /* subnormal */
+    else { shift = 13; base = (uint32_t)(e + 15) << 10; man &= 0x7FFFFFu; }
+    uint32_t q = man >> shift;
+    const uint32_t rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u))) q++;           /* nearest, ties to even */
+    return (uint16_t)(sign | (base + q));      /* a carry rolls into the exponent */
 }
 
 static inline float sigmoidf(float v)

@@ -12,6 +12,8 @@
  *   GL_V_ADD, GL_V_SUB, GL_V_MUL, GL_V_DIV (a, b)
  *   GL_V_FMA(a, b, c)    a*b + c, one rounding
  *   GL_V_EXP(v)          e^v, NaN in -> NaN out
+ *   GL_V_LOAD_F16(p)     load 16 IEEE halves as floats
+ *   GL_V_LOAD_I8(p)      load 16 int8 as floats
  *   GL_MR, GL_NV_MR      rows and vectors of the many-row micro-kernel
  *   GL_NV1               vectors of the one-row micro-kernel
  *
@@ -26,7 +28,6 @@
 #define GL_FN(name) GL_XPASTE2(GL_PREFIX, name)
 #define GL_STR(a) #a
 #define GL_XSTR(a) GL_STR(a)
-#define GL_MK(MR, NV) GL_FN(GL_XPASTE4(mk_, MR, x, NV))
 #define GL_MAX_NV (GL_NV1 > GL_NV_MR ? GL_NV1 : GL_NV_MR)
 
 /* ---- Activations ------------------------------------------------------ */
@@ -56,91 +57,35 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
     *yoff = (b * p->G + g) * GL_LANES;
 }
 
-/* MR rows x NV vectors over K inputs; acc stays in registers (constant
- * trip counts).  The chain starts from the bias (or 0) when `start`, else
- * from the partial sums already in y: splitting K into blocks keeps each
- * output's one chain, in order. */
-#define GL_DEFINE_MK(MR, NV) GL_DEFINE_MK_(MR, NV)
-#define GL_DEFINE_MK_(MR, NV)                                                       \
-static void GL_MK(MR, NV)(size_t K, const float *x, size_t ldx,                    \
-                          const float *w, size_t kstride,                           \
-                          const size_t *woff, const size_t *yoff,                   \
-                          const float *bias, int start, float *y, size_t ldy)       \
-{                                                                                   \
-    GL_V acc[MR][NV];                                                               \
-    for (int i = 0; i < MR; i++)                                                    \
-        for (int j = 0; j < NV; j++)                                                \
-            acc[i][j] = !start ? GL_V_LOAD(y + (size_t)i * ldy + yoff[j])           \
-                        : bias ? GL_V_LOAD(bias + yoff[j]) : GL_V_ZERO();           \
-    for (size_t k = 0; k < K; k++) {                                                \
-        const float *wk = w + k * kstride;                                          \
-        GL_V wv[NV];                                                                \
-        for (int j = 0; j < NV; j++) wv[j] = GL_V_LOAD(wk + woff[j]);               \
-        for (int i = 0; i < MR; i++) {                                              \
-            const GL_V xb = GL_V_SET1(x[(size_t)i * ldx + k]);                      \
-            for (int j = 0; j < NV; j++) acc[i][j] = GL_V_FMA(xb, wv[j], acc[i][j]); \
-        }                                                                           \
-    }                                                                               \
-    for (int i = 0; i < MR; i++)                                                    \
-        for (int j = 0; j < NV; j++) GL_V_STORE(y + (size_t)i * ldy + yoff[j], acc[i][j]); \
-}
-
-GL_DEFINE_MK(GL_MR, GL_NV_MR)
-#if GL_NV_MR != 1
-GL_DEFINE_MK(GL_MR, 1)
-#endif
-GL_DEFINE_MK(1, GL_NV1)
-#if GL_NV1 != 1
-GL_DEFINE_MK(1, 1)
-#endif
-
 /* Cache blocking: a block of KC inputs of a group of weight vectors
- * (KC * NV * 64 bytes) stays in L1 while it sweeps a block of MC rows,
- * whose KC inputs (MC * KC * 4 bytes) stay in L2. */
+ * (KC * NV * 64 bytes as float32) stays in L1 while it sweeps a block of
+ * MC rows, whose KC inputs (MC * KC * 4 bytes) stay in L2. */
 #define GL_MC (16 * GL_MR)
 #define GL_KC 128
+
+/* One product per weight type (kernels_gemm.h). */
+#define GL_WT float
+#define GL_WNAME f32
+#define GL_LOADW(p) GL_V_LOAD(p)
+#include "kernels_gemm.h"
+
+#define GL_WT uint16_t
+#define GL_WNAME f16
+#define GL_LOADW(p) GL_V_LOAD_F16(p)
+#include "kernels_gemm.h"
+
+#define GL_WT int8_t
+#define GL_WNAME i8
+#define GL_LOADW(p) GL_V_LOAD_I8(p)
+#include "kernels_gemm.h"
 
 static void GL_FN(gemm)(size_t rows, const float *x, size_t ldx, const gl_panel *p,
                         size_t g0, size_t gc, float *y, size_t ldy)
 {
-    const size_t nv = p->nb * gc, K = p->K, ks = p->G * GL_LANES;
-    size_t woff[GL_MAX_NV], yoff[GL_MAX_NV];
-    for (size_t r0 = 0; r0 < rows; r0 += GL_MC) {
-        const size_t rc = rows - r0 < GL_MC ? rows - r0 : GL_MC;
-        const size_t rfull = rc - rc % GL_MR;          /* rows in whole MR groups */
-        for (size_t k0 = 0; k0 < K; k0 += GL_KC) {
-            const size_t kc = K - k0 < GL_KC ? K - k0 : GL_KC;
-            const int start = (k0 == 0);
-            const float *w = p->w + k0 * ks;
-            size_t v = 0;
-            for (; v + GL_NV_MR <= nv; v += GL_NV_MR) {
-                for (size_t j = 0; j < GL_NV_MR; j++)
-                    GL_FN(offsets)(p, g0, gc, v + j, &woff[j], &yoff[j]);
-                for (size_t r = r0; r < r0 + rfull; r += GL_MR)
-                    GL_MK(GL_MR, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
-                                           start, y + r * ldy, ldy);
-            }
-            for (; v < nv; v++) {
-                GL_FN(offsets)(p, g0, gc, v, &woff[0], &yoff[0]);
-                for (size_t r = r0; r < r0 + rfull; r += GL_MR)
-                    GL_MK(GL_MR, 1)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b, start,
-                                    y + r * ldy, ldy);
-            }
-        }
-        for (size_t r = r0 + rfull; r < r0 + rc; r++) {   /* the last < MR rows, whole K */
-            const float *xr = x + r * ldx;
-            float *yr = y + r * ldy;
-            size_t v = 0;
-            for (; v + GL_NV1 <= nv; v += GL_NV1) {
-                for (size_t j = 0; j < GL_NV1; j++)
-                    GL_FN(offsets)(p, g0, gc, v + j, &woff[j], &yoff[j]);
-                GL_MK(1, GL_NV1)(K, xr, ldx, p->w, ks, woff, yoff, p->b, 1, yr, ldy);
-            }
-            for (; v < nv; v++) {
-                GL_FN(offsets)(p, g0, gc, v, &woff[0], &yoff[0]);
-                GL_MK(1, 1)(K, xr, ldx, p->w, ks, woff, yoff, p->b, 1, yr, ldy);
-            }
-        }
+    switch (p->dtype) {
+    case GRULITE_DTYPE_F16: GL_FN(gemm_f16)(rows, x, ldx, p, g0, gc, y, ldy); break;
+    case GRULITE_DTYPE_I8: GL_FN(gemm_i8)(rows, x, ldx, p, g0, gc, y, ldy); break;
+    default: GL_FN(gemm_f32)(rows, x, ldx, p, g0, gc, y, ldy); break;
     }
 }
 

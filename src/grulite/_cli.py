@@ -49,13 +49,11 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
     """
     from grulite._model import from_bytes, npz_image
 
-    if dtype != "float32":
-        raise GruliteError(f"--dtype {dtype} is not supported by this version; supported: float32")
     ext = os.path.splitext(src)[1].lower()
     if ext != ".npz":
         raise GruliteError(f"{src!r}: unknown input type {ext or '(none)'!r}; this version converts "
                            "np.savez'd PyTorch state_dicts (.npz)")
-    image, summary = npz_image(src, prefix, reset_after, head, batch_first)
+    image, summary = npz_image(src, prefix, reset_after, head, batch_first, dtype=dtype)
     model = from_bytes(image)       # validate with the C loader before writing
     model.save(dst)
     layers = summary["layers"]
@@ -314,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reset-before", dest="reset_after", action="store_false",
                    help="the original GRU variant (Keras reset_after=False, ONNX "
                         "linear_before_reset=0)")
-    c.add_argument("--dtype", default="float32", choices=["float32"],
-                   help="weight storage type (default float32)")
+    c.add_argument("--dtype", default="float32", choices=["float32", "float16", "int8"],
+                   help="GRU weight storage: float32 (default, exact), float16 (half the "
+                        "size), int8 (a quarter, per-row scales); activations stay float32")
     c.add_argument("--time-major", action="store_true",
                    help="record (steps, batch, features) as the default input layout "
                         "(nn.GRU batch_first=False)")

@@ -234,7 +234,8 @@ def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: i
 
 def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
                 reset_after: bool | Sequence[bool] = True, head: HeadSpec = None,
-                batch_first: bool = True, source: str | None = None) -> tuple[bytes, dict]:
+                batch_first: bool = True, source: str | None = None,
+                dtype: str = "float32") -> tuple[bytes, dict]:
     """The .grl image of the GRU (and head) in `mapping`, and a summary."""
     from grulite import _core, __version__
 
@@ -260,7 +261,8 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
         "head": [[d["name"], d["activation"]] for d in dense],
     }
     image = _core.serialize(int(desc["input_size"]), layers, dense,
-                            json.dumps(meta, sort_keys=True).encode("utf-8"), bool(batch_first))
+                            json.dumps(meta, sort_keys=True).encode("utf-8"), bool(batch_first),
+                            dtype)
     n_params = sum(a.size for lay in layers for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                    for a in lay[f]) + sum(d["weight"].size + (0 if d["bias"] is None else d["bias"].size)
                                           for d in dense)

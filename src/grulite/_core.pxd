@@ -38,6 +38,8 @@ cdef extern from "grulite.h" nogil:
     int GRULITE_ACT_SOFTMAX
 
     int GRULITE_DTYPE_F32
+    int GRULITE_DTYPE_F16
+    int GRULITE_DTYPE_I8
 
     int GRULITE_MAX_LAYERS
     int GRULITE_MAX_DENSE
@@ -119,6 +121,8 @@ cdef extern from "grulite.h" nogil:
 
     int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t cap,
                                 size_t *size)
+    int grulite_model_convert(const grulite_model *model, int dtype, void *buf, size_t cap,
+                              size_t *size)
 
     ctypedef struct grulite_workspace:
         pass

@@ -34,6 +34,21 @@ ACTIVATIONS = {
 }
 _ACT_NAMES = {v: k for k, v in ACTIVATIONS.items()}
 
+DTYPES = {
+    "float32": GRULITE_DTYPE_F32,
+    "float16": GRULITE_DTYPE_F16,
+    "int8": GRULITE_DTYPE_I8,
+}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+cdef int dtype_code(object name) except -1:
+    key = str(getattr(name, "__name__", name)) if name is not None else "float32"
+    if key not in DTYPES:
+        raise GruliteError(f"unknown weight dtype {name!r}; expected one of "
+                           f"{', '.join(DTYPES)}")
+    return DTYPES[key]
+
 MAX_LAYERS = GRULITE_MAX_LAYERS
 MAX_DENSE = GRULITE_MAX_DENSE
 MAX_FEATURES = GRULITE_MAX_FEATURES
@@ -175,7 +190,7 @@ cdef class CModel:
             out.append(dict(input_size=li.input_size, hidden_size=li.hidden_size,
                             num_directions=li.num_directions,
                             reset_after=bool(li.reset_after), bias=bool(li.has_bias),
-                            dtype="float32"))
+                            dtype=_DTYPE_NAMES.get(li.dtype, "?")))
         return out
 
     def head(self):
@@ -194,6 +209,21 @@ cdef class CModel:
         cdef size_t n = 0
         cdef const char *p = grulite_model_metadata(self.ptr, &n)
         return p[:n] if n else b""
+
+    def convert(self, dtype):
+        """The .grl image with the GRU weights stored as `dtype` (bytes)."""
+        cdef int code = dtype_code(dtype)
+        cdef size_t size = 0
+        cdef int rc
+        cdef void *buf
+        check(grulite_model_convert(self.ptr, code, NULL, 0, &size), "cannot convert the model")
+        out = bytearray(size)
+        a = np.frombuffer(out, dtype=np.uint8)
+        buf = cnp.PyArray_DATA(a)
+        with nogil:
+            rc = grulite_model_convert(self.ptr, code, buf, size, &size)
+        check(rc, "cannot convert the model")
+        return bytes(out)
 
     def image(self):
         """A copy of the whole .grl image."""
@@ -315,7 +345,8 @@ def load_bytes(data):
     return m
 
 
-def serialize(int input_size, list layers, list dense, bytes metadata, bint batch_first=True):
+def serialize(int input_size, list layers, list dense, bytes metadata, bint batch_first=True,
+              dtype="float32"):
     """Builds a .grl image (bytes).
 
     layers: list of dicts with hidden_size, num_directions, reset_after,
@@ -376,7 +407,7 @@ def serialize(int input_size, list layers, list dense, bytes metadata, bint batc
         spec.layers = ls
         spec.num_dense = nd
         spec.dense = ds if nd else NULL
-        spec.dtype = GRULITE_DTYPE_F32
+        spec.dtype = dtype_code(dtype)
         spec.batch_first = batch_first
         spec.metadata = metadata
         spec.metadata_len = len(metadata)

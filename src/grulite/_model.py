@@ -355,19 +355,40 @@ class Model:
                             lambda flat, B: self._split_state(flat, B),
                             lambda h, B: self._join_state(h, B, name="state"))
 
-    def save(self, path: Union[str, os.PathLike], dtype: str = "float32") -> None:
+    def save(self, path: Union[str, os.PathLike], dtype: Optional[str] = None) -> None:
         """Writes the model as a .grl file.
 
         Parameters
         ----------
         path : str or PathLike
-        dtype : {"float32"}
-            Storage type of the weights.  This version writes float32.
+        dtype : {None, "float32", "float16", "int8"}
+            Storage type of the GRU weights: None keeps the model's own.
+            float16 halves the file, int8 (one float32 scale per output
+            row) quarters it; activations stay float32 and the head keeps
+            float32 weights.  Convert from a float32 model: converting an
+            already-rounded model rounds again.
         """
-        if dtype not in ("float32", np.float32):
-            raise GruliteError(f"dtype {dtype!r} is not supported by this version; "
-                               "supported: 'float32'")
-        self._core.save(path)
+        if dtype is None or str(getattr(dtype, "__name__", dtype)) == self.config.dtype:
+            self._core.save(path)
+            return
+        image = self._core.convert(dtype)
+        p = os.fspath(path)
+        tmp = p + ".tmp~"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(image)
+            os.replace(tmp, p)
+        except BaseException:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
+
+    def astype(self, dtype: str) -> "Model":
+        """A copy of the model with its GRU weights stored as ``dtype``
+        ("float32", "float16", "int8"), in memory."""
+        return from_bytes(self._core.convert(dtype), num_threads=self._num_threads or None)
 
     def to_bytes(self) -> bytes:
         """The .grl image as bytes (what :meth:`save` writes)."""
@@ -396,7 +417,8 @@ def from_bytes(data: Union[bytes, bytearray, memoryview], *,
 
 def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
                     reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-                    *, batch_first: bool = True, num_threads: Optional[int] = None) -> Model:
+                    *, batch_first: bool = True, dtype: str = "float32",
+                    num_threads: Optional[int] = None) -> Model:
     """Builds a model from a PyTorch ``state_dict`` (or a checkpoint holding one).
 
     Parameters
@@ -416,28 +438,31 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
         ``[("fc", "softmax")]`` or ``"fc:relu,out:softmax"``.
     batch_first : bool
         Default layout of inputs (as the nn.GRU's ``batch_first``).
+    dtype : {"float32", "float16", "int8"}
+        Storage type of the GRU weights (see :meth:`Model.save`).
     num_threads : int, optional
         Threads for whole-sequence calls (see :attr:`Model.num_threads`).
     """
-    image, _ = build_image(mapping, prefix, reset_after, head, batch_first)
+    image, _ = build_image(mapping, prefix, reset_after, head, batch_first, dtype=dtype)
     return from_bytes(image, num_threads=num_threads)
 
 
 def from_npz(path: Union[str, os.PathLike], prefix: Optional[str] = None,
              reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-             *, batch_first: bool = True, num_threads: Optional[int] = None) -> Model:
+             *, batch_first: bool = True, dtype: str = "float32",
+             num_threads: Optional[int] = None) -> Model:
     """Builds a model from a state_dict saved with ``np.savez``.
 
     ``np.savez("model.npz", **{k: v.numpy() for k, v in model.state_dict().items()})``
     makes such a file.  Parameters are those of :func:`from_state_dict`.
     """
-    image, _ = npz_image(path, prefix, reset_after, head, batch_first)
+    image, _ = npz_image(path, prefix, reset_after, head, batch_first, dtype=dtype)
     return from_bytes(image, num_threads=num_threads)
 
 
 def npz_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
               reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-              batch_first: bool = True) -> tuple:
+              batch_first: bool = True, dtype: str = "float32") -> tuple:
     """The .grl image and summary for an ``np.savez``'d state_dict."""
     p = os.fspath(path)
     if not os.path.exists(p):
@@ -455,4 +480,4 @@ def npz_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     except Exception as e:
         raise GruliteError(f"{p!r} is not a readable .npz of arrays: {e}") from None
     return build_image(arrays, prefix, reset_after, head, batch_first,
-                       source=os.path.basename(p))
+                       source=os.path.basename(p), dtype=dtype)

@@ -1,0 +1,107 @@
+/* kernels_gemm.h - the blocked product for one weight type, included by
+ * kernels_simd.h once per type after it defines:
+ *   GL_WT         the stored weight type (float, uint16_t half, int8_t)
+ *   GL_WNAME      its short name (f32, f16, i8)
+ *   GL_LOADW(p)   load 16 weights at p as a GL_V of floats
+ * and undefined again at the end. */
+
+#define GL_MK(MR, NV) GL_FN(GL_XPASTE4(GL_XPASTE2(mk_, GL_WNAME), _, MR, GL_XPASTE2(x, NV)))
+
+/* MR rows x NV vectors over K inputs; acc stays in registers (constant
+ * trip counts).  The chain starts from the bias (or 0; 0 for int8, which
+ * has a scale) when `start`, else from the partial sums already in y:
+ * splitting K into blocks keeps each output's one chain, in order.  With
+ * `finish` and a scale: y = acc * scale + bias. */
+#define GL_DEFINE_MK(MR, NV) GL_DEFINE_MK_(MR, NV)
+#define GL_DEFINE_MK_(MR, NV)                                                       \
+static void GL_MK(MR, NV)(size_t K, const float *x, size_t ldx,                    \
+                          const GL_WT *w, size_t kstride,                           \
+                          const size_t *woff, const size_t *yoff,                   \
+                          const float *bias, const float *scale, int start,         \
+                          int finish, float *y, size_t ldy)                         \
+{                                                                                   \
+    GL_V acc[MR][NV];                                                               \
+    for (int i = 0; i < MR; i++)                                                    \
+        for (int j = 0; j < NV; j++)                                                \
+            acc[i][j] = !start ? GL_V_LOAD(y + (size_t)i * ldy + yoff[j])           \
+                        : bias && !scale ? GL_V_LOAD(bias + yoff[j]) : GL_V_ZERO(); \
+    for (size_t k = 0; k < K; k++) {                                                \
+        const GL_WT *wk = w + k * kstride;                                          \
+        GL_V wv[NV];                                                                \
+        for (int j = 0; j < NV; j++) wv[j] = GL_LOADW(wk + woff[j]);                \
+        for (int i = 0; i < MR; i++) {                                              \
+            const GL_V xb = GL_V_SET1(x[(size_t)i * ldx + k]);                      \
+            for (int j = 0; j < NV; j++) acc[i][j] = GL_V_FMA(xb, wv[j], acc[i][j]); \
+        }                                                                           \
+    }                                                                               \
+    if (finish && scale) {                                                          \
+        for (int j = 0; j < NV; j++) {                                              \
+            const GL_V s = GL_V_LOAD(scale + yoff[j]);                              \
+            const GL_V b0 = bias ? GL_V_LOAD(bias + yoff[j]) : GL_V_ZERO();         \
+            for (int i = 0; i < MR; i++) acc[i][j] = GL_V_FMA(acc[i][j], s, b0);    \
+        }                                                                           \
+    }                                                                               \
+    for (int i = 0; i < MR; i++)                                                    \
+        for (int j = 0; j < NV; j++) GL_V_STORE(y + (size_t)i * ldy + yoff[j], acc[i][j]); \
+}
+
+GL_DEFINE_MK(GL_MR, GL_NV_MR)
+#if GL_NV_MR != 1
+GL_DEFINE_MK(GL_MR, 1)
+#endif
+GL_DEFINE_MK(1, GL_NV1)
+#if GL_NV1 != 1
+GL_DEFINE_MK(1, 1)
+#endif
+
+static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size_t ldx, const gl_panel *p,
+                        size_t g0, size_t gc, float *y, size_t ldy)
+{
+    const size_t nv = p->nb * gc, K = p->K, ks = p->G * GL_LANES;
+    size_t woff[GL_MAX_NV], yoff[GL_MAX_NV];
+    for (size_t r0 = 0; r0 < rows; r0 += GL_MC) {
+        const size_t rc = rows - r0 < GL_MC ? rows - r0 : GL_MC;
+        const size_t rfull = rc - rc % GL_MR;          /* rows in whole MR groups */
+        for (size_t k0 = 0; k0 < K; k0 += GL_KC) {
+            const size_t kc = K - k0 < GL_KC ? K - k0 : GL_KC;
+            const int start = (k0 == 0), finish = (k0 + kc == K);
+            const GL_WT *w = (const GL_WT *)p->w + k0 * ks;
+            size_t v = 0;
+            for (; v + GL_NV_MR <= nv; v += GL_NV_MR) {
+                for (size_t j = 0; j < GL_NV_MR; j++)
+                    GL_FN(offsets)(p, g0, gc, v + j, &woff[j], &yoff[j]);
+                for (size_t r = r0; r < r0 + rfull; r += GL_MR)
+                    GL_MK(GL_MR, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
+                                           p->scale, start, finish, y + r * ldy, ldy);
+            }
+            for (; v < nv; v++) {
+                GL_FN(offsets)(p, g0, gc, v, &woff[0], &yoff[0]);
+                for (size_t r = r0; r < r0 + rfull; r += GL_MR)
+                    GL_MK(GL_MR, 1)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
+                                    p->scale, start, finish, y + r * ldy, ldy);
+            }
+        }
+        for (size_t r = r0 + rfull; r < r0 + rc; r++) {   /* the last < MR rows, whole K */
+            const float *xr = x + r * ldx;
+            float *yr = y + r * ldy;
+            size_t v = 0;
+            for (; v + GL_NV1 <= nv; v += GL_NV1) {
+                for (size_t j = 0; j < GL_NV1; j++)
+                    GL_FN(offsets)(p, g0, gc, v + j, &woff[j], &yoff[j]);
+                GL_MK(1, GL_NV1)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
+                                 yr, ldy);
+            }
+            for (; v < nv; v++) {
+                GL_FN(offsets)(p, g0, gc, v, &woff[0], &yoff[0]);
+                GL_MK(1, 1)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
+                                 yr, ldy);
+            }
+        }
+    }
+}
+
+
+#undef GL_MK
+#undef GL_WT
+#undef GL_WNAME
+#undef GL_LOADW
