@@ -59,9 +59,12 @@ def test_accuracy_against_float32(dtype, case):
         assert np.max(np.abs(h - h32)) <= TOL[dtype], isa
         assert_array_equal(y[1, 17:], 0.0)
         results[isa] = (y, h)
-    # Every kernel set reads the same stored values: they agree closely.
+    # Every kernel set reads the same stored values: they agree closely,
+    # except that avx512vnni also rounds the activations to int8 per row
+    # (within the int8 tolerance above).
     for isa in ISAS[1:]:
-        assert np.max(np.abs(results[isa][0] - results["generic"][0])) <= 2e-5
+        if isa != "avx512vnni" or dtype != "int8":
+            assert np.max(np.abs(results[isa][0] - results["generic"][0])) <= 2e-5
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
@@ -71,6 +74,7 @@ def test_dequantized_weights_are_what_runs(dtype):
     rng = np.random.default_rng(5)
     sd = _state_dict(rng, 8, 20, 2)
     mq = grulite.from_state_dict(sd, dtype=dtype)
+    mq.isa = "generic"       # avx512vnni also rounds activations (tested above)
     back = grulite.from_bytes(mq._core.convert("float32"))   # dequantized float32 copy
     x = rng.standard_normal((3, 12, 8)).astype(np.float32)
     y, h = mq(x)
@@ -137,7 +141,7 @@ def test_zero_rows_quantize_to_zero():
 
 def test_cli_convert_dtype(tmp_path):
     rng = np.random.default_rng(3)
-    sd = _state_dict(rng, 6, 128, 2)
+    sd = _state_dict(rng, 64, 128, 2)
     np.savez(tmp_path / "m.npz", **sd)
     sizes = {}
     for dtype in ("float32", "float16", "int8"):

@@ -13,7 +13,11 @@ int gl_kernels_supported(const char *name)
     const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                      __builtin_cpu_supports("f16c");
     if (!strcmp(name, "avx2")) return avx2;
-    if (!strcmp(name, "avx512")) return avx2 && __builtin_cpu_supports("avx512f");
+    const int avx512 = avx2 && __builtin_cpu_supports("avx512f");
+    if (!strcmp(name, "avx512")) return avx512;
+    if (!strcmp(name, "avx512vnni"))
+        return avx512 && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vnni");
 #endif
     return 0;
 }
@@ -22,6 +26,7 @@ const gl_kernels *gl_kernels_select(const char *name)
 {
     if (!name || !*name || !strcmp(name, "auto")) {
 #if defined(GL_HAVE_X86_KERNELS)
+        if (gl_kernels_supported("avx512vnni")) return &gl_kernels_avx512vnni;
         if (gl_kernels_supported("avx512")) return &gl_kernels_avx512;
         if (gl_kernels_supported("avx2")) return &gl_kernels_avx2;
 #endif
@@ -32,6 +37,7 @@ const gl_kernels *gl_kernels_select(const char *name)
 #if defined(GL_HAVE_X86_KERNELS)
     if (!strcmp(name, "avx2")) return &gl_kernels_avx2;
     if (!strcmp(name, "avx512")) return &gl_kernels_avx512;
+    if (!strcmp(name, "avx512vnni")) return &gl_kernels_avx512vnni;
 #endif
     return NULL;
 }

@@ -104,6 +104,7 @@ typedef struct gl_scratch {
     float *out[2];   /* (n*T, Wmax) each: outputs of layers below the top */
     float *hd[2];    /* (head rows, hw) each: rows going through the head */
     size_t hw;       /* row stride of hd */
+    void *tmp;       /* gemm scratch (int8 models: x quantized on the fly) */
 } gl_scratch;
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -122,15 +123,24 @@ static int task_layout(const grulite_model *m, const gl_pass *p, size_t n, float
         return GRULITE_E_TOO_LARGE;
     if (p->head) hrows = p->head_all_steps ? rows : n;
     if (gl_mul(hrows, hw, &hd)) return GRULITE_E_TOO_LARGE;
-    const size_t sizes[9] = { xp, step, n * hp, n * hp, n * hp, out, out, hd, hd };
-    float **slots[9] = { &sc->xp, &sc->hp, &sc->h, &sc->rh, &sc->z, &sc->out[0], &sc->out[1],
-                         &sc->hd[0], &sc->hd[1] };
-    for (int i = 0; i < 9; i++) {
+    size_t tmp = 0;                  /* floats; only int8 models quantize x */
+    if (m->quantized) {
+        size_t kmax = (size_t)m->info.input_size;
+        if ((size_t)m->max_width > kmax) kmax = (size_t)m->max_width;
+        if (gl_mul(rows, 4 * gl_panel_k4(kmax) + 8, &tmp)) return GRULITE_E_TOO_LARGE;
+        tmp = tmp / sizeof(float) + 1;
+    }
+    const size_t sizes[10] = { xp, step, n * hp, n * hp, n * hp, out, out, hd, hd, tmp };
+    float *tmpf = NULL;
+    float **slots[10] = { &sc->xp, &sc->hp, &sc->h, &sc->rh, &sc->z, &sc->out[0], &sc->out[1],
+                          &sc->hd[0], &sc->hd[1], &tmpf };
+    for (int i = 0; i < 10; i++) {
         if (sizes[i] > SIZE_MAX / 8) return GRULITE_E_TOO_LARGE;
         if (base) *slots[i] = base + sum;
         if (gl_add(sum, round16(sizes[i]), &sum)) return GRULITE_E_TOO_LARGE;
     }
     sc->hw = hw;
+    sc->tmp = tmpf;
     *total = sum;
     return GRULITE_OK;
 }
@@ -175,9 +185,10 @@ static void run_direction(const grulite_model *m, const gl_layer *L, const gl_di
     if (in_global && !rw->bf) {
         for (size_t t = 0; t < T; t++)            /* rows of one step are contiguous */
             k->gemm(n, in + row_at(rw, 1, b0, t) * in_w, in_w, &w->ih, 0, 3,
-                    sc->xp + row_at(rw, 0, b0, t) * ld, ld);
+                    sc->xp + row_at(rw, 0, b0, t) * ld, ld, sc->tmp);
     } else {
-        k->gemm(n * T, in + row_at(rw, in_global, b0, 0) * in_w, in_w, &w->ih, 0, 3, sc->xp, ld);
+        k->gemm(n * T, in + row_at(rw, in_global, b0, 0) * in_w, in_w, &w->ih, 0, 3, sc->xp, ld,
+                sc->tmp);
     }
 
     for (size_t i = 0; i < n; i++) {
@@ -189,8 +200,8 @@ static void run_direction(const grulite_model *m, const gl_layer *L, const gl_di
     for (size_t s = 0; s < T; s++) {
         /* Recurrent products for every row (rows that have ended are
          * computed and ignored: simpler than compacting). */
-        if (L->cfg.reset_after) k->gemm(n, sc->h, Hp, &w->hh, 0, 3, sc->hp, ld);
-        else k->gemm(n, sc->h, Hp, &w->hh, 0, 2, sc->hp, ld);
+        if (L->cfg.reset_after) k->gemm(n, sc->h, Hp, &w->hh, 0, 3, sc->hp, ld, sc->tmp);
+        else k->gemm(n, sc->h, Hp, &w->hh, 0, 2, sc->hp, ld, sc->tmp);
         for (size_t i = 0; i < n; i++) {
             const size_t len = length_of(p, b0 + i);
             if (s >= len) continue;
@@ -203,7 +214,7 @@ static void run_direction(const grulite_model *m, const gl_layer *L, const gl_di
                             sc->z + i * Hp);
         }
         if (!L->cfg.reset_after) {
-            k->gemm(n, sc->rh, Hp, &w->hh, 2, 1, sc->hp, ld);
+            k->gemm(n, sc->rh, Hp, &w->hh, 2, 1, sc->hp, ld, sc->tmp);
             for (size_t i = 0; i < n; i++) {
                 const size_t len = length_of(p, b0 + i);
                 if (s >= len) continue;
@@ -248,7 +259,7 @@ static void run_head(const grulite_model *m, const gl_pass *p, const gl_scratch 
     int cur = 0;
     for (int j = 0; j < m->info.num_dense; j++) {
         const gl_dense *d = &m->dense[j];
-        m->k->gemm(rows, sc->hd[cur], hw, &d->p, 0, 1, sc->hd[cur ^ 1], hw);
+        m->k->gemm(rows, sc->hd[cur], hw, &d->p, 0, 1, sc->hd[cur ^ 1], hw, sc->tmp);
         cur ^= 1;
         for (size_t r = 0; r < rows; r++)
             gl_ref_activate(d->cfg.activation, (size_t)d->cfg.out_features, sc->hd[cur] + r * hw);

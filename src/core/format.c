@@ -152,7 +152,7 @@ static size_t dtype_size(int dtype)
 static size_t ref_elems(const gl_tensor_ref *t)
 {
     const gl_panel *p = t->panel;
-    return t->kind != GL_MATRIX ? p->nb * p->G * GL_LANES : gl_panel_floats(p->K, p->G, p->H);
+    return t->kind != GL_MATRIX ? p->nb * p->G * GL_LANES : gl_panel_elems(p);
 }
 
 /* Calls fn(ref, ctx) for each tensor of the model `m` (whose configs and
@@ -215,7 +215,7 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
         return fail(msg, msg_size, GRULITE_E_CONFIG, "input_size %ld outside [1, %d]",
                     (long)in, GRULITE_MAX_FEATURES);
     m->max_hidden = m->max_width = m->max_dense = 0;
-    m->bidirectional = 0;
+    m->bidirectional = m->quantized = 0;
     for (int l = 0; l < m->info.num_layers; l++) {
         grulite_layer_info *c = &m->layer[l].cfg;
         if (c->hidden_size < 1 || c->hidden_size > GRULITE_MAX_FEATURES)
@@ -254,6 +254,7 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
         if (c->hidden_size > m->max_hidden) m->max_hidden = c->hidden_size;
         if (width > m->max_width) m->max_width = width;
         if (c->num_directions == 2) m->bidirectional = 1;
+        if (c->dtype == GRULITE_DTYPE_I8) m->quantized = 1;
         in = width;
     }
     m->info.output_size = in;
@@ -334,8 +335,7 @@ static void put_value(unsigned char *dst, size_t pos, int dtype, float v, float 
     } else if (dtype == GRULITE_DTYPE_I8) {
         float q = scale > 0.0f ? roundf(v / scale) : 0.0f;
         q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
-        const int8_t c = (int8_t)q;
-        memcpy(dst + pos, &c, 1);
+        dst[pos] = (unsigned char)((int)q + 128);            /* zero-point 128 */
     } else {
         memcpy(dst + pos * 4, &v, 4);
     }
@@ -367,7 +367,7 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
          * biases and int8 scales into (nb, G, 16); zeros past H.  One value
          * at a time through memcpy: the buffer need not be aligned. */
         unsigned char *dst = w->buf + w->data_pos;
-        const size_t L = GL_LANES, K = ref->kind == GL_MATRIX ? p->K : 1;
+        const size_t L = GL_LANES;
         float *scales = NULL;                 /* int8: per output g*H + j */
         if (dtype == GRULITE_DTYPE_I8 || ref->kind == GL_SCALE) {
             scales = malloc(p->G * p->H * sizeof(float));
@@ -375,21 +375,21 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
             for (size_t g = 0; g < p->G; g++)
                 for (size_t j = 0; j < p->H; j++) scales[g * p->H + j] = row_scale(src, p, g, j);
         }
-        size_t pos = 0;
-        for (size_t b = 0; b < p->nb; b++)
-            for (size_t k = 0; k < K; k++)
-                for (size_t g = 0; g < p->G; g++)
-                    for (size_t l = 0; l < L; l++, pos++) {
-                        const size_t j = b * L + l;            /* output within the gate */
-                        float v = 0.0f, scale = 0.0f;
-                        if (j < p->H) {
-                            if (ref->kind == GL_BIAS) v = src[g * p->H + j];
-                            else if (ref->kind == GL_SCALE) v = scales[g * p->H + j];
-                            else v = src[(g * p->H + j) * p->K + k];
-                            if (dtype == GRULITE_DTYPE_I8) scale = scales[g * p->H + j];
-                        }
-                        put_value(dst, pos, dtype, v, scale);
-                    }
+        if (ref->kind == GL_MATRIX) {
+            memset(dst, dtype == GRULITE_DTYPE_I8 ? 128 : 0, bytes);   /* padding: 0 */
+            for (size_t g = 0; g < p->G; g++)
+                for (size_t j = 0; j < p->H; j++)
+                    for (size_t k = 0; k < p->K; k++)
+                        put_value(dst, gl_panel_index(p, j / L, k, g, j % L), dtype,
+                                  src[(g * p->H + j) * p->K + k],
+                                  scales ? scales[g * p->H + j] : 0.0f);
+        } else {
+            memset(dst, 0, bytes);
+            for (size_t g = 0; g < p->G; g++)
+                for (size_t j = 0; j < p->H; j++)
+                    put_value(dst, ((j / L) * p->G + g) * L + j % L, GRULITE_DTYPE_F32,
+                              ref->kind == GL_BIAS ? src[g * p->H + j] : scales[g * p->H + j], 0.0f);
+        }
         free(scales);
         memset(w->buf + w->data_pos + bytes, 0, next - w->data_pos - bytes);
     }
@@ -522,11 +522,12 @@ static float *unpack_matrix(const gl_panel *p)
                 for (size_t l = 0; l < L; l++) {
                     const size_t j = b * L + l;
                     if (j >= p->H) continue;
-                    const size_t i = ((b * p->K + k) * p->G + g) * L + l;
+                    const size_t i = gl_panel_index(p, b, k, g, l);
                     float v;
                     if (p->dtype == GRULITE_DTYPE_F16) v = gl_half_to_float(((const uint16_t *)p->w)[i]);
                     else if (p->dtype == GRULITE_DTYPE_I8)
-                        v = (float)((const int8_t *)p->w)[i] * p->scale[(b * p->G + g) * L + l];
+                        v = (float)((int)((const uint8_t *)p->w)[i] - 128) *
+                            p->scale[(b * p->G + g) * L + l];
                     else v = ((const float *)p->w)[i];
                     out[(g * p->H + j) * p->K + k] = v;
                 }

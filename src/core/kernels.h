@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "grulite.h"
+
 #define GL_LANES 16
 
 /* Weights are float32, float16 (IEEE half) or int8 with one float32 scale
@@ -29,7 +31,7 @@
  * bias + scale * sum_k x[k] * q[k] (the chain runs over x * q, and is
  * scaled once at the end). */
 typedef struct gl_panel {
-    const void *w;    /* (nb, K, G, 16) of float / uint16_t (half) / int8_t */
+    const void *w;    /* (nb, K, G, 16) of float / uint16_t (half); int8: below */
     const float *b;   /* (nb, G, 16), or NULL for no bias */
     const float *scale; /* (nb, G, 16) for int8 weights, else NULL */
     int dtype;        /* GRULITE_DTYPE_F32 / _F16 / _I8 */
@@ -39,10 +41,35 @@ typedef struct gl_panel {
     size_t nb;        /* ceil(H / 16) */
 } gl_panel;
 
-/* Elements of a packed matrix. */
+/* Elements of a packed matrix (float32 / float16 layout). */
 static inline size_t gl_panel_floats(size_t K, size_t G, size_t H)
 {
     return ((H + GL_LANES - 1) / GL_LANES) * K * G * GL_LANES;
+}
+
+/* int8 panels keep 4 consecutive inputs of a lane together, the unit of
+ * the dot-product instructions (AVX-512 VNNI vpdpbusd, NEON sdot):
+ * (nb, ceil(K/4), G, 16, 4) bytes, each the weight q + 128 (q in
+ * [-127, 127]; zero-point 128, so q = byte ^ 0x80 as int8).  Padding
+ * inputs hold q = 0. */
+static inline size_t gl_panel_k4(size_t K)
+{
+    return (K + 3) / 4;
+}
+
+/* Elements of panel p's matrix in its own dtype's layout. */
+static inline size_t gl_panel_elems(const gl_panel *p)
+{
+    const size_t K = p->dtype == GRULITE_DTYPE_I8 ? 4 * gl_panel_k4(p->K) : p->K;
+    return p->nb * K * p->G * GL_LANES;
+}
+
+/* Index of the weight from input k to output 16*b + l of gate g. */
+static inline size_t gl_panel_index(const gl_panel *p, size_t b, size_t k, size_t g, size_t l)
+{
+    if (p->dtype == GRULITE_DTYPE_I8)
+        return (((b * gl_panel_k4(p->K) + k / 4) * p->G + g) * GL_LANES + l) * 4 + k % 4;
+    return ((b * p->K + k) * p->G + g) * GL_LANES + l;
 }
 
 /* float <-> IEEE half, round to nearest even (kernels_ref.c). */
@@ -56,9 +83,11 @@ typedef struct gl_kernels {
      * (int8: bias + scale * sum_k x[r][k] * q[b][k][g][l]), any dtype
      * for rows r < rows, every block b, and gates g0 <= g < g0 + gc (other
      * gates' slots are left alone).  x rows are ldx floats apart, y rows
-     * ldy (>= nb*G*16).  x and y must not overlap. */
+     * ldy (>= nb*G*16).  x and y must not overlap.  tmp: scratch of
+     * gl_gemm_tmp_bytes(rows, K) bytes (64-aligned) for kernels that
+     * quantize x on the fly (int8 dot products); others ignore it. */
     void (*gemm)(size_t rows, const float *x, size_t ldx, const gl_panel *p,
-                 size_t g0, size_t gc, float *y, size_t ldy);
+                 size_t g0, size_t gc, float *y, size_t ldy, void *tmp);
 
     /* GRU update for one row, PyTorch variant.  xp, hp: (nb, 3, 16), the
      * input and recurrent products with their biases; h: nb*16 floats,
@@ -75,12 +104,19 @@ typedef struct gl_kernels {
     void (*gates_n)(size_t nb, const float *xp, const float *hp, const float *z, float *h);
 } gl_kernels;
 
+/* Scratch a gemm over `rows` rows of K inputs may need. */
+static inline size_t gl_gemm_tmp_bytes(size_t rows, size_t K)
+{
+    return rows * (4 * gl_panel_k4(K) + 8);
+}
+
 extern const gl_kernels gl_kernels_generic;
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #  if defined(__GNUC__) || defined(__clang__)
 #    define GL_HAVE_X86_KERNELS 1
 extern const gl_kernels gl_kernels_avx2;
 extern const gl_kernels gl_kernels_avx512;
+extern const gl_kernels gl_kernels_avx512vnni;
 #  endif
 #endif
 

@@ -77,6 +77,18 @@ static inline __m256 avx2_exp8(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+static inline gl_v16 v16_fnma(gl_v16 a, gl_v16 b, gl_v16 c)
+{
+    gl_v16 v = { _mm256_fnmadd_ps(a.lo, b.lo, c.lo), _mm256_fnmadd_ps(a.hi, b.hi, c.hi) };
+    return v;
+}
+
+static inline gl_v16 v16_rcp(gl_v16 a)
+{
+    gl_v16 v = { _mm256_rcp_ps(a.lo), _mm256_rcp_ps(a.hi) };
+    return v;
+}
+
 static inline gl_v16 v16_load_f16(const uint16_t *p)
 {
     gl_v16 v = { _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p)),
@@ -84,11 +96,23 @@ static inline gl_v16 v16_load_f16(const uint16_t *p)
     return v;
 }
 
-static inline gl_v16 v16_load_i8(const int8_t *p)
+/* 64 bytes of an int8 panel: lanes 0-7 and 8-15, 4 inputs each, made
+ * signed (byte ^ 0x80). */
+typedef struct { __m256i lo, hi; } gl_vq;
+
+static inline gl_vq vq_load(const uint8_t *p)
 {
-    const __m128i q = _mm_loadu_si128((const __m128i *)(const void *)p);
-    gl_v16 v = { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)),
-                 _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))) };
+    const __m256i flip = _mm256_set1_epi32((int)0x80808080u);
+    gl_vq v = { _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)p), flip),
+                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 32)), flip) };
+    return v;
+}
+
+static inline gl_v16 vq_get(gl_vq raw, int kk)
+{
+    const __m256i sh = _mm256_set1_epi32(24 - 8 * kk);
+    gl_v16 v = { _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_sllv_epi32(raw.lo, sh), 24)),
+                 _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_sllv_epi32(raw.hi, sh), 24)) };
     return v;
 }
 
@@ -110,9 +134,13 @@ static inline gl_v16 v16_exp(gl_v16 a)
 #define GL_V_MUL(a, b) v16_mul((a), (b))
 #define GL_V_DIV(a, b) v16_div((a), (b))
 #define GL_V_FMA(a, b, c) v16_fma((a), (b), (c))
+#define GL_V_FNMA(a, b, c) v16_fnma((a), (b), (c))
+#define GL_V_RCP(a) v16_rcp(a)
 #define GL_V_EXP(v) v16_exp(v)
 #define GL_V_LOAD_F16(p) v16_load_f16(p)
-#define GL_V_LOAD_I8(p) v16_load_i8(p)
+#define GL_VQ gl_vq
+#define GL_VQ_LOAD(p) vq_load(p)
+#define GL_VQ_GET(raw, kk) vq_get((raw), (kk))
 #define GL_MR 4
 #define GL_NV_MR 1
 #define GL_NV1 4

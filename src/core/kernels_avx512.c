@@ -28,10 +28,16 @@
 #define GL_V_MUL(a, b) _mm512_mul_ps((a), (b))
 #define GL_V_DIV(a, b) _mm512_div_ps((a), (b))
 #define GL_V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define GL_V_FNMA(a, b, c) _mm512_fnmadd_ps((a), (b), (c))
+#define GL_V_RCP(a) _mm512_rcp14_ps(a)
 #define GL_V_EXP(v) avx512_exp(v)
 #define GL_V_LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
-#define GL_V_LOAD_I8(p) \
-    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p))))
+#define GL_VQ __m512i
+#define GL_VQ_LOAD(p) _mm512_xor_si512(_mm512_loadu_si512((const void *)(p)), \
+                                       _mm512_set1_epi32((int)0x80808080u))
+#define GL_VQ_GET(raw, kk) \
+    _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_sllv_epi32((raw), \
+                                         _mm512_set1_epi32(24 - 8 * (kk))), 24))
 #define GL_MR 8
 #define GL_NV_MR 3
 #define GL_NV1 8

@@ -68,14 +68,13 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
             const GL_WT *w = (const GL_WT *)p->w + k0 * ks;
             size_t v = 0;
             for (; v + GL_NV_MR <= nv; v += GL_NV_MR) {
-                for (size_t j = 0; j < GL_NV_MR; j++)
-                    GL_FN(offsets)(p, g0, gc, v + j, &woff[j], &yoff[j]);
+                GL_FN(offsets)(p, g0, gc, v, GL_NV_MR, woff, yoff);
                 for (size_t r = r0; r < r0 + rfull; r += GL_MR)
                     GL_MK(GL_MR, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
                                            p->scale, start, finish, y + r * ldy, ldy);
             }
             for (; v < nv; v++) {
-                GL_FN(offsets)(p, g0, gc, v, &woff[0], &yoff[0]);
+                GL_FN(offsets)(p, g0, gc, v, 1, woff, yoff);
                 for (size_t r = r0; r < r0 + rfull; r += GL_MR)
                     GL_MK(GL_MR, 1)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
                                     p->scale, start, finish, y + r * ldy, ldy);
@@ -86,13 +85,12 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
             float *yr = y + r * ldy;
             size_t v = 0;
             for (; v + GL_NV1 <= nv; v += GL_NV1) {
-                for (size_t j = 0; j < GL_NV1; j++)
-                    GL_FN(offsets)(p, g0, gc, v + j, &woff[j], &yoff[j]);
+                GL_FN(offsets)(p, g0, gc, v, GL_NV1, woff, yoff);
                 GL_MK(1, GL_NV1)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
                                  yr, ldy);
             }
             for (; v < nv; v++) {
-                GL_FN(offsets)(p, g0, gc, v, &woff[0], &yoff[0]);
+                GL_FN(offsets)(p, g0, gc, v, 1, woff, yoff);
                 GL_MK(1, 1)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
                                  yr, ldy);
             }

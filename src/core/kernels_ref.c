@@ -14,20 +14,20 @@ static inline float weight_at(const gl_panel *p, size_t i)
 {
     switch (p->dtype) {
     case GRULITE_DTYPE_F16: return gl_half_to_float(((const uint16_t *)p->w)[i]);
-    case GRULITE_DTYPE_I8: return (float)((const int8_t *)p->w)[i];
+    case GRULITE_DTYPE_I8: return (float)((int)((const uint8_t *)p->w)[i] - 128);
     default: return ((const float *)p->w)[i];
     }
 }
 
 static void ref_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
-                     size_t g0, size_t gc, float *y, size_t ldy)
+                     size_t g0, size_t gc, float *y, size_t ldy, void *tmp)
 {
+    (void)tmp;
     const size_t K = p->K, G = p->G, L = GL_LANES;
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * ldx;
         float *yr = y + r * ldy;
         for (size_t b = 0; b < p->nb; b++) {
-            const size_t wb = b * K * G * L;              /* block b: (K, G, 16) */
             for (size_t g = g0; g < g0 + gc; g++) {
                 const size_t slot = (b * G + g) * L;
                 float acc[GL_LANES];
@@ -36,8 +36,8 @@ static void ref_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
                     acc[l] = p->b && !p->scale ? p->b[slot + l] : 0.0f;
                 for (size_t k = 0; k < K; k++) {
                     const float xv = xr[k];
-                    const size_t w = wb + (k * G + g) * L;
-                    for (size_t l = 0; l < L; l++) acc[l] += xv * weight_at(p, w + l);
+                    for (size_t l = 0; l < L; l++)
+                        acc[l] += xv * weight_at(p, gl_panel_index(p, b, k, g, l));
                 }
                 if (p->scale)
                     for (size_t l = 0; l < L; l++)

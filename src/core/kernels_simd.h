@@ -11,9 +11,12 @@
  *   GL_V_SET1(f)         broadcast a float
  *   GL_V_ADD, GL_V_SUB, GL_V_MUL, GL_V_DIV (a, b)
  *   GL_V_FMA(a, b, c)    a*b + c, one rounding
+ *   GL_V_FNMA(a, b, c)   c - a*b, one rounding
+ *   GL_V_RCP(a)          an estimate of 1/a (>= 12 bits)
  *   GL_V_EXP(v)          e^v, NaN in -> NaN out
  *   GL_V_LOAD_F16(p)     load 16 IEEE halves as floats
- *   GL_V_LOAD_I8(p)      load 16 int8 as floats
+ *   GL_VQ, GL_VQ_LOAD(p) 64 raw bytes of an int8 panel (16 lanes x 4 inputs)
+ *   GL_VQ_GET(raw, kk)   input kk (0..3) of each lane, as floats (q = byte ^ 0x80)
  *   GL_MR, GL_NV_MR      rows and vectors of the many-row micro-kernel
  *   GL_NV1               vectors of the one-row micro-kernel
  *
@@ -32,10 +35,19 @@
 
 /* ---- Activations ------------------------------------------------------ */
 
+/* 1 / a for a >= 1 (finite, or NaN): the hardware estimate refined by one
+ * Newton step, r + r*(1 - a*r), about 1 ulp; cheaper than a division. */
+static inline GL_V GL_FN(recip)(GL_V a)
+{
+    const GL_V r = GL_V_RCP(a);
+    return GL_V_FMA(r, GL_V_FNMA(a, r, GL_V_SET1(1.0f)), r);
+}
+
+/* e^v is clamped below FLT_MAX (GL_V_EXP), so 1 + e stays finite. */
 static inline GL_V GL_FN(sigmoid)(GL_V v)
 {
     const GL_V one = GL_V_SET1(1.0f);
-    return GL_V_DIV(one, GL_V_ADD(one, GL_V_EXP(GL_V_SUB(GL_V_ZERO(), v))));
+    return GL_FN(recip)(GL_V_ADD(one, GL_V_EXP(GL_V_SUB(GL_V_ZERO(), v))));
 }
 
 /* tanh(v) = 2 / (1 + e^(-2v)) - 1: exact limits at +-inf, NaN kept. */
@@ -43,18 +55,22 @@ static inline GL_V GL_FN(tanh)(GL_V v)
 {
     const GL_V one = GL_V_SET1(1.0f), two = GL_V_SET1(2.0f);
     const GL_V e = GL_V_EXP(GL_V_MUL(GL_V_SET1(-2.0f), v));
-    return GL_V_SUB(GL_V_DIV(two, GL_V_ADD(one, e)), one);
+    return GL_V_FMA(two, GL_FN(recip)(GL_V_ADD(one, e)), GL_V_SET1(-1.0f));
 }
 
 /* ---- Products --------------------------------------------------------- */
 
-/* Offsets of vector v (block b, gate g) in the panel and in a y row. */
-static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_t v,
+/* Offsets of vectors v .. v+n-1 (vector v is block v / gc, gate
+ * g0 + v % gc) in the panel and in a y row; one division, then steps. */
+static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_t v, size_t n,
                                   size_t *woff, size_t *yoff)
 {
-    const size_t b = v / gc, g = g0 + v % gc;
-    *woff = b * p->K * p->G * GL_LANES + g * GL_LANES;
-    *yoff = (b * p->G + g) * GL_LANES;
+    size_t b = v / gc, g = g0 + v % gc;
+    for (size_t j = 0; j < n; j++) {
+        woff[j] = b * p->K * p->G * GL_LANES + g * GL_LANES;
+        yoff[j] = (b * p->G + g) * GL_LANES;
+        if (++g == g0 + gc) { g = g0; b++; }
+    }
 }
 
 /* Cache blocking: a block of KC inputs of a group of weight vectors
@@ -74,14 +90,105 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
 #define GL_LOADW(p) GL_V_LOAD_F16(p)
 #include "kernels_gemm.h"
 
-#define GL_WT int8_t
-#define GL_WNAME i8
-#define GL_LOADW(p) GL_V_LOAD_I8(p)
-#include "kernels_gemm.h"
+/* int8 panels hold quads of inputs per lane (kernels.h): each 64-byte
+ * load gives 4 inputs x 16 lanes; GL_VQ_GET(raw, kk) sign-extends input kk
+ * of each lane (the byte ^ 0x80) and converts it.  x * q is summed in one
+ * chain over the whole K, then y = acc * scale + bias. */
+#define GL_MKQ(MR, NV) GL_FN(GL_XPASTE4(mkq_, MR, x, NV))
+
+/* Byte offsets of vectors v .. v+n-1 in an int8 panel, and their y slots. */
+static inline void GL_FN(offsets_q)(const gl_panel *p, size_t g0, size_t gc, size_t v, size_t n,
+                                    size_t *woff, size_t *yoff)
+{
+    size_t b = v / gc, g = g0 + v % gc;
+    for (size_t j = 0; j < n; j++) {
+        woff[j] = (b * gl_panel_k4(p->K) * p->G + g) * GL_LANES * 4;
+        yoff[j] = (b * p->G + g) * GL_LANES;
+        if (++g == g0 + gc) { g = g0; b++; }
+    }
+}
+#define GL_DEFINE_MKQ(MR, NV) GL_DEFINE_MKQ_(MR, NV)
+#define GL_DEFINE_MKQ_(MR, NV)                                                      \
+static void GL_MKQ(MR, NV)(size_t K, const float *x, size_t ldx, const uint8_t *w,  \
+                           size_t qstride, const size_t *woff, const size_t *yoff,   \
+                           const float *bias, const float *scale, float *y,          \
+                           size_t ldy)                                               \
+{                                                                                   \
+    GL_V acc[MR][NV];                                                               \
+    for (int i = 0; i < MR; i++)                                                    \
+        for (int j = 0; j < NV; j++) acc[i][j] = GL_V_ZERO();                       \
+    for (size_t k0 = 0; k0 < K; k0 += 4) {                                          \
+        const uint8_t *wq = w + (k0 / 4) * qstride;                                 \
+        GL_VQ raw[NV];                                                              \
+        for (int j = 0; j < NV; j++) raw[j] = GL_VQ_LOAD(wq + woff[j]);             \
+        const int nk = K - k0 < 4 ? (int)(K - k0) : 4;                              \
+        for (int kk = 0; kk < nk; kk++) {                                           \
+            GL_V wv[NV];                                                            \
+            for (int j = 0; j < NV; j++) wv[j] = GL_VQ_GET(raw[j], kk);             \
+            for (int i = 0; i < MR; i++) {                                          \
+                const GL_V xb = GL_V_SET1(x[(size_t)i * ldx + k0 + (size_t)kk]);    \
+                for (int j = 0; j < NV; j++) acc[i][j] = GL_V_FMA(xb, wv[j], acc[i][j]); \
+            }                                                                       \
+        }                                                                           \
+    }                                                                               \
+    for (int j = 0; j < NV; j++) {                                                  \
+        const GL_V s = GL_V_LOAD(scale + yoff[j]);                                  \
+        const GL_V b0 = bias ? GL_V_LOAD(bias + yoff[j]) : GL_V_ZERO();             \
+        for (int i = 0; i < MR; i++)                                                \
+            GL_V_STORE(y + (size_t)i * ldy + yoff[j], GL_V_FMA(acc[i][j], s, b0));  \
+    }                                                                               \
+}
+
+GL_DEFINE_MKQ(GL_MR, GL_NV_MR)
+#if GL_NV_MR != 1
+GL_DEFINE_MKQ(GL_MR, 1)
+#endif
+GL_DEFINE_MKQ(1, GL_NV1)
+#if GL_NV1 != 1
+GL_DEFINE_MKQ(1, 1)
+#endif
+
+static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_panel *p,
+                           size_t g0, size_t gc, float *y, size_t ldy)
+{
+    const size_t nv = p->nb * gc, K = p->K, qs = p->G * GL_LANES * 4;
+    const uint8_t *w = (const uint8_t *)p->w;
+    size_t woff[GL_MAX_NV], yoff[GL_MAX_NV];
+    for (size_t r0 = 0; r0 < rows; r0 += GL_MC) {
+        const size_t rc = rows - r0 < GL_MC ? rows - r0 : GL_MC;
+        const size_t rfull = rc - rc % GL_MR;
+        size_t v = 0;
+        for (; v + GL_NV_MR <= nv; v += GL_NV_MR) {
+            GL_FN(offsets_q)(p, g0, gc, v, GL_NV_MR, woff, yoff);
+            for (size_t r = r0; r < r0 + rfull; r += GL_MR)
+                GL_MKQ(GL_MR, GL_NV_MR)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
+                                        y + r * ldy, ldy);
+        }
+        for (; v < nv; v++) {
+            GL_FN(offsets_q)(p, g0, gc, v, 1, woff, yoff);
+            for (size_t r = r0; r < r0 + rfull; r += GL_MR)
+                GL_MKQ(GL_MR, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
+                                 y + r * ldy, ldy);
+        }
+        for (size_t r = r0 + rfull; r < r0 + rc; r++) {
+            v = 0;
+            for (; v + GL_NV1 <= nv; v += GL_NV1) {
+                GL_FN(offsets_q)(p, g0, gc, v, GL_NV1, woff, yoff);
+                GL_MKQ(1, GL_NV1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
+                                  y + r * ldy, ldy);
+            }
+            for (; v < nv; v++) {
+                GL_FN(offsets_q)(p, g0, gc, v, 1, woff, yoff);
+                GL_MKQ(1, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale, y + r * ldy, ldy);
+            }
+        }
+    }
+}
 
 static void GL_FN(gemm)(size_t rows, const float *x, size_t ldx, const gl_panel *p,
-                        size_t g0, size_t gc, float *y, size_t ldy)
+                        size_t g0, size_t gc, float *y, size_t ldy, void *tmp)
 {
+    (void)tmp;
     switch (p->dtype) {
     case GRULITE_DTYPE_F16: GL_FN(gemm_f16)(rows, x, ldx, p, g0, gc, y, ldy); break;
     case GRULITE_DTYPE_I8: GL_FN(gemm_i8)(rows, x, ldx, p, g0, gc, y, ldy); break;

@@ -15,7 +15,7 @@ from grulite._core import isa_supported as _isa_supported
 
 def available_isas() -> list:
     """Kernel sets this CPU and build can run, best last (see ``Model.isa``)."""
-    return [name for name in ("generic", "avx2", "avx512") if _isa_supported(name)]
+    return [name for name in ("generic", "avx2", "avx512", "avx512vnni") if _isa_supported(name)]
 
 
 __all__ = ["__version__", "GruliteError", "Model", "ModelConfig", "LayerConfig",

@@ -1,0 +1,197 @@
+/* kernels_avx512vnni.c - int8 products with AVX-512 VNNI (vpdpbusd).
+ *
+ * For int8 models the rows of x are quantized on the fly, one symmetric
+ * scale per row (s_x = max|x| / 127), and multiplied with the stored bytes
+ * (q + 128, unsigned) four inputs at a time in exact int32 arithmetic:
+ *
+ *     sum_k (q_k + 128) * xq_k = sum_k q_k * xq_k + 128 * sum_k xq_k
+ *     y = bias + s_w * s_x * (acc - 128 * sum_k xq_k)
+ *
+ * A row's result depends only on that row, so row groups and threads still
+ * give the same bits.  Everything else (float32 / float16 weights, the
+ * gates, rows holding NaN or inf, K above 16384 where int32 sums could
+ * overflow) goes to the AVX-512 kernels.  Used only when the CPU reports
+ * AVX512F, AVX512BW and AVX512_VNNI (dispatch.c). */
+#include <float.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "internal.h"
+
+#if defined(GL_HAVE_X86_KERNELS)
+
+#if defined(__clang__)
+#  pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma"))), apply_to = function)
+#else
+#  pragma GCC push_options
+#  pragma GCC target("avx512f,avx512bw,avx512vnni,avx2,fma")
+#endif
+
+#include <immintrin.h>
+
+#define VNNI_MAX_K 16384
+#define VNNI_MR 4
+#define VNNI_NV_MR 4
+#define VNNI_NV1 8
+#define VNNI_MC 64
+
+/* Quantizes each row of x: xq (ldq bytes a row, zero past K), its scale
+ * sx and sum of xq.  Returns -1 if a row holds NaN or inf. */
+static int quantize_rows(size_t rows, const float *x, size_t ldx, size_t K,
+                         int8_t *xq, size_t ldq, float *sx, int32_t *sumq)
+{
+    const __m512 big = _mm512_set1_ps(FLT_MAX);
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * ldx;
+        __m512 mx = _mm512_setzero_ps();
+        __mmask16 finite = 0xFFFF;
+        for (size_t k = 0; k < K; k += 16) {
+            const __mmask16 m = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+            const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(m, xr + k));
+            finite &= _mm512_cmp_ps_mask(a, big, _CMP_LE_OQ) | (__mmask16)~m;
+            mx = _mm512_max_ps(mx, a);
+        }
+        if (finite != 0xFFFF) return -1;
+        const float amax = _mm512_reduce_max_ps(mx);
+        sx[r] = amax / 127.0f;
+        const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+        int8_t *qr = xq + r * ldq;
+        __m512i sum = _mm512_setzero_si512();
+        size_t k = 0;
+        for (; k < K; k += 16) {
+            const __mmask16 m = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+            const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + k), inv));
+            sum = _mm512_add_epi32(sum, q);
+            _mm512_mask_cvtepi32_storeu_epi8(qr + k, m, q);
+        }
+        for (k = K; k < ldq; k++) qr[k] = 0;
+        sumq[r] = _mm512_reduce_add_epi32(sum);
+    }
+    return 0;
+}
+
+#define VNNI_MK(MR, NV) vnni_mk_##MR##x##NV
+#define VNNI_DEFINE_MK(MR, NV)                                                        \
+static void VNNI_MK(MR, NV)(size_t K4, const int8_t *xq, size_t ldq, const uint8_t *w, \
+                            size_t qs, const size_t *woff, const size_t *yoff,         \
+                            const float *bias, const float *scale, const float *sx,    \
+                            const int32_t *sumq, float *y, size_t ldy)                 \
+{                                                                                     \
+    __m512i acc[MR][NV];                                                              \
+    for (int i = 0; i < MR; i++)                                                      \
+        for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_si512();              \
+    for (size_t kq = 0; kq < K4; kq++) {                                              \
+        __m512i wv[NV];                                                               \
+        for (int j = 0; j < NV; j++)                                                  \
+            wv[j] = _mm512_loadu_si512((const void *)(w + kq * qs + woff[j]));        \
+        for (int i = 0; i < MR; i++) {                                                \
+            int32_t quad;                                                             \
+            memcpy(&quad, xq + (size_t)i * ldq + 4 * kq, 4);                          \
+            const __m512i xb = _mm512_set1_epi32(quad);                               \
+            for (int j = 0; j < NV; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], wv[j], xb); \
+        }                                                                             \
+    }                                                                                 \
+    for (int j = 0; j < NV; j++) {                                                    \
+        const __m512 s = _mm512_loadu_ps(scale + yoff[j]);                            \
+        const __m512 b0 = bias ? _mm512_loadu_ps(bias + yoff[j]) : _mm512_setzero_ps(); \
+        for (int i = 0; i < MR; i++) {                                                \
+            const __m512i d = _mm512_sub_epi32(acc[i][j], _mm512_set1_epi32(128 * sumq[i])); \
+            const __m512 f = _mm512_cvtepi32_ps(d);                                   \
+            _mm512_storeu_ps(y + (size_t)i * ldy + yoff[j],                           \
+                             _mm512_fmadd_ps(f, _mm512_mul_ps(s, _mm512_set1_ps(sx[i])), b0)); \
+        }                                                                             \
+    }                                                                                 \
+}
+
+VNNI_DEFINE_MK(4, 4)
+VNNI_DEFINE_MK(4, 1)
+VNNI_DEFINE_MK(1, 8)
+VNNI_DEFINE_MK(1, 1)
+
+/* Byte offsets of vectors v .. v+n-1 in the panel, and their y slots. */
+static void vnni_offsets(const gl_panel *p, size_t g0, size_t gc, size_t v, size_t n,
+                         size_t *woff, size_t *yoff)
+{
+    size_t b = v / gc, g = g0 + v % gc;
+    for (size_t j = 0; j < n; j++) {
+        woff[j] = (b * gl_panel_k4(p->K) * p->G + g) * GL_LANES * 4;
+        yoff[j] = (b * p->G + g) * GL_LANES;
+        if (++g == g0 + gc) { g = g0; b++; }
+    }
+}
+
+static void vnni_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
+                      size_t g0, size_t gc, float *y, size_t ldy, void *tmp)
+{
+    const size_t K = p->K, K4 = gl_panel_k4(K), ldq = 4 * K4;
+    int8_t *xq = tmp;
+    float *sx = (float *)(void *)(xq + rows * ldq);      /* rows * ldq is a multiple of 4 */
+    int32_t *sumq = (int32_t *)(void *)(sx + rows);
+    if (p->dtype != GRULITE_DTYPE_I8 || !tmp || K > VNNI_MAX_K ||
+        quantize_rows(rows, x, ldx, K, xq, ldq, sx, sumq) != 0) {
+        gl_kernels_avx512.gemm(rows, x, ldx, p, g0, gc, y, ldy, tmp);
+        return;
+    }
+    const size_t nv = p->nb * gc, qs = p->G * GL_LANES * 4;
+    const uint8_t *w = p->w;
+    size_t woff[VNNI_NV1], yoff[VNNI_NV1];
+    for (size_t r0 = 0; r0 < rows; r0 += VNNI_MC) {
+        const size_t rc = rows - r0 < VNNI_MC ? rows - r0 : VNNI_MC;
+        const size_t rfull = rc - rc % VNNI_MR;
+        size_t v = 0;
+        for (; v + VNNI_NV_MR <= nv; v += VNNI_NV_MR) {
+            vnni_offsets(p, g0, gc, v, VNNI_NV_MR, woff, yoff);
+            for (size_t r = r0; r < r0 + rfull; r += VNNI_MR)
+                VNNI_MK(4, 4)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
+                              sumq + r, y + r * ldy, ldy);
+        }
+        for (; v < nv; v++) {
+            vnni_offsets(p, g0, gc, v, 1, woff, yoff);
+            for (size_t r = r0; r < r0 + rfull; r += VNNI_MR)
+                VNNI_MK(4, 1)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
+                              sumq + r, y + r * ldy, ldy);
+        }
+        for (size_t r = r0 + rfull; r < r0 + rc; r++) {
+            v = 0;
+            for (; v + VNNI_NV1 <= nv; v += VNNI_NV1) {
+                vnni_offsets(p, g0, gc, v, VNNI_NV1, woff, yoff);
+                VNNI_MK(1, 8)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
+                              sumq + r, y + r * ldy, ldy);
+            }
+            for (; v < nv; v++) {
+                vnni_offsets(p, g0, gc, v, 1, woff, yoff);
+                VNNI_MK(1, 1)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
+                              sumq + r, y + r * ldy, ldy);
+            }
+        }
+    }
+}
+
+/* The gates are AVX-512's. */
+static void vnni_gates_after(size_t nb, const float *xp, const float *hp, float *h)
+{
+    gl_kernels_avx512.gates_after(nb, xp, hp, h);
+}
+
+static void vnni_gates_rz(size_t nb, const float *xp, const float *hp, const float *h,
+                          float *rh, float *z)
+{
+    gl_kernels_avx512.gates_rz(nb, xp, hp, h, rh, z);
+}
+
+static void vnni_gates_n(size_t nb, const float *xp, const float *hp, const float *z, float *h)
+{
+    gl_kernels_avx512.gates_n(nb, xp, hp, z, h);
+}
+
+const gl_kernels gl_kernels_avx512vnni = {
+    "avx512vnni", vnni_gemm, vnni_gates_after, vnni_gates_rz, vnni_gates_n
+};
+
+#if defined(__clang__)
+#  pragma clang attribute pop
+#else
+#  pragma GCC pop_options
+#endif
+
+#endif /* GL_HAVE_X86_KERNELS */
