@@ -752,6 +752,8 @@ def section_shared(env: dict, models: dict, log) -> tuple:
         except ChildError as e:
             md.append(f"| {label} | error: {str(e).splitlines()[-1]} | | | | | |")
             res[label] = {"error": str(e)}
+            if not copy:
+                checks.append(("4 processes load the same .grl", "error", "runs", False))
             continue
         kids = r["children"]
         srss = sum(k["rollup"].get("Rss", 0) for k in kids) / 1024
@@ -868,6 +870,9 @@ def section_breakdown(env: dict, models: dict, log) -> tuple:
     md = ["## 6. Where the RSS goes (analysis)", "",
           "One child each: numpy alone (import + input array) and grulite float32 load + run; "
           "`/proc/self/smaps` Rss grouped by what backs the mapping, read at the end.", ""]
+    for key in ("numpy", "grulite", "tracemalloc"):
+        if "error" in res[key]:
+            md += [f"> ERROR in the {key} child: {res[key]['error'].strip().splitlines()[-1]}", ""]
     if "maps" in res.get("numpy", {}) and "maps" in res.get("grulite", {}):
         groups = {}
         for side in ("numpy", "grulite"):
@@ -971,10 +976,19 @@ def main(argv=None) -> int:
             except (ChildError, subprocess.TimeoutExpired) as e:
                 pmd, package = ["## 4. Package size", "", f"> ERROR: {e}", ""], {"error": str(e),
                                                                                 "checks": []}
-        gpath = args.grulite_path or (os.path.join(tmp, "site") if args.from_wheel and package
-                                      and "error" not in package else os.path.join(repo, "src"))
+        if args.grulite_path:
+            gpath, where = args.grulite_path, f"`{args.grulite_path}`"
+        elif args.from_wheel and package and "error" not in package:
+            gpath, where = os.path.join(tmp, "site"), "the wheel installed in a temp dir"
+        else:
+            # A snapshot: src/ may change under a long run (edits, rebuilds).
+            gpath = os.path.join(tmp, "snapshot")
+            shutil.copytree(os.path.join(repo, "src", "grulite"), os.path.join(gpath, "grulite"),
+                            ignore=shutil.ignore_patterns("__pycache__", "*.tmp~"))
+            where = (f"a copy of `{os.path.join(repo, 'src', 'grulite')}` (the in-place build) "
+                     "taken at start")
         report["grulite_path"] = gpath
-        md.append(f"grulite imported from `{gpath}`.")
+        md.append(f"grulite imported from {where}.")
         md.append("")
         env = child_env(gpath, pycache=os.path.join(tmp, "pycache"))
         models_dir = os.path.join(tmp, "models")

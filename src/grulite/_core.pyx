@@ -98,6 +98,7 @@ cdef cnp.ndarray as_f32(object a, str name):
 cdef class Workspace:
     """Scratch memory for whole-sequence calls; one per thread."""
     cdef grulite_workspace *ptr
+    cdef readonly int requested      # last set_threads value (0: the default)
 
     def __cinit__(self):
         self.ptr = grulite_workspace_new()
@@ -118,6 +119,7 @@ cdef class Workspace:
     def set_threads(self, int n):
         """Threads for calls with this workspace; 0 = the default."""
         check(grulite_workspace_set_threads(self.ptr, n))
+        self.requested = n
 
 
 cdef class CModel:
@@ -256,7 +258,8 @@ cdef class CModel:
         cdef cnp.ndarray len_a = None, h0_a = None
         cdef Py_ssize_t B, T
         cdef int rc
-        if x.ndim != 3 or x.dtype != np.float32 or not x.flags.c_contiguous:
+        if cnp.PyArray_NDIM(x) != 3 or cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or \
+                not cnp.PyArray_IS_C_CONTIGUOUS(x):
             raise GruliteError("internal: x must be a C-contiguous float32 3-D array")
         if batch_first:
             B, T = x.shape[0], x.shape[1]
@@ -287,11 +290,16 @@ cdef class CModel:
                     h0_a.shape[0] != B * self.info.state_size or not h0_a.flags.c_contiguous:
                 raise GruliteError("internal: h0 must be float32 of shape (B*state_size,)")
             run.h0 = fptr(h0_a)
+        cdef cnp.npy_intp dims[3]
         if want_y:
-            y = np.empty((x.shape[0], x.shape[1], self.info.output_size), dtype=np.float32)
+            dims[0] = x.shape[0]
+            dims[1] = x.shape[1]
+            dims[2] = self.info.output_size
+            y = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
             run.y = fptr(y)
         if want_h_n:
-            hn = np.empty(B * self.info.state_size, dtype=np.float32)
+            dims[0] = B * self.info.state_size
+            hn = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT32, 0)
             run.h_n = fptr(hn)
         if want_head:
             if self.info.num_dense == 0:

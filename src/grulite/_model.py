@@ -114,6 +114,10 @@ class Model:
         head = tuple(DenseConfig(**d) for d in core.head())
         self.config = ModelConfig(input_size=core.input_size, layers=layers, head=head,
                                   batch_first=core.batch_first, dtype=layers[0].dtype)
+        self._input_size = core.input_size
+        uniform = self.config.uniform
+        self._state_shape = ((sum(l.num_directions for l in layers), layers[0].hidden_size)
+                             if uniform else None)      # (L*D, H) when states are one array
         self._local = threading.local()
         self._num_threads = 0             # 0: GRULITE_NUM_THREADS, else every core
         self.num_threads = num_threads
@@ -190,14 +194,22 @@ class Model:
     # ---- running -----------------------------------------------------
 
     def _workspace(self) -> "_core.Workspace":
-        ws = getattr(self._local, "ws", None)
-        if ws is None:
+        try:
+            ws = self._local.ws
+        except AttributeError:
             ws = self._local.ws = _core.Workspace()
-        ws.set_threads(self._num_threads)
+        if ws.requested != self._num_threads:
+            ws.set_threads(self._num_threads)
         return ws
 
     def _prepare(self, x: Any, lengths: Any, batch_first: Optional[bool]):
         bf = self.config.batch_first if batch_first is None else bool(batch_first)
+        if (lengths is None and type(x) is np.ndarray and x.dtype == np.float32
+                and x.ndim == 3 and x.flags.c_contiguous
+                and x.shape[2] == self._input_size and x.shape[0] and x.shape[1]):
+            # The common case, checked cheaply: a (B, T, I) float32 C array.
+            return (x, bf, False, x.shape[0] if bf else x.shape[1],
+                    x.shape[1] if bf else x.shape[0], None)
         xa = np.asarray(_np(x))
         if xa.dtype.kind != "f":
             raise GruliteError(f"x must be a float32 or float64 array; got dtype {xa.dtype}")
@@ -269,9 +281,9 @@ class Model:
     def _split_state(self, flat: np.ndarray, B: int, unbatched: bool = False) -> State:
         """Flat state -> (L*D, B, H) array, or a tuple of (D, B, H_l)."""
         c = self.config
-        if c.uniform:
-            LD = sum(l.num_directions for l in c.layers)
-            out = flat.reshape(LD, B, c.layers[0].hidden_size)
+        if self._state_shape is not None:
+            LD, H = self._state_shape
+            out = flat.reshape(LD, B, H)
             return out[:, 0] if unbatched else out
         parts, pos = [], 0
         for l in c.layers:
