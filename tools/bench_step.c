@@ -130,8 +130,7 @@ static void bench_hidden(int H)
     const int I = INPUT_SIZE;
     const double flops_step = 2.0 * 3.0 * H * (double)(I + H);
     grulite_model *model = make_model(I, H);
-    const char *isa = "unknown";
-    /* isa = grulite_model_isa(model); */  /* TODO(isa API): uncomment once grulite_model_isa() exists */
+    const char *isa = grulite_model_isa(model);
 
     /* ---- streaming, one step per call, batch 1 ---- */
     grulite_stream *s = NULL;
@@ -177,7 +176,7 @@ static void bench_hidden(int H)
     /* ---- grulite_forward, batch 1, T = FWD_T ---- */
     grulite_workspace *ws = grulite_workspace_new();
     if (!ws) { fprintf(stderr, "bench_step: out of memory\n"); exit(1); }
-    /* grulite_workspace_set_threads(ws, 1); */  /* TODO(threads API): uncomment once it exists (pins this timing to 1 thread) */
+    grulite_workspace_set_threads(ws, 1);   /* this timing is single-threaded */
     float *x = rand_floats((size_t)FWD_T * I, 1.0f);
     float *yf = malloc((size_t)FWD_T * H * sizeof(float));
     if (!yf) { fprintf(stderr, "bench_step: out of memory\n"); exit(1); }

@@ -578,6 +578,12 @@ def build_wheel(repo: str, cache_root: str, use_cache: bool, log) -> tuple:
         if p.returncode != 0:
             raise ChildError("pip wheel failed:\n" + (p.stdout + p.stderr)[-3000:])
         whl = [f for f in os.listdir(out) if f.endswith(".whl")][0]
+        # keep the cache small: the 3 most recent source states
+        if os.path.isdir(cache_root):
+            old = sorted((os.path.join(cache_root, d) for d in os.listdir(cache_root)),
+                         key=os.path.getmtime)[:-2]
+            for d in old:
+                shutil.rmtree(d, ignore_errors=True)
         os.makedirs(cdir, exist_ok=True)
         shutil.copy2(os.path.join(out, whl), os.path.join(cdir, whl))
     return os.path.join(cdir, whl), dt, False, key
