@@ -123,6 +123,8 @@ typedef struct grulite_layer_info {
     int32_t reset_after;     /* 1: PyTorch (r applied after W_hn h); 0: before */
     int32_t has_bias;        /* 0 when the layer has no bias tensors */
     int32_t dtype;           /* GRULITE_DTYPE_* of its weights */
+    int32_t reverse;         /* 1: a one-direction layer that runs backwards in time
+                                (ONNX direction="reverse", Keras go_backwards) */
 } grulite_layer_info;
 
 /* One dense (Linear) layer of the head. */
@@ -222,6 +224,7 @@ typedef struct grulite_layer_spec {
     int32_t hidden_size;
     int32_t num_directions;            /* 1 or 2 */
     int32_t reset_after;               /* 1 PyTorch, 0 original GRU */
+    int32_t reverse;                   /* 1: one direction, backwards in time */
     int32_t has_bias;
     const float *weight_ih[2];         /* (3*H, input_size) */
     const float *weight_hh[2];         /* (3*H, H) */

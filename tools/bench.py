@@ -3,7 +3,8 @@
     python tools/bench.py                          # everything, 1 thread and all cores
     python tools/bench.py --quick --no-plot        # smoke test, a few seconds
     python tools/bench.py --cases latency,streaming --threads 1
-    python tools/bench.py --markdown speed.md      # also write the Markdown table
+    python tools/bench.py --markdown speed.md      # also write the Markdown tables
+    python tools/bench.py --dtypes int8            # low-precision variants: int8 only
 
 Cases (--cases takes names or prefixes, comma-separated: "latency" = both
 latency cases):
@@ -41,6 +42,17 @@ peer time / grulite time (> 1: grulite is faster).  GFLOP/s counts
 2*3H*(in+H) FLOPs per step, direction, layer and batch row.  Each peer's
 outputs (y and h_n) are checked against grulite's: a warning is printed
 when they differ by more than 1e-4.
+
+Low-precision weights (--dtypes, default "float16,int8"; "" disables): in
+the whole-sequence cases (not streaming), each dtype's m.astype(dtype) is
+timed in the same process right after float32 grulite (same input, timer
+and thread count).  Its outputs (y and h_n) are checked against float32
+grulite's: the max abs difference is recorded, and a warning printed above
+2e-3 (float16) or 2e-2 (int8).  The JSON holds them as grulite_<dtype>
+(best/median, runs, isa, speedup over float32 grulite, peer ratios), and a
+second Markdown table, "Low-precision weights", follows the main one.  The
+chart gets one more bar per whole-sequence case: ORT (float32) time /
+grulite int8 time.
 
 The JSON also records each measurement's median and run count ("noisy"
 when the median exceeds 1.5x the best) and how much CPU other processes
@@ -86,6 +98,11 @@ if not os.environ.get("PYTHONPATH") and glob.glob(os.path.join(ROOT, "src", "gru
 import grulite  # noqa: E402
 
 TOL = 1e-4
+# Low-precision weight storage (Model.astype): max abs output difference
+# from float32 grulite above which a warning is printed.
+DTYPE_TOL = {"float16": 2e-3, "int8": 2e-2}
+DTYPE_SHORT = {"float16": "f16", "int8": "int8"}
+DEFAULT_DTYPES = "float16,int8"
 PEERS = ("torch", "ort", "numpy")
 PEER_LABEL = {"torch": "torch", "ort": "ORT", "numpy": "numpy"}
 
@@ -443,13 +460,28 @@ def check(res: dict, peer: str, case: str, threads: int, diff: float) -> None:
              f"(> {TOL:g})")
 
 
-def run_sequence(c, threads_list, peers, timer, blas):
+def check_dtype(res: dict, dt: str, case: str, threads: int, diff: float) -> None:
+    d = res["grulite_" + dt]
+    tol = DTYPE_TOL[dt]
+    d["max_abs_diff"] = diff
+    d["tolerance"] = tol
+    d["match"] = bool(diff <= tol)
+    if not diff <= tol:
+        warn(f"{case}, {threads} thread(s): grulite {dt} differs from grulite float32 by {diff:.3g} "
+             f"(> {tol:g})")
+
+
+def run_sequence(c, threads_list, peers, timer, blas, dtypes=()):
     B, T, I, H, L, bidir = c["B"], c["T"], c["I"], c["H"], c["L"], c["bidir"]
     sd = make_weights(I, H, L, bidir)
     x = np.random.default_rng(1).standard_normal((B, T, I)).astype(np.float32)
     m = grulite.from_state_dict(sd)
     flops = flops_per_step_row(I, H, L, bidir) * B * T
     npg = NumpyGRU(sd, L, bidir)
+    low = {}                      # dtype -> (model, seconds astype took)
+    for dt in dtypes:
+        t = time.perf_counter()
+        low[dt] = (m.astype(dt), time.perf_counter() - t)
     gru = None
     if "torch" in peers or "ort" in peers:
         import torch
@@ -467,6 +499,14 @@ def run_sequence(c, threads_list, peers, timer, blas):
         r.update(num_threads=nt, isa=grulite_isa(m))
         res["grulite"] = r
         res["grulite_gflops"] = flops / r["best_s"] / 1e9
+        for dt, (mq, convert_s) in low.items():
+            ntq = set_grulite_threads(mq, threads)
+            yq, hq = mq(x)
+            rq = timer(lambda: mq(x))
+            rq.update(dtype=dt, num_threads=ntq, isa=grulite_isa(mq), convert_s=convert_s,
+                      gflops=flops / rq["best_s"] / 1e9)
+            res["grulite_" + dt] = rq
+            check_dtype(res, dt, c["name"], threads, max(max_diff(yq, y_ref), max_diff(hq, h_ref)))
         if "torch" in peers:
             import torch
             if torch.get_num_threads() != threads:
@@ -600,6 +640,10 @@ def finish(res, peers):
     for p in peers:
         if p in res:
             res[p]["ratio"] = res[p]["best_s"] / g
+    for key in [k for k in res if k.startswith("grulite_") and isinstance(res[k], dict)]:
+        d = res[key]
+        d["speedup_vs_float32"] = g / d["best_s"]           # > 1: faster than float32 grulite
+        d["peer_ratios"] = {p: res[p]["best_s"] / d["best_s"] for p in peers if p in res}
 
 
 # ---------------------------------------------------------------------------
@@ -765,6 +809,58 @@ def markdown(results: list, peers: list, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def result_dtypes(results: list) -> list:
+    """The low-precision dtypes present in the results, in DTYPE_TOL's order."""
+    return [dt for dt in DTYPE_TOL if any("grulite_" + dt in r for r in results)]
+
+
+def markdown_low_precision(results: list, peers: list, meta: dict) -> str:
+    """The second table: grulite with float16 / int8 weights against float32
+    grulite (whole-sequence cases); "" when none was measured."""
+    rows = [r for r in results if r["kind"] == "sequence" and any(k.startswith("grulite_") and
+                                                                   isinstance(r[k], dict) for k in r)]
+    dtypes = result_dtypes(rows)
+    if not rows or not dtypes:
+        return ""
+    vs = "int8" if "int8" in dtypes else dtypes[-1]      # the ORT column's low-precision side
+    show_ort = "ort" in peers and any("ort" in r for r in rows)
+    isas = sorted({r["grulite_" + dt].get("isa") for r in rows for dt in dtypes
+                   if "grulite_" + dt in r and r["grulite_" + dt].get("isa")})
+    tols = " / ".join(f"{DTYPE_TOL[dt]:g} ({dt})" for dt in dtypes)
+    lines = ["**Low-precision weights**", "",
+             "grulite with its weights stored as " + " / ".join(dtypes) + " (`m.astype(dtype)`"
+             + (f", {', '.join(isas)} kernel" if isas else "") + "), timed in the same process right after "
+             "float32 grulite (same input, thread count and timer). (×) = grulite float32 time / "
+             "low-precision time, > 1 means the low-precision model is faster"
+             + (f"; ORT float32 / grulite {vs} = ONNX Runtime's (float32) time over grulite {vs}'s"
+                if show_ort else "")
+             + f"; max abs diff of the outputs (y and h_n) from float32 grulite's, ⚠ above {tols}.", ""]
+    head = (["case", "threads", "grulite float32"] + [f"{dt} (speedup vs f32)" for dt in dtypes]
+            + ([f"ORT float32 / grulite {vs}"] if show_ort else [])
+            + ["max abs diff " + " / ".join(DTYPE_SHORT.get(dt, dt) for dt in dtypes)])
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+    for r in rows:
+        unit = r["unit"]
+        row = [case_label(r), str(r["threads"]), fmt_time(r["grulite"]["best_s"], unit)]
+        diffs = []
+        for dt in dtypes:
+            d = r.get("grulite_" + dt)
+            if d is None:
+                row.append("–")
+                diffs.append("–")
+                continue
+            row.append(f"{fmt_time(d['best_s'], unit)} ({d['speedup_vs_float32']:.2f}×)")
+            diffs.append(f"{d['max_abs_diff']:.1e}" + ("" if d.get("match", True) else " ⚠"))
+        if show_ort:
+            d = r.get("grulite_" + vs, {})
+            ratio = d.get("peer_ratios", {}).get("ort")
+            row.append(f"{ratio:.2f}×" if ratio is not None else "–")
+        row.append(" / ".join(diffs))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def console_line(r: dict, peers: list) -> str:
     unit = r["unit"]
     g = r["grulite"]
@@ -776,7 +872,14 @@ def console_line(r: dict, peers: list) -> str:
             parts.append(f"{PEER_LABEL[p]} {fmt_time(r[p]['best_s'], unit)} ({r[p]['ratio']:.2f}x"
                          + ("" if r[p].get("match", True) else ", MISMATCH")
                          + f", n={r[p]['runs']}{noisy(r[p])})")
-    return "  " + " | ".join(parts)
+    lows = [(dt, r["grulite_" + dt]) for dt in DTYPE_TOL if "grulite_" + dt in r]
+    line = "  " + " | ".join(parts)
+    if lows:
+        line += "\n    low-precision: " + " | ".join(
+            f"{dt} {fmt_time(d['best_s'], unit)} ({d['speedup_vs_float32']:.2f}x vs f32, isa={d.get('isa')}, "
+            f"max diff {d['max_abs_diff']:.2g}" + ("" if d.get("match", True) else ", OVER TOLERANCE")
+            + f", n={d['runs']}{noisy(d)})" for dt, d in lows)
+    return line
 
 
 def plot(results: list, peers: list, meta: dict, path: str) -> None:
@@ -791,20 +894,37 @@ def plot(results: list, peers: list, meta: dict, path: str) -> None:
         return
     ncpu = meta["machine"]["cpu_count"]
     colors = {"torch": "#ee4c2c", "ort": "#2b7bba", "numpy": "#4d9a4d"}
+    # One extra bar per whole-sequence case: ORT (float32) time / grulite
+    # int8 time, next to ORT's float32-vs-float32 bar.
+    bars_spec = [(p, PEER_LABEL[p] + " time / grulite time", colors[p], None) for p in peers]
+    if "ort" in peers and any("ort" in r and "grulite_int8" in r for r in rows):
+        bars_spec.append(("int8", "ORT (float32) time / grulite int8 time", "#7b4fa6", "//"))
+
+    def bar_value(r, key):
+        if key == "int8":
+            return r.get("grulite_int8", {}).get("peer_ratios", {}).get("ort", np.nan)
+        return r[key]["ratio"] if key in r else np.nan
+
+    def bar_ok(r, key):
+        if key == "int8":
+            return r.get("grulite_int8", {}).get("match", True)
+        return r[key].get("match", True) if key in r else True
     fig, axes = plt.subplots(len(threads_list), 1, figsize=(12, 4.6 * len(threads_list) + 0.9),
                              squeeze=False)
     for ax, threads in zip(axes[:, 0], threads_list):
         sub = [r for r in rows if r["threads"] == threads]
         xs = np.arange(len(sub))
-        width = 0.8 / len(peers)
+        # a case without the int8 bar (streaming) centres its peer bars
+        nbars = [sum(np.isfinite(bar_value(r, k)) or k != "int8" for k, *_ in bars_spec) for r in sub]
+        width = 0.8 / len(bars_spec)
         vals_all = []
-        for j, p in enumerate(peers):
-            vals = [r[p]["ratio"] if p in r else np.nan for r in sub]
+        for j, (key, label, color, hatch) in enumerate(bars_spec):
+            vals = [bar_value(r, key) for r in sub]
             vals_all += [v for v in vals if np.isfinite(v)]
-            pos = xs - 0.4 + width * (j + 0.5)
-            bars = ax.bar(pos, vals, width * 0.92, label=f"{PEER_LABEL[p]} time / grulite time",
-                          color=colors[p])
-            oks = [r[p].get("match", True) if p in r else True for r in sub]
+            pos = np.array([x - width * n / 2 + width * (j + 0.5) for x, n in zip(xs, nbars)])
+            bars = ax.bar(pos, vals, width * 0.92, label=label, color=color,
+                          **({"hatch": hatch, "edgecolor": "white", "linewidth": 0} if hatch else {}))
+            oks = [bar_ok(r, key) for r in sub]
             for b, v, ok in zip(bars, vals, oks):
                 if np.isfinite(v):
                     ax.annotate(f"{v:.2f}×" + ("" if ok else " ≠"), (b.get_x() + b.get_width() / 2, v),
@@ -822,6 +942,8 @@ def plot(results: list, peers: list, meta: dict, path: str) -> None:
         ax.set_xticklabels([(case_label(r).replace(": ", "\n").replace(", H=", ",\nH=", 1)
                              if r["kind"] != "stream" else case_label(r).replace(": ", "\n"))
                             + f"\ngrulite {fmt_time(r['grulite']['best_s'], r['unit'])}"
+                            + (f"\ngrulite int8 {fmt_time(r['grulite_int8']['best_s'], r['unit'])}"
+                               if "grulite_int8" in r and len(bars_spec) > len(peers) else "")
                             for r in sub], fontsize=8.5)
         ax.set_ylabel("speedup of grulite\n(peer time / grulite time)")
         title = "1 thread" if threads == 1 else f"{threads} threads"
@@ -838,7 +960,7 @@ def plot(results: list, peers: list, meta: dict, path: str) -> None:
                  f"faster\n{m['cpu']}, {m['cpu_count']} cores; torch {v.get('torch')}, ORT "
                  f"{v.get('onnxruntime')}, numpy {v['numpy']}", fontsize=11)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.948), ncol=len(peers),
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.948), ncol=len(handles),
                fontsize=9, frameon=False)
     cs = [r for r in results if r["kind"] == "cstep" and r.get("steps")]
     if cs:
@@ -865,12 +987,27 @@ def select_cases(spec):
     return [c for c in CASES if c in chosen]
 
 
+def parse_dtypes(spec) -> list:
+    out = []
+    for w in (w.strip().lower() for w in (spec or "").split(",") if w.strip()):
+        if w not in DTYPE_TOL:
+            raise SystemExit(f"--dtypes: unknown {w!r}; choose from {', '.join(DTYPE_TOL)} "
+                             "(float32 grulite is always measured)")
+        if w not in out:
+            out.append(w)
+    return out
+
+
 def worker(a) -> None:
     """Runs the Python cases for one thread count (in its own process)."""
     threads = a._worker
     peers = [p for p in a.peers.split(",") if p]
     timer = Timer(a.quick, a.max_time)
     blas = BlasThreads()
+    dtypes = parse_dtypes(a.dtypes)
+    if dtypes and not hasattr(grulite.Model, "astype"):
+        warn("this grulite has no Model.astype: the low-precision variants are skipped")
+        dtypes = []
     if "numpy" in peers:
         blas.set(threads)
     if "torch" in peers or "ort" in peers:
@@ -879,8 +1016,10 @@ def worker(a) -> None:
     results = []
     for c in select_cases(a.cases):
         t0 = time.perf_counter()
-        runner = run_stream if c["kind"] == "stream" else run_sequence
-        rs = runner(c, [threads], peers, timer, blas)
+        if c["kind"] == "stream":
+            rs = run_stream(c, [threads], peers, timer, blas)
+        else:
+            rs = run_sequence(c, [threads], peers, timer, blas, dtypes)
         for r in rs:
             r["elapsed_s"] = time.perf_counter() - t0
             log(f"{c['name']}: {case_label(r)}")
@@ -901,7 +1040,11 @@ def main() -> None:
     ap.add_argument("--json", default=os.path.join(OUT_DIR, "results.json"), help="results file")
     ap.add_argument("--plot", default=os.path.join(OUT_DIR, "bench.png"), help="chart file")
     ap.add_argument("--no-plot", action="store_true", help="don't make the chart")
-    ap.add_argument("--markdown", help="also write the Markdown table to this file")
+    ap.add_argument("--markdown", help="also write the Markdown tables to this file")
+    ap.add_argument("--dtypes", default=DEFAULT_DTYPES,
+                    help="low-precision grulite variants timed in the whole-sequence cases, "
+                         f"comma-separated subset of {','.join(DTYPE_TOL)} (default {DEFAULT_DTYPES!r}; "
+                         "'' disables)")
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"), help="C compiler for bench_step.c")
     ap.add_argument("--step-cflags", help="compile flags for bench_step.c (default: setup.py's)")
     ap.add_argument("--_worker", type=int, help=argparse.SUPPRESS)   # internal: one thread count
@@ -928,6 +1071,7 @@ def main() -> None:
     if bad:
         raise SystemExit(f"--peers: unknown {sorted(bad)}; choose from {', '.join(PEERS)}")
     peers = available_peers(wanted)
+    dtypes = parse_dtypes(a.dtypes)
 
     timer = Timer(a.quick, a.max_time)
     blas = BlasThreads()
@@ -936,6 +1080,7 @@ def main() -> None:
             "settings": {"quick": a.quick, "threads": threads_list, "peers": peers,
                          "min_runs": timer.min_runs, "min_time_s": timer.min_time,
                          "max_time_s": timer.max_time, "floor_runs": timer.floor, "tolerance": TOL,
+                         "dtypes": dtypes, "dtype_tolerance": {dt: DTYPE_TOL[dt] for dt in dtypes},
                          "ratio": "peer best time / grulite best time (> 1: grulite faster)",
                          "flops": "2*3H*(in+H) per step, direction, layer and batch row"},
             "machine": machine_info(blas), "versions": versions()}
@@ -949,6 +1094,7 @@ def main() -> None:
         f"torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, numpy {v['numpy']}"
         + (f"; OPENBLAS_CORETYPE={m['env']['OPENBLAS_CORETYPE']}" if m["env"]["OPENBLAS_CORETYPE"] else ""))
     log(f"threads {threads_list}; peers {', '.join(PEER_LABEL[p] for p in peers) or 'none'}"
+        + (f"; low-precision grulite {', '.join(dtypes)}" if dtypes else "")
         + ("; QUICK (smoke test, not a measurement)" if a.quick else ""))
 
     results = []
@@ -962,7 +1108,7 @@ def main() -> None:
         os.close(fd)
         cmd = [sys.executable, os.path.abspath(__file__), "--_worker", str(threads), "--_out", out,
                "--cases", ",".join(c["name"] for c in py_cases), "--peers", ",".join(peers),
-               "--max-time", str(a.max_time)] + (["--quick"] if a.quick else [])
+               "--max-time", str(a.max_time), "--dtypes", ",".join(dtypes)] + (["--quick"] if a.quick else [])
         try:
             p = subprocess.run(cmd, timeout=3600)
             if p.returncode != 0:
@@ -1002,6 +1148,10 @@ def main() -> None:
     meta["results"] = results
     md = markdown(results, peers, meta)
     meta["markdown"] = md
+    md_low = markdown_low_precision(results, peers, meta)
+    if md_low:
+        meta["markdown_low_precision"] = md_low
+        md += "\n" + md_low
     for path in (a.json, a.markdown, None if a.no_plot else a.plot):
         if path and os.path.dirname(os.path.abspath(path)):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -304,7 +304,8 @@ static void run_rows(const grulite_model *m, const gl_pass *p, const gl_scratch 
         }
         for (size_t d = 0; d < D; d++)
             run_direction(m, L, &L->dir[d], p, sc, &rw, in, in_w, in_global, out, W,
-                          out_global, d * H, state_l + d * rw.B * H, (int)d);
+                          out_global, d * H, state_l + d * rw.B * H,
+                          (int)d || L->cfg.reverse);
         state_l += D * rw.B * H;
         in = out;
         in_w = W;

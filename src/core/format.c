@@ -227,6 +227,9 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
         if (c->reset_after != 0 && c->reset_after != 1)
             return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: reset_after %ld is not 0 or 1",
                         l, (long)c->reset_after);
+        if (c->reverse != 0 && (c->reverse != 1 || c->num_directions != 1))
+            return fail(msg, msg_size, GRULITE_E_CONFIG,
+                        "layer %d: reverse %ld needs 0, or 1 with one direction", l, (long)c->reverse);
         if (c->has_bias != 0 && c->has_bias != 1)
             return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: has_bias %ld is not 0 or 1",
                         l, (long)c->has_bias);
@@ -424,6 +427,7 @@ int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t ca
         m->layer[l].cfg.hidden_size = L->hidden_size;
         m->layer[l].cfg.num_directions = L->num_directions;
         m->layer[l].cfg.reset_after = L->reset_after;
+        m->layer[l].cfg.reverse = L->reverse;
         m->layer[l].cfg.has_bias = L->has_bias;
         m->layer[l].cfg.dtype = spec->dtype;
     }
@@ -486,6 +490,7 @@ int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t ca
         wr32(p + 0, (uint32_t)c->hidden_size);
         wr32(p + 4, (uint32_t)c->num_directions);
         wr32(p + 8, (uint32_t)c->reset_after);
+        wr32(p + 20, (uint32_t)c->reverse);
         wr32(p + 12, (uint32_t)c->has_bias);
         wr32(p + 16, (uint32_t)c->dtype);
     }
@@ -561,6 +566,7 @@ int grulite_model_convert(const grulite_model *m, int dtype, void *buf, size_t c
         ls[l].hidden_size = L->cfg.hidden_size;
         ls[l].num_directions = L->cfg.num_directions;
         ls[l].reset_after = L->cfg.reset_after;
+        ls[l].reverse = L->cfg.reverse;
         ls[l].has_bias = L->cfg.has_bias;
         for (int d = 0; d < L->cfg.num_directions; d++) {
             GL_KEEP(ls[l].weight_ih[d], unpack_matrix(&L->dir[d].ih));
@@ -749,8 +755,9 @@ static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
     const unsigned char *p = img + GL_HEADER_SIZE;
     for (uint32_t l = 0; l < n_layers; l++, p += GL_LAYER_REC) {
         grulite_layer_info *c = &m->layer[l].cfg;
-        const uint32_t v[5] = { rd32(p), rd32(p + 4), rd32(p + 8), rd32(p + 12), rd32(p + 16) };
-        for (int i = 0; i < 5; i++)
+        const uint32_t v[6] = { rd32(p), rd32(p + 4), rd32(p + 8), rd32(p + 12), rd32(p + 16),
+                                rd32(p + 20) };
+        for (int i = 0; i < 6; i++)
             if (v[i] > GRULITE_MAX_FEATURES)
                 return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %lu: field %d = %lu out of range",
                             (unsigned long)l, i, (unsigned long)v[i]);
@@ -759,6 +766,7 @@ static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
         c->reset_after = (int32_t)v[2];
         c->has_bias = (int32_t)v[3];
         c->dtype = (int32_t)v[4];
+        c->reverse = (int32_t)v[5];
     }
     for (uint32_t j = 0; j < n_dense; j++, p += GL_DENSE_REC) {
         grulite_dense_info *c = &m->dense[j].cfg;

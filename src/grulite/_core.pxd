@@ -53,6 +53,7 @@ cdef extern from "grulite.h" nogil:
         int32_t reset_after
         int32_t has_bias
         int32_t dtype
+        int32_t reverse
 
     ctypedef struct grulite_dense_info:
         int32_t in_features
@@ -95,6 +96,7 @@ cdef extern from "grulite.h" nogil:
         int32_t hidden_size
         int32_t num_directions
         int32_t reset_after
+        int32_t reverse
         int32_t has_bias
         const float *weight_ih[2]
         const float *weight_hh[2]

@@ -192,7 +192,7 @@ cdef class CModel:
             out.append(dict(input_size=li.input_size, hidden_size=li.hidden_size,
                             num_directions=li.num_directions,
                             reset_after=bool(li.reset_after), bias=bool(li.has_bias),
-                            dtype=_DTYPE_NAMES.get(li.dtype, "?")))
+                            dtype=_DTYPE_NAMES.get(li.dtype, "?"), reverse=bool(li.reverse)))
         return out
 
     def head(self):
@@ -388,6 +388,7 @@ def serialize(int input_size, list layers, list dense, bytes metadata, bint batc
             ls[i].hidden_size = L["hidden_size"]
             ls[i].num_directions = L["num_directions"]
             ls[i].reset_after = 1 if L["reset_after"] else 0
+            ls[i].reverse = 1 if L.get("reverse") else 0
             ls[i].has_bias = 1 if L["bias"] else 0
             for d in range(L["num_directions"]):
                 H = L["hidden_size"]

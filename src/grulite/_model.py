@@ -36,6 +36,7 @@ class LayerConfig:
     reset_after: bool
     bias: bool
     dtype: str = "float32"
+    reverse: bool = False         # one direction, run backwards in time
 
     @property
     def num_directions(self) -> int:
@@ -109,7 +110,8 @@ class Model:
         self._core = core
         layers = tuple(LayerConfig(input_size=d["input_size"], hidden_size=d["hidden_size"],
                                    bidirectional=d["num_directions"] == 2,
-                                   reset_after=d["reset_after"], bias=d["bias"], dtype=d["dtype"])
+                                   reset_after=d["reset_after"], bias=d["bias"], dtype=d["dtype"],
+                                   reverse=d["reverse"])
                        for d in core.layers())
         head = tuple(DenseConfig(**d) for d in core.head())
         self.config = ModelConfig(input_size=core.input_size, layers=layers, head=head,
