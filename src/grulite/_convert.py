@@ -232,6 +232,38 @@ def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: i
     return dense
 
 
+def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
+                      batch_first: bool = True, dtype: str = "float32") -> bytes:
+    """The .grl image of a GRU described layer by layer (the importers' one
+    way in).
+
+    layers: one dict per layer with ``input_size``, ``hidden_size``,
+    ``num_directions`` (1 or 2), ``reverse`` (one direction run backwards),
+    ``reset_after``, ``bias`` and, per direction, lists ``weight_ih``
+    (3H, in), ``weight_hh`` (3H, H), ``bias_ih`` / ``bias_hh`` (3H,) in
+    PyTorch's layout and gate order r, z, n.  dense: dicts with
+    ``in_features``, ``out_features``, ``activation`` (a name in
+    ACTIVATION_NAMES), ``weight`` (out, in) and ``bias`` (out,) or None.
+    meta: JSON-serializable metadata (converter version is added).
+    """
+    from grulite import _core, __version__
+
+    fixed = []
+    for k, lay in enumerate(layers):
+        lay = dict(lay)
+        for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            lay[f] = [np.ascontiguousarray(a, dtype=np.float32) for a in lay.get(f, [])]
+        fixed.append(lay)
+    dense = [dict(d, weight=np.ascontiguousarray(d["weight"], dtype=np.float32),
+                  bias=None if d.get("bias") is None else np.ascontiguousarray(d["bias"], dtype=np.float32))
+             for d in dense]
+    meta = dict(meta)
+    meta.setdefault("converter", f"grulite {__version__}")
+    return _core.serialize(int(input_size), fixed, dense,
+                           json.dumps(meta, sort_keys=True, default=str).encode("utf-8"),
+                           bool(batch_first), dtype)
+
+
 def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
                 reset_after: bool | Sequence[bool] = True, head: HeadSpec = None,
                 batch_first: bool = True, source: str | None = None,
