@@ -138,3 +138,22 @@ def test_nan_and_inf_propagate(isa):
     both = np.isfinite(y) & np.isfinite(y_ref)
     assert_array_equal(np.isnan(y), np.isnan(y_ref))
     assert np.max(np.abs(y[both] - y_ref[both])) <= TOL
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_directions_in_parallel_bit_identical(isa):
+    """B=1 cannot split the batch: bidirectional layers run their two
+    directions on two threads instead, with the same bits."""
+    rng = np.random.default_rng(12)
+    sd = _state_dict(rng, 64, 96, 2, True, True)
+    m = _model(sd, True, isa)
+    x = rng.standard_normal((1, 60, 64)).astype(np.float32)
+    h0 = rng.standard_normal((4, 1, 96)).astype(np.float32)
+    m.num_threads = 1
+    y1, h1 = m(x, h0)
+    m.num_threads = 2
+    y2, h2 = m(x, h0)
+    assert_array_equal(y1, y2)
+    assert_array_equal(h1, h2)
+    y64, h64 = ref_gru(layers_from_state_dict(sd), x, h0=list(h0.reshape(2, 2, 1, 96)))
+    assert np.max(np.abs(y2 - y64)) <= TOL

@@ -279,9 +279,35 @@ static void run_head(const grulite_model *m, const gl_pass *p, const gl_scratch 
     }
 }
 
-/* Batch rows [b0, b1) through the whole model. */
+/* The two directions of a layer on two threads: each has its own scratch
+ * (xp, hp, h, ...) and writes its own columns of `out` and its own state. */
+typedef struct gl_dir_job {
+    const grulite_model *m;
+    const gl_layer *L;
+    const gl_pass *p;
+    const gl_scratch *sc[2];
+    const gl_rows *rw;
+    const float *in;
+    size_t in_w;
+    int in_global;
+    float *out;
+    int out_global;
+    float *state;            /* this layer's (D, B, H) state */
+} gl_dir_job;
+
+static void run_dir_task(void *ctx, int d)
+{
+    const gl_dir_job *j = ctx;
+    const size_t H = (size_t)j->L->cfg.hidden_size;
+    run_direction(j->m, j->L, &j->L->dir[d], j->p, j->sc[d], j->rw, j->in, j->in_w, j->in_global,
+                  j->out, 2 * H, j->out_global, (size_t)d * H, j->state + (size_t)d * j->rw->B * H,
+                  d);
+}
+
+/* Batch rows [b0, b1) through the whole model.  With a pool and a second
+ * scratch, bidirectional layers run their directions in parallel. */
 static void run_rows(const grulite_model *m, const gl_pass *p, const gl_scratch *sc,
-                     size_t b0, size_t b1, float *state)
+                     const gl_scratch *sc2, gl_pool *pool, size_t b0, size_t b1, float *state)
 {
     const gl_rows rw = { (size_t)p->batch, (size_t)p->steps, b1 - b0, b0, p->batch_first };
     const float *in = p->x;
@@ -302,10 +328,16 @@ static void run_rows(const grulite_model *m, const gl_pass *p, const gl_scratch 
                 for (size_t t = length_of(p, b); t < rw.T; t++)
                     memset(out + row_at(&rw, out_global, b, t) * W, 0, W * sizeof(float));
         }
-        for (size_t d = 0; d < D; d++)
-            run_direction(m, L, &L->dir[d], p, sc, &rw, in, in_w, in_global, out, W,
-                          out_global, d * H, state_l + d * rw.B * H,
-                          (int)d || L->cfg.reverse);
+        if (D == 2 && sc2 && pool) {
+            gl_dir_job j = { m, L, p, { sc, sc2 }, &rw, in, in_w, in_global, out, out_global,
+                             state_l };
+            gl_pool_run(pool, 2, run_dir_task, &j);
+        } else {
+            for (size_t d = 0; d < D; d++)
+                run_direction(m, L, &L->dir[d], p, sc, &rw, in, in_w, in_global, out, W,
+                              out_global, d * H, state_l + d * rw.B * H,
+                              (int)d || L->cfg.reverse);
+        }
         state_l += D * rw.B * H;
         in = out;
         in_w = W;
@@ -335,7 +367,7 @@ static void run_task(void *ctx, int i)
     size_t total;
     if (task_layout(job->m, job->p, b1 - b0, job->scratch + (size_t)i * job->task_floats,
                     &sc, &total) == GRULITE_OK)
-        run_rows(job->m, job->p, &sc, b0, b1, job->state);
+        run_rows(job->m, job->p, &sc, NULL, NULL, b0, b1, job->state);
 }
 
 int gl_scratch_floats(const grulite_model *m, const gl_pass *p, size_t *out)
@@ -350,7 +382,7 @@ int gl_run(const grulite_model *m, float *scratch, const gl_pass *p, float *stat
     size_t total;
     int rc = task_layout(m, p, (size_t)p->batch, scratch, &sc, &total);
     if (rc) return rc;
-    run_rows(m, p, &sc, 0, (size_t)p->batch, state);
+    run_rows(m, p, &sc, NULL, NULL, 0, (size_t)p->batch, state);
     return GRULITE_OK;
 }
 
@@ -387,35 +419,47 @@ int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite
     int rc = check_pass(m, &p);
     if (rc) return rc;
 
-    /* Threads split the batch; below ~1M multiply-adds they cost more than
-     * they save.  Any split gives the same numbers. */
-    int tasks = grulite_workspace_threads(ws);
-    if (tasks > p.batch) tasks = p.batch;
-    if (call_work(m, &p) < 1e6) tasks = 1;
-    if (tasks > 1) {
-        if (!ws->pool || gl_pool_size(ws->pool) < tasks) {
+    /* Threads split the batch; a batch too small for them splits the two
+     * directions of bidirectional layers instead.  Below ~1M multiply-adds
+     * threads cost more than they save.  Any split gives the same numbers. */
+    const int threads = grulite_workspace_threads(ws);
+    int tasks = threads < p.batch ? threads : p.batch;
+    const int small = call_work(m, &p) < 1e6;
+    if (small) tasks = 1;
+    const int dir_split = !small && tasks == 1 && threads >= 2 && m->bidirectional;
+    const int pool_size = dir_split ? 2 : tasks;
+    if (pool_size > 1) {
+        if (!ws->pool || gl_pool_size(ws->pool) < pool_size) {
             gl_pool_free(ws->pool);
-            ws->pool = gl_pool_new(tasks);
+            ws->pool = gl_pool_new(pool_size);
             if (!ws->pool) return GRULITE_E_NOMEM;
         }
         if (gl_pool_size(ws->pool) < tasks) tasks = gl_pool_size(ws->pool);
     }
-
     gl_scratch sc;
     size_t per_task, state_n, total;
     const size_t rows_max = ((size_t)p.batch + (size_t)tasks - 1) / (size_t)tasks;
     if ((rc = task_layout(m, &p, rows_max, NULL, &sc, &per_task))) return rc;
+    const size_t scratches = dir_split && gl_pool_size(ws->pool) >= 2 ? 2 : (size_t)tasks;
     if (gl_mul((size_t)p.batch, (size_t)m->info.state_size, &state_n) ||
-        gl_mul(per_task, (size_t)tasks, &total) || gl_add(total, round16(state_n), &total))
+        gl_mul(per_task, scratches, &total) || gl_add(total, round16(state_n), &total))
         return GRULITE_E_TOO_LARGE;
     if ((rc = gl_workspace_reserve(ws, total))) return rc;
 
-    float *state = ws->buf + per_task * (size_t)tasks;
+    float *state = ws->buf + per_task * scratches;
     if (run->h0) memcpy(state, run->h0, state_n * sizeof(float));
     else memset(state, 0, state_n * sizeof(float));
 
-    gl_job job = { m, &p, state, ws->buf, per_task, tasks };
-    gl_pool_run(ws->pool, tasks, run_task, &job);
+    if (scratches == 2 && tasks == 1) {          /* directions in parallel */
+        gl_scratch s0, s1;
+        size_t t0;
+        task_layout(m, &p, (size_t)p.batch, ws->buf, &s0, &t0);
+        task_layout(m, &p, (size_t)p.batch, ws->buf + per_task, &s1, &t0);
+        run_rows(m, &p, &s0, &s1, ws->pool, 0, (size_t)p.batch, state);
+    } else {
+        gl_job job = { m, &p, state, ws->buf, per_task, tasks };
+        gl_pool_run(ws->pool, tasks, run_task, &job);
+    }
     if (run->h_n) memcpy(run->h_n, state, state_n * sizeof(float));
     return GRULITE_OK;
 }
