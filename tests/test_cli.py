@@ -140,10 +140,13 @@ def test_convert_errors_are_messages_not_tracebacks(tmp_path, models):
     assert p.returncode != 0
     assert p.stderr.startswith("grulite: error:") and "missing.npz" in p.stderr
     assert "no such file" in p.stderr.lower()
-    # Not an .npz.
+    # A .pt that is no torch.save archive; an unknown file type.
     (tmp_path / "w.pt").write_bytes(b"\x80\x02")
     p = cli("convert", "w.pt", "-o", "x.grl", cwd=tmp_path, expect=1)
-    assert "'.pt'" in p.stderr and ".npz" in p.stderr
+    assert "w.pt" in p.stderr and "torch.save" in p.stderr
+    (tmp_path / "w.h5").write_bytes(b"\x89HDF")
+    p = cli("convert", "w.h5", "-o", "x.grl", cwd=tmp_path, expect=1)
+    assert "'.h5'" in p.stderr and ".npz" in p.stderr and ".onnx" in p.stderr
     # An .npz that is not a zip.
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     p = cli("convert", "bad.npz", "-o", "x.grl", cwd=tmp_path, expect=1)

@@ -33,8 +33,10 @@ def _human(n: int) -> str:
 def _describe_layers(layers: Sequence[dict]) -> list:
     lines = []
     for k, lay in enumerate(layers):
+        way = ("bidirectional" if lay["num_directions"] == 2
+               else "backward" if lay.get("reverse") else "forward")
         lines.append(f"  layer {k}: input {lay['input_size']:>5} -> hidden {lay['hidden_size']:>5}"
-                     f"  {'bidirectional' if lay['num_directions'] == 2 else 'forward'}"
+                     f"  {way}"
                      f"  reset_{'after' if lay['reset_after'] else 'before'}"
                      f"  {'bias' if lay['bias'] else 'no bias'}")
     return lines
@@ -50,10 +52,30 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
     from grulite._model import from_bytes, npz_image
 
     ext = os.path.splitext(src)[1].lower()
-    if ext != ".npz":
-        raise GruliteError(f"{src!r}: unknown input type {ext or '(none)'!r}; this version converts "
-                           "np.savez'd PyTorch state_dicts (.npz)")
-    image, summary = npz_image(src, prefix, reset_after, head, batch_first, dtype=dtype)
+    state_dict_args = dict(prefix=prefix, reset_after=reset_after, head=head,
+                           batch_first=batch_first, dtype=dtype)
+    if ext == ".npz":
+        image, summary = npz_image(src, **state_dict_args)
+    elif ext in (".pt", ".pth", ".ckpt", ".bin"):
+        from grulite._torchfile import torchfile_image
+        image, summary = torchfile_image(src, **state_dict_args)
+    elif ext == ".safetensors":
+        from grulite._safetensors import safetensors_image
+        image, summary = safetensors_image(src, **state_dict_args)
+    elif ext in (".onnx", ".keras"):
+        if prefix or head or not reset_after or not batch_first:
+            raise GruliteError(f"--prefix, --head, --reset-before and --time-major apply to "
+                               f"state_dicts; a {ext} file carries its own structure")
+        if ext == ".onnx":
+            from grulite._onnx import image_from_onnx
+            image, summary = image_from_onnx(src, dtype=dtype)
+        else:
+            from grulite._keras import image_from_keras
+            image, summary = image_from_keras(src, dtype=dtype)
+    else:
+        raise GruliteError(f"{src!r}: unknown input type {ext or '(none)'!r}; grulite converts "
+                           ".npz (np.savez'd state_dict), .pt / .pth / .ckpt / .bin (torch.save), "
+                           ".safetensors, .onnx and .keras files")
     model = from_bytes(image)       # validate with the C loader before writing
     model.save(dst)
     layers = summary["layers"]
@@ -63,8 +85,9 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
     for d in summary["dense"]:
         print(f"  head {d['name']}: {d['in_features']} -> {d['out_features']}, {d['activation']}"
               f"{'' if d['bias'] is not None else ', no bias'}", file=out)
+    bf = model.config.batch_first
     print(f"  {summary['parameters']:,} parameters, dtype {dtype}, layout "
-          f"{'batch-first' if batch_first else 'time-major'}", file=out)
+          f"{'batch-first' if bf else 'time-major'}", file=out)
     print(f"wrote {dst} ({_human(os.path.getsize(dst))}, checksum {model.checksum:08x})", file=out)
     return summary
 
@@ -294,13 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "convert", formatter_class=fmt, help="convert PyTorch weights (.npz) to a .grl model",
-        description="Convert a PyTorch state_dict saved with np.savez into a .grl model file. "
-                    "The GRU tensors are found under any prefix (gru., rnn., encoder.gru., ...).",
+        description="Convert GRU weights into a .grl model file: a PyTorch state_dict saved with "
+                    "np.savez, torch.save (read without torch) or safetensors (the GRU tensors "
+                    "are found under any prefix: gru., rnn., encoder.gru., ...), an ONNX graph or "
+                    "a Keras .keras archive.",
         epilog="example:\n"
                "  python -c 'import numpy as np, torch; ...; np.savez(\"model.npz\", "
                "**{k: v.numpy() for k, v in model.state_dict().items()})'\n"
                "  grulite convert model.npz -o model.grl --head fc:softmax")
-    c.add_argument("input", help="weights file (.npz of a state_dict)")
+    c.add_argument("input", help="weights file: .npz (np.savez'd state_dict), .pt/.pth (torch.save), "
+                                 ".safetensors, .onnx or .keras")
     c.add_argument("-o", "--output", help="output .grl file (default: input with .grl)")
     c.add_argument("--prefix", help="module path of the GRU when the file holds several "
                                     "(e.g. encoder.gru)")
