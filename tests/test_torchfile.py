@@ -32,7 +32,6 @@ from grulite._torchfile import from_torch_file, read_torch_file, torchfile_image
 
 TOL = 2e-5
 FIX = os.path.join(ROOT, "tests", "fixtures", "torchfile")
-SRC = os.path.join(ROOT, "src")
 
 
 def _load_tool():
@@ -498,7 +497,9 @@ def test_malicious_pickle_refused_in_child_process(tmp_path):
             "for p in sys.argv[1:]:\n"
             "    try:\n        t.from_torch_file(p)\n        print('LOADED', p)\n"
             "    except Exception as e:\n        print(type(e).__name__, str(e)[:300])\n")
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The child imports the same grulite this process runs (installed or src).
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(grulite.__file__)))
+    env = dict(os.environ, PYTHONPATH=pkg_parent + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-c", code, *files.values()], capture_output=True,
                        text=True, timeout=60, env=env, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr

@@ -826,7 +826,7 @@ static int load_image(const void *data, size_t size, grulite_model **out,
         if (!m->k)
             rc = fail(msg, msg_size, GRULITE_E_UNSUPPORTED,
                       "GRULITE_ISA=%.32s: not a kernel set this CPU and build can run "
-                      "(generic, avx2, avx512)", isa);
+                      "(generic, avx2, avx512, avx512vnni, neon)", isa);
     }
     if (rc) {
         grulite_model_free(m);

@@ -8,9 +8,12 @@
 
 #include "grulite.h"
 
-#if defined(__GNUC__) || defined(__clang__)
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32) && !defined(__CYGWIN__)
 #  define GL_RESTRICT __restrict__
 #  define GL_HIDDEN __attribute__((visibility("hidden")))
+#elif defined(__GNUC__) || defined(__clang__)
+#  define GL_RESTRICT __restrict__
+#  define GL_HIDDEN
 #elif defined(_MSC_VER)
 #  define GL_RESTRICT __restrict
 #  define GL_HIDDEN

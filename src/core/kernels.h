@@ -1,5 +1,6 @@
 /* kernels.h - the kernel interface: packed weight panels and the table of
- * functions each instruction set provides (generic C, AVX2+FMA, AVX-512).
+ * functions each instruction set provides (generic C, AVX2+FMA, AVX-512,
+ * NEON).
  *
  * Weight layout ("panel16", the same on every ISA): a matrix from K inputs
  * to G gates of H outputs each (G = 3 for a GRU's r, z, n; 1 for a dense
@@ -119,9 +120,14 @@ extern const gl_kernels gl_kernels_avx512;
 extern const gl_kernels gl_kernels_avx512vnni;
 #  endif
 #endif
+/* NEON is part of every aarch64 CPU: no runtime check needed. */
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#  define GL_HAVE_NEON_KERNELS 1
+extern const gl_kernels gl_kernels_neon;
+#endif
 
 /* The best kernel set this CPU supports, or the one named (generic, avx2,
- * avx512); NULL for an unknown or unsupported name. */
+ * avx512, avx512vnni, neon); NULL for an unknown or unsupported name. */
 const gl_kernels *gl_kernels_select(const char *name);
 
 /* Whether the running CPU can run the named kernel set. */

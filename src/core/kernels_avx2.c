@@ -46,7 +46,6 @@ static inline gl_v16 v16_##name(gl_v16 a, gl_v16 b)             \
 GL_V16_BINOP(add, _mm256_add_ps)
 GL_V16_BINOP(sub, _mm256_sub_ps)
 GL_V16_BINOP(mul, _mm256_mul_ps)
-GL_V16_BINOP(div, _mm256_div_ps)
 
 static inline gl_v16 v16_fma(gl_v16 a, gl_v16 b, gl_v16 c)
 {
@@ -132,7 +131,6 @@ static inline gl_v16 v16_exp(gl_v16 a)
 #define GL_V_ADD(a, b) v16_add((a), (b))
 #define GL_V_SUB(a, b) v16_sub((a), (b))
 #define GL_V_MUL(a, b) v16_mul((a), (b))
-#define GL_V_DIV(a, b) v16_div((a), (b))
 #define GL_V_FMA(a, b, c) v16_fma((a), (b), (c))
 #define GL_V_FNMA(a, b, c) v16_fnma((a), (b), (c))
 #define GL_V_RCP(a) v16_rcp(a)

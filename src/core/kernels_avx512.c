@@ -26,7 +26,6 @@
 #define GL_V_ADD(a, b) _mm512_add_ps((a), (b))
 #define GL_V_SUB(a, b) _mm512_sub_ps((a), (b))
 #define GL_V_MUL(a, b) _mm512_mul_ps((a), (b))
-#define GL_V_DIV(a, b) _mm512_div_ps((a), (b))
 #define GL_V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define GL_V_FNMA(a, b, c) _mm512_fnmadd_ps((a), (b), (c))
 #define GL_V_RCP(a) _mm512_rcp14_ps(a)

@@ -9,7 +9,7 @@
  *   GL_V_STORE(p, v)     store 16 floats
  *   GL_V_ZERO()          all zeros
  *   GL_V_SET1(f)         broadcast a float
- *   GL_V_ADD, GL_V_SUB, GL_V_MUL, GL_V_DIV (a, b)
+ *   GL_V_ADD, GL_V_SUB, GL_V_MUL (a, b)
  *   GL_V_FMA(a, b, c)    a*b + c, one rounding
  *   GL_V_FNMA(a, b, c)   c - a*b, one rounding
  *   GL_V_RCP(a)          an estimate of 1/a (>= 12 bits)

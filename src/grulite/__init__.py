@@ -56,7 +56,7 @@ def from_safetensors(path, prefix=None, reset_after=True, head=None, *, batch_fi
 
 def available_isas() -> list:
     """Kernel sets this CPU and build can run, best last (see ``Model.isa``)."""
-    return [name for name in ("generic", "avx2", "avx512", "avx512vnni") if _isa_supported(name)]
+    return [name for name in ("generic", "neon", "avx2", "avx512", "avx512vnni") if _isa_supported(name)]
 
 
 __all__ = ["__version__", "GruliteError", "Model", "ModelConfig", "LayerConfig",

@@ -53,7 +53,7 @@ MAX_LAYERS = GRULITE_MAX_LAYERS
 MAX_DENSE = GRULITE_MAX_DENSE
 MAX_FEATURES = GRULITE_MAX_FEATURES
 MAX_THREADS = GRULITE_MAX_THREADS
-ISAS = ("generic", "avx2", "avx512", "avx512vnni")
+ISAS = ("generic", "avx2", "avx512", "avx512vnni", "neon")
 
 
 def isa_supported(name):

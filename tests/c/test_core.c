@@ -12,6 +12,11 @@
  * every compared value lies in [-1, 1] or is a softmax / sigmoid output).
  * Whole-sequence vs streaming vs threaded runs must match bit for bit.
  *
+ * The numerics and streaming tests run once with the kernel set the CPU
+ * gets by default (printed first: "kernel set: NAME") and again with every
+ * other kernel set this CPU and build can run; random models with float32,
+ * float16 and int8 weights compare every kernel set with the generic C one.
+ *
  * The last line printed is "N passed, M failed"; the exit status is
  * non-zero when M > 0.
  */
@@ -33,6 +38,11 @@
 
 static int g_passed, g_failed;
 static char g_ctx[256];   /* what is being tested, printed with a failure */
+static const char *g_isa; /* kernel set forced on every model, or NULL: the default */
+
+/* Every kernel set a build may have; grulite_isa_supported() says which run here. */
+static const char *const k_isas[] = { "generic", "avx2", "avx512", "avx512vnni", "neon" };
+#define N_ISAS ((int)(sizeof k_isas / sizeof k_isas[0]))
 
 static void check_impl(int ok, const char *expr, const char *file, int line)
 {
@@ -62,7 +72,14 @@ static void check_rc_impl(int got, int want, const char *expr, const char *file,
 
 static void set_ctx(const char *a, const char *b)
 {
-    snprintf(g_ctx, sizeof g_ctx, "%s%s%s", a, b ? " " : "", b ? b : "");
+    snprintf(g_ctx, sizeof g_ctx, "%s%s%s%s%s", a, b ? " " : "", b ? b : "",
+             g_isa ? ", kernel set " : "", g_isa ? g_isa : "");
+}
+
+/* Switches m to the forced kernel set, if any (a failure is recorded). */
+static void apply_isa(grulite_model *m)
+{
+    if (m && g_isa) CHECK_RC(grulite_model_set_isa(m, g_isa), GRULITE_OK);
 }
 
 /* ---- Small helpers --------------------------------------------------------- */
@@ -362,6 +379,7 @@ static grulite_model *load_spec(const grulite_model_spec *spec)
     CHECK_RC(rc, GRULITE_OK);
     if (rc) printf("     load: %s\n", msg);
     free(img);
+    apply_isa(m);
     return m;
 }
 
@@ -922,6 +940,7 @@ static void test_numerics(const fixture *f)
     int rc = grulite_model_load_buffer(img, size, 0, &m, msg, sizeof msg);
     CHECK_RC(rc, GRULITE_OK);
     if (!m) { printf("     %s\n", msg); free(img); return; }
+    apply_isa(m);
     check_info(m, f, 1);
 
     const int B = f->B, T = f->T;
@@ -939,8 +958,8 @@ static void test_numerics(const fixture *f)
     CHECK(near(y, f->y, ny, TOL, "y"));
     CHECK(near(h_n, f->h_n, nh, TOL, "h_n"));
     if (f->N) CHECK(near(head, f->head, nd, TOL, "head"));
-    printf("numerics: %-24s max |diff| y %.2g, h_n %.2g, head %.2g (tolerance %.0e)\n",
-           f->name, max_diff(y, f->y, ny), max_diff(h_n, f->h_n, nh),
+    printf("numerics: %-24s %-10s max |diff| y %.2g, h_n %.2g, head %.2g (tolerance %.0e)\n",
+           f->name, grulite_model_isa(m), max_diff(y, f->y, ny), max_diff(h_n, f->h_n, nh),
            max_diff(head, f->head, f->N ? nd : 0), (double)TOL);
     CHECK(grulite_workspace_bytes(ws) > 0);
 
@@ -1315,6 +1334,209 @@ static void test_threads(const fixture *f)
     grulite_model_free(m);
 }
 
+/* ---- 8. Every kernel set on random models ---------------------------------------- */
+
+/* Sizes that reach every path of the blocked kernels: widths around the
+ * 16-lane panel, inputs longer than a K block (128), batches below, at and
+ * above the row blocks (2 to 8 rows), both variants, with and without bias. */
+typedef struct synth_case {
+    int32_t I, H, L, D, bias, reset_after, B, T;
+} synth_case;
+
+static const synth_case k_synth[] = {
+    { 1, 1, 1, 1, 1, 1, 1, 5 },
+    { 3, 17, 2, 2, 1, 1, 5, 9 },
+    { 130, 33, 1, 1, 0, 1, 9, 7 },
+    { 200, 64, 2, 1, 1, 0, 17, 6 },
+    { 16, 48, 1, 2, 1, 0, 8, 11 },
+    { 5, 129, 1, 1, 1, 1, 3, 4 },
+};
+
+#define SYNTH_TOL_F32 2e-5f   /* every kernel set vs generic, same stored weights */
+#define SYNTH_TOL_F16 2e-3f   /* float16 weights vs float32 weights */
+#define SYNTH_TOL_I8 2e-2f    /* int8 weights vs float32 weights (and activations
+                                 rounded to int8 by avx512vnni) */
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+/* Uniform in [lo, hi): xorshift64*, 24 bits. */
+static float urand(float lo, float hi)
+{
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    const uint32_t r = (uint32_t)((g_rng * 0x2545F4914F6CDD1Dull) >> 40);
+    return lo + (hi - lo) * ((float)r / 16777216.0f);
+}
+
+static float *urand_array(size_t n, float k)
+{
+    float *a = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) a[i] = urand(-k, k);
+    return a;
+}
+
+/* Runs (B, T) batch-first x through m with `lengths` (or NULL). */
+static int synth_run(const grulite_model *m, grulite_workspace *ws, const synth_case *c,
+                     const float *x, const int32_t *lengths, float *y, float *h_n)
+{
+    grulite_run run;
+    memset(&run, 0, sizeof run);
+    run.batch = c->B;
+    run.steps = c->T;
+    run.batch_first = 1;
+    run.x = x;
+    run.lengths = lengths;
+    run.y = y;
+    run.h_n = h_n;
+    return grulite_forward(m, ws, &run);
+}
+
+static void test_kernel_sets(const synth_case *c)
+{
+    char name[96];
+    snprintf(name, sizeof name, "I%d H%d L%d D%d%s%s B%d T%d", c->I, c->H, c->L, c->D,
+             c->bias ? "" : " nobias", c->reset_after ? "" : " reset_before", c->B, c->T);
+    set_ctx("kernel sets", name);
+
+    /* PyTorch's initialization: U(-1/sqrt(H), 1/sqrt(H)). */
+    grulite_layer_spec layers[MAX_L];
+    float *owned[4 * MAX_L * 2];
+    int n_owned = 0;
+    memset(layers, 0, sizeof layers);
+    const float k = 1.0f / sqrtf((float)c->H);
+    const size_t H = (size_t)c->H;
+    int32_t in = c->I;
+    for (int l = 0; l < c->L; l++) {
+        grulite_layer_spec *ls = &layers[l];
+        ls->hidden_size = c->H;
+        ls->num_directions = c->D;
+        ls->reset_after = c->reset_after;
+        ls->has_bias = c->bias;
+        for (int d = 0; d < c->D; d++) {
+            ls->weight_ih[d] = owned[n_owned++] = urand_array(3 * H * (size_t)in, k);
+            ls->weight_hh[d] = owned[n_owned++] = urand_array(3 * H * H, k);
+            if (c->bias) {
+                ls->bias_ih[d] = owned[n_owned++] = urand_array(3 * H, k);
+                ls->bias_hh[d] = owned[n_owned++] = urand_array(3 * H, k);
+            }
+        }
+        in = c->D * c->H;
+    }
+    grulite_model_spec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.input_size = c->I;
+    spec.num_layers = c->L;
+    spec.layers = layers;
+    spec.batch_first = 1;
+
+    const size_t B = (size_t)c->B, T = (size_t)c->T;
+    const size_t ny = B * T * (size_t)in, nh = B * (size_t)(c->L * c->D * c->H);
+    float *x = urand_array(B * T * (size_t)c->I, 2.0f);
+    int32_t *lengths = xmalloc(B * sizeof(int32_t));
+    for (size_t b = 0; b < B; b++)
+        lengths[b] = b == 0 ? c->T : 1 + (int32_t)(urand(0.0f, 1.0f) * (float)c->T) % c->T;
+    float *y32 = xcalloc(ny, 4), *h32 = xcalloc(nh, 4), *yg = xcalloc(ny, 4), *hg = xcalloc(nh, 4);
+    float *y = xcalloc(ny, 4), *h = xcalloc(nh, 4), *ys = xcalloc(ny, 4), *yf = xcalloc(ny, 4);
+    grulite_workspace *ws = grulite_workspace_new();
+    CHECK(ws != NULL);
+
+    static const int dtypes[3] = { GRULITE_DTYPE_F32, GRULITE_DTYPE_F16, GRULITE_DTYPE_I8 };
+    static const char *const dtype_names[3] = { "float32", "float16", "int8" };
+    static const float dtype_tol[3] = { 0.0f, SYNTH_TOL_F16, SYNTH_TOL_I8 };
+    for (int di = 0; ws && di < 3; di++) {
+        char ctx[160];
+        snprintf(ctx, sizeof ctx, "%s, %s", name, dtype_names[di]);
+        set_ctx("kernel sets", ctx);
+        spec.dtype = dtypes[di];
+        grulite_model *m = load_spec(&spec);
+        if (!m) continue;
+        grulite_layer_info li;
+        CHECK_RC(grulite_model_layer(m, 0, &li), GRULITE_OK);
+        CHECK(li.dtype == dtypes[di]);
+
+        /* The generic C kernels on these stored weights are the reference. */
+        CHECK_RC(grulite_model_set_isa(m, "generic"), GRULITE_OK);
+        CHECK_RC(synth_run(m, ws, c, x, lengths, yg, hg), GRULITE_OK);
+        if (di == 0) {
+            memcpy(y32, yg, ny * 4);
+            memcpy(h32, hg, nh * 4);
+        } else {
+            CHECK(near(yg, y32, ny, dtype_tol[di], "y (generic vs float32 weights)"));
+            CHECK(near(hg, h32, nh, dtype_tol[di], "h_n (generic vs float32 weights)"));
+        }
+        char line[512];
+        int at = snprintf(line, sizeof line, "kernel sets: %-36s %-7s max |diff| vs generic:",
+                          name, dtype_names[di]);
+        for (int i = 0; i < N_ISAS; i++) {
+            const char *isa = k_isas[i];
+            if (!grulite_isa_supported(isa) || !strcmp(isa, "generic")) continue;
+            snprintf(ctx, sizeof ctx, "%s, %s, kernel set %s", name, dtype_names[di], isa);
+            set_ctx("kernel sets", ctx);
+            CHECK_RC(grulite_model_set_isa(m, isa), GRULITE_OK);
+            CHECK(strcmp(grulite_model_isa(m), isa) == 0);
+            memset(y, 0xFF, ny * 4);
+            CHECK_RC(synth_run(m, ws, c, x, lengths, y, h), GRULITE_OK);
+            /* avx512vnni rounds the activations of int8 products to int8 too. */
+            const int approx = dtypes[di] == GRULITE_DTYPE_I8 && !strcmp(isa, "avx512vnni");
+            CHECK(near(y, approx ? y32 : yg, ny, approx ? SYNTH_TOL_I8 : SYNTH_TOL_F32, "y"));
+            CHECK(near(h, approx ? h32 : hg, nh, approx ? SYNTH_TOL_I8 : SYNTH_TOL_F32, "h_n"));
+            if (at > 0 && (size_t)at < sizeof line)
+                at += snprintf(line + at, sizeof line - (size_t)at, " %s %.2g", isa,
+                               max_diff(y, yg, ny));
+
+            /* Saturating, infinite and NaN inputs: the activations' limits
+             * (exp clamped, NaN kept) match the generic kernels. */
+            if (di == 0) {
+                float *xe = xmalloc(B * T * (size_t)c->I * 4);
+                memcpy(xe, x, B * T * (size_t)c->I * 4);
+                static const float extreme[4] = { 1e30f, -1e30f, 88.5f, -88.5f };
+                for (size_t j = 0; j < B * T * (size_t)c->I; j += 3) xe[j] = extreme[j % 4] * x[j];
+                xe[0] = INFINITY;
+                if (B > 1) xe[T * (size_t)c->I] = NAN;   /* row 1 */
+                CHECK_RC(grulite_model_set_isa(m, "generic"), GRULITE_OK);
+                CHECK_RC(synth_run(m, ws, c, xe, lengths, yf, NULL), GRULITE_OK);
+                CHECK_RC(grulite_model_set_isa(m, isa), GRULITE_OK);
+                CHECK_RC(synth_run(m, ws, c, xe, lengths, ys, NULL), GRULITE_OK);
+                size_t bad = 0, nans = 0;
+                for (size_t j = 0; j < ny; j++) {
+                    if (isnan(yf[j])) { nans++; bad += !isnan(ys[j]); }
+                    else bad += !(fabsf(ys[j] - yf[j]) <= SYNTH_TOL_F32);
+                }
+                CHECK(bad == 0);
+                CHECK(B == 1 || nans > 0);
+                free(xe);
+            }
+
+            /* Streaming one step at a time gives the whole sequence's bits. */
+            if (c->D == 1) {
+                grulite_stream *st = NULL;
+                CHECK_RC(synth_run(m, ws, c, x, NULL, yf, NULL), GRULITE_OK);
+                CHECK_RC(grulite_stream_new(m, c->B, &st), GRULITE_OK);
+                const size_t I = (size_t)c->I, W = (size_t)in;
+                float *xs = xmalloc(B * I * 4), *yt = xmalloc(B * W * 4);
+                for (size_t t = 0; st && t < T; t++) {
+                    for (size_t b = 0; b < B; b++)
+                        memcpy(xs + b * I, x + (b * T + t) * I, I * 4);
+                    CHECK_RC(grulite_stream_step(st, xs, 1, yt, NULL), GRULITE_OK);
+                    for (size_t b = 0; b < B; b++)
+                        memcpy(ys + (b * T + t) * W, yt + b * W, W * 4);
+                }
+                if (st) CHECK(memcmp(ys, yf, ny * 4) == 0);
+                grulite_stream_free(st);
+                free(xs);
+                free(yt);
+            }
+        }
+        printf("%s\n", line);
+        grulite_model_free(m);
+    }
+    grulite_workspace_free(ws);
+    for (int i = 0; i < n_owned; i++) free(owned[i]);
+    free(x); free(lengths); free(y32); free(h32); free(yg); free(hg);
+    free(y); free(h); free(ys); free(yf);
+}
+
 /* ---- main ------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -1342,6 +1564,21 @@ int main(int argc, char **argv)
         loaded[i] = fixture_read(argv[1], names[i], &fx[i]) == 0;
         CHECK(loaded[i]);
     }
+    /* The kernel set this CPU gets by default (GRULITE_ISA may force one). */
+    if (loaded[0]) {
+        grulite_model_spec spec = fixture_spec(&fx[0]);
+        grulite_model *m = load_spec(&spec);
+        const char *env = getenv("GRULITE_ISA");
+        printf("kernel set: %s%s%s%s\n", m ? grulite_model_isa(m) : "(model did not load)",
+               env ? " (GRULITE_ISA=" : "", env ? env : "", env ? ")" : "");
+        grulite_model_free(m);
+    }
+    printf("kernel sets this CPU and build run:");
+    for (int i = 0; i < N_ISAS; i++)
+        if (grulite_isa_supported(k_isas[i])) printf(" %s", k_isas[i]);
+    printf("\n");
+    CHECK(grulite_isa_supported("generic"));
+    CHECK(!grulite_isa_supported("sse9") && !grulite_isa_supported(NULL));
     for (int i = 0; i < n_fixtures; i++) {
         if (!loaded[i]) continue;
         test_numerics(&fx[i]);
@@ -1349,6 +1586,18 @@ int main(int argc, char **argv)
         test_forward_args(&fx[i]);
         test_serialize_errors(&fx[i]);
     }
+    /* Numerics and streaming again with every other kernel set. */
+    for (int k = 0; k < N_ISAS; k++) {
+        if (!grulite_isa_supported(k_isas[k])) continue;
+        g_isa = k_isas[k];
+        for (int i = 0; i < n_fixtures; i++) {
+            if (!loaded[i]) continue;
+            test_numerics(&fx[i]);
+            test_stream(&fx[i]);
+        }
+        g_isa = NULL;
+    }
+    for (size_t i = 0; i < sizeof k_synth / sizeof k_synth[0]; i++) test_kernel_sets(&k_synth[i]);
     if (loaded[0]) test_model_io(&fx[0]);
     if (loaded[2]) test_model_io(&fx[2]);
     if (loaded[5]) test_hostile(&fx[5]);   /* small: two layers, a head, with and without bias */

@@ -1,0 +1,179 @@
+/* kernels_neon.c - aarch64 NEON kernels: a 16-lane panel vector is four
+ * float32x4_t registers.  NEON (with FMA, float16 conversion and
+ * round-to-nearest) is part of every aarch64 CPU, so this set is chosen
+ * without a runtime check (dispatch.c); other targets compile nothing here. */
+#include <stdint.h>
+
+#include "internal.h"
+
+#if defined(GL_HAVE_NEON_KERNELS)
+
+#include <arm_neon.h>
+
+typedef struct { float32x4_t a, b, c, d; } gl_v16;
+
+static inline gl_v16 v16_load(const float *p)
+{
+    gl_v16 v = { vld1q_f32(p), vld1q_f32(p + 4), vld1q_f32(p + 8), vld1q_f32(p + 12) };
+    return v;
+}
+
+static inline void v16_store(float *p, gl_v16 v)
+{
+    vst1q_f32(p, v.a);
+    vst1q_f32(p + 4, v.b);
+    vst1q_f32(p + 8, v.c);
+    vst1q_f32(p + 12, v.d);
+}
+
+static inline gl_v16 v16_set1(float f)
+{
+    const float32x4_t q = vdupq_n_f32(f);
+    gl_v16 v = { q, q, q, q };
+    return v;
+}
+
+#define GL_V16_BINOP(name, op)                                              \
+static inline gl_v16 v16_##name(gl_v16 x, gl_v16 y) \
+{                                                                           \
+    gl_v16 v = { op(x.a, y.a), op(x.b, y.b), op(x.c, y.c), op(x.d, y.d) };  \
+    return v;                                                               \
+}
+GL_V16_BINOP(add, vaddq_f32)
+GL_V16_BINOP(sub, vsubq_f32)
+GL_V16_BINOP(mul, vmulq_f32)
+
+/* x*y + z (vfmaq_f32(acc, p, q) is acc + p*q, one rounding). */
+static inline gl_v16 v16_fma(gl_v16 x, gl_v16 y, gl_v16 z)
+{
+    gl_v16 v = { vfmaq_f32(z.a, x.a, y.a), vfmaq_f32(z.b, x.b, y.b),
+                 vfmaq_f32(z.c, x.c, y.c), vfmaq_f32(z.d, x.d, y.d) };
+    return v;
+}
+
+/* z - x*y (vfmsq_f32(acc, p, q) is acc - p*q, one rounding). */
+static inline gl_v16 v16_fnma(gl_v16 x, gl_v16 y, gl_v16 z)
+{
+    gl_v16 v = { vfmsq_f32(z.a, x.a, y.a), vfmsq_f32(z.b, x.b, y.b),
+                 vfmsq_f32(z.c, x.c, y.c), vfmsq_f32(z.d, x.d, y.d) };
+    return v;
+}
+
+/* 1/x: the 8-bit estimate and one Newton step, r * (2 - x*r) (vrecpsq_f32),
+ * about 16 bits; the template refines it once more (recip in
+ * kernels_simd.h).  Only called with x >= 1, finite or NaN. */
+static inline float32x4_t neon_rcp4(float32x4_t x)
+{
+    const float32x4_t r = vrecpeq_f32(x);
+    return vmulq_f32(r, vrecpsq_f32(x, r));
+}
+
+static inline gl_v16 v16_rcp(gl_v16 x)
+{
+    gl_v16 v = { neon_rcp4(x.a), neon_rcp4(x.b), neon_rcp4(x.c), neon_rcp4(x.d) };
+    return v;
+}
+
+/* e^x for 4 lanes: Cephes expf as in the x86 files; 2^n built in the
+ * exponent field.  Clamped to [-87.34, 88.38] so n stays in [-126, 127].
+ * vminq_f32 / vmaxq_f32 return NaN when either input is NaN, so NaN is
+ * kept (and vcvtnq_s32_f32(NaN) = 0 only scales a NaN). */
+static inline float32x4_t neon_exp4(float32x4_t x)
+{
+    x = vminq_f32(vdupq_n_f32(88.3762626647949f), x);
+    x = vmaxq_f32(vdupq_n_f32(-87.3365447505531f), x);
+    const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f)));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+    float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
+    p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+    p = vfmaq_f32(r, p, vmulq_f32(r, r));
+    p = vaddq_f32(p, vdupq_n_f32(1.0f));
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+
+static inline gl_v16 v16_exp(gl_v16 x)
+{
+    gl_v16 v = { neon_exp4(x.a), neon_exp4(x.b), neon_exp4(x.c), neon_exp4(x.d) };
+    return v;
+}
+
+/* 4 IEEE halves to floats (FCVTL). */
+static inline float32x4_t neon_load_f16x4(const uint16_t *p)
+{
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+}
+
+static inline gl_v16 v16_load_f16(const uint16_t *p)
+{
+    gl_v16 v = { neon_load_f16x4(p), neon_load_f16x4(p + 4), neon_load_f16x4(p + 8),
+                 neon_load_f16x4(p + 12) };
+    return v;
+}
+
+/* 64 bytes of an int8 panel: lanes 0-3, 4-7, 8-11, 12-15, 4 inputs each
+ * (input kk in bits 8kk..8kk+7 of the lane's int32), made signed
+ * (byte ^ 0x80). */
+typedef struct { int32x4_t a, b, c, d; } gl_vq;
+
+static inline int32x4_t neon_vq_load4(const uint8_t *p)
+{
+    return vreinterpretq_s32_u8(veorq_u8(vld1q_u8(p), vdupq_n_u8(0x80)));
+}
+
+static inline gl_vq vq_load(const uint8_t *p)
+{
+    gl_vq v = { neon_vq_load4(p), neon_vq_load4(p + 16), neon_vq_load4(p + 32),
+                neon_vq_load4(p + 48) };
+    return v;
+}
+
+/* Input kk of each lane: shift its byte to the top, then arithmetic shift
+ * right by 24 (sign extension), then convert.  kk is a run-time value, so
+ * the left shift takes a vector count (vshlq_s32). */
+static inline float32x4_t neon_vq_get4(int32x4_t raw, int32x4_t sh)
+{
+    return vcvtq_f32_s32(vshrq_n_s32(vshlq_s32(raw, sh), 24));
+}
+
+static inline gl_v16 vq_get(gl_vq raw, int kk)
+{
+    const int32x4_t sh = vdupq_n_s32(24 - 8 * kk);
+    gl_v16 v = { neon_vq_get4(raw.a, sh), neon_vq_get4(raw.b, sh), neon_vq_get4(raw.c, sh),
+                 neon_vq_get4(raw.d, sh) };
+    return v;
+}
+
+#define GL_NAME neon
+#define GL_PREFIX neon_
+#define GL_V gl_v16
+#define GL_V_LOAD(p) v16_load(p)
+#define GL_V_STORE(p, v) v16_store((p), (v))
+#define GL_V_ZERO() v16_set1(0.0f)
+#define GL_V_SET1(f) v16_set1(f)
+#define GL_V_ADD(a, b) v16_add((a), (b))
+#define GL_V_SUB(a, b) v16_sub((a), (b))
+#define GL_V_MUL(a, b) v16_mul((a), (b))
+#define GL_V_FMA(a, b, c) v16_fma((a), (b), (c))
+#define GL_V_FNMA(a, b, c) v16_fnma((a), (b), (c))
+#define GL_V_RCP(a) v16_rcp(a)
+#define GL_V_EXP(v) v16_exp(v)
+#define GL_V_LOAD_F16(p) v16_load_f16(p)
+#define GL_VQ gl_vq
+#define GL_VQ_LOAD(p) vq_load(p)
+#define GL_VQ_GET(raw, kk) vq_get((raw), (kk))
+/* 32 registers: 2 rows x 2 vectors = 16 accumulators + 8 weights + the
+ * broadcast x; one row x 4 vectors = 16 accumulators, weights streamed.
+ * (With GCC 12, 2x2 keeps the accumulators in registers better than 4x1.) */
+#define GL_MR 2
+#define GL_NV_MR 2
+#define GL_NV1 4
+
+#include "kernels_simd.h"
+
+#endif /* GL_HAVE_NEON_KERNELS */
