@@ -344,6 +344,10 @@ GRULITE_API int grulite_stream_set_state(grulite_stream *s, const float *h, size
 /* Batch size of the stream. */
 GRULITE_API int32_t grulite_stream_batch(const grulite_stream *s);
 
+/* Bytes the stream holds: its state plus scratch for the largest chunk
+ * stepped so far.  The model's own memory is its mapping (image_size). */
+GRULITE_API size_t grulite_stream_bytes(const grulite_stream *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -509,6 +509,12 @@ int32_t grulite_stream_batch(const grulite_stream *s)
     return s ? s->batch : 0;
 }
 
+size_t grulite_stream_bytes(const grulite_stream *s)
+{
+    if (!s) return 0;
+    return sizeof(*s) + s->state_n * sizeof(float) + s->ws.cap * sizeof(float);
+}
+
 int grulite_stream_step(grulite_stream *s, const float *x, int32_t steps,
                         float *y, float *head)
 {

@@ -161,3 +161,4 @@ cdef extern from "grulite.h" nogil:
     int grulite_stream_get_state(const grulite_stream *s, float *h, size_t n)
     int grulite_stream_set_state(grulite_stream *s, const float *h, size_t n)
     int32_t grulite_stream_batch(const grulite_stream *s)
+    size_t grulite_stream_bytes(const grulite_stream *s)

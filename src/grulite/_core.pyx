@@ -556,6 +556,11 @@ cdef class Stream:
         check(grulite_stream_reset(self.ptr))
 
     @property
+    def nbytes(self):
+        """Bytes this stream holds (state and scratch; the model is shared)."""
+        return grulite_stream_bytes(self.ptr)
+
+    @property
     def state(self):
         """The hidden state, in the form of ``h0`` (a copy)."""
         cdef cnp.ndarray flat = np.empty(self.batch_size * self.state_size, dtype=np.float32)
