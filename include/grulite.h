@@ -144,6 +144,10 @@ typedef struct grulite_info {
     int32_t head_size;       /* out_features of the last head layer, or 0 */
     int32_t state_size;      /* sum over layers of D_l * H_l: h0 / h_n floats per batch row */
     int32_t batch_first;     /* the model's default row order: 1 (B, T), 0 (T, B) */
+    int32_t head_from_state; /* 1: the head reads the top layer's final states
+                                (directions concatenated) instead of its output
+                                at the last valid step; they differ only for
+                                backward directions */
     uint32_t checksum;       /* CRC-32 of the model image */
     size_t image_size;       /* bytes of the model image (file size) */
 } grulite_info;
@@ -250,6 +254,7 @@ typedef struct grulite_model_spec {
     int32_t dtype;                     /* GRU weight storage: GRULITE_DTYPE_*; the
                                           head stays float32 */
     int32_t batch_first;               /* default row order recorded in the file */
+    int32_t head_from_state;           /* see grulite_info */
     const char *metadata;              /* UTF-8, or NULL */
     size_t metadata_len;
 } grulite_model_spec;
@@ -320,7 +325,7 @@ typedef struct grulite_stream grulite_stream;
 
 /* A per-stream state for `batch` parallel sequences, initially zero.
  * The model must outlive the stream.  GRULITE_E_UNSUPPORTED for models
- * with a bidirectional layer.  Free with grulite_stream_free(). */
+ * with a layer that runs backwards (bidirectional or reverse).  Free with grulite_stream_free(). */
 GRULITE_API int grulite_stream_new(const grulite_model *model, int32_t batch,
                                    grulite_stream **out);
 GRULITE_API void grulite_stream_free(grulite_stream *s);   /* accepts NULL */

@@ -232,7 +232,7 @@ def test_stream_head_outputs(headed):
 
 
 def test_stream_bidirectional_raises(bidir):
-    with pytest.raises(grulite.GruliteError, match="unidirectional"):
+    with pytest.raises(grulite.GruliteError, match="forward-only"):
         bidir.stream()
 
 
@@ -577,3 +577,30 @@ def test_from_npz_round_trip(tmp_path, uni):
     np.testing.assert_array_equal(m(x)[0], uni(x)[0])
     with pytest.raises(FileNotFoundError):
         grulite.from_npz(tmp_path / "nope.npz")
+
+
+def test_head_from_final_states_matches_torch_pattern():
+    """head_from="state": fc(cat(h_n[-2], h_n[-1])), the usual bidirectional
+    classifier, against live torch."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(3)
+    gru = torch.nn.GRU(4, 6, 2, batch_first=True, bidirectional=True)
+    fc = torch.nn.Linear(12, 5)
+    sd = {f"gru.{k}": v for k, v in gru.state_dict().items()}
+    sd.update({f"fc.{k}": v for k, v in fc.state_dict().items()})
+    x = torch.randn(3, 8, 4)
+    lengths = torch.tensor([8, 5, 2])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                     enforce_sorted=False)
+    with torch.no_grad():
+        _, h_n = gru(packed)
+        ref = torch.softmax(fc(torch.cat([h_n[-2], h_n[-1]], 1)), -1).numpy()
+    m = grulite.from_state_dict(sd, head=[("fc", "softmax")], head_from="state")
+    assert m.config.head_from == "state"
+    np.testing.assert_allclose(m.predict(x.numpy(), lengths.numpy()), ref, atol=2e-5)
+    # The default reads the last valid step's output: different for the backward half.
+    d = grulite.from_state_dict(sd, head=[("fc", "softmax")])
+    assert d.config.head_from == "output"
+    assert np.abs(d.predict(x.numpy(), lengths.numpy()) - ref).max() > 1e-3
+    with pytest.raises(grulite.GruliteError, match="head_from must be"):
+        grulite.from_state_dict(sd, head=[("fc", "softmax")], head_from="last")

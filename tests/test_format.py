@@ -589,7 +589,7 @@ def _absurd_cases(b):
         ("metadata length 2^64-1", patch(b, OFF_META_LEN, 2**64 - 1, "<Q"), "metadata"),
         ("header size 0", patch(b, OFF_HEADER_SIZE, 0), "header size"),
         ("header size 65", patch(b, OFF_HEADER_SIZE, 65), "header size"),
-        ("unknown flag", patch(b, OFF_FLAGS, 2), "flags"),
+        ("unknown flag", patch(b, OFF_FLAGS, 4), "flags"),
         ("file size larger than the file", patch(b, OFF_FILE_SIZE, n + 64, "<Q"),
          "header says"),
         ("file size 2^64-1", patch(b, OFF_FILE_SIZE, 2**64 - 1, "<Q"), "header says"),

@@ -435,17 +435,32 @@ def test_live_refusals(keras, tmp_path):
          "only right after a Dense layer with a linear"),
         (seq(L.GRU(3, return_sequences=True, go_backwards=True),
              L.Bidirectional(L.GRU(3))), "Bidirectional after a go_backwards"),
-        (seq(L.Bidirectional(L.GRU(3)), L.Dense(2)), "head reads the top layer"),
-        (seq(L.GRU(3, go_backwards=True), L.Dense(2)), "head reads the top layer"),
     ]
     for i, (model, match) in enumerate(cases):
         with pytest.raises(grulite.GruliteError, match=match):
             from_keras(_save(model, tmp_path, f"m{i}.keras"))
 
 
+@pytest.mark.parametrize("top", ["bidirectional", "go_backwards"])
+def test_live_head_on_final_states(keras, tmp_path, top):
+    """A Dense head after a Bidirectional / go_backwards top GRU with
+    return_sequences=False reads the final states (head_from="state")."""
+    L = keras.layers
+    keras.utils.set_random_seed(8)
+    gru = L.Bidirectional(L.GRU(5)) if top == "bidirectional" else L.GRU(5, go_backwards=True)
+    model = keras.Sequential([keras.Input((None, 4)), L.GRU(6, return_sequences=True), gru,
+                              L.Dense(3, activation="softmax")])
+    rng = np.random.default_rng(8)
+    for w in model.weights:
+        w.assign(rng.normal(0, 0.5, size=tuple(w.shape)).astype("float32"))
+    x = rng.standard_normal((3, 7, 4)).astype(np.float32)
+    m = from_keras(_save(model, tmp_path))
+    assert m.config.head_from == "state"
+    np.testing.assert_allclose(m.predict(x), tool.keras_outputs(model, x)[0], atol=2e-5)
+
+
 def test_live_bidirectional_head_workaround(keras, tmp_path):
-    """The refused Bidirectional + Dense head: head=False and the Dense on
-    h_n gives Keras' output."""
+    """head=False and the Dense on h_n also gives Keras' output."""
     L = keras.layers
     keras.utils.set_random_seed(7)
     model = keras.Sequential([keras.Input((None, 4)), L.Bidirectional(L.GRU(5)),

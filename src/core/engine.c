@@ -236,9 +236,11 @@ static void run_direction(const grulite_model *m, const gl_layer *L, const gl_di
         memcpy(state + (b0 + i) * H, sc->h + i * Hp, H * sizeof(float));
 }
 
-/* The dense head on the task's rows of the top layer's output. */
+/* The dense head on the task's rows of the top layer's output (or, for
+ * models that ask, its final states: top_state is (D, B, H)). */
 static void run_head(const grulite_model *m, const gl_pass *p, const gl_scratch *sc,
-                     const gl_rows *rw, const float *top, int top_global)
+                     const gl_rows *rw, const float *top, int top_global,
+                     const float *top_state)
 {
     const size_t ow = (size_t)m->info.output_size, hs = (size_t)m->info.head_size;
     const size_t n = rw->n, T = rw->T, hw = sc->hw;
@@ -251,6 +253,12 @@ static void run_head(const grulite_model *m, const gl_pass *p, const gl_scratch 
             for (size_t t = 0; t < T; t++)
                 memcpy(sc->hd[0] + row_at(rw, 0, b, t) * hw,
                        top + row_at(rw, top_global, b, t) * ow, ow * sizeof(float));
+        } else if (m->info.head_from_state) {
+            const gl_layer *L = &m->layer[m->info.num_layers - 1];
+            const size_t H = (size_t)L->cfg.hidden_size;
+            for (size_t d = 0; d < (size_t)L->cfg.num_directions; d++)
+                memcpy(sc->hd[0] + i * hw + d * H, top_state + (d * rw->B + b) * H,
+                       H * sizeof(float));
         } else {
             memcpy(sc->hd[0] + i * hw, top + row_at(rw, top_global, b, len - 1) * ow,
                    ow * sizeof(float));
@@ -313,7 +321,7 @@ static void run_rows(const grulite_model *m, const gl_pass *p, const gl_scratch 
     const float *in = p->x;
     size_t in_w = (size_t)m->info.input_size;
     int in_global = 1;
-    float *state_l = state;
+    float *state_l = state, *top_state = state;
 
     for (int l = 0; l < m->info.num_layers; l++) {
         const gl_layer *L = &m->layer[l];
@@ -328,6 +336,7 @@ static void run_rows(const grulite_model *m, const gl_pass *p, const gl_scratch 
                 for (size_t t = length_of(p, b); t < rw.T; t++)
                     memset(out + row_at(&rw, out_global, b, t) * W, 0, W * sizeof(float));
         }
+        top_state = state_l;
         if (D == 2 && sc2 && pool) {
             gl_dir_job j = { m, L, p, { sc, sc2 }, &rw, in, in_w, in_global, out, out_global,
                              state_l };
@@ -343,7 +352,7 @@ static void run_rows(const grulite_model *m, const gl_pass *p, const gl_scratch 
         in_w = W;
         in_global = out_global;
     }
-    if (p->head && m->info.num_dense > 0) run_head(m, p, sc, &rw, in, in_global);
+    if (p->head && m->info.num_dense > 0) run_head(m, p, sc, &rw, in, in_global, top_state);
 }
 
 /* Work split: task i runs rows [B*i/tasks, B*(i+1)/tasks). */

@@ -35,7 +35,8 @@ enum {
     GL_NAME_LEN = 32,        /* name bytes in a tensor entry, NUL-padded */
     GL_CRC_START = 16,       /* the checksum covers [16, file_size) */
     GL_LAYOUT_PANEL16 = 2,   /* panels of 16 lanes, gate-interleaved (kernels.h) */
-    GL_FLAG_TIME_MAJOR = 1   /* header flag: the model's default rows are (T, B) */
+    GL_FLAG_TIME_MAJOR = 1,  /* header flag: the model's default rows are (T, B) */
+    GL_FLAG_HEAD_STATE = 2   /* header flag: the head reads the final states */
 };
 
 /* Little-endian field access, alignment-free. */
@@ -256,7 +257,7 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
         }
         if (c->hidden_size > m->max_hidden) m->max_hidden = c->hidden_size;
         if (width > m->max_width) m->max_width = width;
-        if (c->num_directions == 2) m->bidirectional = 1;
+        if (c->num_directions == 2 || c->reverse) m->bidirectional = 1;
         if (c->dtype == GRULITE_DTYPE_I8) m->quantized = 1;
         in = width;
     }
@@ -477,7 +478,8 @@ int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t ca
     wr32(out + 8, GRULITE_FORMAT_VERSION);
     wr64(out + 16, (uint64_t)total);
     wr32(out + 24, GL_HEADER_SIZE);
-    wr32(out + 28, spec->batch_first ? 0 : GL_FLAG_TIME_MAJOR);
+    wr32(out + 28, (spec->batch_first ? 0u : (uint32_t)GL_FLAG_TIME_MAJOR) |
+                   (spec->head_from_state && spec->num_dense ? (uint32_t)GL_FLAG_HEAD_STATE : 0u));
     wr32(out + 32, (uint32_t)spec->input_size);
     wr32(out + 36, (uint32_t)spec->num_layers);
     wr32(out + 40, (uint32_t)spec->num_dense);
@@ -596,6 +598,7 @@ int grulite_model_convert(const grulite_model *m, int dtype, void *buf, size_t c
         spec.dense = m->info.num_dense ? ds : NULL;
         spec.dtype = dtype;
         spec.batch_first = m->info.batch_first;
+        spec.head_from_state = m->info.head_from_state;
         spec.metadata = m->metadata;
         spec.metadata_len = m->metadata_len;
         rc = grulite_model_serialize(&spec, buf, cap, size);
@@ -721,7 +724,7 @@ static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
     if (crc != rd32(img + 12))
         return fail(msg, msg_size, GRULITE_E_CHECKSUM, "checksum mismatch: stored %08lx, computed %08lx",
                     (unsigned long)rd32(img + 12), (unsigned long)crc);
-    if (rd32(img + 24) != GL_HEADER_SIZE || (rd32(img + 28) & ~(uint32_t)GL_FLAG_TIME_MAJOR) != 0)
+    if (rd32(img + 24) != GL_HEADER_SIZE || (rd32(img + 28) & ~(uint32_t)(GL_FLAG_TIME_MAJOR | GL_FLAG_HEAD_STATE)) != 0)
         return fail(msg, msg_size, GRULITE_E_FORMAT, "header size %lu / flags %lu not supported",
                     (unsigned long)rd32(img + 24), (unsigned long)rd32(img + 28));
 
@@ -750,6 +753,7 @@ static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
 
     m->info.input_size = (int32_t)input_size;
     m->info.batch_first = (rd32(img + 28) & GL_FLAG_TIME_MAJOR) ? 0 : 1;
+    m->info.head_from_state = (rd32(img + 28) & GL_FLAG_HEAD_STATE) ? 1 : 0;
     m->info.num_layers = (int32_t)n_layers;
     m->info.num_dense = (int32_t)n_dense;
     const unsigned char *p = img + GL_HEADER_SIZE;
@@ -781,6 +785,8 @@ static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
     }
     int rc = finish_config(m, msg, msg_size);
     if (rc) return rc;
+    if (m->info.head_from_state && m->info.num_dense == 0)
+        return fail(msg, msg_size, GRULITE_E_FORMAT, "flags: head-from-state set on a model without a head");
 
     uint32_t expected = 0;
     each_tensor(m, count_fn, &expected);

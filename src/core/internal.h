@@ -87,7 +87,8 @@ struct grulite_model {
     int32_t max_hidden;      /* max H over layers */
     int32_t max_width;       /* max D*H over layers */
     int32_t max_dense;       /* max out_features over head layers (0 if none) */
-    int32_t bidirectional;   /* 1 if any layer has two directions */
+    int32_t bidirectional;   /* 1 if any layer runs backwards in time (two
+                                directions, or reverse): no streaming */
     int32_t quantized;       /* 1 if any layer stores int8 weights */
     const char *metadata;    /* UTF-8, not NUL-terminated */
     size_t metadata_len;

@@ -44,7 +44,7 @@ def _describe_layers(layers: Sequence[dict]) -> list:
 
 def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optional[str] = None,
                  reset_after: bool = True, dtype: str = "float32", batch_first: bool = True,
-                 out=sys.stdout) -> dict:
+                 out=sys.stdout, head_from: str = "output") -> dict:
     """Converts a weights file to .grl and prints what was found.
 
     The one conversion path: ``grulite convert`` and ``grulite demo`` use it.
@@ -53,7 +53,7 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
 
     ext = os.path.splitext(src)[1].lower()
     state_dict_args = dict(prefix=prefix, reset_after=reset_after, head=head,
-                           batch_first=batch_first, dtype=dtype)
+                           batch_first=batch_first, dtype=dtype, head_from=head_from)
     if ext == ".npz":
         image, summary = npz_image(src, **state_dict_args)
     elif ext in (".pt", ".pth", ".ckpt", ".bin"):
@@ -63,7 +63,7 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
         from grulite._safetensors import safetensors_image
         image, summary = safetensors_image(src, **state_dict_args)
     elif ext in (".onnx", ".keras"):
-        if prefix or head or not reset_after or not batch_first:
+        if prefix or head or not reset_after or not batch_first or head_from != "output":
             raise GruliteError(f"--prefix, --head, --reset-before and --time-major apply to "
                                f"state_dicts; a {ext} file carries its own structure")
         if ext == ".onnx":
@@ -97,7 +97,7 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
 def cmd_convert(a: argparse.Namespace) -> int:
     dst = a.output or os.path.splitext(a.input)[0] + ".grl"
     convert_file(a.input, dst, prefix=a.prefix, head=a.head, reset_after=a.reset_after,
-                 dtype=a.dtype, batch_first=not a.time_major)
+                 dtype=a.dtype, batch_first=not a.time_major, head_from=a.head_from)
     return 0
 
 
@@ -332,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(e.g. encoder.gru)")
     c.add_argument("--head", help="Linear layers applied to the last step, with activations: "
                                   "fc:softmax or fc1:relu,fc2:none")
+    c.add_argument("--head-from", choices=["output", "state"], default="output",
+                   help="what the head reads: the top layer's output at the last step (default, "
+                        "fc(y[:, -1])) or its final states, directions concatenated "
+                        "(fc(cat(h_n[-2], h_n[-1])))")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--reset-after", dest="reset_after", action="store_true", default=True,
                    help="PyTorch's GRU variant (default)")

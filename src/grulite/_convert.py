@@ -233,7 +233,8 @@ def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: i
 
 
 def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
-                      batch_first: bool = True, dtype: str = "float32") -> bytes:
+                      batch_first: bool = True, dtype: str = "float32",
+                      head_from: str = "output") -> bytes:
     """The .grl image of a GRU described layer by layer (the importers' one
     way in).
 
@@ -245,6 +246,10 @@ def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
     ``in_features``, ``out_features``, ``activation`` (a name in
     ACTIVATION_NAMES), ``weight`` (out, in) and ``bias`` (out,) or None.
     meta: JSON-serializable metadata (converter version is added).
+    head_from: "output" (the top layer's output at each sequence's last
+    valid step, PyTorch's ``fc(y[:, -1])``) or "state" (its final states,
+    directions concatenated: ``fc(cat(h_n[-2], h_n[-1]))``, Keras'
+    Bidirectional / go_backwards ``return_sequences=False``).
     """
     from grulite import _core, __version__
 
@@ -261,13 +266,19 @@ def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
     meta.setdefault("converter", f"grulite {__version__}")
     return _core.serialize(int(input_size), fixed, dense,
                            json.dumps(meta, sort_keys=True, default=str).encode("utf-8"),
-                           bool(batch_first), dtype)
+                           bool(batch_first), dtype, _head_from_state(head_from))
+
+
+def _head_from_state(head_from: str) -> bool:
+    if head_from not in ("output", "state"):
+        raise GruliteError(f"head_from must be 'output' or 'state'; got {head_from!r}")
+    return head_from == "state"
 
 
 def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
                 reset_after: bool | Sequence[bool] = True, head: HeadSpec = None,
                 batch_first: bool = True, source: str | None = None,
-                dtype: str = "float32") -> tuple[bytes, dict]:
+                dtype: str = "float32", head_from: str = "output") -> tuple[bytes, dict]:
     """The .grl image of the GRU (and head) in `mapping`, and a summary."""
     from grulite import _core, __version__
 
@@ -294,7 +305,7 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
     }
     image = _core.serialize(int(desc["input_size"]), layers, dense,
                             json.dumps(meta, sort_keys=True).encode("utf-8"), bool(batch_first),
-                            dtype)
+                            dtype, _head_from_state(head_from))
     n_params = sum(a.size for lay in layers for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                    for a in lay[f]) + sum(d["weight"].size + (0 if d["bias"] is None else d["bias"].size)
                                           for d in dense)

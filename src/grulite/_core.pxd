@@ -69,6 +69,7 @@ cdef extern from "grulite.h" nogil:
         int32_t head_size
         int32_t state_size
         int32_t batch_first
+        int32_t head_from_state
         uint32_t checksum
         size_t image_size
 
@@ -118,6 +119,7 @@ cdef extern from "grulite.h" nogil:
         const grulite_dense_spec *dense
         int32_t dtype
         int32_t batch_first
+        int32_t head_from_state
         const char *metadata
         size_t metadata_len
 

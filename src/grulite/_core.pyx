@@ -163,6 +163,10 @@ cdef class CModel:
         return bool(self.info.batch_first)
 
     @property
+    def head_from_state(self):
+        return bool(self.info.head_from_state)
+
+    @property
     def isa(self):
         return grulite_model_isa(self.ptr).decode("ascii")
 
@@ -354,7 +358,7 @@ def load_bytes(data):
 
 
 def serialize(int input_size, list layers, list dense, bytes metadata, bint batch_first=True,
-              dtype="float32"):
+              dtype="float32", bint head_from_state=False):
     """Builds a .grl image (bytes).
 
     layers: list of dicts with hidden_size, num_directions, reset_after,
@@ -418,6 +422,7 @@ def serialize(int input_size, list layers, list dense, bytes metadata, bint batc
         spec.dense = ds if nd else NULL
         spec.dtype = dtype_code(dtype)
         spec.batch_first = batch_first
+        spec.head_from_state = head_from_state
         spec.metadata = metadata
         spec.metadata_len = len(metadata)
         check(grulite_model_serialize(&spec, NULL, 0, &size), "cannot build the model")
@@ -467,8 +472,9 @@ cdef class Stream:
             raise GruliteError(f"batch_size must be >= 1; got {batch_size}")
         rc = grulite_stream_new(core.ptr, batch_size, &self.ptr)
         if rc == GRULITE_E_UNSUPPORTED:
-            raise GruliteError("streaming needs a unidirectional model; this one has a "
-                               "bidirectional layer (the reverse direction needs the whole sequence)")
+            raise GruliteError("streaming needs a forward-only model; this one has a "
+                               "bidirectional or reverse layer (a backward direction needs the "
+                               "whole sequence)")
         check(rc)
         self.model = model
         self.core = core

@@ -40,10 +40,10 @@ What maps, and how
   on the last step (``model.predict(x)``); after one that returns sequences
   Keras applies Dense to every step: ``model.predict(x, all_steps=True)``
   (flipped when time_reversed).  grulite's head reads the top layer's output
-  at the last time step, which is Keras' last output only for a forward
-  top layer: a Dense head after a Bidirectional or go_backwards top GRU with
-  ``return_sequences=False`` is refused (import with ``head=False`` and apply
-  the Dense layers to ``h_n`` yourself).
+  at the last time step, which is Keras' last output for a forward top
+  layer; after a Bidirectional or go_backwards top GRU with
+  ``return_sequences=False`` the head reads the final states instead
+  (``head_from="state"``), as Keras does.
 * Dropout-like layers (identity at inference) and ``InputLayer`` are
   skipped.  ``Masking`` is refused: pass ``lengths=`` to the grulite model.
 
@@ -677,13 +677,11 @@ def image_from_keras(path: Union[str, os.PathLike], dtype: str = "float32", *,
         n_params -= sum(d["weight"].size + (0 if d["bias"] is None else d["bias"].size)
                         for d in dense)
         dense, all_steps = [], False
-    if dense and not all_steps and (top["num_directions"] == 2 or top["reverse"]):
-        kind = "Bidirectional" if top["num_directions"] == 2 else "go_backwards (time-reversed)"
-        raise GruliteError(f"{source}: the Dense head after {kind} GRU {top['name']!r} with "
-                           "return_sequences=False reads the backward direction's final state; "
-                           "grulite's head reads the top layer's output at the last time step, "
-                           "which differs. Import with head=False and apply the Dense layers to "
-                           "h_n, or make the top GRU return sequences")
+    # Keras' last output of a Bidirectional / go_backwards top GRU is its
+    # final state (the backward direction ends at step 0): the head reads
+    # the final states then.
+    head_from = ("state" if dense and not all_steps and
+                 (top["num_directions"] == 2 or top["reverse"]) else "output")
 
     names = [l["name"] for l in layers]
     outputs = _describe_outputs(layers, mp.last_gru, dense, None if mp.dense else out_tensors,
@@ -697,7 +695,7 @@ def image_from_keras(path: Union[str, os.PathLike], dtype: str = "float32", *,
                   "outputs": [o["grulite"] for o in outputs]},
     }
     image = image_from_layers(int(layers[0]["input_size"]), layers, dense, meta,
-                              batch_first=True, dtype=dtype)
+                              batch_first=True, dtype=dtype, head_from=head_from)
     summary = dict(layers=layers, dense=dense, parameters=int(n_params), prefix=", ".join(names),
                    time_reversed=bool(mp.parity), head_all_steps=all_steps, outputs=outputs,
                    keras_version=kmeta.get("keras_version"))

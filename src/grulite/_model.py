@@ -60,6 +60,7 @@ class ModelConfig:
     head: tuple
     batch_first: bool
     dtype: str
+    head_from: str = "output"     # or "state": the head reads the final states
 
     @property
     def num_layers(self) -> int:
@@ -115,7 +116,8 @@ class Model:
                        for d in core.layers())
         head = tuple(DenseConfig(**d) for d in core.head())
         self.config = ModelConfig(input_size=core.input_size, layers=layers, head=head,
-                                  batch_first=core.batch_first, dtype=layers[0].dtype)
+                                  batch_first=core.batch_first, dtype=layers[0].dtype,
+                                  head_from="state" if core.head_from_state else "output")
         self._input_size = core.input_size
         uniform = self.config.uniform
         self._state_shape = ((sum(l.num_directions for l in layers), layers[0].hidden_size)
@@ -432,7 +434,7 @@ def from_bytes(data: Union[bytes, bytearray, memoryview], *,
 def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
                     reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
                     *, batch_first: bool = True, dtype: str = "float32",
-                    num_threads: Optional[int] = None) -> Model:
+                    head_from: str = "output", num_threads: Optional[int] = None) -> Model:
     """Builds a model from a PyTorch ``state_dict`` (or a checkpoint holding one).
 
     Parameters
@@ -454,29 +456,37 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
         Default layout of inputs (as the nn.GRU's ``batch_first``).
     dtype : {"float32", "float16", "int8"}
         Storage type of the GRU weights (see :meth:`Model.save`).
+    head_from : {"output", "state"}
+        What the head reads: the top layer's output at each sequence's last
+        valid step (``fc(y[:, -1])``), or its final states with directions
+        concatenated (``fc(torch.cat([h_n[-2], h_n[-1]], 1))``); they differ
+        only for backward directions.
     num_threads : int, optional
         Threads for whole-sequence calls (see :attr:`Model.num_threads`).
     """
-    image, _ = build_image(mapping, prefix, reset_after, head, batch_first, dtype=dtype)
+    image, _ = build_image(mapping, prefix, reset_after, head, batch_first, dtype=dtype,
+                           head_from=head_from)
     return from_bytes(image, num_threads=num_threads)
 
 
 def from_npz(path: Union[str, os.PathLike], prefix: Optional[str] = None,
              reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
              *, batch_first: bool = True, dtype: str = "float32",
-             num_threads: Optional[int] = None) -> Model:
+             head_from: str = "output", num_threads: Optional[int] = None) -> Model:
     """Builds a model from a state_dict saved with ``np.savez``.
 
     ``np.savez("model.npz", **{k: v.numpy() for k, v in model.state_dict().items()})``
     makes such a file.  Parameters are those of :func:`from_state_dict`.
     """
-    image, _ = npz_image(path, prefix, reset_after, head, batch_first, dtype=dtype)
+    image, _ = npz_image(path, prefix, reset_after, head, batch_first, dtype=dtype,
+                         head_from=head_from)
     return from_bytes(image, num_threads=num_threads)
 
 
 def npz_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
               reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-              batch_first: bool = True, dtype: str = "float32") -> tuple:
+              batch_first: bool = True, dtype: str = "float32",
+              head_from: str = "output") -> tuple:
     """The .grl image and summary for an ``np.savez``'d state_dict."""
     p = os.fspath(path)
     if not os.path.exists(p):
@@ -494,4 +504,4 @@ def npz_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     except Exception as e:
         raise GruliteError(f"{p!r} is not a readable .npz of arrays: {e}") from None
     return build_image(arrays, prefix, reset_after, head, batch_first,
-                       source=os.path.basename(p), dtype=dtype)
+                       source=os.path.basename(p), dtype=dtype, head_from=head_from)

@@ -221,14 +221,15 @@ def read_safetensors(path: Union[str, os.PathLike]) -> dict:
 
 def safetensors_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
                       reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-                      batch_first: bool = True, dtype: str = "float32") -> tuple:
+                      batch_first: bool = True, dtype: str = "float32",
+                    head_from: str = "output") -> tuple:
     """The .grl image and summary for a .safetensors file holding a
     state_dict (as :func:`grulite._model.npz_image`); only the tensors the
     model uses are read."""
     p = _check_path(path)
     with _Reader(p) as r:
         return build_image(dict(r.tensors), prefix, reset_after, head, batch_first,
-                           source=os.path.basename(p), dtype=dtype)
+                           source=os.path.basename(p), dtype=dtype, head_from=head_from)
 
 
 def from_safetensors(path: Union[str, os.PathLike], prefix: Optional[str] = None,

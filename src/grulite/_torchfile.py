@@ -953,7 +953,8 @@ def read_torch_file(path: Union[str, os.PathLike]) -> Any:
 
 def torchfile_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
                     reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-                    batch_first: bool = True, dtype: str = "float32") -> tuple:
+                    batch_first: bool = True, dtype: str = "float32",
+                    head_from: str = "output") -> tuple:
     """The .grl image and summary for a ``torch.save``'d state_dict or
     checkpoint dict (as :func:`grulite._model.npz_image` for .npz).  Only the
     tensors the model uses are read from the file."""
@@ -961,7 +962,7 @@ def torchfile_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     with _TorchArchive(p) as arch:
         mapping = _mapping_for_build(arch.load(), p)
         return build_image(mapping, prefix, reset_after, head, batch_first,
-                           source=os.path.basename(p), dtype=dtype)
+                           source=os.path.basename(p), dtype=dtype, head_from=head_from)
 
 
 def from_torch_file(path: Union[str, os.PathLike], prefix: Optional[str] = None,

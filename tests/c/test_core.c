@@ -821,7 +821,7 @@ static void test_hostile(const fixture *f)
         { "file size huge", 16, 8, UINT64_MAX, GRULITE_E_TRUNCATED },
         { "file size 0", 16, 8, 0, GRULITE_E_FORMAT },
         { "header size", 24, 4, 65, GRULITE_E_FORMAT },
-        { "flags", 28, 4, 2, GRULITE_E_FORMAT },
+        { "flags", 28, 4, 4, GRULITE_E_FORMAT },
         { "input_size 0", 32, 4, 0, GRULITE_E_CONFIG },
         { "input_size huge", 32, 4, 0xFFFFFFFFu, GRULITE_E_CONFIG },
         { "input_size + 1", 32, 4, (uint64_t)f->I + 1, GRULITE_E_TENSOR },
