@@ -52,11 +52,16 @@ size_t grulite_workspace_bytes(const grulite_workspace *ws)
     return ws ? ws->cap * sizeof(float) : 0;
 }
 
+/* Scratch beyond this is refused outright rather than attempted: no call
+ * that fits a real machine needs a terabyte of scratch. */
+#define GL_MAX_SCRATCH_BYTES ((size_t)1 << 40)
+
 int gl_workspace_reserve(grulite_workspace *ws, size_t floats)
 {
     if (floats <= ws->cap) return GRULITE_OK;
     size_t bytes;
-    if (gl_mul(floats, sizeof(float), &bytes)) return GRULITE_E_TOO_LARGE;
+    if (gl_mul(floats, sizeof(float), &bytes) || bytes > GL_MAX_SCRATCH_BYTES)
+        return GRULITE_E_TOO_LARGE;
     float *buf = gl_alloc_aligned(bytes);
     if (!buf) return GRULITE_E_NOMEM;
     gl_free_aligned(ws->buf);
@@ -363,6 +368,7 @@ typedef struct gl_job {
     float *scratch;
     size_t task_floats;
     int tasks;
+    size_t chunk;            /* rows run together: keeps xp and outputs in cache */
 } gl_job;
 
 static void run_task(void *ctx, int i)
@@ -371,12 +377,26 @@ static void run_task(void *ctx, int i)
     const size_t B = (size_t)job->p->batch;
     const size_t b0 = B * (size_t)i / (size_t)job->tasks;
     const size_t b1 = B * (size_t)(i + 1) / (size_t)job->tasks;
-    if (b0 == b1) return;
-    gl_scratch sc;
-    size_t total;
-    if (task_layout(job->m, job->p, b1 - b0, job->scratch + (size_t)i * job->task_floats,
-                    &sc, &total) == GRULITE_OK)
-        run_rows(job->m, job->p, &sc, NULL, NULL, b0, b1, job->state);
+    for (size_t c0 = b0; c0 < b1; c0 += job->chunk) {
+        const size_t c1 = b1 - c0 < job->chunk ? b1 : c0 + job->chunk;
+        gl_scratch sc;
+        size_t total;
+        if (task_layout(job->m, job->p, c1 - c0, job->scratch + (size_t)i * job->task_floats,
+                        &sc, &total) == GRULITE_OK)
+            run_rows(job->m, job->p, &sc, NULL, NULL, c0, c1, job->state);
+    }
+}
+
+/* Rows a task runs together: enough for the blocked kernels, few enough
+ * that one direction's input projection (rows * T * 3 * Hp floats) stays
+ * around 2 MiB, in cache.  Rows are independent: any chunking gives the
+ * same numbers. */
+static size_t chunk_rows(const grulite_model *m, const gl_pass *p, size_t rows)
+{
+    const size_t per_row = (size_t)p->steps * 3 * (((size_t)m->max_hidden + 15) & ~(size_t)15);
+    size_t c = ((size_t)1 << 19) / (per_row ? per_row : 1);
+    if (c < 16) c = 16;
+    return c < rows ? c : rows;
 }
 
 int gl_scratch_floats(const grulite_model *m, const gl_pass *p, size_t *out)
@@ -447,7 +467,7 @@ int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite
     }
     gl_scratch sc;
     size_t per_task, state_n, total;
-    const size_t rows_max = ((size_t)p.batch + (size_t)tasks - 1) / (size_t)tasks;
+    const size_t rows_max = chunk_rows(m, &p, ((size_t)p.batch + (size_t)tasks - 1) / (size_t)tasks);
     if ((rc = task_layout(m, &p, rows_max, NULL, &sc, &per_task))) return rc;
     const size_t scratches = dir_split && gl_pool_size(ws->pool) >= 2 ? 2 : (size_t)tasks;
     if (gl_mul((size_t)p.batch, (size_t)m->info.state_size, &state_n) ||
@@ -466,7 +486,7 @@ int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite
         task_layout(m, &p, (size_t)p.batch, ws->buf + per_task, &s1, &t0);
         run_rows(m, &p, &s0, &s1, ws->pool, 0, (size_t)p.batch, state);
     } else {
-        gl_job job = { m, &p, state, ws->buf, per_task, tasks };
+        gl_job job = { m, &p, state, ws->buf, per_task, tasks, rows_max };
         gl_pool_run(ws->pool, tasks, run_task, &job);
     }
     if (run->h_n) memcpy(run->h_n, state, state_n * sizeof(float));

@@ -338,6 +338,7 @@ static void put_value(unsigned char *dst, size_t pos, int dtype, float v, float 
         memcpy(dst + pos * 2, &h, 2);
     } else if (dtype == GRULITE_DTYPE_I8) {
         float q = scale > 0.0f ? roundf(v / scale) : 0.0f;
+        if (q != q) q = 0.0f;          /* NaN (a NaN or infinite weight): (int)NaN is UB */
         q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
         dst[pos] = (unsigned char)((int)q + 128);            /* zero-point 128 */
     } else {
@@ -868,7 +869,9 @@ int grulite_model_load(const char *path, grulite_model **out, char *msg, size_t 
     *out = NULL;
     if (!path) return fail(msg, msg_size, GRULITE_E_ARG, "path is NULL");
 #ifdef GL_HAVE_MMAP
-    int fd = open(path, O_RDONLY);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
+     * refused as not a regular file). */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) return fail(msg, msg_size, GRULITE_E_IO, "cannot open the file");
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -921,11 +924,21 @@ int grulite_model_save(const grulite_model *m, const char *path)
 {
     if (!m || !path) return GRULITE_E_ARG;
     const size_t n = strlen(path);
-    char *tmp = malloc(n + 8);
+    char *tmp = malloc(n + 16);
     if (!tmp) return GRULITE_E_NOMEM;
     memcpy(tmp, path, n);
+#ifdef GL_HAVE_MMAP
+    /* A new file with a unique name (mkstemp: O_CREAT | O_EXCL), never a
+     * name someone could have planted a symlink at. */
+    memcpy(tmp + n, ".tmpXXXXXX", 11);
+    const int fd = mkstemp(tmp);
+    if (fd >= 0) (void)fchmod(fd, 0644);          /* mkstemp makes 0600 */
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "wb");
+    if (!f && fd >= 0) { close(fd); remove(tmp); }
+#else
     memcpy(tmp + n, ".tmp~", 6);
     FILE *f = fopen(tmp, "wb");
+#endif
     if (!f) { free(tmp); return GRULITE_E_IO; }
     int ok = fwrite(m->image, 1, m->image_size, f) == m->image_size;
     ok = (fclose(f) == 0) && ok;

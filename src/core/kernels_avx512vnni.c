@@ -120,18 +120,12 @@ static void vnni_offsets(const gl_panel *p, size_t g0, size_t gc, size_t v, size
     }
 }
 
-static void vnni_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
-                      size_t g0, size_t gc, float *y, size_t ldy, void *tmp)
+/* The products of `rows` quantized rows (xq, sx, sumq from quantize_rows). */
+static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *sx,
+                        const int32_t *sumq, const gl_panel *p, size_t g0, size_t gc,
+                        float *y, size_t ldy)
 {
-    const size_t K = p->K, K4 = gl_panel_k4(K), ldq = 4 * K4;
-    int8_t *xq = tmp;
-    float *sx = (float *)(void *)(xq + rows * ldq);      /* rows * ldq is a multiple of 4 */
-    int32_t *sumq = (int32_t *)(void *)(sx + rows);
-    if (p->dtype != GRULITE_DTYPE_I8 || !tmp || K > VNNI_MAX_K ||
-        quantize_rows(rows, x, ldx, K, xq, ldq, sx, sumq) != 0) {
-        gl_kernels_avx512.gemm(rows, x, ldx, p, g0, gc, y, ldy, tmp);
-        return;
-    }
+    const size_t K4 = gl_panel_k4(p->K);
     const size_t nv = p->nb * gc, qs = p->G * GL_LANES * 4;
     const uint8_t *w = p->w;
     size_t woff[VNNI_NV1], yoff[VNNI_NV1];
@@ -164,6 +158,35 @@ static void vnni_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p
                               sumq + r, y + r * ldy, ldy);
             }
         }
+    }
+}
+
+static void vnni_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
+                      size_t g0, size_t gc, float *y, size_t ldy, void *tmp)
+{
+    const size_t K = p->K, ldq = 4 * gl_panel_k4(K);
+    int8_t *xq = tmp;
+    float *sx = (float *)(void *)(xq + rows * ldq);      /* rows * ldq is a multiple of 4 */
+    int32_t *sumq = (int32_t *)(void *)(sx + rows);
+    if (p->dtype != GRULITE_DTYPE_I8 || !tmp || K > VNNI_MAX_K) {
+        gl_kernels_avx512.gemm(rows, x, ldx, p, g0, gc, y, ldy, tmp);
+        return;
+    }
+    /* Runs of finite rows take the dot-product path; a row holding NaN or
+     * inf takes the float kernel on its own.  Either way a row's result
+     * does not depend on the rows computed with it (kernels.h), so a
+     * stream, a batch split over threads and a whole sequence agree even
+     * when one row is not finite. */
+    size_t r = 0;
+    while (r < rows) {
+        size_t e = r;
+        while (e < rows && quantize_rows(1, x + e * ldx, ldx, K, xq + e * ldq, ldq, sx + e,
+                                         sumq + e) == 0)
+            e++;
+        if (e > r) vnni_gemm_q(e - r, xq + r * ldq, ldq, sx + r, sumq + r, p, g0, gc,
+                               y + r * ldy, ldy);
+        if (e < rows) gl_kernels_avx512.gemm(1, x + e * ldx, ldx, p, g0, gc, y + e * ldy, ldy, tmp);
+        r = e + 1;
     }
 }
 

@@ -174,8 +174,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise GruliteError(f"--outputs {what}: expected head or y")
     if single:
         shape = shape[1:]
-    out = np.lib.format.open_memmap(a.output + ".tmp~", mode="w+", dtype=np.float32,
-                                    shape=shape)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(a.output) + ".", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(a.output)))
+    os.close(fd)                       # a fresh regular file of ours, not a planted link
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
     view = out[None] if single else out
     bs = max(1, a.batch_size)
     t0 = last = time.perf_counter()
@@ -196,10 +198,10 @@ def cmd_run(a: argparse.Namespace) -> int:
                 last = now
         out.flush()
         del view, out
-        os.replace(a.output + ".tmp~", a.output)
+        os.replace(tmp, a.output)
     except BaseException:
         try:
-            os.remove(a.output + ".tmp~")
+            os.remove(tmp)
         except OSError:
             pass
         raise

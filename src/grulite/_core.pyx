@@ -59,6 +59,8 @@ ISAS = ("generic", "avx2", "avx512", "avx512vnni", "neon")
 def isa_supported(name):
     """Whether this CPU and build can run the named kernel set."""
     cdef bytes b = str(name).encode("ascii", "replace")
+    if b"\0" in b:
+        return False
     return bool(grulite_isa_supported(b))
 
 
@@ -81,6 +83,15 @@ cdef int check(int rc, str context=None, const char *detail=NULL) except -1:
     if rc == GRULITE_E_IO:
         raise OSError(text)
     raise GruliteError(text)
+
+
+cdef bytes _path_bytes(object path):
+    """A file system path for C: refused if it holds a NUL byte (C would
+    silently use the part before it)."""
+    cdef bytes p = os.fsencode(path)
+    if b"\0" in p:
+        raise GruliteError(f"path {os.fsdecode(p)!r} contains a NUL byte")
+    return p
 
 
 cdef inline float *fptr(cnp.ndarray a):
@@ -172,6 +183,8 @@ cdef class CModel:
 
     def set_isa(self, name):
         cdef bytes b = b"auto" if name is None else str(name).encode("ascii", "replace")
+        if b"\0" in b or not b:
+            raise GruliteError(f"kernel set name {name!r} is not valid")
         cdef int rc = grulite_model_set_isa(self.ptr, b)
         if rc == GRULITE_E_UNSUPPORTED:
             supported = [i for i in ISAS if isa_supported(i)]
@@ -238,7 +251,7 @@ cdef class CModel:
         return p[:n]
 
     def save(self, path):
-        cdef bytes p = os.fsencode(path)
+        cdef bytes p = _path_bytes(path)
         cdef const char *cp = p
         cdef int rc
         with nogil:
@@ -322,7 +335,7 @@ cdef class CModel:
 def load_path(path):
     """Maps and validates the .grl file at `path`."""
     cdef CModel m = CModel.__new__(CModel)
-    cdef bytes p = os.fsencode(path)
+    cdef bytes p = _path_bytes(path)
     cdef const char *cp = p
     cdef char msg[256]
     cdef int rc
@@ -461,6 +474,7 @@ cdef class Stream:
     cdef bint has_head
     cdef object _state_split         # callable: flat state -> user form
     cdef object _state_join          # callable: user form -> flat state
+    cdef bint busy                   # a step is running (another thread must not enter)
 
     def __cinit__(self):
         self.ptr = NULL
@@ -507,7 +521,7 @@ cdef class Stream:
         cdef const float *xp
         cdef cnp.npy_intp dims[3]
         if cnp.PyArray_Check(x) and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32 and \
-                cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x):
+                cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x):      # contiguous, aligned, native order
             xa = <cnp.ndarray>x
         else:
             xa = as_f32(x, "x")
@@ -539,27 +553,43 @@ cdef class Stream:
             res = cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
         else:
             if not (cnp.PyArray_Check(out) and cnp.PyArray_TYPE(<cnp.ndarray>out) == cnp.NPY_FLOAT32
-                    and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>out)
-                    and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+                    and cnp.PyArray_ISCARRAY(<cnp.ndarray>out)
                     and cnp.PyArray_NDIM(<cnp.ndarray>out) == nd
                     and all((<cnp.ndarray>out).shape[i] == dims[i] for i in range(nd))):
-                raise GruliteError(f"out must be a writeable C-contiguous float32 array of shape "
+                raise GruliteError(f"out must be a writeable, aligned, C-contiguous float32 array "
+                                   f"in native byte order, of shape "
                                    f"{tuple(dims[i] for i in range(nd))}")
             res = <cnp.ndarray>out
         dst = fptr(res)
         xp = fptr(xa)
-        if self.has_head:
-            with nogil:
-                rc = grulite_stream_step(self.ptr, xp, <int32_t>T, NULL, dst)
-        else:
-            with nogil:
-                rc = grulite_stream_step(self.ptr, xp, <int32_t>T, dst, NULL)
+        self._enter()
+        try:
+            if self.has_head:
+                with nogil:
+                    rc = grulite_stream_step(self.ptr, xp, <int32_t>T, NULL, dst)
+            else:
+                with nogil:
+                    rc = grulite_stream_step(self.ptr, xp, <int32_t>T, dst, NULL)
+        finally:
+            self.busy = False
         check(rc)
         return res
 
+    cdef int _enter(self) except -1:
+        # Checked and set with the GIL held: a second thread cannot slip in.
+        if self.busy:
+            raise GruliteError("this stream is in use by another thread; a stream belongs to one "
+                               "thread at a time (make one stream per thread)")
+        self.busy = True
+        return 0
+
     def reset(self):
         """Sets the state back to zeros."""
-        check(grulite_stream_reset(self.ptr))
+        self._enter()
+        try:
+            check(grulite_stream_reset(self.ptr))
+        finally:
+            self.busy = False
 
     @property
     def nbytes(self):
@@ -570,10 +600,18 @@ cdef class Stream:
     def state(self):
         """The hidden state, in the form of ``h0`` (a copy)."""
         cdef cnp.ndarray flat = np.empty(self.batch_size * self.state_size, dtype=np.float32)
-        check(grulite_stream_get_state(self.ptr, fptr(flat), flat.shape[0]))
+        self._enter()
+        try:
+            check(grulite_stream_get_state(self.ptr, fptr(flat), flat.shape[0]))
+        finally:
+            self.busy = False
         return self._state_split(flat, self.batch_size)
 
     @state.setter
     def state(self, value):
         cdef cnp.ndarray flat = self._state_join(value, self.batch_size)
-        check(grulite_stream_set_state(self.ptr, fptr(flat), flat.shape[0]))
+        self._enter()
+        try:
+            check(grulite_stream_set_state(self.ptr, fptr(flat), flat.shape[0]))
+        finally:
+            self.busy = False

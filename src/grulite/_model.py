@@ -1,9 +1,14 @@
 """The Python-facing model: argument handling around the C core."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tempfile
+import platform
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
@@ -389,9 +394,13 @@ class Model:
             return
         image = self._core.convert(dtype)
         p = os.fspath(path)
-        tmp = p + ".tmp~"
+        if "\0" in str(p):
+            raise GruliteError(f"path {p!r} contains a NUL byte")
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(p) + ".", suffix=".tmp",
+                                   dir=os.path.dirname(os.path.abspath(p)))
         try:
-            with open(tmp, "wb") as f:
+            os.chmod(tmp, 0o644)               # mkstemp makes 0600
+            with os.fdopen(fd, "wb") as f:
                 f.write(image)
             os.replace(tmp, p)
         except BaseException:
@@ -409,6 +418,217 @@ class Model:
     def to_bytes(self) -> bytes:
         """The .grl image as bytes (what :meth:`save` writes)."""
         return self._core.image()
+
+    # ---- pickling and copying ----------------------------------------
+    #
+    # A model mapped from a .grl file pickles by reference: its path, the
+    # image's CRC-32 and its settings (num_threads, a forced kernel set),
+    # about a hundred bytes plus the path.  A model built in memory pickles as
+    # its image.
+    # Unpickling goes through a per-process cache (``model_cache``): a process
+    # maps a file once however often the model is unpickled, and repeated
+    # unpickles return the same Model object.
+
+    def _pickle_state(self) -> dict:
+        state: dict = {"v": 1, "checksum": int(self.checksum)}
+        if self.path is not None:
+            state["path"] = self.path
+        else:
+            state["image"] = self.to_bytes()
+        if self._num_threads:
+            state["num_threads"] = self._num_threads
+        isa = self.isa
+        if isa != _default_isa():
+            state["isa"] = isa            # forced with model.isa = ...: keep it
+        return state
+
+    def __reduce__(self):
+        return (_unpickle_model, (self._pickle_state(),))
+
+    def __copy__(self) -> "Model":
+        return self._independent_copy()
+
+    def __deepcopy__(self, memo: dict) -> "Model":
+        new = self._independent_copy()
+        memo[id(self)] = new
+        return new
+
+    def _independent_copy(self) -> "Model":
+        """A new Model with the same weights and settings that shares no
+        state with this one (its own kernel-set choice and thread count).
+        A file-backed model maps its file again (the pages are shared) when
+        the file is unchanged; otherwise the image is copied into memory."""
+        core = None
+        if self.path is not None:
+            try:
+                core = _core.load_path(self.path)
+            except (OSError, GruliteError):
+                core = None
+            if core is not None and core.checksum != self.checksum:
+                core = None
+        if core is None:
+            core = _core.load_bytes(self._core.image())
+        new = Model(core)
+        new._num_threads = self._num_threads
+        if new.isa != self.isa:
+            new.isa = self.isa
+        return new
+
+
+# ---- unpickling: the per-process model cache ---------------------------------
+
+
+_ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2", "neon", "generic")
+
+
+def _default_isa() -> str:
+    """The kernel set a model loaded now in this process gets by default."""
+    env = os.environ.get("GRULITE_ISA", "")
+    if env and env != "auto":
+        return env
+    for name in _ISA_PREFERENCE:
+        if _core.isa_supported(name):
+            return name
+    return "generic"
+
+
+def _file_signature(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class ModelCache:
+    """The per-process cache that unpickling goes through.
+
+    Keys: ``("file", realpath, checksum, num_threads, isa)`` for models
+    pickled by reference, ``("image", checksum, blake2b digest, num_threads,
+    isa)`` for models pickled with their image.  The ``maxsize`` most
+    recently used models are held (file-backed ones cost a mapping, not a
+    copy); any other model still referenced somewhere is found too (weak
+    references), so a process never holds two models for one key.
+
+    A cached file-backed model is reused only while ``os.stat`` of the file
+    (device, inode, size, mtime, ctime) matches what it was when mapped;
+    otherwise the file is mapped again and its checksum compared with the
+    pickled one.  Models from the cache are shared: treat them as
+    read-only (``copy.copy(model)`` gives one of your own to reconfigure).
+    """
+
+    def __init__(self, maxsize: int = 8):
+        self.maxsize = maxsize
+        self._lock = threading.RLock()
+        self._lru: "OrderedDict[tuple, Model]" = OrderedDict()
+        self._alive: "weakref.WeakValueDictionary[tuple, Model]" = weakref.WeakValueDictionary()
+        self._sig: "weakref.WeakKeyDictionary[Model, Any]" = weakref.WeakKeyDictionary()
+        self.unpickles = 0      # models unpickled in this process
+        self.loads = 0          # of which mapped / loaded anew (cache misses)
+        self.hits = 0           # of which found in the cache
+
+    def info(self) -> dict:
+        """Counters of this process: unpickles, loads (files mapped or
+        images loaded), hits, and models held."""
+        with self._lock:
+            return dict(unpickles=self.unpickles, loads=self.loads,
+                        hits=self.hits, held=len(self._alive),
+                        pid=os.getpid())
+
+    def clear(self) -> None:
+        """Forgets every cached model and zeroes the counters."""
+        with self._lock:
+            self._lru.clear()
+            self._alive = weakref.WeakValueDictionary()
+            self.unpickles = self.loads = self.hits = 0
+
+    def _get(self, key: tuple) -> Optional[Model]:
+        m = self._lru.get(key)
+        if m is None:
+            m = self._alive.get(key)
+        return m
+
+    def _put(self, key: tuple, m: Model) -> None:
+        self._lru[key] = m
+        self._lru.move_to_end(key)
+        self._alive[key] = m
+        while len(self._lru) > max(int(self.maxsize), 0):
+            self._lru.popitem(last=False)
+
+    def unpickle(self, state: dict) -> Model:
+        if not isinstance(state, dict) or state.get("v") != 1:
+            raise GruliteError("cannot unpickle this grulite model: it was pickled by an "
+                               "incompatible grulite version")
+        with self._lock:
+            self.unpickles += 1
+        if "path" in state:
+            return self._from_file(state)
+        return self._from_image(state)
+
+    def _finish(self, core: "_core.CModel", state: dict) -> Model:
+        m = Model(core, num_threads=state.get("num_threads"))
+        if state.get("isa"):
+            m.isa = state["isa"]
+        return m
+
+    def _from_file(self, state: dict) -> Model:
+        path, expected = state["path"], int(state["checksum"])
+        here = platform.node() or "this host"
+        missing = (f"model file {path!r} of a pickled grulite model does not exist on "
+                   f"{here}: unpickling maps the file by its path, so it must be readable "
+                   "there (or pickle grulite.from_bytes(model.to_bytes()) to send the "
+                   "weights instead)")
+        real = os.path.realpath(path)
+        try:
+            sig = _file_signature(os.stat(real))
+        except FileNotFoundError:
+            raise FileNotFoundError(missing) from None
+        key = ("file", real, expected, state.get("num_threads"), state.get("isa"))
+        with self._lock:
+            m = self._get(key)
+            if m is not None and self._sig.get(m) == sig:
+                self.hits += 1
+                self._put(key, m)
+                return m
+            try:
+                core = _core.load_path(path)
+            except FileNotFoundError:
+                raise FileNotFoundError(missing) from None
+            except GruliteError as e:
+                raise GruliteError(f"model file {path!r} changed since it was pickled "
+                                   f"(checksum {expected:#010x} then) and is no longer a valid "
+                                   f"model: {e}") from None
+            if core.checksum != expected:
+                raise GruliteError(f"model file {path!r} changed since it was pickled: "
+                                   f"checksum {core.checksum:#010x}, expected {expected:#010x}")
+            m = self._finish(core, state)
+            self.loads += 1
+            self._sig[m] = sig
+            self._put(key, m)
+            return m
+
+    def _from_image(self, state: dict) -> Model:
+        image, expected = state["image"], int(state["checksum"])
+        digest = hashlib.blake2b(image, digest_size=16).digest()
+        key = ("image", expected, digest, state.get("num_threads"), state.get("isa"))
+        with self._lock:
+            m = self._get(key)
+            if m is not None:
+                self.hits += 1
+                self._put(key, m)
+                return m
+            core = _core.load_bytes(image)
+            if core.checksum != expected:
+                raise GruliteError(f"pickled grulite model image has checksum "
+                                   f"{core.checksum:#010x}, expected {expected:#010x}")
+            m = self._finish(core, state)
+            self.loads += 1
+            self._put(key, m)
+            return m
+
+
+model_cache = ModelCache()
+
+
+def _unpickle_model(state: dict) -> Model:
+    """What a pickled Model calls to come back (see Model.__reduce__)."""
+    return model_cache.unpickle(state)
 
 
 def load(path: Union[str, os.PathLike], *, num_threads: Optional[int] = None) -> Model:

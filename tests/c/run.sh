@@ -30,6 +30,20 @@ echo "== build ($CC)"
 echo "== run"
 "$BUILD_DIR/test_core" "$FIXTURES"
 
+# Fuzzing regressions: every input in tests/c/fuzz_regress/<target>/ (a
+# crash a fuzz target found, tools/fuzz/README.md) replayed through that
+# target's checks, with a plain main() instead of libFuzzer.
+REGRESS_TARGETS=()
+for t in load forward; do
+    if [ -n "$(ls -A "tests/c/fuzz_regress/$t" 2>/dev/null)" ]; then REGRESS_TARGETS+=("$t"); fi
+done
+for t in ${REGRESS_TARGETS[@]+"${REGRESS_TARGETS[@]}"}; do
+    echo "== fuzz regressions: $t"
+    "$CC" "${CFLAGS[@]}" src/core/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c -lm -lpthread \
+          -o "$BUILD_DIR/replay_$t"
+    "$BUILD_DIR/replay_$t" "tests/c/fuzz_regress/$t"
+done
+
 if [ "${VALGRIND:-0}" = "1" ]; then
     if command -v valgrind >/dev/null 2>&1; then
         echo "== valgrind memcheck"
@@ -47,4 +61,10 @@ if [ "${SANITIZE:-0}" = "1" ]; then
           -fno-sanitize-recover=all -DGRULITE_TEST_SANITIZE src/core/*.c tests/c/test_core.c -lm -lpthread \
           -o "$BUILD_DIR/test_core_san"
     "$BUILD_DIR/test_core_san" "$FIXTURES"
+    for t in ${REGRESS_TARGETS[@]+"${REGRESS_TARGETS[@]}"}; do
+        "$CC" "${CFLAGS[@]}" -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=all src/core/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c \
+              -lm -lpthread -o "$BUILD_DIR/replay_${t}_san"
+        "$BUILD_DIR/replay_${t}_san" "tests/c/fuzz_regress/$t"
+    done
 fi

@@ -1537,6 +1537,154 @@ static void test_kernel_sets(const synth_case *c)
     free(y); free(h); free(ys); free(yf);
 }
 
+/* ---- Fuzzing regressions (tools/fuzz) ------------------------------------------ */
+
+/* int8 storage of non-finite weights.  An infinite weight makes its row's
+ * scale infinite and inf / inf a NaN, and a NaN weight divides to a NaN:
+ * converting that NaN to int was undefined behaviour (UBSan: "-nan is
+ * outside the range of representable values of type 'int'"), found by
+ * fuzz_load converting a fuzzed float32 model to int8.  Such a weight is
+ * now stored as 0.  The input it found is tests/c/fuzz_regress/load/. */
+static void test_int8_nonfinite_weights(void)
+{
+    set_ctx("int8 non-finite weights", NULL);
+    const float inf = INFINITY, nan = NAN;
+    /* I = 2, H = 1: rows r, z, n of W_ih each hold a non-finite value. */
+    const float w_ih[6] = { inf, 1.0f, nan, 1.0f, 0.5f, -inf };
+    const float w_hh[3] = { 0.25f, nan, -0.5f };
+    grulite_layer_spec L;
+    memset(&L, 0, sizeof L);
+    L.hidden_size = 1;
+    L.num_directions = 1;
+    L.reset_after = 1;
+    L.weight_ih[0] = w_ih;
+    L.weight_hh[0] = w_hh;
+    grulite_model_spec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.input_size = 2;
+    spec.num_layers = 1;
+    spec.layers = &L;
+    spec.batch_first = 1;
+    for (int dt = GRULITE_DTYPE_F32; dt <= GRULITE_DTYPE_I8; dt++) {
+        spec.dtype = dt;
+        grulite_model *m = load_spec(&spec);
+        CHECK(m != NULL);
+        if (!m) continue;
+        /* Re-store as int8 from whatever the model holds. */
+        size_t need = 0, got = 0;
+        CHECK_RC(grulite_model_convert(m, GRULITE_DTYPE_I8, NULL, 0, &need), GRULITE_OK);
+        unsigned char *buf = xalloc_aligned(need ? need : 64);
+        CHECK_RC(grulite_model_convert(m, GRULITE_DTYPE_I8, buf, need, &got), GRULITE_OK);
+        grulite_model *q = NULL;
+        CHECK_RC(grulite_model_load_buffer(buf, got, 0, &q, NULL, 0), GRULITE_OK);
+        /* It runs (the outputs may be NaN: the weights are). */
+        grulite_workspace *ws = grulite_workspace_new();
+        const float x[4] = { 0.5f, -1.0f, 0.25f, 2.0f };
+        float y[2], hn[1];
+        grulite_run run;
+        memset(&run, 0, sizeof run);
+        run.batch = 1;
+        run.steps = 2;
+        run.batch_first = 1;
+        run.x = x;
+        run.y = y;
+        run.h_n = hn;
+        if (q) CHECK_RC(grulite_forward(q, ws, &run), GRULITE_OK);
+        CHECK_RC(grulite_forward(m, ws, &run), GRULITE_OK);
+        grulite_workspace_free(ws);
+        grulite_model_free(q);
+        free(buf);
+        grulite_model_free(m);
+    }
+}
+
+/* A row holding NaN or inf must not change the other rows' results.  The
+ * avx512vnni int8 gemm used to fall back to the float kernel for every row
+ * of a call as soon as one row was not finite, so the finite rows of that
+ * call got other numbers than alone: streaming (or another batch split)
+ * then differed from the whole sequence.  Found by fuzz_forward; its input
+ * is tests/c/fuzz_regress/forward/int8-vnni-nan-row. */
+static void test_nonfinite_row_isolated(void)
+{
+    const int I = 6, H = 5, B = 3, T = 4;
+    float *w_ih = urand_array((size_t)3 * H * I, 0.5f), *w_hh = urand_array((size_t)3 * H * H, 0.5f);
+    float *b_ih = urand_array((size_t)3 * H, 0.5f), *b_hh = urand_array((size_t)3 * H, 0.5f);
+    float *x = urand_array((size_t)B * T * I, 1.0f);
+    grulite_layer_spec L;
+    memset(&L, 0, sizeof L);
+    L.hidden_size = H;
+    L.num_directions = 1;
+    L.reset_after = 1;
+    L.has_bias = 1;
+    L.weight_ih[0] = w_ih;
+    L.weight_hh[0] = w_hh;
+    L.bias_ih[0] = b_ih;
+    L.bias_hh[0] = b_hh;
+    grulite_model_spec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.input_size = I;
+    spec.num_layers = 1;
+    spec.layers = &L;
+    spec.batch_first = 1;
+    const float bad[3] = { NAN, INFINITY, -INFINITY };
+    for (int k = 0; k < N_ISAS; k++) {
+        if (!grulite_isa_supported(k_isas[k])) continue;
+        for (int dt = GRULITE_DTYPE_F32; dt <= GRULITE_DTYPE_I8; dt++) {
+            for (int v = 0; v < 3; v++) {
+                char name[64];
+                snprintf(name, sizeof name, "%s dtype %d x %g", k_isas[k], dt, (double)bad[v]);
+                set_ctx("non-finite row", name);
+                spec.dtype = dt;
+                grulite_model *m = load_spec(&spec);
+                if (!m) continue;
+                CHECK_RC(grulite_model_set_isa(m, k_isas[k]), GRULITE_OK);
+                grulite_workspace *ws = grulite_workspace_new();
+                grulite_workspace_set_threads(ws, 1);
+                /* Row 1 gets a non-finite value at step 2. */
+                float *xb = xmalloc((size_t)B * T * I * sizeof(float));
+                memcpy(xb, x, (size_t)B * T * I * sizeof(float));
+                xb[((size_t)1 * T + 2) * I + 3] = bad[v];
+                float *y = xmalloc((size_t)B * T * H * sizeof(float));
+                float *y1 = xmalloc((size_t)T * H * sizeof(float));
+                grulite_run run;
+                memset(&run, 0, sizeof run);
+                run.batch = B;
+                run.steps = T;
+                run.batch_first = 1;
+                run.x = xb;
+                run.y = y;
+                CHECK_RC(grulite_forward(m, ws, &run), GRULITE_OK);
+                /* Each finite row alone, and streamed one step at a time. */
+                for (int b = 0; b < B; b += 2) {
+                    run.batch = 1;
+                    run.x = xb + (size_t)b * T * I;
+                    run.y = y1;
+                    CHECK_RC(grulite_forward(m, ws, &run), GRULITE_OK);
+                    CHECK(memcmp(y1, y + (size_t)b * T * H, (size_t)T * H * sizeof(float)) == 0);
+                }
+                grulite_stream *st = NULL;
+                CHECK_RC(grulite_stream_new(m, B, &st), GRULITE_OK);
+                float *xt = xmalloc((size_t)B * I * sizeof(float)), *yt = xmalloc((size_t)B * H * sizeof(float));
+                int same = 1;
+                for (int t = 0; st && t < T; t++) {
+                    for (int b = 0; b < B; b++)
+                        memcpy(xt + (size_t)b * I, xb + ((size_t)b * T + t) * I, (size_t)I * sizeof(float));
+                    CHECK_RC(grulite_stream_step(st, xt, 1, yt, NULL), GRULITE_OK);
+                    for (int b = 0; b < B; b++)
+                        same &= memcmp(yt + (size_t)b * H, y + ((size_t)b * T + t) * H,
+                                       (size_t)H * sizeof(float)) == 0;
+                }
+                CHECK(same);
+                grulite_stream_free(st);
+                free(xt); free(yt); free(xb); free(y); free(y1);
+                grulite_workspace_free(ws);
+                grulite_model_free(m);
+            }
+        }
+    }
+    free(w_ih); free(w_hh); free(b_ih); free(b_hh); free(x);
+}
+
 /* ---- main ------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -1602,6 +1750,8 @@ int main(int argc, char **argv)
     if (loaded[2]) test_model_io(&fx[2]);
     if (loaded[5]) test_hostile(&fx[5]);   /* small: two layers, a head, with and without bias */
     if (loaded[1]) test_hostile(&fx[1]);   /* smallest: one layer, no bias, no head */
+    test_int8_nonfinite_weights();
+    test_nonfinite_row_isolated();
     if (loaded[3]) test_threads(&fx[3]);
     if (loaded[0]) test_threads(&fx[0]);
 

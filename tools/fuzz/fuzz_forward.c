@@ -1,0 +1,237 @@
+/* fuzz_forward.c - libFuzzer target: load a .grl image, then a tiny
+ * grulite_forward() and streaming run whose arguments come from the fuzz
+ * data: batch 1-3, steps 1-4, lengths (sometimes out of range), h0,
+ * batch- or time-major rows, outputs y / h_n / head (last or every step),
+ * the kernel set, and inputs with NaN / Inf / huge values.
+ *
+ * Input layout:
+ *
+ *   byte 0      mode (fuzz_common.h)
+ *   byte 1      bits 0-1 batch-1 (3 -> 1), bits 2-3 steps-1, bit 4 batch_first,
+ *               bit 5 lengths, bit 6 h0, bit 7 head_all_steps
+ *   byte 2      lengths: 2 bits per row (length = value + 1; may exceed steps)
+ *   byte 3      bits 0-2 kernel set (auto, generic, avx2, avx512, avx512vnni,
+ *               neon), bit 3 y, bit 4 h_n, bit 5 head, bits 6-7 special values
+ *               in x (none, NaN, +-Inf, +-1e30)
+ *   bytes 4-7   seed of the input values
+ *   byte 8      bits 0-1 threads (1, 2, 3, 0 = default), bits 2-3 first stream
+ *               chunk, bit 4 a length of 0
+ *   bytes 9-    the image
+ *
+ * Checked: forward succeeds exactly when the arguments are valid (else the
+ * documented code), outputs past a length are +0, streaming (one chunk or
+ * two) gives bit for bit the whole-sequence y / h_n / per-step head, and
+ * is refused for models with a backward (bidirectional or reverse) layer,
+ * state get / set / reset honour their sizes.  Buffers are exact-size heap
+ * blocks, so any out-of-bounds write is an ASan report. */
+#include "fuzz_common.h"   /* first: it sets _POSIX_C_SOURCE */
+
+#include <math.h>
+
+#define FZ_HDR 9
+
+static const char *const k_isas[8] = { "auto", "generic", "avx2", "avx512", "avx512vnni",
+                                       "neon", "auto", "generic" };
+
+static float *fz_floats(size_t n)
+{
+    float *p = malloc(n ? n * sizeof(float) : 1);
+    if (!p) abort();
+    return p;
+}
+
+/* Rows (B, T) or (T, B) of w floats: the row index of (b, t). */
+static size_t row_of(int bf, size_t B, size_t T, size_t b, size_t t)
+{
+    return bf ? b * T + t : t * B + b;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < FZ_HDR) return 0;
+    const unsigned mode = data[0], a = data[1], lens = data[2], c = data[3], e = data[8];
+    const size_t n = size - FZ_HDR;
+
+    unsigned char *img = fz_copy(data + FZ_HDR, n);
+    fz_present(img, n, mode);
+    grulite_model *m = NULL;
+    char msg[256];
+    int rc = grulite_model_load_buffer(img, n, GRULITE_LOAD_COPY, &m, msg, sizeof msg);
+    free(img);
+    if (rc != GRULITE_OK) {
+        fz_check_failure(rc, m, msg, sizeof msg);
+        return 0;
+    }
+    grulite_info info;
+    grulite_model_info(m, &info);
+    const char *isa = k_isas[c & 7u];
+    if (grulite_isa_supported(isa) || !strcmp(isa, "auto"))
+        FZ_REQUIRE(grulite_model_set_isa(m, isa) == GRULITE_OK, "set_isa %s", isa);
+    else
+        FZ_REQUIRE(grulite_model_set_isa(m, isa) == GRULITE_E_UNSUPPORTED, "set_isa %s", isa);
+
+    int backward = 0;                /* a layer that runs backwards: no streaming */
+    for (int l = 0; l < info.num_layers; l++) {
+        grulite_layer_info li;
+        grulite_model_layer(m, l, &li);
+        backward |= li.num_directions == 2 || li.reverse;
+    }
+
+    const size_t B = (a & 3u) == 3 ? 1 : (a & 3u) + 1, T = ((a >> 2) & 3u) + 1;
+    const int bf = (a >> 4) & 1, use_len = (a >> 5) & 1, use_h0 = (a >> 6) & 1;
+    const int all_steps = (a >> 7) & 1;
+    const int want_y = (c >> 3) & 1, want_hn = (c >> 4) & 1;
+    const int want_head = ((c >> 5) & 1) && info.num_dense > 0;
+    const unsigned special = (c >> 6) & 3u;
+    const size_t I = (size_t)info.input_size, O = (size_t)info.output_size;
+    const size_t S = (size_t)info.state_size, HS = (size_t)info.head_size;
+
+    fz_rng rng = { (uint64_t)data[4] | (uint64_t)data[5] << 8 | (uint64_t)data[6] << 16 |
+                   (uint64_t)data[7] << 24 };
+    float *x = fz_floats(B * T * I), *h0 = fz_floats(B * S);
+    for (size_t i = 0; i < B * T * I; i++) x[i] = fz_uniform(&rng, 2.0f);
+    for (size_t i = 0; i < B * S; i++) h0[i] = fz_uniform(&rng, 1.0f);
+    if (special) {
+        static const float k_vals[4] = { 0.0f, NAN, INFINITY, 1e30f };
+        const size_t at = fz_next(&rng) % (B * T * I);
+        x[at] = (fz_next(&rng) & 1) ? k_vals[special] : -k_vals[special];
+    }
+    int32_t len[3];
+    int len_ok = 1;
+    for (size_t b = 0; b < B; b++) {
+        len[b] = (int32_t)((lens >> (2 * b)) & 3u) + 1;
+        if ((e >> 4) & 1 && b == B - 1) len[b] = 0;
+        if (len[b] < 1 || (size_t)len[b] > T) len_ok = 0;
+    }
+    if (!use_len) len_ok = 1;
+
+    grulite_workspace *ws = grulite_workspace_new();
+    if (!ws) abort();
+    FZ_REQUIRE(grulite_workspace_set_threads(ws, (int)((e + 1) & 3u)) == GRULITE_OK, "threads");
+
+    /* 1. The call the input asks for. */
+    float *y = fz_floats(B * T * O), *hn = fz_floats(B * S);
+    const size_t head_n = all_steps ? B * T * HS : B * HS;
+    float *head = fz_floats(head_n);
+    grulite_run run;
+    memset(&run, 0, sizeof run);
+    run.batch = (int32_t)B;
+    run.steps = (int32_t)T;
+    run.batch_first = bf;
+    run.head_all_steps = all_steps;
+    run.x = x;
+    run.lengths = use_len ? len : NULL;
+    run.h0 = use_h0 ? h0 : NULL;
+    run.y = want_y ? y : NULL;
+    run.h_n = want_hn ? hn : NULL;
+    run.head = want_head ? head : NULL;
+    rc = grulite_forward(m, ws, &run);
+    if (!len_ok) {
+        FZ_REQUIRE(rc == GRULITE_E_LENGTHS, "bad lengths gave %d", rc);
+    } else {
+        FZ_REQUIRE(rc == GRULITE_OK, "forward: %d %s", rc, grulite_strerror(rc));
+        if (want_y && use_len) {
+            for (size_t b = 0; b < B; b++)
+                for (size_t t = (size_t)len[b]; t < T; t++)
+                    for (size_t k = 0; k < O; k++) {
+                        const float v = y[row_of(bf, B, T, b, t) * O + k];
+                        uint32_t bits;
+                        memcpy(&bits, &v, 4);
+                        FZ_REQUIRE(bits == 0, "y[b=%lu, t=%lu] past length %d is not +0",
+                                   (unsigned long)b, (unsigned long)t, (int)len[b]);
+                    }
+        }
+    }
+    /* A head on a model without one, and empty shapes, are refused. */
+    if (info.num_dense == 0) {
+        grulite_run r2 = run;
+        r2.lengths = NULL;
+        r2.head = head;
+        FZ_REQUIRE(grulite_forward(m, ws, &r2) == GRULITE_E_ARG, "head without a head");
+    }
+    {
+        grulite_run r2 = run;
+        r2.lengths = NULL;
+        r2.steps = 0;
+        FZ_REQUIRE(grulite_forward(m, ws, &r2) == GRULITE_E_SHAPE, "0 steps");
+    }
+
+    /* 2. Streaming: the same numbers as the whole batch-first sequence. */
+    grulite_stream *s = NULL;
+    rc = grulite_stream_new(m, (int32_t)B, &s);
+    if (backward) {
+        FZ_REQUIRE(rc == GRULITE_E_UNSUPPORTED && s == NULL,
+                   "stream of a model with a backward layer: %d", rc);
+    } else {
+        FZ_REQUIRE(rc == GRULITE_OK && s != NULL, "stream_new: %d", rc);
+        float *xb = fz_floats(B * T * I), *yw = fz_floats(B * T * O), *hw = fz_floats(B * S);
+        float *ys = fz_floats(B * T * O), *hs = fz_floats(B * S);
+        float *dw = fz_floats(B * T * HS), *ds = fz_floats(B * T * HS);
+        for (size_t b = 0; b < B; b++)          /* x as batch-first rows */
+            for (size_t t = 0; t < T; t++)
+                memcpy(xb + (b * T + t) * I, x + row_of(bf, B, T, b, t) * I, I * sizeof(float));
+        grulite_run w;
+        memset(&w, 0, sizeof w);
+        w.batch = (int32_t)B;
+        w.steps = (int32_t)T;
+        w.batch_first = 1;
+        w.head_all_steps = 1;
+        w.x = xb;
+        w.h0 = use_h0 ? h0 : NULL;
+        w.y = yw;
+        w.h_n = hw;
+        w.head = info.num_dense ? dw : NULL;
+        FZ_REQUIRE(grulite_forward(m, ws, &w) == GRULITE_OK, "whole sequence");
+
+        FZ_REQUIRE(grulite_stream_batch(s) == (int32_t)B, "stream batch");
+        FZ_REQUIRE(grulite_stream_set_state(s, h0, B * S + 1) == GRULITE_E_SHAPE, "set_state size");
+        FZ_REQUIRE(grulite_stream_get_state(s, hs, B * S - 1) == GRULITE_E_SHAPE, "get_state size");
+        if (use_h0) FZ_REQUIRE(grulite_stream_set_state(s, h0, B * S) == GRULITE_OK, "set_state");
+        FZ_REQUIRE(grulite_stream_step(s, xb, 0, NULL, NULL) == GRULITE_E_SHAPE, "0 steps");
+        const size_t first = ((e >> 2) & 3u) % T + 1;    /* one chunk, or two */
+        if (first == T) {
+            FZ_REQUIRE(grulite_stream_step(s, xb, (int32_t)T, ys, info.num_dense ? ds : NULL) ==
+                       GRULITE_OK, "stream step");
+        } else {
+            /* Two chunks: rows of (B, chunk, I) each. */
+            const size_t rest = T - first;
+            float *x1 = fz_floats(B * first * I), *x2 = fz_floats(B * rest * I);
+            float *y1 = fz_floats(B * first * O), *y2 = fz_floats(B * rest * O);
+            float *d1 = fz_floats(B * first * HS), *d2 = fz_floats(B * rest * HS);
+            for (size_t b = 0; b < B; b++) {
+                memcpy(x1 + b * first * I, xb + b * T * I, first * I * sizeof(float));
+                memcpy(x2 + b * rest * I, xb + (b * T + first) * I, rest * I * sizeof(float));
+            }
+            FZ_REQUIRE(grulite_stream_step(s, x1, (int32_t)first, y1, info.num_dense ? d1 : NULL) ==
+                       GRULITE_OK, "chunk 1");
+            FZ_REQUIRE(grulite_stream_step(s, x2, (int32_t)rest, y2, info.num_dense ? d2 : NULL) ==
+                       GRULITE_OK, "chunk 2");
+            for (size_t b = 0; b < B; b++) {
+                memcpy(ys + b * T * O, y1 + b * first * O, first * O * sizeof(float));
+                memcpy(ys + (b * T + first) * O, y2 + b * rest * O, rest * O * sizeof(float));
+                memcpy(ds + b * T * HS, d1 + b * first * HS, first * HS * sizeof(float));
+                memcpy(ds + (b * T + first) * HS, d2 + b * rest * HS, rest * HS * sizeof(float));
+            }
+            free(x1); free(x2); free(y1); free(y2); free(d1); free(d2);
+        }
+        FZ_REQUIRE(grulite_stream_get_state(s, hs, B * S) == GRULITE_OK, "get_state");
+        FZ_REQUIRE(memcmp(ys, yw, B * T * O * sizeof(float)) == 0,
+                   "streamed y differs from the whole sequence (first chunk %lu of %lu)",
+                   (unsigned long)first, (unsigned long)T);
+        FZ_REQUIRE(memcmp(hs, hw, B * S * sizeof(float)) == 0, "streamed state differs");
+        if (info.num_dense)
+            FZ_REQUIRE(memcmp(ds, dw, B * T * HS * sizeof(float)) == 0, "streamed head differs");
+        FZ_REQUIRE(grulite_stream_reset(s) == GRULITE_OK, "reset");
+        FZ_REQUIRE(grulite_stream_get_state(s, hs, B * S) == GRULITE_OK, "get_state");
+        for (size_t i = 0; i < B * S; i++) FZ_REQUIRE(hs[i] == 0.0f, "reset state not zero");
+        free(xb); free(yw); free(hw); free(ys); free(hs); free(dw); free(ds);
+    }
+    grulite_stream_free(s);
+
+    grulite_workspace_free(ws);
+    free(x); free(h0); free(y); free(hn); free(head);
+    grulite_model_free(m);
+    return 0;
+}

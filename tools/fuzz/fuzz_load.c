@@ -1,0 +1,164 @@
+/* fuzz_load.c - libFuzzer target: grulite_model_load_buffer() on arbitrary
+ * bytes, copied (GRULITE_LOAD_COPY, from an exact-size heap buffer) and
+ * borrowed (from an exact-size 64-byte aligned buffer), then every query
+ * of a model that validated, and a round trip through
+ * grulite_model_convert() to each weight dtype.
+ *
+ * Input: one mode byte (fuzz_common.h; bits 2..3 pick the message buffer:
+ * 256 bytes, 1 byte, 7 bytes or none), then the image.
+ *
+ *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
+ *           src/core/[a-z]*.c tools/fuzz/fuzz_load.c -lm -lpthread -o fuzz_load
+ *
+ * tools/fuzz/run.sh builds and runs it; tools/fuzz/README.md. */
+#include "fuzz_common.h"
+
+static const int k_dtypes[3] = { GRULITE_DTYPE_F32, GRULITE_DTYPE_F16, GRULITE_DTYPE_I8 };
+
+/* Reads every byte of p (so ASan / valgrind see an out-of-bounds pointer). */
+static unsigned touch(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    unsigned acc = 0;
+    for (size_t i = 0; i < n; i++) acc += b[i];
+    return acc;
+}
+
+/* Every query of a validated model; returns its summary. */
+static grulite_info query(const grulite_model *m, size_t image_size)
+{
+    grulite_info info;
+    FZ_REQUIRE(grulite_model_info(m, &info) == GRULITE_OK, "info");
+    FZ_REQUIRE(info.num_layers >= 1 && info.num_layers <= GRULITE_MAX_LAYERS, "num_layers %d",
+               (int)info.num_layers);
+    FZ_REQUIRE(info.num_dense >= 0 && info.num_dense <= GRULITE_MAX_DENSE, "num_dense %d",
+               (int)info.num_dense);
+    FZ_REQUIRE(info.image_size == image_size, "image_size %lu != %lu",
+               (unsigned long)info.image_size, (unsigned long)image_size);
+    FZ_REQUIRE(info.input_size >= 1 && info.input_size <= GRULITE_MAX_FEATURES, "input_size");
+    FZ_REQUIRE(info.state_size >= 1, "state_size %d", (int)info.state_size);
+    FZ_REQUIRE((info.num_dense == 0) == (info.head_size == 0), "head_size %d with %d dense",
+               (int)info.head_size, (int)info.num_dense);
+
+    int32_t in = info.input_size, state = 0;
+    for (int l = 0; l < info.num_layers; l++) {
+        grulite_layer_info li;
+        FZ_REQUIRE(grulite_model_layer(m, l, &li) == GRULITE_OK, "layer %d", l);
+        FZ_REQUIRE(li.input_size == in, "layer %d input_size %d, expected %d", l,
+                   (int)li.input_size, (int)in);
+        FZ_REQUIRE(li.hidden_size >= 1 && li.hidden_size <= GRULITE_MAX_FEATURES, "hidden");
+        FZ_REQUIRE(li.num_directions == 1 || li.num_directions == 2, "directions");
+        FZ_REQUIRE(li.reverse == 0 || (li.reverse == 1 && li.num_directions == 1), "reverse");
+        in = li.num_directions * li.hidden_size;
+        state += in;
+    }
+    FZ_REQUIRE(info.output_size == in, "output_size %d, expected %d", (int)info.output_size, (int)in);
+    FZ_REQUIRE(info.state_size == state, "state_size %d, expected %d", (int)info.state_size,
+               (int)state);
+    for (int j = 0; j < info.num_dense; j++) {
+        grulite_dense_info di;
+        FZ_REQUIRE(grulite_model_dense(m, j, &di) == GRULITE_OK, "dense %d", j);
+        FZ_REQUIRE(di.in_features == in, "dense %d in_features", j);
+        FZ_REQUIRE(di.activation >= GRULITE_ACT_NONE && di.activation <= GRULITE_ACT_SOFTMAX, "act");
+        in = di.out_features;
+    }
+    if (info.num_dense) FZ_REQUIRE(info.head_size == in, "head_size");
+    grulite_layer_info li;
+    grulite_dense_info di;
+    FZ_REQUIRE(grulite_model_layer(m, -1, &li) == GRULITE_E_ARG, "layer -1");
+    FZ_REQUIRE(grulite_model_layer(m, info.num_layers, &li) == GRULITE_E_ARG, "layer L");
+    FZ_REQUIRE(grulite_model_dense(m, -1, &di) == GRULITE_E_ARG, "dense -1");
+    FZ_REQUIRE(grulite_model_dense(m, info.num_dense, &di) == GRULITE_E_ARG, "dense N");
+
+    size_t len = 0, isz = 0;
+    const char *meta = grulite_model_metadata(m, &len);
+    FZ_REQUIRE(len <= image_size && (meta != NULL || len == 0), "metadata");
+    if (len) (void)touch(meta, len);
+    const void *img = grulite_model_image(m, &isz);
+    FZ_REQUIRE(img != NULL && isz == image_size, "image");
+    (void)touch(img, isz);
+    const char *isa = grulite_model_isa(m);
+    FZ_REQUIRE(isa != NULL && isa[0], "isa");
+    return info;
+}
+
+/* Converts m to every dtype; each result must load and keep the shape. */
+static void round_trip(const grulite_model *m, const grulite_info *info)
+{
+    for (int i = 0; i < 3; i++) {
+        size_t need = 0;
+        int rc = grulite_model_convert(m, k_dtypes[i], NULL, 0, &need);
+        FZ_REQUIRE(rc == GRULITE_OK, "convert (measure) to dtype %d: %d %s", k_dtypes[i], rc,
+                   grulite_strerror(rc));
+        FZ_REQUIRE(need >= 64, "converted size %lu", (unsigned long)need);
+        unsigned char *buf = malloc(need);
+        if (!buf) abort();
+        size_t got = 0;
+        if (need > 64)
+            FZ_REQUIRE(grulite_model_convert(m, k_dtypes[i], buf, need - 1, &got) == GRULITE_E_BUFFER,
+                       "short buffer accepted");
+        rc = grulite_model_convert(m, k_dtypes[i], buf, need, &got);
+        FZ_REQUIRE(rc == GRULITE_OK && got == need, "convert to dtype %d: %d", k_dtypes[i], rc);
+        grulite_model *m2 = NULL;
+        char msg[256];
+        rc = grulite_model_load_buffer(buf, need, GRULITE_LOAD_COPY, &m2, msg, sizeof msg);
+        FZ_REQUIRE(rc == GRULITE_OK, "converted image (dtype %d) does not load: %s", k_dtypes[i], msg);
+        grulite_info i2 = query(m2, need);
+        FZ_REQUIRE(i2.input_size == info->input_size && i2.num_layers == info->num_layers &&
+                   i2.num_dense == info->num_dense && i2.output_size == info->output_size &&
+                   i2.head_size == info->head_size && i2.state_size == info->state_size &&
+                   i2.batch_first == info->batch_first, "converted model differs");
+        grulite_model_free(m2);
+        free(buf);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1) return 0;
+    const unsigned mode = data[0];
+    const size_t n = size - 1;
+    static const size_t k_msg_sizes[4] = { 256, 1, 7, 0 };
+    const size_t msg_size = k_msg_sizes[(mode >> 2) & 3u];
+    char msg[256];
+
+    unsigned char *img = fz_copy(data + 1, n);
+    fz_present(img, n, mode);
+
+    /* Copied. */
+    grulite_model *m = (grulite_model *)(void *)&m;      /* must be overwritten */
+    memset(msg, 'X', sizeof msg);
+    const int rc = grulite_model_load_buffer(img, n, GRULITE_LOAD_COPY, &m,
+                                             msg_size ? msg : NULL, msg_size);
+    if (rc != GRULITE_OK) fz_check_failure(rc, m, msg_size ? msg : NULL, msg_size);
+
+    /* Borrowed from an aligned buffer: the same answer. */
+    unsigned char *al = fz_copy_aligned(img, n);
+    grulite_model *mb = (grulite_model *)(void *)&mb;
+    const int rcb = grulite_model_load_buffer(al, n, 0, &mb, msg, sizeof msg);
+    FZ_REQUIRE(rcb == rc, "borrowed load gives %d, copied %d", rcb, rc);
+    if (rcb != GRULITE_OK) fz_check_failure(rcb, mb, msg, sizeof msg);
+    /* Borrowed from a misaligned buffer: refused before anything is read. */
+    if (n) {
+        grulite_model *mm = NULL;
+        FZ_REQUIRE(grulite_model_load_buffer(al + 1, n - 1, 0, &mm, NULL, 0) == GRULITE_E_ALIGN &&
+                   mm == NULL, "misaligned buffer");
+    }
+
+    if (rc == GRULITE_OK) {
+        free(img);                     /* the copied model must not need it */
+        img = NULL;
+        const grulite_info info = query(m, n);
+        const grulite_info ib = query(mb, n);
+        FZ_REQUIRE(ib.checksum == info.checksum && ib.state_size == info.state_size,
+                   "copied and borrowed models differ");
+        round_trip(m, &info);
+        grulite_model_free(mb);
+        grulite_model_free(m);
+    }
+    free(al);
+    free(img);
+    return 0;
+}

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The sanitizer gate: AddressSanitizer + UndefinedBehaviorSanitizer and
+# valgrind over the C core, and the Python test suite against an ASan +
+# UBSan build of the extension.  From anywhere:
+#
+#     tools/sanitize.sh
+#
+# Steps (each timed; the script exits non-zero on any sanitizer or valgrind
+# report, and on any test failure):
+#
+#   1. tests/c/test_core.c and the core, -fsanitize=address,undefined
+#      -fno-sanitize-recover=all, with clang and with gcc (those installed),
+#      leak detection on; then the fuzz regression inputs
+#      (tests/c/fuzz_regress/) through the fuzz targets, same flags.
+#   2. valgrind memcheck (--leak-check=full, every error fatal) on a plain
+#      -O1 -g build of the same, and on the regression inputs.
+#   3. the extension built with gcc -fsanitize=address,undefined in a
+#      private directory (never in place), and
+#      `python -m pytest -q tests -x -p no:cacheprovider` against it with
+#      gcc's libasan preloaded (and libstdc++, so that C++ extensions such as
+#      torch's can throw), ASAN_OPTIONS=detect_leaks=0 (CPython keeps its
+#      objects at exit by design).  Reports of any process, children
+#      included, go to files that are checked at the end.
+#
+# Environment: PYTHON (default python3); SANITIZE_DIR (work directory, kept;
+# default a temporary one); SANITIZE_PYTEST_ARGS (replaces "tests", e.g.
+# "tests/test_format.py -k hostile"); SANITIZE_SKIP (space-separated step
+# names to skip: c, valgrind, python).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+if [ -n "${SANITIZE_DIR:-}" ]; then
+    WORK="$SANITIZE_DIR"; mkdir -p "$WORK"; WORK="$(cd "$WORK" && pwd)"
+else
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/grulite-sanitize.XXXXXX")"
+    trap 'rm -rf "$WORK"' EXIT
+fi
+SKIP=" ${SANITIZE_SKIP:-} "
+FIXTURES=tests/c/fixtures
+REGRESS=tests/c/fuzz_regress
+# float-cast-overflow: part of clang's "undefined", not of gcc's.
+SAN=(-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all
+     -fno-omit-frame-pointer -g -O1)
+WARN=(-std=c99 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wpointer-arith -Werror -Iinclude)
+export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1:strict_init_order=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+TIMES=()
+t_all=$(date +%s)
+
+step_begin() { echo "== $1"; t0=$(date +%s); }
+step_end() { TIMES+=("$(printf '%-44s %4d s' "$1" $(( $(date +%s) - t0 )))"); }
+
+# The regression inputs of each fuzz target, if any.
+regress_dirs() {
+    for t in load forward; do
+        if [ -d "$REGRESS/$t" ] && [ -n "$(ls -A "$REGRESS/$t" 2>/dev/null)" ]; then echo "$t"; fi
+    done
+}
+
+# ---- 1. C core: ASan + UBSan ---------------------------------------------------
+if [[ "$SKIP" != *" c "* ]]; then
+    compilers=()
+    for cc in clang gcc; do command -v "$cc" >/dev/null 2>&1 && compilers+=("$cc"); done
+    [ "${#compilers[@]}" -gt 0 ] || { echo "sanitize.sh: neither clang nor gcc found" >&2; exit 2; }
+    for cc in "${compilers[@]}"; do
+        step_begin "C tests, $cc ASan + UBSan, leak detection on"
+        "$cc" "${WARN[@]}" "${SAN[@]}" src/core/*.c tests/c/test_core.c -lm -lpthread \
+            -o "$WORK/test_core_$cc"
+        "$WORK/test_core_$cc" "$FIXTURES" >"$WORK/test_core_$cc.log" 2>&1 ||
+            { cat "$WORK/test_core_$cc.log"; echo "sanitize.sh: C tests failed under $cc ASan/UBSan" >&2; exit 1; }
+        tail -n 1 "$WORK/test_core_$cc.log"
+        for t in $(regress_dirs); do
+            "$cc" "${WARN[@]}" "${SAN[@]}" src/core/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c \
+                -lm -lpthread -o "$WORK/replay_${t}_$cc"
+            "$WORK/replay_${t}_$cc" "$REGRESS/$t"
+        done
+        step_end "C tests, $cc ASan+UBSan"
+    done
+fi
+
+# ---- 2. C core: valgrind ---------------------------------------------------------
+if [[ "$SKIP" != *" valgrind "* ]]; then
+    step_begin "C tests under valgrind memcheck"
+    if ! command -v valgrind >/dev/null 2>&1; then
+        if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            apt-get update -qq >/dev/null 2>&1 || true
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+        else
+            echo "sanitize.sh: valgrind is not installed" >&2; exit 2
+        fi
+    fi
+    VG=(valgrind --tool=memcheck --error-exitcode=1 --leak-check=full
+        --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible
+        --track-origins=yes --quiet)
+    cc=$(command -v gcc || command -v clang)
+    "$cc" "${WARN[@]}" -g -O1 src/core/*.c tests/c/test_core.c -lm -lpthread -o "$WORK/test_core_vg"
+    "${VG[@]}" "$WORK/test_core_vg" "$FIXTURES" >"$WORK/test_core_vg.log" 2>&1 ||
+        { cat "$WORK/test_core_vg.log"; echo "sanitize.sh: valgrind reported errors" >&2; exit 1; }
+    tail -n 1 "$WORK/test_core_vg.log"
+    for t in $(regress_dirs); do
+        "$cc" "${WARN[@]}" -g -O1 src/core/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c \
+            -lm -lpthread -o "$WORK/replay_${t}_vg"
+        "${VG[@]}" "$WORK/replay_${t}_vg" "$REGRESS/$t"
+    done
+    step_end "C tests, valgrind memcheck"
+fi
+
+# ---- 3. Python: ASan + UBSan extension, the test suite ---------------------------
+if [[ "$SKIP" != *" python "* ]]; then
+    step_begin "Python extension, gcc ASan + UBSan (private build)"
+    if ! "$PY" -c "import Cython, numpy, pytest, setuptools" 2>/dev/null; then
+        "$PY" -m pip install -q cython numpy pytest setuptools
+    fi
+    # setup.py appends -O3 -g0 after CFLAGS: this wrapper drops them so that
+    # reports carry line numbers and -O1 applies.
+    cat >"$WORK/cc-san" <<'EOF'
+#!/bin/sh
+for a; do shift; case "$a" in -g0|-O3) ;; *) set -- "$@" "$a";; esac; done
+exec gcc "$@"
+EOF
+    chmod +x "$WORK/cc-san"
+    rm -rf "$WORK/pylib" "$WORK/pybuild"
+    CC="$WORK/cc-san" LDSHARED="$WORK/cc-san -shared" CFLAGS="${SAN[*]}" \
+        LDFLAGS="-fsanitize=address,undefined,float-cast-overflow" \
+        "$PY" setup.py build_ext --build-lib "$WORK/pylib" --build-temp "$WORK/pybuild" \
+        >"$WORK/pybuild.log" 2>&1 || { tail -n 40 "$WORK/pybuild.log"; exit 1; }
+    mkdir -p "$WORK/pylib/grulite"
+    cp src/grulite/*.py src/grulite/py.typed "$WORK/pylib/grulite/"
+    cp -r src/grulite/data "$WORK/pylib/grulite/"
+    ext=$(ls "$WORK"/pylib/grulite/_core*.so)
+    if ! (ldd "$ext" | grep -q libasan) && ! nm -D "$ext" | grep -q __asan_init; then
+        echo "sanitize.sh: $ext is not instrumented" >&2; exit 1
+    fi
+    step_end "Python extension build (ASan+UBSan)"
+
+    step_begin "Python tests against it (LD_PRELOAD libasan)"
+    rm -rf "$WORK/reports"; mkdir -p "$WORK/reports"
+    preload="$(gcc -print-file-name=libasan.so)"
+    stdcxx="$(gcc -print-file-name=libstdc++.so)"
+    [ -e "$stdcxx" ] && preload="$preload $stdcxx"
+    # shellcheck disable=SC2086
+    set +e
+    LD_PRELOAD="$preload" \
+        ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:log_path=$WORK/reports/asan" \
+        UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$WORK/reports/ubsan" \
+        PYTHONPATH="$WORK/pylib" KERAS_BACKEND="${KERAS_BACKEND:-torch}" \
+        "$PY" -m pytest -q ${SANITIZE_PYTEST_ARGS:-tests} -x -p no:cacheprovider
+    rc=$?
+    set -e
+    if [ -n "$(ls -A "$WORK/reports")" ]; then
+        for f in "$WORK"/reports/*; do echo "---- $f"; head -n 80 "$f"; done
+        echo "sanitize.sh: sanitizer reports from the Python tests (above)" >&2
+        exit 1
+    fi
+    [ "$rc" = 0 ] || { echo "sanitize.sh: the Python tests failed under ASan (exit $rc)" >&2; exit 1; }
+    step_end "Python tests (ASan+UBSan extension)"
+fi
+
+echo "== sanitize.sh: clean ($(( $(date +%s) - t_all )) s)"
+printf '   %s\n' "${TIMES[@]}"
