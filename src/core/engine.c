@@ -395,7 +395,7 @@ static size_t chunk_rows(const grulite_model *m, const gl_pass *p, size_t rows)
 {
     const size_t per_row = (size_t)p->steps * 3 * (((size_t)m->max_hidden + 15) & ~(size_t)15);
     size_t c = ((size_t)1 << 19) / (per_row ? per_row : 1);
-    if (c < 16) c = 16;
+    if (c < 32) c = 32;
     return c < rows ? c : rows;
 }
 
