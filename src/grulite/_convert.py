@@ -131,6 +131,8 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
             raise GruliteError(f"{p}weight_hh_l{k} has shape {tuple(w_hh0.shape)}; expected "
                                "(3*hidden_size, hidden_size)")
         H = int(w_hh0.shape[1])
+        if w_ih0 is None:
+            raise GruliteError(f"{p}weight_ih_l{k} is missing (found {p}weight_hh_l{k})")
         if w_ih0.ndim != 2 or w_ih0.shape[0] != 3 * H or w_ih0.shape[1] < 1:
             raise GruliteError(f"{p}weight_ih_l{k} has shape {tuple(w_ih0.shape)}; expected "
                                f"(3*hidden_size, input_size) with hidden_size={H}")

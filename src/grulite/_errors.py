@@ -1,6 +1,8 @@
 """The one exception type grulite raises for bad models and bad input."""
 
-__all__ = ["GruliteError"]
+import contextlib
+
+__all__ = ["GruliteError", "reading"]
 
 
 class GruliteError(ValueError):
@@ -10,3 +12,18 @@ class GruliteError(ValueError):
     raise ``OSError`` (``FileNotFoundError`` for a missing path) and failed
     allocations ``MemoryError``.
     """
+
+
+@contextlib.contextmanager
+def reading(path, what: str):
+    """Turns any unexpected exception raised while parsing the file at
+    ``path`` (a hostile or damaged file can make third-party parsers raise
+    almost anything) into a GruliteError naming the file; GruliteError,
+    OSError and MemoryError pass through."""
+    try:
+        yield
+    except (GruliteError, OSError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:                      # noqa: BLE001 - the point of this guard
+        raise GruliteError(f"{str(path)!r} is not a valid {what} ({type(e).__name__}: "
+                           f"{str(e)[:200]})") from None

@@ -64,7 +64,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from grulite._errors import GruliteError
+from grulite._errors import GruliteError, reading
 
 __all__ = ["image_from_keras", "from_keras"]
 
@@ -652,8 +652,9 @@ def image_from_keras(path: Union[str, os.PathLike], dtype: str = "float32", *,
 
     p = os.fspath(path)
     source = repr(os.path.basename(p.rstrip("/\\")))
-    config, h5, kmeta = _read_archive(p)
-    with h5:
+    with reading(p, ".keras archive"):
+        config, h5, kmeta = _read_archive(p)
+    with reading(p, ".keras archive"), h5:
         try:
             specs, out_tensors = _chain(config, source)
             if not any(_is_gru(s) for s in specs):

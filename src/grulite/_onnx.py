@@ -79,7 +79,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from grulite._convert import ACTIVATION_NAMES, image_from_layers
-from grulite._errors import GruliteError
+from grulite._errors import GruliteError, reading
 
 __all__ = ["image_from_onnx", "from_onnx"]
 
@@ -1314,9 +1314,10 @@ def image_from_onnx(path: Union[str, os.PathLike], dtype: str = "float32") -> tu
     node and the reason).
     """
     model, p = _read(path)
-    imp = _Importer(model, p)
-    imp.run()
-    summary = imp.summary()
+    with reading(p, "ONNX GRU model"):
+        imp = _Importer(model, p)
+        imp.run()
+        summary = imp.summary()
     layers = [{k: v for k, v in l.items() if k not in ("node", "layout")}
               for l in summary["layers"]]
     meta = {

@@ -26,7 +26,7 @@ from typing import Optional, Union
 import numpy as np
 
 from grulite._convert import HeadSpec, build_image
-from grulite._errors import GruliteError
+from grulite._errors import GruliteError, reading
 
 __all__ = ["safetensors_image", "from_safetensors", "read_safetensors"]
 
@@ -227,7 +227,7 @@ def safetensors_image(path: Union[str, os.PathLike], prefix: Optional[str] = Non
     state_dict (as :func:`grulite._model.npz_image`); only the tensors the
     model uses are read."""
     p = _check_path(path)
-    with _Reader(p) as r:
+    with reading(p, "safetensors file"), _Reader(p) as r:
         return build_image(dict(r.tensors), prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from)
 

@@ -57,7 +57,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from grulite._convert import _CHECKPOINT_KEYS, _GRU_KEY, HeadSpec, build_image
-from grulite._errors import GruliteError
+from grulite._errors import GruliteError, reading
 
 __all__ = ["torchfile_image", "from_torch_file", "read_torch_file"]
 
@@ -959,7 +959,7 @@ def torchfile_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     checkpoint dict (as :func:`grulite._model.npz_image` for .npz).  Only the
     tensors the model uses are read from the file."""
     p = _check_path(path)
-    with _TorchArchive(p) as arch:
+    with reading(p, "torch.save file"), _TorchArchive(p) as arch:
         mapping = _mapping_for_build(arch.load(), p)
         return build_image(mapping, prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from)
