@@ -103,7 +103,7 @@ cdef cnp.ndarray as_f32(object a, str name):
     cdef cnp.ndarray arr = np.asarray(a)
     if arr.dtype.kind != "f":
         raise GruliteError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return np.require(arr, np.float32, ["C", "A"])      # contiguous, aligned, native order
 
 
 cdef class Workspace:

@@ -214,7 +214,7 @@ class Model:
     def _prepare(self, x: Any, lengths: Any, batch_first: Optional[bool]):
         bf = self.config.batch_first if batch_first is None else bool(batch_first)
         if (lengths is None and type(x) is np.ndarray and x.dtype == np.float32
-                and x.ndim == 3 and x.flags.c_contiguous
+                and x.ndim == 3 and x.flags.c_contiguous and x.flags.aligned
                 and x.shape[2] == self._input_size and x.shape[0] and x.shape[1]):
             # The common case, checked cheaply: a (B, T, I) float32 C array.
             return (x, bf, False, x.shape[0] if bf else x.shape[1],
@@ -238,7 +238,7 @@ class Model:
         B, T = (xa.shape[0], xa.shape[1]) if bf else (xa.shape[1], xa.shape[0])
         if T < 1 or B < 1:
             raise GruliteError(f"x needs at least one sequence and one step; got batch={B}, steps={T}")
-        xa = np.ascontiguousarray(xa, dtype=np.float32)
+        xa = np.require(xa, np.float32, ["C", "A"])       # contiguous, aligned, native
         len_a = None
         if lengths is not None:
             la = np.asarray(_np(lengths))
@@ -253,7 +253,7 @@ class Model:
                 i = int(np.flatnonzero(bad)[0])
                 raise GruliteError(f"lengths[{i}] = {int(la[i])} is outside [1, {T}] "
                                    f"(steps in x = {T})")
-            len_a = np.ascontiguousarray(la, dtype=np.int32)
+            len_a = np.require(la, np.int32, ["C", "A"])
         return xa, bf, unbatched, B, T, len_a
 
     def _join_state(self, h: Any, B: int, unbatched: bool = False, name: str = "h0") -> np.ndarray:
@@ -270,7 +270,7 @@ class Model:
                 raise GruliteError(f"{name} has shape {ha.shape}; expected {want} "
                                    f"(num_layers*num_directions, {'' if unbatched else 'batch, '}"
                                    f"hidden_size)")
-            return np.ascontiguousarray(ha, dtype=np.float32).reshape(-1)
+            return np.require(ha, np.float32, ["C", "A"]).reshape(-1)
         if not isinstance(h, (tuple, list)) or len(h) != c.num_layers:
             raise GruliteError(f"{name} must be a tuple of {c.num_layers} arrays, one "
                                "(num_directions, batch, hidden_size) array per layer, because the "
@@ -284,7 +284,7 @@ class Model:
                 (l.num_directions, B, l.hidden_size)
             if ha.shape != want:
                 raise GruliteError(f"{name}[{k}] has shape {ha.shape}; expected {want}")
-            parts.append(np.ascontiguousarray(ha, dtype=np.float32).reshape(-1))
+            parts.append(np.require(ha, np.float32, ["C", "A"]).reshape(-1))
         return np.concatenate(parts)
 
     def _split_state(self, flat: np.ndarray, B: int, unbatched: bool = False) -> State:
