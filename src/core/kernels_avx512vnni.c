@@ -106,6 +106,8 @@ static void VNNI_MK(MR, NV)(size_t K4, const int8_t *xq, size_t ldq, const uint8
 VNNI_DEFINE_MK(4, 4)
 VNNI_DEFINE_MK(4, 1)
 VNNI_DEFINE_MK(1, 8)
+VNNI_DEFINE_MK(1, 4)
+VNNI_DEFINE_MK(1, 2)
 VNNI_DEFINE_MK(1, 1)
 
 /* Byte offsets of vectors v .. v+n-1 in the panel, and their y slots. */
@@ -151,6 +153,18 @@ static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *
                 vnni_offsets(p, g0, gc, v, VNNI_NV1, woff, yoff);
                 VNNI_MK(1, 8)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
                               sumq + r, y + r * ldy, ldy);
+            }
+            if (v + 4 <= nv) {                       /* the tail in 4, 2, 1 */
+                vnni_offsets(p, g0, gc, v, 4, woff, yoff);
+                VNNI_MK(1, 4)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
+                              sumq + r, y + r * ldy, ldy);
+                v += 4;
+            }
+            if (v + 2 <= nv) {
+                vnni_offsets(p, g0, gc, v, 2, woff, yoff);
+                VNNI_MK(1, 2)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
+                              sumq + r, y + r * ldy, ldy);
+                v += 2;
             }
             for (; v < nv; v++) {
                 vnni_offsets(p, g0, gc, v, 1, woff, yoff);

@@ -50,6 +50,12 @@ GL_DEFINE_MK(GL_MR, GL_NV_MR)
 GL_DEFINE_MK(GL_MR, 1)
 #endif
 GL_DEFINE_MK(1, GL_NV1)
+#if GL_NV1 > 4
+GL_DEFINE_MK(1, 4)
+#endif
+#if GL_NV1 > 2
+GL_DEFINE_MK(1, 2)
+#endif
 #if GL_NV1 != 1
 GL_DEFINE_MK(1, 1)
 #endif
@@ -89,6 +95,25 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
                 GL_MK(1, GL_NV1)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
                                  yr, ldy);
             }
+            /* The last < GL_NV1 vectors in groups of 4, 2, 1: one vector at
+             * a time would leave a single FMA chain waiting on its own
+             * latency (H = 64: 12 vectors = 8 + 4). */
+#if GL_NV1 > 4
+            if (v + 4 <= nv) {
+                GL_FN(offsets)(p, g0, gc, v, 4, woff, yoff);
+                GL_MK(1, 4)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
+                            yr, ldy);
+                v += 4;
+            }
+#endif
+#if GL_NV1 > 2
+            if (v + 2 <= nv) {
+                GL_FN(offsets)(p, g0, gc, v, 2, woff, yoff);
+                GL_MK(1, 2)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
+                            yr, ldy);
+                v += 2;
+            }
+#endif
             for (; v < nv; v++) {
                 GL_FN(offsets)(p, g0, gc, v, 1, woff, yoff);
                 GL_MK(1, 1)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,

@@ -144,6 +144,12 @@ GL_DEFINE_MKQ(GL_MR, GL_NV_MR)
 GL_DEFINE_MKQ(GL_MR, 1)
 #endif
 GL_DEFINE_MKQ(1, GL_NV1)
+#if GL_NV1 > 4
+GL_DEFINE_MKQ(1, 4)
+#endif
+#if GL_NV1 > 2
+GL_DEFINE_MKQ(1, 2)
+#endif
 #if GL_NV1 != 1
 GL_DEFINE_MKQ(1, 1)
 #endif
@@ -177,6 +183,22 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
                 GL_MKQ(1, GL_NV1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
                                   y + r * ldy, ldy);
             }
+#if GL_NV1 > 4                                     /* the tail in 4, 2, 1 */
+            if (v + 4 <= nv) {
+                GL_FN(offsets_q)(p, g0, gc, v, 4, woff, yoff);
+                GL_MKQ(1, 4)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
+                             y + r * ldy, ldy);
+                v += 4;
+            }
+#endif
+#if GL_NV1 > 2
+            if (v + 2 <= nv) {
+                GL_FN(offsets_q)(p, g0, gc, v, 2, woff, yoff);
+                GL_MKQ(1, 2)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
+                             y + r * ldy, ldy);
+                v += 2;
+            }
+#endif
             for (; v < nv; v++) {
                 GL_FN(offsets_q)(p, g0, gc, v, 1, woff, yoff);
                 GL_MKQ(1, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale, y + r * ldy, ldy);
