@@ -732,7 +732,7 @@ def run_cstep(c, cc, cflags_override):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     res["output"] = p.stdout
-    res["steps"], res["forward"] = [], []
+    res["steps"], res["forward"], res["read_floor"] = [], [], []
     for line in p.stdout.splitlines():
         kv = dict(re.findall(r"(\w+)=(\S+)", line))
         num = {k: _num(v) for k, v in kv.items()}
@@ -744,6 +744,9 @@ def run_cstep(c, cc, cflags_override):
             res["forward"].append({"H": int(num["H"]), "I": c["I"], "B": 1, "T": int(num["forward_T"]),
                                    "forward_us": num["forward_us"], "gflops": num["gflops"],
                                    "runs": int(num["runs"])})
+        elif "read_ns" in kv:
+            res["read_floor"].append({"H": int(num["H"]), "bytes": int(num["read_bytes"]),
+                                      "read_ns": num["read_ns"], "runs": int(num["runs"])})
         elif "version" in kv:
             res["version"] = kv["version"]
     return [res]
@@ -783,6 +786,7 @@ def markdown(results: list, peers: list, meta: dict) -> str:
     head = ["case", "threads", "grulite"] + [f"{PEER_LABEL[p]} (×)" for p in peers] + ["grulite GFLOP/s"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+    floors = []
     for r in results:
         if r["kind"] == "cstep":
             for s in r.get("steps", []):
@@ -794,6 +798,7 @@ def markdown(results: list, peers: list, meta: dict) -> str:
                        fmt_time(f["forward_us"] / 1e6, "sequence")] + ["–"] * len(peers) + \
                       [f"{f['gflops']:.2f}"]
                 lines.append("| " + " | ".join(row) + " |")
+            floors.extend(r.get("read_floor", []))
             continue
         unit = r["unit"]
         row = [case_label(r), str(r["threads"]), fmt_time(r["grulite"]["best_s"], unit)]
@@ -806,6 +811,13 @@ def markdown(results: list, peers: list, meta: dict) -> str:
                 row.append("–")
         row.append(f"{r['grulite_gflops']:.2f}")
         lines.append("| " + " | ".join(row) + " |")
+    if floors:
+        lines += ["", "Read floor (tools/bench_step.c): at batch 1 every step reads all of W_hh and "
+                  "does two flops per weight, so a step cannot take less than one core needs to "
+                  "read those bytes: " + "; ".join(
+                      f"H={f['H']}: {f['bytes'] / 1024:.0f} KiB in {f['read_ns'] / 1e3:.2f} µs "
+                      f"({f['bytes'] / f['read_ns']:.0f} GB/s), ≥ {f['read_ns'] * 100 / 1e6:.3f} ms "
+                      "for T=100" for f in floors) + "."]
     return "\n".join(lines) + "\n"
 
 

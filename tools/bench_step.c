@@ -20,6 +20,10 @@
  *     version=0.1.0 input_size=64
  *     H=128 step_ns=1234.5 gflops=1.23 runs=7 steps_per_run=10000 isa=avx512
  *     H=128 forward_T=100 forward_us=123.4 gflops=1.23 runs=50
+ *     H=128 read_bytes=196608 read_ns=1400.0 runs=9
+ *
+ * The last kind of line is the read floor (bench_read_floor below): the
+ * best time to read W_hh's bytes once, the least a batch-1 step can cost.
  *
  * FLOPs counted: 2*3H*(I+H) per step (the two matrix-vector products;
  * gates and biases not counted).  Timing: clock_gettime(CLOCK_MONOTONIC),
@@ -28,6 +32,7 @@
  */
 #define _POSIX_C_SOURCE 199309L
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +129,85 @@ static grulite_model *make_model(int I, int H)
 }
 
 static volatile float sink;   /* keeps the results observable */
+
+/* ---- The read floor ------------------------------------------------------
+ * At batch 1 every step reads all of W_hh (3H x H floats, packed) and does
+ * only two flops per weight, so once W_hh outgrows L1 a step cannot beat
+ * the time this core needs to stream those bytes from L2.  read_sum() is
+ * that time with nothing else in the loop: eight independent accumulators,
+ * the widest loads the CPU has. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static float read_sum_avx512(const float *p, size_t n)
+{
+    __m512 s[8];
+    for (int j = 0; j < 8; j++) s[j] = _mm512_setzero_ps();
+    for (size_t i = 0; i + 128 <= n; i += 128)
+        for (int j = 0; j < 8; j++) s[j] = _mm512_add_ps(s[j], _mm512_loadu_ps(p + i + 16 * j));
+    for (int j = 1; j < 8; j++) s[0] = _mm512_add_ps(s[0], s[j]);
+    float out[16];
+    _mm512_storeu_ps(out, s[0]);
+    return out[0] + out[15];
+}
+__attribute__((target("avx2"))) static float read_sum_avx2(const float *p, size_t n)
+{
+    __m256 s[8];
+    for (int j = 0; j < 8; j++) s[j] = _mm256_setzero_ps();
+    for (size_t i = 0; i + 64 <= n; i += 64)
+        for (int j = 0; j < 8; j++) s[j] = _mm256_add_ps(s[j], _mm256_loadu_ps(p + i + 8 * j));
+    for (int j = 1; j < 8; j++) s[0] = _mm256_add_ps(s[0], s[j]);
+    float out[8];
+    _mm256_storeu_ps(out, s[0]);
+    return out[0] + out[7];
+}
+#endif
+
+static float read_sum_c(const float *p, size_t n)
+{
+    float s[8] = { 0 };
+    for (size_t i = 0; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += p[i + j];
+    return s[0] + s[7];
+}
+
+static float read_sum(const float *p, size_t n)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f")) return read_sum_avx512(p, n);
+    if (__builtin_cpu_supports("avx2")) return read_sum_avx2(p, n);
+#endif
+    return read_sum_c(p, n);
+}
+
+/* Best time of one pass over the bytes W_hh takes in the model file. */
+static void bench_read_floor(int H)
+{
+    const size_t nb = ((size_t)H + 15) / 16, n = nb * 16 * 3 * (size_t)H;
+    float *raw = rand_floats(n + 16, 1.0f);     /* 64-byte aligned, as in a model */
+    float *w = (float *)(((uintptr_t)raw + 63) & ~(uintptr_t)63);
+    long reps = 1;
+    for (;;) {                                   /* runs of >= 1 ms */
+        double t0 = now_s();
+        for (long r = 0; r < reps; r++) sink += read_sum(w, n);
+        if (now_s() - t0 > 1e-3) break;
+        reps *= 2;
+    }
+    double best = 1e30, spent = 0.0;
+    int runs = 0;
+    while (runs < MIN_RUNS || spent < MIN_TIME) {
+        double t0 = now_s();
+        for (long r = 0; r < reps; r++) sink += read_sum(w, n);
+        double dt = now_s() - t0;
+        spent += dt;
+        runs++;
+        if (dt < best) best = dt;
+        if (spent > MAX_TIME) break;
+    }
+    printf("H=%d read_bytes=%zu read_ns=%.1f runs=%d\n", H, n * sizeof(float),
+           best / (double)reps * 1e9, runs);
+    fflush(stdout);
+    free(raw);
+}
 
 static void bench_hidden(int H)
 {
@@ -229,5 +313,6 @@ int main(int argc, char **argv)
     printf("version=%s input_size=%d\n", grulite_version(), INPUT_SIZE);
     fflush(stdout);
     for (int i = 0; i < n; i++) bench_hidden(hs[i]);
+    for (int i = 0; i < n; i++) bench_read_floor(hs[i]);
     return 0;
 }

@@ -172,6 +172,16 @@ static inline size_t length_of(const gl_pass *p, size_t b)
     return p->lengths ? (size_t)p->lengths[b] : (size_t)p->steps;
 }
 
+/* Recurrent products of one step for every row (rows that have ended are
+ * computed and ignored: simpler than compacting); the reset-before variant
+ * takes r and z here and n after the gates. */
+static void recurrent_product(const gl_kernels *k, const gl_layer *L, const gl_direction *w,
+                              const gl_scratch *sc, size_t n, size_t Hp, size_t ld)
+{
+    if (L->cfg.reset_after) k->gemm(n, sc->h, Hp, &w->hh, 0, 3, sc->hp, ld, sc->tmp);
+    else k->gemm(n, sc->h, Hp, &w->hh, 0, 2, sc->hp, ld, sc->tmp);
+}
+
 /* One direction of one layer over all steps for the task's rows.
  * in: rows of in_w floats (global or local); out: rows of out_w floats,
  * this direction's H columns start at col; state: (B, H) of this
@@ -186,6 +196,18 @@ static void run_direction(const grulite_model *m, const gl_layer *L, const gl_di
     const size_t H = (size_t)L->cfg.hidden_size, nb = w->hh.nb, Hp = nb * GL_LANES;
     const size_t ld = 3 * Hp, n = rw->n, T = rw->T, b0 = rw->b0;
 
+    for (size_t i = 0; i < n; i++) {
+        memcpy(sc->h + i * Hp, state + (b0 + i) * H, H * sizeof(float));
+        memset(sc->h + i * Hp + H, 0, (Hp - H) * sizeof(float));
+    }
+    if (!L->cfg.reset_after) memset(sc->rh, 0, n * Hp * sizeof(float));
+
+    /* A stream's single step reads W_ih and W_hh once each, in either
+     * order: alternating the order between calls starts each step with the
+     * matrix the last one ended with, still in L1 (hh_first). */
+    const int hh_first = T == 1 && p->hh_first;
+    if (hh_first) recurrent_product(k, L, w, sc, n, Hp, ld);
+
     /* Input projection of every step at once: xp = x W_ih^T + b_ih. */
     if (in_global && !rw->bf) {
         for (size_t t = 0; t < T; t++)            /* rows of one step are contiguous */
@@ -196,17 +218,8 @@ static void run_direction(const grulite_model *m, const gl_layer *L, const gl_di
                 sc->tmp);
     }
 
-    for (size_t i = 0; i < n; i++) {
-        memcpy(sc->h + i * Hp, state + (b0 + i) * H, H * sizeof(float));
-        memset(sc->h + i * Hp + H, 0, (Hp - H) * sizeof(float));
-    }
-    if (!L->cfg.reset_after) memset(sc->rh, 0, n * Hp * sizeof(float));
-
     for (size_t s = 0; s < T; s++) {
-        /* Recurrent products for every row (rows that have ended are
-         * computed and ignored: simpler than compacting). */
-        if (L->cfg.reset_after) k->gemm(n, sc->h, Hp, &w->hh, 0, 3, sc->hp, ld, sc->tmp);
-        else k->gemm(n, sc->h, Hp, &w->hh, 0, 2, sc->hp, ld, sc->tmp);
+        if (!hh_first) recurrent_product(k, L, w, sc, n, Hp, ld);
         for (size_t i = 0; i < n; i++) {
             const size_t len = length_of(p, b0 + i);
             if (s >= len) continue;
@@ -444,7 +457,7 @@ int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite
 {
     if (!m || !ws || !run) return GRULITE_E_ARG;
     gl_pass p = { run->batch, run->steps, run->batch_first ? 1 : 0,
-                  run->head_all_steps ? 1 : 0, run->x, run->lengths, run->y, run->head };
+                  run->head_all_steps ? 1 : 0, run->x, run->lengths, run->y, run->head, 0 };
     int rc = check_pass(m, &p);
     if (rc) return rc;
 
@@ -501,6 +514,7 @@ struct grulite_stream {
     size_t state_n;          /* batch * state_size */
     float *state;            /* (batch * state_size) */
     grulite_workspace ws;    /* scratch, grown to the largest chunk */
+    int flip;                /* alternates the order of a step's products */
 };
 
 int grulite_stream_new(const grulite_model *m, int32_t batch, grulite_stream **out)
@@ -549,12 +563,13 @@ int grulite_stream_step(grulite_stream *s, const float *x, int32_t steps,
 {
     if (!s || !x) return GRULITE_E_ARG;
     const grulite_model *m = s->model;
-    gl_pass p = { s->batch, steps, 1, 1, x, NULL, y, head };
+    gl_pass p = { s->batch, steps, 1, 1, x, NULL, y, head, s->flip };
     int rc = check_pass(m, &p);
     if (rc) return rc;
     size_t need;
     if ((rc = gl_scratch_floats(m, &p, &need))) return rc;
     if ((rc = gl_workspace_reserve(&s->ws, need))) return rc;
+    s->flip ^= 1;
     return gl_run(m, s->ws.buf, &p, s->state);
 }
 

@@ -140,6 +140,7 @@ typedef struct gl_pass {
     const int32_t *lengths;   /* NULL: every row runs T steps */
     float *y;
     float *head;
+    int hh_first;             /* T = 1: recurrent product before the input one */
 } gl_pass;
 
 /* Floats of scratch gl_run needs for this pass. */
