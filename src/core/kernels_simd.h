@@ -220,9 +220,34 @@ static void GL_FN(gemm)(size_t rows, const float *x, size_t ldx, const gl_panel 
 
 /* ---- Gates ------------------------------------------------------------ */
 
+/* Blocks of gates computed side by side: each block is a long chain of
+ * dependent operations (exp, reciprocal, then tanh on r), so interleaving
+ * four gives the core independent work while one waits.  Every value is
+ * computed by the same operations as one block alone: same bits. */
+#define GL_GATE_UNROLL 4
+
 static void GL_FN(gates_after)(size_t nb, const float *xp, const float *hp, float *h)
 {
-    for (size_t b = 0; b < nb; b++) {
+    size_t b = 0;
+    for (; b + GL_GATE_UNROLL <= nb; b += GL_GATE_UNROLL) {
+        GL_V r[GL_GATE_UNROLL], z[GL_GATE_UNROLL], n[GL_GATE_UNROLL];
+        const float *xb = xp + 3 * GL_LANES * b, *hb = hp + 3 * GL_LANES * b;
+        for (int u = 0; u < GL_GATE_UNROLL; u++) {
+            r[u] = GL_V_ADD(GL_V_LOAD(xb + 3 * GL_LANES * u), GL_V_LOAD(hb + 3 * GL_LANES * u));
+            z[u] = GL_V_ADD(GL_V_LOAD(xb + 3 * GL_LANES * u + GL_LANES),
+                            GL_V_LOAD(hb + 3 * GL_LANES * u + GL_LANES));
+        }
+        for (int u = 0; u < GL_GATE_UNROLL; u++) r[u] = GL_FN(sigmoid)(r[u]);
+        for (int u = 0; u < GL_GATE_UNROLL; u++) z[u] = GL_FN(sigmoid)(z[u]);
+        for (int u = 0; u < GL_GATE_UNROLL; u++)
+            n[u] = GL_FN(tanh)(GL_V_FMA(r[u], GL_V_LOAD(hb + 3 * GL_LANES * u + 2 * GL_LANES),
+                                        GL_V_LOAD(xb + 3 * GL_LANES * u + 2 * GL_LANES)));
+        for (int u = 0; u < GL_GATE_UNROLL; u++) {
+            float *hu = h + GL_LANES * (b + (size_t)u);
+            GL_V_STORE(hu, GL_V_FMA(z[u], GL_V_SUB(GL_V_LOAD(hu), n[u]), n[u]));
+        }
+    }
+    for (; b < nb; b++) {
         const float *xb = xp + 3 * GL_LANES * b, *hb = hp + 3 * GL_LANES * b;
         const GL_V r = GL_FN(sigmoid)(GL_V_ADD(GL_V_LOAD(xb), GL_V_LOAD(hb)));
         const GL_V z = GL_FN(sigmoid)(GL_V_ADD(GL_V_LOAD(xb + GL_LANES), GL_V_LOAD(hb + GL_LANES)));
