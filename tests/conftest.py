@@ -9,6 +9,8 @@
   hidden sizes, reset_after=False).
 * ``record_error``: keeps the worst parity error of each kind; printed in the
   terminal summary at the end of the session.
+* ``random_state_dict``: a random PyTorch-style GRU state_dict with an
+  optional Linear head, for tests that need a model of a given shape.
 """
 from __future__ import annotations
 
@@ -39,6 +41,35 @@ make_fixtures = _load_make_fixtures()
 def fixture_cases(fname: str) -> list:
     """The cases stored in tests/fixtures/<fname> (list of dicts)."""
     return make_fixtures.load_cases(os.path.join(FIXTURE_DIR, fname))
+
+
+# ---------------------------------------------------------------------------
+# random models
+
+
+def random_state_dict(seed: int = 0, input_size: int = 3, hidden=(17, 17), bidirectional: bool = False,
+                      head=(), prefix: str = "gru.", head_names=None, head_scale: float = 0.5) -> dict:
+    """A PyTorch-style nn.GRU state_dict (numpy float32, PyTorch's uniform
+    init) with one layer per entry of `hidden`, followed by Linear layers of
+    the widths in `head` named head_names (default fc0, fc1, ...)."""
+    rng = np.random.default_rng(seed)
+    sd = {}
+    D = 2 if bidirectional else 1
+    in_f = input_size
+    for k, H in enumerate(hidden):
+        b = 1.0 / np.sqrt(H)
+        for sfx in ("", "_reverse")[:D]:
+            sd[f"{prefix}weight_ih_l{k}{sfx}"] = rng.uniform(-b, b, (3 * H, in_f)).astype(np.float32)
+            sd[f"{prefix}weight_hh_l{k}{sfx}"] = rng.uniform(-b, b, (3 * H, H)).astype(np.float32)
+            sd[f"{prefix}bias_ih_l{k}{sfx}"] = rng.uniform(-b, b, 3 * H).astype(np.float32)
+            sd[f"{prefix}bias_hh_l{k}{sfx}"] = rng.uniform(-b, b, 3 * H).astype(np.float32)
+        in_f = D * H
+    names = head_names or [f"fc{j}" for j in range(len(head))]
+    for name, out_f in zip(names, head):
+        sd[f"{name}.weight"] = rng.standard_normal((out_f, in_f)).astype(np.float32) * head_scale
+        sd[f"{name}.bias"] = rng.standard_normal(out_f).astype(np.float32) * 0.1
+        in_f = out_f
+    return sd
 
 
 # ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import grulite
+from conftest import random_state_dict
 from helpers_format import child_env
 
 I = 12                      # input features of every model here
@@ -47,23 +48,7 @@ ROUNDS = 8                  # passes of each worker over its jobs in the stress 
 
 def make_sd(seed: int, hidden=(40, 40), bidirectional=False, head=(), prefix="gru.") -> dict:
     """A PyTorch-style state_dict (numpy float32); `head` lists Linear widths."""
-    rng = np.random.default_rng(seed)
-    sd = {}
-    D = 2 if bidirectional else 1
-    in_f = I
-    for k, H in enumerate(hidden):
-        b = 1.0 / np.sqrt(H)
-        for sfx in ("", "_reverse")[:D]:
-            sd[f"{prefix}weight_ih_l{k}{sfx}"] = rng.uniform(-b, b, (3 * H, in_f)).astype(np.float32)
-            sd[f"{prefix}weight_hh_l{k}{sfx}"] = rng.uniform(-b, b, (3 * H, H)).astype(np.float32)
-            sd[f"{prefix}bias_ih_l{k}{sfx}"] = rng.uniform(-b, b, 3 * H).astype(np.float32)
-            sd[f"{prefix}bias_hh_l{k}{sfx}"] = rng.uniform(-b, b, 3 * H).astype(np.float32)
-        in_f = D * H
-    for j, out_f in enumerate(head):
-        sd[f"fc{j}.weight"] = rng.standard_normal((out_f, in_f)).astype(np.float32) * 0.3
-        sd[f"fc{j}.bias"] = rng.standard_normal(out_f).astype(np.float32) * 0.1
-        in_f = out_f
-    return sd
+    return random_state_dict(seed, I, hidden, bidirectional, head, prefix, head_scale=0.3)
 
 
 def build_models() -> dict:

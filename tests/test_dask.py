@@ -21,6 +21,7 @@ distributed = pytest.importorskip("distributed")
 
 import grulite  # noqa: E402
 import grulite.dask as gd  # noqa: E402
+from conftest import random_state_dict  # noqa: E402
 from grulite._model import model_cache  # noqa: E402
 
 N, T, I, H, CLASSES = 480, 12, 6, 16, 5
@@ -28,20 +29,8 @@ CHUNK = 20                                    # 24 tasks: many more than the 2 w
 
 
 def make_model(seed=0, hidden=H, bidirectional=False, head=True, layers=2, batch_first=True):
-    r = np.random.default_rng(seed)
-    sd, in_f = {}, I
-    D = 2 if bidirectional else 1
-    for k in range(layers):
-        b = 1 / np.sqrt(hidden)
-        for sfx in ("", "_reverse")[:D]:
-            sd[f"gru.weight_ih_l{k}{sfx}"] = r.uniform(-b, b, (3 * hidden, in_f)).astype(np.float32)
-            sd[f"gru.weight_hh_l{k}{sfx}"] = r.uniform(-b, b, (3 * hidden, hidden)).astype(np.float32)
-            sd[f"gru.bias_ih_l{k}{sfx}"] = r.uniform(-b, b, 3 * hidden).astype(np.float32)
-            sd[f"gru.bias_hh_l{k}{sfx}"] = r.uniform(-b, b, 3 * hidden).astype(np.float32)
-        in_f = D * hidden
-    if head:
-        sd["fc.weight"] = r.standard_normal((CLASSES, in_f)).astype(np.float32) * 0.5
-        sd["fc.bias"] = r.standard_normal(CLASSES).astype(np.float32) * 0.1
+    sd = random_state_dict(seed, I, (hidden,) * layers, bidirectional, (CLASSES,) if head else (),
+                           head_names=["fc"])
     return grulite.from_state_dict(sd, head="fc:softmax" if head else None,
                                    batch_first=batch_first)
 

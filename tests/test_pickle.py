@@ -18,24 +18,13 @@ import numpy as np
 import pytest
 
 import grulite
+from conftest import random_state_dict
 from grulite._model import model_cache
 
 
 def make_model(seed=0, input_size=6, hidden=24, layers=2, head=True, bidirectional=False):
-    r = np.random.default_rng(seed)
-    sd, in_f = {}, input_size
-    D = 2 if bidirectional else 1
-    for k in range(layers):
-        b = 1 / np.sqrt(hidden)
-        for sfx in ("", "_reverse")[:D]:
-            sd[f"gru.weight_ih_l{k}{sfx}"] = r.uniform(-b, b, (3 * hidden, in_f)).astype(np.float32)
-            sd[f"gru.weight_hh_l{k}{sfx}"] = r.uniform(-b, b, (3 * hidden, hidden)).astype(np.float32)
-            sd[f"gru.bias_ih_l{k}{sfx}"] = r.uniform(-b, b, 3 * hidden).astype(np.float32)
-            sd[f"gru.bias_hh_l{k}{sfx}"] = r.uniform(-b, b, 3 * hidden).astype(np.float32)
-        in_f = D * hidden
-    if head:
-        sd["fc.weight"] = r.standard_normal((5, in_f)).astype(np.float32) * 0.5
-        sd["fc.bias"] = r.standard_normal(5).astype(np.float32) * 0.1
+    sd = random_state_dict(seed, input_size, (hidden,) * layers, bidirectional, (5,) if head else (),
+                           head_names=["fc"])
     return grulite.from_state_dict(sd, head="fc:softmax" if head else None)
 
 
