@@ -14,9 +14,11 @@ from typing import Any, Union
 
 import numpy as np
 
+from grulite import _core
 from grulite._errors import GruliteError
 
-__all__ = ["find_gru", "parse_head", "build_image", "ACTIVATION_NAMES", "to_array"]
+__all__ = ["find_gru", "find_head", "parse_head", "build_image", "used_tensors",
+           "ACTIVATION_NAMES", "to_array"]
 
 ACTIVATION_NAMES = ("none", "relu", "tanh", "sigmoid", "softmax")
 
@@ -27,6 +29,13 @@ _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net",
 _GRU_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)weight_ih_l(?P<layer>\d+)(?P<rev>_reverse)?$")
 
 HeadSpec = Union[None, str, Sequence[Any]]
+
+_WEIGHT_FIELDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _above_limit(what: str, value: int) -> str:
+    return (f"{what}={value} is above the limit of {_core.MAX_FEATURES} "
+            "(GRULITE_MAX_FEATURES = 2**20)")
 
 
 def to_array(value: Any, name: str) -> np.ndarray:
@@ -70,12 +79,15 @@ def _groups(mapping: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
-             reset_after: bool | Sequence[bool] = True) -> tuple[Mapping[str, Any], str, dict]:
+             reset_after: bool | Sequence[bool] = True, *,
+             copy: bool = True) -> tuple[Mapping[str, Any], str, dict]:
     """Locates one GRU in a state_dict.
 
     Returns (state_dict, prefix, description) where description holds
     input_size and a list of layers with their weights as float32 arrays
-    in PyTorch layout.
+    in PyTorch layout.  Every shape is checked, against the C core's limits
+    too, before any tensor is copied; with ``copy=False`` nothing is, and
+    the layers hold the tensors as found (views).
     """
     if not isinstance(mapping, Mapping):
         raise GruliteError(f"expected a mapping of tensor names to arrays (a state_dict); "
@@ -109,6 +121,10 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
         raise GruliteError(f"GRU layers under {p!r} are {layer_ids}; expected 0..{len(layer_ids) - 1} "
                            "with none missing")
     num_layers = len(layer_ids)
+    if num_layers > _core.MAX_LAYERS:
+        where = f" under {p.rstrip('.')!r}" if p else ""
+        raise GruliteError(f"the GRU{where} has {num_layers} layers; a model needs 1 to "
+                           f"{_core.MAX_LAYERS} layers")
     bidirectional = (p + "weight_ih_l0_reverse") in sd
     if isinstance(reset_after, (bool, np.bool_, int)):
         variants = [bool(reset_after)] * num_layers
@@ -131,6 +147,10 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
             raise GruliteError(f"{p}weight_hh_l{k} has shape {tuple(w_hh0.shape)}; expected "
                                "(3*hidden_size, hidden_size)")
         H = int(w_hh0.shape[1])
+        if H * len(suffixes) > _core.MAX_FEATURES:
+            what = "hidden_size" if len(suffixes) == 1 else "2*hidden_size (bidirectional)"
+            raise GruliteError(f"{p}weight_hh_l{k} has shape {tuple(w_hh0.shape)}: "
+                               + _above_limit(what, H * len(suffixes)))
         if w_ih0 is None:
             raise GruliteError(f"{p}weight_ih_l{k} is missing (found {p}weight_hh_l{k})")
         if w_ih0.ndim != 2 or w_ih0.shape[0] != 3 * H or w_ih0.shape[1] < 1:
@@ -138,6 +158,9 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
                                f"(3*hidden_size, input_size) with hidden_size={H}")
         if k == 0:
             in_size = int(w_ih0.shape[1])
+            if in_size > _core.MAX_FEATURES:
+                raise GruliteError(f"{p}weight_ih_l0 has shape {tuple(w_ih0.shape)}: "
+                                   + _above_limit("input_size", in_size))
         lay: dict[str, Any] = dict(input_size=in_size, hidden_size=H,
                                    num_directions=len(suffixes), reset_after=variants[k],
                                    bias=has_bias, weight_ih=[], weight_hh=[], bias_ih=[], bias_hh=[])
@@ -161,8 +184,7 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
                         else f"hidden_size={H}"
                     raise GruliteError(f"{p}{name} has shape {tuple(arr.shape)}; expected {what} "
                                        f"= {shape} with {detail}")
-                field = name.split("_l")[0]
-                lay[field].append(np.ascontiguousarray(arr, dtype=np.float32))
+                lay[name.split("_l")[0]].append(arr)        # copied once all are checked
         if not has_bias and (p + f"bias_ih_l{k}") in sd:
             raise GruliteError(f"{p}bias_ih_l{k} present but {p}bias_ih_l0 is not: "
                                "either every layer has a bias or none does")
@@ -173,6 +195,10 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
              and int(re.search(r"_l(\d+)", str(k)).group(1)) >= num_layers]
     if extra:
         raise GruliteError(f"tensors for layers beyond {num_layers - 1}: {', '.join(map(str, extra))}")
+    if copy:
+        for lay in layers:
+            for field in _WEIGHT_FIELDS:
+                lay[field] = [np.ascontiguousarray(a, dtype=np.float32) for a in lay[field]]
     desc = dict(input_size=layers[0]["input_size"], layers=layers)
     return sd, p, desc
 
@@ -207,8 +233,13 @@ def parse_head(head: HeadSpec) -> list[tuple[str, str]]:
     return out
 
 
-def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: int) -> list[dict]:
-    """nn.Linear layers named in `head`, checked against the widths."""
+def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: int, *,
+              copy: bool = True) -> list[dict]:
+    """nn.Linear layers named in `head`, checked against the widths and the
+    C core's limits before any is copied to float32 (``copy=False``: none
+    is)."""
+    if len(head) > _core.MAX_DENSE:
+        raise GruliteError(f"at most {_core.MAX_DENSE} head layers; got {len(head)}")
     dense = []
     for name, act in head:
         wk, bk = f"{name}.weight", f"{name}.bias"
@@ -221,16 +252,22 @@ def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: i
         if w.ndim != 2 or w.shape[1] != in_features or w.shape[0] < 1:
             raise GruliteError(f"{wk} has shape {tuple(w.shape)}; expected (out_features, "
                                f"{in_features}) to follow a layer of width {in_features}")
+        if w.shape[0] > _core.MAX_FEATURES:
+            raise GruliteError(f"head layer {name!r}: {wk} has shape {tuple(w.shape)}: "
+                               + _above_limit("out_features", int(w.shape[0])))
         b = None
         if bk in sd:
             b = to_array(sd[bk], bk)
             if tuple(b.shape) != (w.shape[0],):
                 raise GruliteError(f"{bk} has shape {tuple(b.shape)}; expected ({w.shape[0]},)")
-            b = np.ascontiguousarray(b, dtype=np.float32)
         dense.append(dict(name=name, in_features=in_features, out_features=int(w.shape[0]),
-                          activation=act, weight=np.ascontiguousarray(w, dtype=np.float32),
-                          bias=b))
+                          activation=act, weight=w, bias=b))
         in_features = int(w.shape[0])
+    if copy:
+        for d in dense:
+            d["weight"] = np.ascontiguousarray(d["weight"], dtype=np.float32)
+            if d["bias"] is not None:
+                d["bias"] = np.ascontiguousarray(d["bias"], dtype=np.float32)
     return dense
 
 
@@ -253,12 +290,13 @@ def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
     directions concatenated: ``fc(cat(h_n[-2], h_n[-1]))``, Keras'
     Bidirectional / go_backwards ``return_sequences=False``).
     """
-    from grulite import _core, __version__
+    from grulite import __version__
 
+    _core.check_config(input_size, layers, dense)     # the limits, before any copy
     fixed = []
     for k, lay in enumerate(layers):
         lay = dict(lay)
-        for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        for f in _WEIGHT_FIELDS:
             lay[f] = [np.ascontiguousarray(a, dtype=np.float32) for a in lay.get(f, [])]
         fixed.append(lay)
     dense = [dict(d, weight=np.ascontiguousarray(d["weight"], dtype=np.float32),
@@ -282,22 +320,12 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
                 batch_first: bool = True, source: str | None = None,
                 dtype: str = "float32", head_from: str = "output") -> tuple[bytes, dict]:
     """The .grl image of the GRU (and head) in `mapping`, and a summary."""
-    from grulite import _core, __version__
+    from grulite import __version__
 
     sd, p, desc = find_gru(mapping, prefix, reset_after)
     layers = desc["layers"]
-    out_w = layers[-1]["num_directions"] * layers[-1]["hidden_size"]
-    dense = find_head(sd, parse_head(head), out_w)
-    used = []
-    for k, lay in enumerate(layers):
-        for sfx in (["", "_reverse"][:lay["num_directions"]]):
-            used += [f"{p}weight_ih_l{k}{sfx}", f"{p}weight_hh_l{k}{sfx}"]
-            if lay["bias"]:
-                used += [f"{p}bias_ih_l{k}{sfx}", f"{p}bias_hh_l{k}{sfx}"]
-    for d in dense:
-        used.append(f"{d['name']}.weight")
-        if d["bias"] is not None:
-            used.append(f"{d['name']}.bias")
+    dense = find_head(sd, parse_head(head), _output_width(layers))
+    used = _used_names(p, layers, dense)
     meta = {
         "converter": f"grulite {__version__}",
         "source": source,
@@ -308,9 +336,39 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
     image = _core.serialize(int(desc["input_size"]), layers, dense,
                             json.dumps(meta, sort_keys=True).encode("utf-8"), bool(batch_first),
                             dtype, _head_from_state(head_from))
-    n_params = sum(a.size for lay in layers for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                   for a in lay[f]) + sum(d["weight"].size + (0 if d["bias"] is None else d["bias"].size)
-                                          for d in dense)
+    n_params = sum(a.size for lay in layers for f in _WEIGHT_FIELDS for a in lay[f]) \
+        + sum(d["weight"].size + (0 if d["bias"] is None else d["bias"].size) for d in dense)
     summary = dict(prefix=p.rstrip("."), layers=layers, dense=dense, parameters=int(n_params),
                    tensors=used)
     return image, summary
+
+
+def used_tensors(mapping: Mapping[str, Any], prefix: str | None = None,
+                 reset_after: bool | Sequence[bool] = True, head: HeadSpec = None) -> list[str]:
+    """The names of the tensors :func:`build_image` reads from `mapping` (keys
+    of the state_dict inside it), after every shape and limit check that
+    build_image makes; nothing is copied.  Only shapes and dtypes matter
+    here, so a loader can pass stand-ins (zero-stride views) for tensors it
+    has not read yet, and then read only these."""
+    sd, p, desc = find_gru(mapping, prefix, reset_after, copy=False)
+    layers = desc["layers"]
+    dense = find_head(sd, parse_head(head), _output_width(layers), copy=False)
+    return _used_names(p, layers, dense)
+
+
+def _output_width(layers: list) -> int:
+    return int(layers[-1]["num_directions"] * layers[-1]["hidden_size"])
+
+
+def _used_names(p: str, layers: list, dense: list) -> list[str]:
+    used = []
+    for k, lay in enumerate(layers):
+        for sfx in (["", "_reverse"][:lay["num_directions"]]):
+            used += [f"{p}weight_ih_l{k}{sfx}", f"{p}weight_hh_l{k}{sfx}"]
+            if lay["bias"]:
+                used += [f"{p}bias_ih_l{k}{sfx}", f"{p}bias_hh_l{k}{sfx}"]
+    for d in dense:
+        used.append(f"{d['name']}.weight")
+        if d["bias"] is not None:
+            used.append(f"{d['name']}.bias")
+    return used

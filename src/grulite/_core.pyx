@@ -20,8 +20,8 @@ from grulite._errors import GruliteError
 
 cnp.import_array()
 
-__all__ = ["CModel", "Stream", "Workspace", "load_path", "load_bytes",
-           "serialize", "version", "isa_supported", "FORMAT_VERSION", "ACTIVATIONS"]
+__all__ = ["CModel", "Stream", "Workspace", "load_path", "load_bytes", "serialize",
+           "check_config", "version", "isa_supported", "FORMAT_VERSION", "ACTIVATIONS"]
 
 FORMAT_VERSION = GRULITE_FORMAT_VERSION
 
@@ -98,12 +98,25 @@ cdef inline float *fptr(cnp.ndarray a):
     return <float *>cnp.PyArray_DATA(a)
 
 
-cdef cnp.ndarray as_f32(object a, str name):
-    """A C-contiguous float32 view or copy of `a` (validated to be numeric)."""
-    cdef cnp.ndarray arr = np.asarray(a)
+MAX_INT32 = 0x7FFFFFFF                # batch, steps and batch_size are int32 in C
+
+
+def as_array(object a, str name):
+    """np.asarray(a), with a ragged nested sequence refused by a GruliteError
+    (numpy raises a bare ValueError for it)."""
+    try:
+        return np.asarray(a)
+    except ValueError as e:
+        raise GruliteError(f"{name} is a ragged nested sequence (its rows differ in length) or "
+                           f"otherwise not a rectangular array: {e}") from None
+
+
+cdef cnp.ndarray as_float(object a, str name):
+    """`a` as an array of a float dtype, not copied yet (validated to be numeric)."""
+    cdef cnp.ndarray arr = as_array(a, name)
     if arr.dtype.kind != "f":
         raise GruliteError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
-    return np.require(arr, np.float32, ["C", "A"])      # contiguous, aligned, native order
+    return arr
 
 
 cdef class Workspace:
@@ -287,8 +300,8 @@ cdef class CModel:
                                f"{self.info.input_size}")
         if B < 1 or T < 1:
             raise GruliteError(f"x needs at least one sequence and one step; got batch={B}, steps={T}")
-        if B > 0x7FFFFFFF or T > 0x7FFFFFFF:
-            raise GruliteError("batch or steps above 2**31 - 1")
+        if B > MAX_INT32 or T > MAX_INT32:
+            raise GruliteError(f"x has batch={B}, steps={T}; each must be at most 2**31 - 1")
         memset(&run, 0, sizeof(run))
         run.batch = <int32_t>B
         run.steps = <int32_t>T
@@ -370,15 +383,58 @@ def load_bytes(data):
     return m
 
 
-def serialize(int input_size, list layers, list dense, bytes metadata, bint batch_first=True,
-              dtype="float32", bint head_from_state=False):
+def check_config(input_size, layers, dense):
+    """Checks the sizes of a model description against the C core's limits
+    (GRULITE_MAX_LAYERS, GRULITE_MAX_DENSE, GRULITE_MAX_FEATURES) and for
+    consistency, before any tensor is copied; raises a GruliteError naming
+    the size.
+
+    layers: dicts with input_size, hidden_size and num_directions; dense:
+    dicts with in_features and out_features (see :func:`serialize`).
+    """
+    cdef Py_ssize_t nl = len(layers), nd = len(dense)
+    if nl < 1 or nl > GRULITE_MAX_LAYERS:
+        raise GruliteError(f"a model needs 1 to {GRULITE_MAX_LAYERS} layers; got {nl}")
+    if nd > GRULITE_MAX_DENSE:
+        raise GruliteError(f"at most {GRULITE_MAX_DENSE} head layers; got {nd}")
+    limit = f"[1, {GRULITE_MAX_FEATURES}] (GRULITE_MAX_FEATURES = 2**20)"
+    width = int(input_size)
+    if not 1 <= width <= GRULITE_MAX_FEATURES:
+        raise GruliteError(f"input_size={width} is outside {limit}")
+    for k, L in enumerate(layers):
+        H, D = int(L["hidden_size"]), int(L["num_directions"])
+        if int(L["input_size"]) != width:
+            raise GruliteError(f"layer {k}: input_size={int(L['input_size'])}; expected {width}, "
+                               "the width of what feeds it")
+        if not 1 <= H <= GRULITE_MAX_FEATURES:
+            raise GruliteError(f"layer {k}: hidden_size={H} is outside {limit}")
+        if D not in (1, 2):
+            raise GruliteError(f"layer {k}: num_directions={D}; expected 1 or 2")
+        if D * H > GRULITE_MAX_FEATURES:
+            raise GruliteError(f"layer {k}: output width num_directions*hidden_size={D * H} is "
+                               f"outside {limit}")
+        width = D * H
+    for j, Dn in enumerate(dense):
+        n = int(Dn["out_features"])
+        if int(Dn["in_features"]) != width:
+            raise GruliteError(f"head layer {j}: in_features={int(Dn['in_features'])}; expected "
+                               f"{width}, the width of what feeds it")
+        if not 1 <= n <= GRULITE_MAX_FEATURES:
+            raise GruliteError(f"head layer {j}: out_features={n} is outside {limit}")
+        width = n
+
+
+def serialize(object input_size, list layers, list dense, bytes metadata,
+              bint batch_first=True, dtype="float32", bint head_from_state=False):
     """Builds a .grl image (bytes).
 
-    layers: list of dicts with hidden_size, num_directions, reset_after,
-    bias, and per direction lists weight_ih, weight_hh, bias_ih, bias_hh of
-    float32 C-contiguous arrays in PyTorch layout.  dense: list of dicts
-    with out_features, activation (name), weight, bias (or None).
+    layers: list of dicts with input_size, hidden_size, num_directions,
+    reset_after, bias, and per direction lists weight_ih, weight_hh,
+    bias_ih, bias_hh of float32 C-contiguous arrays in PyTorch layout.
+    dense: list of dicts with in_features, out_features, activation (name),
+    weight, bias (or None).  Sizes are checked by :func:`check_config`.
     """
+    check_config(input_size, layers, dense)
     cdef int nl = len(layers), nd = len(dense)
     cdef grulite_model_spec spec
     cdef grulite_layer_spec *ls = NULL
@@ -388,10 +444,6 @@ def serialize(int input_size, list layers, list dense, bytes metadata, bint batc
     cdef cnp.ndarray a
     cdef void *buf = NULL
     keep = []          # arrays whose pointers the spec holds
-    if nl < 1 or nl > GRULITE_MAX_LAYERS:
-        raise GruliteError(f"a model needs 1 to {GRULITE_MAX_LAYERS} layers; got {nl}")
-    if nd > GRULITE_MAX_DENSE:
-        raise GruliteError(f"at most {GRULITE_MAX_DENSE} head layers; got {nd}")
     ls = <grulite_layer_spec *>malloc(nl * sizeof(grulite_layer_spec))
     ds = <grulite_dense_spec *>malloc((nd if nd else 1) * sizeof(grulite_dense_spec))
     if ls == NULL or ds == NULL:
@@ -479,12 +531,14 @@ cdef class Stream:
     def __cinit__(self):
         self.ptr = NULL
 
-    def __init__(self, model, CModel core not None, int batch_size,
+    def __init__(self, model, CModel core not None, object batch_size,
                  state_split, state_join):
         cdef int rc
         if batch_size < 1:
             raise GruliteError(f"batch_size must be >= 1; got {batch_size}")
-        rc = grulite_stream_new(core.ptr, batch_size, &self.ptr)
+        if batch_size > MAX_INT32:
+            raise GruliteError(f"batch_size must be at most 2**31 - 1; got {batch_size}")
+        rc = grulite_stream_new(core.ptr, <int32_t>batch_size, &self.ptr)
         if rc == GRULITE_E_UNSUPPORTED:
             raise GruliteError("streaming needs a forward-only model; this one has a "
                                "bidirectional or reverse layer (a backward direction needs the "
@@ -520,11 +574,11 @@ cdef class Stream:
         cdef float *dst
         cdef const float *xp
         cdef cnp.npy_intp dims[3]
-        if cnp.PyArray_Check(x) and cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32 and \
-                cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x):      # contiguous, aligned, native order
-            xa = <cnp.ndarray>x
-        else:
-            xa = as_f32(x, "x")
+        cdef bint ready = cnp.PyArray_Check(x) and \
+            cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32 and \
+            cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x)          # contiguous, aligned, native order
+        # Shapes are checked on x as given; the float32 copy (if any) comes after.
+        xa = <cnp.ndarray>x if ready else as_float(x, "x")
         nd = cnp.PyArray_NDIM(xa)
         if nd == 1 and self.batch_size == 1 and xa.shape[0] == self.input_size:
             T = 1
@@ -537,8 +591,10 @@ cdef class Stream:
             raise GruliteError(
                 f"step expects x of shape (batch_size, input_size) = ({self.batch_size}, "
                 f"{self.input_size}) or (batch_size, steps, input_size); got {(<object>xa).shape}")
-        if T > 0x7FFFFFFF:
-            raise GruliteError("too many steps in one chunk")
+        if T > MAX_INT32:
+            raise GruliteError(f"x holds {T} steps; a chunk may hold at most 2**31 - 1")
+        if not ready:
+            xa = np.require(xa, np.float32, ["C", "A"])
         # The result has x's shape with the last axis replaced by out_size.
         if nd == 3:
             dims[0] = self.batch_size

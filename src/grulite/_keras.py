@@ -55,12 +55,14 @@ directions concatenated for Bidirectional); ``return_state`` states ->
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import math
 import os
 import re
 import zipfile
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -76,6 +78,19 @@ _IDENTITY = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", 
 _ACTIVATIONS = {"linear": "none", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
                 "softmax": "softmax"}
 
+# Sizes checked before a member is read.  config.json of a model grulite can
+# map (at most 64 GRU and 64 Dense layers) is a few KB per layer;
+# metadata.json is ~100 bytes.  model.weights.h5 is read into memory: as
+# large as the archive says, unless it inflates more than _MAX_H5_RATIO
+# times (float weights hardly deflate; only the HDF5 headers of a small file
+# do, which _H5_SMALL covers).
+_MAX_JSON_BYTES = 8 << 20
+_MAX_H5_RATIO = 32
+_H5_SMALL = 64 << 20
+# A dataset may claim at most this many times the bytes it stores (Keras
+# writes every variable in full, uncompressed; HDF5 fills unwritten chunks).
+_MAX_DATASET_RATIO = 64
+
 
 # ---------------------------------------------------------------------------
 # the archive
@@ -89,6 +104,18 @@ def _h5py():
     return h5py
 
 
+def _check_member_size(name: str, info: zipfile.ZipInfo) -> None:
+    """Refuses a member whose (inflated) size is more than a .keras needs."""
+    m, size = info.filename, info.file_size
+    if m.endswith(".json") and size > _MAX_JSON_BYTES:
+        raise GruliteError(f"{name!r}: {m} declares {size} bytes; more than the "
+                           f"{_MAX_JSON_BYTES} a model description needs")
+    if size > _H5_SMALL and size > _MAX_H5_RATIO * info.compress_size:
+        raise GruliteError(f"{name!r}: {m} declares {size} bytes compressed into "
+                           f"{info.compress_size}; float weights do not deflate more than "
+                           f"{_MAX_H5_RATIO}:1")
+
+
 def _read_archive(path: str) -> tuple:
     """(config dict, h5py.File, keras metadata dict) of a .keras zip (or an
     unzipped .keras directory)."""
@@ -100,7 +127,14 @@ def _read_archive(path: str) -> tuple:
         members = set(os.listdir(path))
 
         def read(m: str) -> bytes:
-            with open(os.path.join(path, m), "rb") as f:
+            p = os.path.join(path, m)
+            if not os.path.isfile(p):
+                raise GruliteError(f"{name!r}: {m} is not a regular file")
+            size = os.path.getsize(p)
+            if m.endswith(".json") and size > _MAX_JSON_BYTES:
+                raise GruliteError(f"{name!r}: {m} has {size} bytes; more than the "
+                                   f"{_MAX_JSON_BYTES} a model description needs")
+            with open(p, "rb") as f:
                 return f.read()
     else:
         with open(path, "rb") as f:
@@ -118,6 +152,7 @@ def _read_archive(path: str) -> tuple:
             blobs = {}
             for m in ("config.json", "model.weights.h5", "metadata.json"):
                 if m in members:
+                    _check_member_size(name, zf.getinfo(m))
                     try:
                         blobs[m] = zf.read(m)
                     except Exception as e:  # BadZipFile (CRC), zlib.error, EOFError, ...
@@ -137,6 +172,9 @@ def _read_archive(path: str) -> tuple:
         config = json.loads(read("config.json").decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise GruliteError(f"{name!r}: config.json is not valid JSON: {e}") from None
+    except RecursionError:
+        raise GruliteError(f"{name!r}: config.json is nested too deeply to be a model "
+                           "description") from None
     if not isinstance(config, dict):
         raise GruliteError(f"{name!r}: config.json holds a {type(config).__name__}; expected a "
                            "model description (an object with class_name and config)")
@@ -144,8 +182,8 @@ def _read_archive(path: str) -> tuple:
     if "metadata.json" in members:
         try:
             meta = json.loads(read("metadata.json").decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            meta = {}
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            meta = {}               # only the Keras version is read from it
     try:
         h5 = h5py.File(io.BytesIO(read("model.weights.h5")), "r")
     except Exception as e:  # OSError for a truncated or non-HDF5 file
@@ -277,6 +315,37 @@ def _chain(config: dict, source: str) -> tuple:
                        "model (subclassed models keep no layer graph in config.json)")
 
 
+@contextlib.contextmanager
+def _h5_errors(source: str, what: str):
+    """Whatever h5py raises on a damaged model.weights.h5 (RuntimeError,
+    OSError, KeyError, ...) as a GruliteError naming the file and `what`."""
+    try:
+        yield
+    except (GruliteError, MemoryError):
+        raise
+    except Exception as e:                      # noqa: BLE001 - h5py raises almost anything
+        raise GruliteError(f"{source}: model.weights.h5 is damaged: cannot read {what} "
+                           f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
+class _Var:
+    """A variable of model.weights.h5 before it is read: its dataset, name
+    and shape."""
+
+    __slots__ = ("ds", "name", "shape", "bf16")
+
+    def __init__(self, ds: Any, name: str, shape: tuple, bf16: bool):
+        self.ds, self.name, self.shape, self.bf16 = ds, name, shape, bf16
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
 class _Weights:
     """The variable groups of model.weights.h5, by layer name."""
 
@@ -284,15 +353,16 @@ class _Weights:
         self.h5 = h5
         self.source = source
         self.by_name: dict = {}
-        root = h5.get("layers")
-        groups = list(root.keys()) if root is not None and hasattr(root, "keys") else []
-        for g in groups:            # Keras >= 3.x stores the layer name on <group>/vars
-            v = root[g].get("vars") if hasattr(root[g], "get") else None
-            nm = v.attrs.get("name") if v is not None else None
-            if isinstance(nm, bytes):
-                nm = nm.decode("utf-8", "replace")
-            if nm:
-                self.by_name.setdefault(str(nm), "layers/" + g)
+        with _h5_errors(source, "the layer groups"):
+            root = h5.get("layers")
+            groups = list(root.keys()) if root is not None and hasattr(root, "keys") else []
+            for g in groups:        # Keras >= 3.x stores the layer name on <group>/vars
+                v = root[g].get("vars") if hasattr(root[g], "get") else None
+                nm = v.attrs.get("name") if v is not None else None
+                if isinstance(nm, bytes):
+                    nm = nm.decode("utf-8", "replace")
+                if nm:
+                    self.by_name.setdefault(str(nm), "layers/" + g)
         used: dict = {}             # else: snake_case(class) + _1, _2 in layer order
         for s in specs:
             base = _snake(str(s.get("class_name", "")))
@@ -305,30 +375,52 @@ class _Weights:
             self.by_name.setdefault(_layer_name(s), "layers/" + path)
 
     def vars(self, lname: str, sub: str = "") -> list:
-        """The arrays of <layer group>/<sub>vars/0, 1, ... as float32."""
+        """The variables <layer group>/<sub>vars/0, 1, ... (float datasets
+        stored in the file) as _Var, not read yet: check their ``shape``
+        first, then ``read`` them."""
+        h5py = _h5py()
         path = self.by_name.get(lname)
         full = f"{path}/{sub}vars" if path else None
-        grp = self.h5.get(full) if full else None
-        if grp is None or not hasattr(grp, "keys"):
-            raise GruliteError(f"{self.source}: no weights for layer {lname!r} in "
-                               f"model.weights.h5 (looked for {full})")
-        keys = sorted((k for k in grp.keys() if k.isdigit()), key=int)
-        if keys != [str(i) for i in range(len(keys))]:
-            raise GruliteError(f"{self.source}: {full} holds variables {keys}; expected 0..n-1")
-        out = []
-        for k in keys:
-            ds = grp[k]
-            try:
-                a = np.asarray(ds[()])
-            except Exception as e:
-                raise GruliteError(f"{self.source}: cannot read {full}/{k}: {e}") from None
-            if ds.attrs.get("dtype") in ("bfloat16", b"bfloat16") and a.dtype == np.uint16:
-                a = (a.astype(np.uint32) << 16).view(np.float32)
-            if a.dtype.kind != "f":
-                raise GruliteError(f"{self.source}: {full}/{k} has dtype {a.dtype}; expected "
-                                   "float weights (quantized layers are not supported)")
-            out.append(a.astype(np.float32))
+        with _h5_errors(self.source, full or lname):
+            grp = self.h5.get(full) if full else None
+            if grp is None or not hasattr(grp, "keys"):
+                raise GruliteError(f"{self.source}: no weights for layer {lname!r} in "
+                                   f"model.weights.h5 (looked for {full})")
+            keys = sorted((k for k in grp.keys() if k.isdigit()), key=int)
+            if keys != [str(i) for i in range(len(keys))]:
+                raise GruliteError(f"{self.source}: {full} holds variables {keys}; expected "
+                                   "0..n-1")
+            out = []
+            for k in keys:
+                ds = grp[k]
+                where = f"{self.source}: {full}/{k}"
+                if not isinstance(ds, h5py.Dataset) or ds.shape is None:
+                    raise GruliteError(f"{where} is not an array")
+                bf16 = ds.attrs.get("dtype") in ("bfloat16", b"bfloat16")
+                if ds.dtype.kind != "f" and not (bf16 and ds.dtype == np.uint16):
+                    raise GruliteError(f"{where} has dtype {ds.dtype}; expected float weights "
+                                       "(quantized layers are not supported)")
+                if ds.is_virtual or ds.external:
+                    raise GruliteError(f"{where} keeps its data outside model.weights.h5")
+                out.append(_Var(ds, f"{full}/{k}", tuple(int(n) for n in ds.shape), bf16))
         return out
+
+    def read(self, v: _Var) -> np.ndarray:
+        """A variable from ``vars`` (its shape checked) as float32."""
+        with _h5_errors(self.source, v.name):
+            stored = v.ds.id.get_storage_size()
+            nbytes = v.size * v.ds.dtype.itemsize
+            if nbytes > _MAX_DATASET_RATIO * stored + 4096:
+                raise GruliteError(f"{self.source}: {v.name} in model.weights.h5 has shape "
+                                   f"{v.shape} ({nbytes} bytes) but stores {stored} bytes; "
+                                   "its values were never written")
+            a = np.asarray(v.ds[()])
+        if v.bf16 and a.dtype == np.uint16:
+            a = (a.astype(np.uint32) << 16).view(np.float32)
+        if a.shape != v.shape or a.dtype.kind != "f":
+            raise GruliteError(f"{self.source}: {v.name} in model.weights.h5 read as "
+                               f"{a.dtype} {a.shape}; expected float {v.shape}")
+        return a.astype(np.float32)
 
 
 def _act_name(value: Any) -> str:
@@ -386,8 +478,10 @@ def _gru_cell(spec: dict, where: str) -> tuple:
     raise GruliteError(f"{where}: {cls!r} is not a GRU")
 
 
-def _gru_direction(weights: list, cell: dict, in_size: int, where: str) -> tuple:
-    """PyTorch-layout (w_ih, w_hh, b_ih, b_hh) of one Keras GRU cell's weights."""
+def _gru_direction(weights: list, cell: dict, in_size: int, where: str,
+                   read: Callable[[Any], np.ndarray]) -> tuple:
+    """PyTorch-layout (w_ih, w_hh, b_ih, b_hh) of one Keras GRU cell's weights
+    (datasets: their shapes are checked, then `read` reads them)."""
     H = int(cell.get("units", 0))
     use_bias = bool(cell.get("use_bias", True))
     reset_after = bool(cell.get("reset_after", True))
@@ -403,15 +497,15 @@ def _gru_direction(weights: list, cell: dict, in_size: int, where: str) -> tuple
     if U.shape != (H, 3 * H):
         raise GruliteError(f"{where}: recurrent_kernel has shape {U.shape}; expected (units, "
                            f"3*units) = {(H, 3 * H)}")
+    want_b = (2, 3 * H) if reset_after else (3 * H,)
+    if use_bias and weights[2].shape != want_b:
+        raise GruliteError(f"{where}: bias has shape {weights[2].shape}; expected {want_b} for "
+                           f"reset_after={reset_after}")
     perm = np.concatenate([np.arange(H, 2 * H), np.arange(H), np.arange(2 * H, 3 * H)])
-    w_ih, w_hh = K[:, perm].T, U[:, perm].T
+    w_ih, w_hh = read(K)[:, perm].T, read(U)[:, perm].T
     b_ih = b_hh = None
     if use_bias:
-        b = weights[2]
-        want_b = (2, 3 * H) if reset_after else (3 * H,)
-        if b.shape != want_b:
-            raise GruliteError(f"{where}: bias has shape {b.shape}; expected {want_b} for "
-                               f"reset_after={reset_after}")
+        b = read(weights[2])
         if reset_after:
             b_ih, b_hh = b[0][perm], b[1][perm]
         else:
@@ -513,7 +607,8 @@ class _Mapper:
                     raise GruliteError(f"{where}: kernel has {self.width} input rows; the "
                                        f"model's input has {self.declared_in} features")
             dirs.append(_gru_direction(arrays, c, self.width,
-                                       where + (f" {direction}" if bidir else "")))
+                                       where + (f" {direction}" if bidir else ""),
+                                       self.weights.read))
             self.n_params += sum(a.size for a in arrays)
         if not bidir:
             # Keras runs go_backwards layers on the flipped sequence and returns
@@ -580,10 +675,15 @@ class _Mapper:
         if kern.shape[0] != self.width:
             raise GruliteError(f"{where}: kernel has shape {kern.shape}; expected "
                                f"({self.width}, units) after a layer of width {self.width}")
-        bias = arrays[1] if use_bias else None
-        if bias is not None and bias.shape != (kern.shape[1],):
-            raise GruliteError(f"{where}: bias has shape {bias.shape}; expected "
+        units = dcfg.get("units")
+        if isinstance(units, int) and kern.shape[1] != units:
+            raise GruliteError(f"{where}: kernel has shape {kern.shape}; expected "
+                               f"({self.width}, units={units})")
+        if use_bias and arrays[1].shape != (kern.shape[1],):
+            raise GruliteError(f"{where}: bias has shape {arrays[1].shape}; expected "
                                f"({kern.shape[1]},)")
+        read = self.weights.read
+        kern, bias = read(kern), (read(arrays[1]) if use_bias else None)
         self.dense.append(dict(name=_layer_name(spec), in_features=self.width,
                                out_features=int(kern.shape[1]),
                                activation=_act(dcfg.get("activation"), where),
@@ -667,7 +767,8 @@ def image_from_keras(path: Union[str, os.PathLike], dtype: str = "float32", *,
                 mp.add(spec)
         except GruliteError:
             raise
-        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError,
+                RecursionError) as e:
             # a config.json of the wrong shape (a list where a dict belongs, ...)
             raise GruliteError(f"{source}: malformed model description in config.json "
                                f"({type(e).__name__}: {e})") from None

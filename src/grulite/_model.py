@@ -1,6 +1,7 @@
 """The Python-facing model: argument handling around the C core."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -8,15 +9,16 @@ import tempfile
 import platform
 import threading
 import weakref
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
 from grulite import _core
-from grulite._convert import HeadSpec, build_image
+from grulite._convert import HeadSpec, build_image, used_tensors
 from grulite._errors import GruliteError
 
 __all__ = ["Model", "ModelConfig", "LayerConfig", "DenseConfig", "load",
@@ -219,7 +221,7 @@ class Model:
             # The common case, checked cheaply: a (B, T, I) float32 C array.
             return (x, bf, False, x.shape[0] if bf else x.shape[1],
                     x.shape[1] if bf else x.shape[0], None)
-        xa = np.asarray(_np(x))
+        xa = _core.as_array(_np(x), "x")
         if xa.dtype.kind != "f":
             raise GruliteError(f"x must be a float32 or float64 array; got dtype {xa.dtype}")
         I = self.config.input_size
@@ -238,10 +240,11 @@ class Model:
         B, T = (xa.shape[0], xa.shape[1]) if bf else (xa.shape[1], xa.shape[0])
         if T < 1 or B < 1:
             raise GruliteError(f"x needs at least one sequence and one step; got batch={B}, steps={T}")
-        xa = np.require(xa, np.float32, ["C", "A"])       # contiguous, aligned, native
+        if B > _core.MAX_INT32 or T > _core.MAX_INT32:     # checked before x is copied
+            raise GruliteError(f"x has batch={B}, steps={T}; each must be at most 2**31 - 1")
         len_a = None
         if lengths is not None:
-            la = np.asarray(_np(lengths))
+            la = _core.as_array(_np(lengths), "lengths")
             if la.dtype.kind not in "iu":
                 raise GruliteError(f"lengths must be integers; got dtype {la.dtype}")
             if unbatched and la.ndim == 0:
@@ -254,6 +257,7 @@ class Model:
                 raise GruliteError(f"lengths[{i}] = {int(la[i])} is outside [1, {T}] "
                                    f"(steps in x = {T})")
             len_a = np.require(la, np.int32, ["C", "A"])
+        xa = np.require(xa, np.float32, ["C", "A"])       # contiguous, aligned, native
         return xa, bf, unbatched, B, T, len_a
 
     def _join_state(self, h: Any, B: int, unbatched: bool = False, name: str = "h0") -> np.ndarray:
@@ -262,7 +266,7 @@ class Model:
         if c.uniform:
             LD = sum(l.num_directions for l in c.layers)
             H = c.layers[0].hidden_size
-            ha = np.asarray(_np(h))
+            ha = _core.as_array(_np(h), name)
             if ha.dtype.kind != "f":
                 raise GruliteError(f"{name} must be a float array; got dtype {ha.dtype}")
             want = (LD, H) if unbatched else (LD, B, H)
@@ -277,7 +281,7 @@ class Model:
                                "layers have different sizes")
         parts = []
         for k, (l, hk) in enumerate(zip(c.layers, h)):
-            ha = np.asarray(_np(hk))
+            ha = _core.as_array(_np(hk), f"{name}[{k}]")
             if ha.dtype.kind != "f":
                 raise GruliteError(f"{name}[{k}] must be a float array; got dtype {ha.dtype}")
             want = (l.num_directions, l.hidden_size) if unbatched else \
@@ -707,21 +711,164 @@ def npz_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
               reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
               batch_first: bool = True, dtype: str = "float32",
               head_from: str = "output") -> tuple:
-    """The .grl image and summary for an ``np.savez``'d state_dict."""
+    """The .grl image and summary for an ``np.savez``'d state_dict.
+
+    The archive is read in two passes: the .npy header of every member
+    first (its shape and dtype, checked against the member's size), then,
+    once the GRU and head shapes are checked on those headers, only the
+    tensors the model uses.  Other members (an optimizer state, say) are
+    never decompressed.
+    """
     p = os.fspath(path)
     if not os.path.exists(p):
         raise FileNotFoundError(f"no such file: {p!r}")
-    try:
-        f = np.load(p, allow_pickle=False)
-    except Exception as e:  # ValueError, OSError, zipfile.BadZipFile, EOFError, ...
-        raise GruliteError(f"{p!r} is not a readable .npz of arrays: {e}") from None
-    if not hasattr(f, "files"):
-        raise GruliteError(f"{p!r} holds a single array, not a state_dict (save with "
-                           "np.savez(path, **state_dict), one keyword per tensor)")
-    try:
-        with f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as e:
-        raise GruliteError(f"{p!r} is not a readable .npz of arrays: {e}") from None
+    with _NpzArchive(p) as npz:
+        # Zero-stride stand-ins carry each member's shape and dtype, no data.
+        arrays = npz.stand_ins()
+        for key in used_tensors(arrays, prefix, reset_after, head):
+            arrays[key] = npz.read(key)
     return build_image(arrays, prefix, reset_after, head, batch_first,
                        source=os.path.basename(p), dtype=dtype, head_from=head_from)
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")      # what np.load takes for an .npz
+
+
+class _Counted:
+    """A file object that counts the bytes read through it."""
+
+    def __init__(self, f: Any):
+        self.f, self.n = f, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.n += len(data)
+        return data
+
+
+class _NpzArchive:
+    """The members of an ``np.savez`` archive, read on demand.
+
+    Opening reads every member's .npy header, never its data: the shape
+    and dtype must account for exactly the member's declared (uncompressed)
+    size, and object arrays are refused (no pickles).  ``read(key)`` then
+    reads one array, whose size is thus known before it is inflated.
+    Members that are not .npy files (np.load gives their raw bytes) are not
+    read at all.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._zip: Optional[zipfile.ZipFile] = None
+        # key -> (member, shape, dtype); shape and dtype are None for a non-.npy member
+        self._members: dict[str, tuple[zipfile.ZipInfo, Optional[tuple], Optional[np.dtype]]] = {}
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _error(self, what: Any, key: Optional[str] = None) -> GruliteError:
+        where = f"member {key!r}: " if key is not None else ""
+        return GruliteError(f"{self.path!r} is not a readable .npz of arrays: {where}{what}")
+
+    @contextlib.contextmanager
+    def _guard(self, key: Optional[str] = None) -> Iterator[None]:
+        """Anything a damaged archive makes zipfile, zlib or numpy raise
+        (BadZipFile, zlib.error, EOFError, ValueError, OSError, ...) becomes
+        a GruliteError naming the file; MemoryError passes through."""
+        try:
+            yield
+        except (GruliteError, MemoryError):
+            raise
+        except Exception as e:                  # noqa: BLE001 - the point of this guard
+            raise self._error(e, key) from None
+
+    def _open(self) -> None:
+        prefix = np.lib.format.MAGIC_PREFIX
+        with self._guard():
+            with open(self.path, "rb") as f:
+                magic = f.read(len(prefix))
+        if magic == prefix:
+            raise GruliteError(f"{self.path!r} holds a single array, not a state_dict (save with "
+                               "np.savez(path, **state_dict), one keyword per tensor)")
+        if not magic.startswith(_ZIP_MAGIC):
+            raise self._error("it is not a zip archive (np.savez writes one)" if magic
+                              else "the file is empty")
+        with self._guard():
+            self._zip = zipfile.ZipFile(self.path)
+            infos: dict[str, zipfile.ZipInfo] = {}
+            for info in self._zip.infolist():   # of a repeated name, the last one counts
+                name = info.filename
+                infos[name[:-4] if name.endswith(".npy") else name] = info
+        for key, info in infos.items():
+            with self._guard(key):
+                self._members[key] = (info,) + self._header(key, info)
+
+    def _header(self, key: str, info: zipfile.ZipInfo) -> tuple:
+        """(shape, dtype) from a member's .npy header, checked against the
+        member's size; (None, None) for a member that is not a .npy file."""
+        assert self._zip is not None
+        fmt = np.lib.format
+        with self._zip.open(info) as raw:
+            f = _Counted(raw)
+            if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+                return None, None
+            version = tuple(f.read(2))
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):       # 3.0 is 2.0 with a UTF-8 header
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+            else:
+                raise self._error(f"unsupported or truncated .npy format version {version}", key)
+        if dtype.hasobject:
+            raise self._error(f"Object arrays cannot be loaded when allow_pickle=False "
+                              f"(dtype {dtype})", key)
+        count = 1
+        for n in shape:
+            count *= int(n)
+        size, held = count * dtype.itemsize, info.file_size - f.n
+        if size != held:
+            raise self._error(f"its header declares shape {shape} of {dtype} ({size} bytes) but "
+                              f"the member holds {held} bytes of data", key)
+        return tuple(int(n) for n in shape), dtype
+
+    def stand_ins(self) -> dict[str, np.ndarray]:
+        """A state_dict of stand-ins for the members, with no memory behind
+        them: zero-stride views of each numeric member's shape and dtype; an
+        empty array of its dtype for any other member (which is refused if
+        used, whatever its shape); empty bytes for a non-.npy member."""
+        out: dict[str, np.ndarray] = {}
+        for key, (_, shape, dtype) in self._members.items():
+            if shape is None or dtype is None:
+                out[key] = np.asarray(b"")
+            elif dtype.kind in "fiu":
+                out[key] = np.broadcast_to(np.zeros((), dtype), shape)
+            else:
+                out[key] = np.empty(0, dtype)
+        return out
+
+    def read(self, key: str) -> np.ndarray:
+        """The array of one member, read in full; its shape and dtype are
+        those its header showed when the archive was opened."""
+        assert self._zip is not None
+        info, shape, dtype = self._members[key]
+        if shape is None:
+            raise self._error("not a .npy array", key)
+        with self._guard(key):
+            with self._zip.open(info) as f:
+                arr = np.lib.format.read_array(f, allow_pickle=False)
+        if arr.shape != shape or arr.dtype != dtype:
+            raise self._error("the member changed while it was read", key)
+        return arr
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    def __enter__(self) -> "_NpzArchive":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

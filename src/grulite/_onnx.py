@@ -13,7 +13,10 @@ What imports
   with or without ``B``, ``sequence_lens`` and ``initial_h`` as graph inputs
   (the model's ``lengths`` and ``h0``), ``hidden_size`` (checked against
   the shapes).  ``W``, ``R`` and ``B`` must be constants (initializers,
-  ``Constant`` nodes, or anything computed from them alone).
+  ``Constant`` nodes, or computed from them alone by the ops exports
+  without constant folding use: Slice, Concat, Unsqueeze, Transpose,
+  Reshape, Cast, ..., see ``_FOLD_OPS``; a folded tensor may not be much
+  larger than the constants the file holds).
 * Stacks of GRU nodes, each reading the previous one's ``Y`` through the
   glue ``torch.onnx.export`` emits (Squeeze / Transpose / Reshape /
   Unsqueeze / Flatten / Identity / Dropout / Cast), then optionally a head:
@@ -35,7 +38,8 @@ activations other than (Sigmoid, Tanh) per direction, ``activation_alpha``
 ``initial_h`` (make them graph inputs); op types not listed above (the
 message lists the graph's op types and the ones grulite does not map);
 graphs without a GRU, with several GRUs reading one sequence, or with
-several heads.
+several heads; control flow (Loop, Scan, If: any node with a subgraph);
+attributes of the wrong type.
 
 Conventions: ONNX -> grulite
 ----------------------------
@@ -92,6 +96,40 @@ _GLUE = ("Identity", "Dropout", "Cast", "Transpose", "Reshape", "Squeeze", "Unsq
 _HEAD = ("Gemm", "MatMul", "Add", "Relu", "Tanh", "Sigmoid", "Softmax")
 _SHAPE = ("Shape", "Size", "ConstantOfShape", "Expand")
 SUPPORTED_OPS = ("GRU",) + _GLUE + _HEAD + _SHAPE + ("Constant",)
+
+# Ops evaluated when all their inputs are constants (exports without constant
+# folding compute the GRU weights with Slice / Concat / Unsqueeze /
+# Transpose; the rest is the shape arithmetic exporters emit).  Anything else
+# on constants is reported like any other unsupported op; control flow is
+# refused outright (a Loop's trip count alone can keep the evaluator busy
+# for ever).
+_FOLD_SAME = ("Identity", "Dropout", "Cast", "CastLike", "Transpose", "Reshape", "Squeeze",
+              "Unsqueeze", "Flatten", "Slice", "Split", "Concat", "Shape", "Size", "Neg")
+_FOLD_BROADCAST = ("Add", "Sub", "Mul", "Div")
+_FOLD_CREATE = ("Gather", "ConstantOfShape", "Expand", "Tile", "Range")
+_FOLD_OPS = _FOLD_SAME + _FOLD_BROADCAST + _FOLD_CREATE
+_CONTROL_FLOW = ("Loop", "Scan", "If", "SequenceMap")
+# Elements one folded output may have, and all folded outputs together, at
+# least (both grow with the constants the file holds: exports without
+# folding copy each weight a few times).
+_FOLD_MIN_ELEMENTS = 1 << 24
+_FOLD_MIN_TOTAL = 1 << 26
+_FOLD_TOTAL_RATIO = 8
+
+# Attribute types of the ops the importer reads attributes of (by name).
+_ATTR_TYPES = {
+    "hidden_size": "INT", "layout": "INT", "linear_before_reset": "INT", "axis": "INT",
+    "to": "INT", "transA": "INT", "transB": "INT", "allowzero": "INT", "start": "INT",
+    "end": "INT", "output_sequence": "INT", "is_test": "INT", "seed": "INT",
+    "clip": "FLOAT", "alpha": "FLOAT", "beta": "FLOAT", "ratio": "FLOAT",
+    "direction": "STRING", "activations": "STRINGS",
+    "activation_alpha": "FLOATS", "activation_beta": "FLOATS",
+    "perm": "INTS", "axes": "INTS", "starts": "INTS", "ends": "INTS", "split": "INTS",
+    "consumed_inputs": "INTS",
+    "value": "TENSOR", "value_float": "FLOAT", "value_floats": "FLOATS", "value_int": "INT",
+    "value_ints": "INTS", "value_string": "STRING", "value_strings": "STRINGS",
+    "sparse_value": "SPARSE_TENSOR",
+}
 _ACT = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Softmax": "softmax"}
 assert all(a in ACTIVATION_NAMES for a in _ACT.values())
 
@@ -152,6 +190,24 @@ class _Layer:
     tensors: dict = field(default_factory=dict)
 
 
+def _text(value: Any) -> str:
+    """A protobuf string field: protobuf hands back bytes that are not UTF-8."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _texts(obj: Any) -> Any:
+    """`obj` (a summary) with every bytes name in it (keys too) made text."""
+    if isinstance(obj, bytes):
+        return _text(obj)
+    if isinstance(obj, dict):
+        return {_texts(k): _texts(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_texts(v) for v in obj)
+    return obj
+
+
 def _zrh_to_rzn(a: np.ndarray) -> np.ndarray:
     """ONNX gate blocks (z, r, h) along axis 0 -> PyTorch's (r, z, n)."""
     z, r, h = np.split(a, 3, axis=0)
@@ -160,8 +216,12 @@ def _zrh_to_rzn(a: np.ndarray) -> np.ndarray:
 
 class _Importer:
     def __init__(self, model, path: str):
-        from onnx import numpy_helper
+        from onnx import AttributeProto, TensorProto, numpy_helper
         self.nh = numpy_helper
+        self.graph_attr = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
+        self.numeric_types = {getattr(TensorProto, t) for t in (
+            "FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16", "INT8", "INT16", "INT32", "INT64", "UINT8",
+            "UINT16", "UINT32", "UINT64", "BOOL")}
         self.model = model
         self.path = path
         self.graph = model.graph
@@ -184,12 +244,14 @@ class _Importer:
         self.static_B: Optional[int] = None
         self.unsupported: dict[str, list[str]] = {}
         self.op_types: list[str] = []
+        self.stored_elements = 0      # of the initializers and Constant nodes
+        self.folded_elements = 0      # of the outputs _fold made so far
 
     # ---- helpers -----------------------------------------------------
 
     @staticmethod
     def _nname(node) -> str:
-        return node.name or (node.output[0] if node.output else node.op_type)
+        return _text(node.name or (node.output[0] if node.output else node.op_type))
 
     def _where(self, node) -> str:
         return f"node {self._nname(node)!r} ({node.op_type})"
@@ -198,9 +260,18 @@ class _Importer:
         raise GruliteError(f"{os.path.basename(self.path)}: {self._where(node)}: {msg}")
 
     def _attrs(self, node) -> dict:
-        from onnx import helper
+        from onnx import AttributeProto, helper
         out = {}
         for a in node.attribute:
+            if a.ref_attr_name:
+                self._fail(node, f"attribute {a.name!r} refers to a function attribute "
+                                 f"({a.ref_attr_name!r}); only plain values are supported")
+            known = a.type in AttributeProto.AttributeType.values()
+            found = AttributeProto.AttributeType.Name(a.type) if known else f"type {a.type}"
+            want = _ATTR_TYPES.get(a.name)
+            if not known or found == "UNDEFINED" or (want is not None and found != want):
+                self._fail(node, f"attribute {a.name!r} has type {found}; expected "
+                                 f"{want or 'a defined type'}")
             v = helper.get_attribute_value(a)
             if isinstance(v, bytes):
                 v = v.decode("utf-8", "replace")
@@ -260,6 +331,7 @@ class _Importer:
         g = self.graph
         for t in g.initializer:
             self.const[t.name] = self._to_array(t)
+            self.stored_elements += self.const[t.name].size
         for t in getattr(g, "sparse_initializer", []):
             raise GruliteError(f"{os.path.basename(self.path)}: sparse initializer "
                                f"{t.values.name!r}: sparse tensors are not supported")
@@ -292,7 +364,7 @@ class _Importer:
                                "graphs built around ONNX GRU nodes")
         self._assign_inputs(nodes, producer, g)
         for nd in nodes:
-            self._node(nd)
+            self._guarded(nd)
         if self.unsupported:
             bad = ", ".join(f"{op} ({', '.join(repr(n) for n in names[:3])}"
                             f"{', ...' if len(names) > 3 else ''})"
@@ -404,6 +476,9 @@ class _Importer:
         if nd.domain not in ("", "ai.onnx"):
             self._mark_bad(nd, f"{nd.domain}::{op}")
             return
+        if op in _CONTROL_FLOW or any(a.type in self.graph_attr for a in nd.attribute):
+            self._fail(nd, "control flow and subgraphs are not supported: grulite maps a "
+                           "plain graph of GRU nodes, their glue and a dense head")
         if op == "Constant":
             self._constant(nd)
             return
@@ -412,6 +487,9 @@ class _Importer:
         if not vals:
             if op == "GRU":
                 self._fail(nd, "its input X is a constant; it must come from a graph input")
+            if op not in _FOLD_OPS:
+                self._mark_bad(nd, op)
+                return
             self._fold(nd)
             return
         if any(v.kind == "bad" for v in vals):
@@ -428,6 +506,19 @@ class _Importer:
             self._mark_bad(nd, op)
             return
         handler(nd, kinds, self._attrs(nd))
+
+    def _guarded(self, nd) -> None:
+        """_node, with what a malformed node makes Python raise (a field of the
+        wrong type, an index out of range, ...) as a GruliteError naming it."""
+        try:
+            self._node(nd)
+            return
+        except GruliteError:
+            raise
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError,
+                RecursionError) as e:
+            err = e
+        self._fail(nd, f"malformed node ({type(err).__name__}: {str(err)[:200]})")
 
     def _mark_bad(self, nd, op: str) -> None:
         self.unsupported.setdefault(op, []).append(self._nname(nd))
@@ -451,11 +542,95 @@ class _Importer:
             self._fail(nd, f"Constant with {', '.join(a) or 'no value'}: only dense numeric "
                            "values are supported")
         self.const[nd.output[0]] = np.asarray(arr)
+        self.stored_elements += self.const[nd.output[0]].size
+
+    def _fold_elements(self, nd) -> int:
+        """An upper bound on the elements of the outputs of `nd` (an op of
+        _FOLD_OPS on constant inputs), computed from the inputs' shapes and
+        values without evaluating it."""
+        from onnx import TensorProto
+        op = nd.op_type
+        ins = [np.asarray(self.const[x]) if x else None for x in nd.input]
+        for x in ins:
+            if x is not None and x.dtype.kind not in "biufc":
+                self._fail(nd, f"an input of dtype {x.dtype}: grulite evaluates constant "
+                               "subgraphs of numbers only")
+
+        def prod(dims) -> int:
+            n = 1
+            for d in dims:
+                n *= max(int(d), 0)
+            return n
+
+        def values(x, what: str) -> list:
+            if x is None or x.dtype.kind not in "iu" or x.ndim > 1 or x.size > 64:
+                self._fail(nd, f"its {what} is not a 1-D integer tensor of at most 64 entries")
+            return [int(v) for v in x.reshape(-1)]
+
+        def broadcast(shapes) -> list:
+            rank = max((len(sh) for sh in shapes), default=0)
+            out = []
+            for i in range(rank):
+                dims = {int(sh[len(sh) - rank + i]) for sh in shapes if len(sh) - rank + i >= 0}
+                if len(dims - {1}) > 1:
+                    self._fail(nd, f"input shapes {[tuple(sh) for sh in shapes]} do not "
+                                   "broadcast")
+                out.append(max(dims - {1}, default=1))
+            return out
+
+        if op in _FOLD_SAME:
+            if op == "Cast":
+                if self._attrs(nd).get("to") == TensorProto.STRING:
+                    self._fail(nd, "casts constants to strings, which grulite does not evaluate")
+            return sum(x.size for x in ins if x is not None) + 64
+        if op in _FOLD_BROADCAST:
+            return prod(broadcast([x.shape for x in ins if x is not None]))
+        data = ins[0] if ins else None
+        if op == "Gather":
+            if data is None or len(ins) < 2 or ins[1] is None or data.ndim == 0:
+                return 0                                # the evaluator refuses it
+            axis = int(self._attrs(nd).get("axis", 0))
+            if not -data.ndim <= axis < data.ndim:
+                return 0
+            rest = data.size // data.shape[axis] if data.shape[axis] else 0
+            return ins[1].size * rest
+        if op == "ConstantOfShape":
+            value = self._attrs(nd).get("value")
+            if value is not None and value.data_type not in self.numeric_types:
+                self._fail(nd, "fills a tensor with non-numeric values, which grulite does "
+                               "not evaluate")
+            return prod(values(data, "shape"))
+        if op == "Expand":
+            shape = values(ins[1] if len(ins) > 1 else None, "shape")
+            return prod(broadcast([data.shape, shape]))
+        if op == "Tile":
+            reps = values(ins[1] if len(ins) > 1 else None, "repeats")
+            if data is None or len(reps) != data.ndim:
+                return 0
+            return prod(d * r for d, r in zip(data.shape, reps))
+        if op == "Range":
+            if len(ins) < 3 or any(x is None or x.size != 1 for x in ins):
+                return 0
+            start, limit, delta = (x.reshape(-1)[0].item() for x in ins[:3])
+            if delta == 0 or not all(np.isfinite([start, limit, delta])):
+                self._fail(nd, f"Range({start}, {limit}, {delta}) has no end")
+            return max(int(np.ceil((limit - start) / delta)), 0)
+        return 0
 
     def _fold(self, nd) -> None:
-        """Evaluates a node whose inputs are all constants."""
+        """Evaluates a node whose inputs are all constants, if its outputs are
+        no larger than the constants in the file warrant."""
         from onnx import helper
         from onnx.reference import ReferenceEvaluator
+        n = self._fold_elements(nd)
+        limit = max(_FOLD_MIN_ELEMENTS, self.stored_elements)
+        budget = max(_FOLD_MIN_TOTAL, _FOLD_TOTAL_RATIO * self.stored_elements)
+        if n > limit or self.folded_elements + n > budget:
+            what = (f"{n} elements (the limit is {limit}, from the constants this file holds)"
+                    if n > limit else f"{n} more elements (with {self.folded_elements} already "
+                    f"computed the limit is {budget}, from the constants this file holds)")
+            self._fail(nd, f"evaluating it on its constant inputs would make {what}; tensors "
+                           "this large computed inside the graph are not supported")
         feeds = {x: self.const[x] for x in nd.input if x}
         try:
             ins = [helper.make_tensor_value_info(
@@ -470,6 +645,7 @@ class _Importer:
             self._fail(nd, f"cannot evaluate it on its constant inputs: {type(e).__name__}: {e}")
         for name, arr in zip([o for o in nd.output if o], outs):
             self.const[name] = np.asarray(arr)
+            self.folded_elements += self.const[name].size
 
     def _shape_op(self, nd, kinds) -> None:
         """Ops on shapes and zero tensors (torch's zero initial state)."""
@@ -1279,8 +1455,8 @@ class _Importer:
         return dict(prefix=", ".join(l.node for l in self.layers), layers=layers, dense=dense,
                     parameters=int(n_params), batch_first=bool(self.batch_first),
                     inputs=inputs, outputs=dict(self.outputs), opset=self.opset,
-                    producer=" ".join(x for x in (self.model.producer_name,
-                                                  self.model.producer_version) if x),
+                    producer=" ".join(_text(x) for x in (self.model.producer_name,
+                                                         self.model.producer_version) if x),
                     tensors=tensors)
 
 
@@ -1292,12 +1468,46 @@ def _read(path: Union[str, os.PathLike]):
     if os.path.isdir(p):
         raise GruliteError(f"{p!r} is a directory, not an ONNX file")
     try:
-        model = onnx.load(p)
-    except Exception as e:     # DecodeError, ValueError, OSError for external data, ...
+        # External data is never followed: it would make a model file read
+        # any path it names (onnx < 1.21 allowed symlinks and "..").
+        model = onnx.load(p, load_external_data=False)
+    except Exception as e:     # DecodeError, ValueError, RecursionError, ...
         raise GruliteError(f"{p!r} is not a readable ONNX model: {type(e).__name__}: {e}") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.input):
         raise GruliteError(f"{p!r} is not a readable ONNX model: it holds no graph")
+    ext = _external_tensor(model.graph, onnx.TensorProto.EXTERNAL)
+    if ext is not None:
+        name, location = ext
+        raise GruliteError(f"{p!r}: tensor {_text(name)!r} keeps its data in an external file "
+                           f"({_text(location)!r}); grulite imports only self-contained ONNX files "
+                           "and never reads external data (re-save with onnx.save_model(model, path, "
+                           "save_as_external_data=False))")
     return model, p
+
+
+def _external_tensor(graph, external: int, depth: int = 0):
+    """(name, location) of the first tensor of `graph` (initializers,
+    sparse initializers, node attributes, subgraphs) whose data lives in
+    an external file, or None."""
+    if depth > 64:
+        raise GruliteError("subgraphs nested more than 64 deep")
+    tensors = list(graph.initializer)
+    for sp in graph.sparse_initializer:
+        tensors += [sp.values, sp.indices]
+    subgraphs = []
+    for node in graph.node:
+        for a in node.attribute:
+            tensors += ([a.t] if a.HasField("t") else []) + list(a.tensors)
+            subgraphs += ([a.g] if a.HasField("g") else []) + list(a.graphs)
+    for t in tensors:
+        if t.data_location == external:
+            where = {e.key: e.value for e in t.external_data}.get("location", "")
+            return t.name, where
+    for g in subgraphs:
+        found = _external_tensor(g, external, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def image_from_onnx(path: Union[str, os.PathLike], dtype: str = "float32") -> tuple:
@@ -1317,7 +1527,7 @@ def image_from_onnx(path: Union[str, os.PathLike], dtype: str = "float32") -> tu
     with reading(p, "ONNX GRU model"):
         imp = _Importer(model, p)
         imp.run()
-        summary = imp.summary()
+        summary = _texts(imp.summary())
     layers = [{k: v for k, v in l.items() if k not in ("node", "layout")}
               for l in summary["layers"]]
     meta = {
@@ -1329,9 +1539,9 @@ def image_from_onnx(path: Union[str, os.PathLike], dtype: str = "float32") -> tu
         "inputs": summary["inputs"],
         "outputs": summary["outputs"],
         "tensors": summary["tensors"],
-        "head": [[d["name"], d["activation"]] for d in imp.dense],
+        "head": [[d["name"], d["activation"]] for d in summary["dense"]],
     }
-    image = image_from_layers(summary["layers"][0]["input_size"], layers, imp.dense, meta,
+    image = image_from_layers(summary["layers"][0]["input_size"], layers, summary["dense"], meta,
                               batch_first=bool(imp.batch_first), dtype=dtype)
     return image, summary
 

@@ -34,7 +34,11 @@ its storage, zip entries against the file.  Storages are read only when a
 tensor is used (a checkpoint's optimizer state is never read), straight
 from the file for stored entries (torch may write CRC 0 when
 ``torch.serialization.set_crc32_options(False)``: such entries are not
-CRC-checked; others are).
+CRC-checked; others are).  A deflated storage (torch.save never deflates;
+a re-zipped or crafted file) is inflated only as far as each tensor's view
+reaches, keeping only the bytes the view spans, so a tensor of a few
+elements never inflates a whole storage (CRC-checked when a view spans it
+all).
 
 The legacy (pre-1.6) format and TorchScript archives are refused with a
 message saying what to do instead.
@@ -203,8 +207,9 @@ class _Storage(_Frozen):
         for k, v in zip(self.__slots__, (archive, key, dtype_name, numel, nbytes)):
             object.__setattr__(self, k, v)
 
-    def read(self) -> bytes:
-        return self.archive.read_storage(self)
+    def read_range(self, lo: int, hi: int, useful: int) -> Any:
+        """Bytes [lo, hi) of the storage, of which a view reads `useful`."""
+        return self.archive.read_storage_range(self, lo, hi, useful)
 
     def __repr__(self):
         return f"<storage {self.key!r}: {self.numel} x {self.dtype_name}>"
@@ -248,13 +253,16 @@ class LazyTensor(_Frozen):
             out = np.zeros(self.shape, dtype=self.dtype)
         else:
             _check_view(self.shape, self._stride, self._offset, avail)     # again: cheap
-            raw = st.read()
+            # the elements [lo, hi) of the storage the view reaches (strides are >= 0)
+            lo = self._offset
+            hi = lo + sum((d - 1) * s for d, s in zip(self.shape, self._stride)) + 1
+            raw = st.read_range(lo * itemsize, hi * itemsize, n * itemsize)
             dt = np.dtype(code)
             if st.archive.big_endian:
                 dt = dt.newbyteorder(">")
-            base = np.frombuffer(raw, dtype=dt, count=avail)
+            base = np.frombuffer(raw, dtype=dt, count=hi - lo)
             view = np.lib.stride_tricks.as_strided(
-                base[self._offset:], shape=self.shape,
+                base, shape=self.shape,
                 strides=tuple(s * itemsize for s in self._stride), writeable=False)
             out = np.array(view, dtype=dt.newbyteorder("="), order="C")
             if self._dtype_name == "bfloat16":
@@ -714,14 +722,29 @@ class _TorchArchive:
                 raise self._err(f"byteorder record is {value[:20]!r}; expected 'little' or 'big'")
             self.big_endian = value == b"big"
 
-    def read_record(self, info: zipfile.ZipInfo, limit: int) -> bytes:
-        """The bytes of one entry, its declared size checked first."""
+    def _check_record(self, info: zipfile.ZipInfo, limit: int) -> None:
+        """Checks an entry's declared sizes and method before it is read."""
         size = info.file_size
         if size > limit:
             raise self._err(f"record {info.filename!r} declares {size} bytes; more than the "
                             f"{limit} allowed")
         if info.flag_bits & 0x1:
             raise self._err(f"record {info.filename!r} is encrypted")
+        if info.compress_type == zipfile.ZIP_STORED:
+            return
+        if info.compress_type != zipfile.ZIP_DEFLATED:
+            raise self._err(f"record {info.filename!r} uses zip compression method "
+                            f"{info.compress_type}; torch.save writes uncompressed records")
+        if size > _MAX_DEFLATE_RATIO * max(info.compress_size, 1) + 1024 or \
+                info.header_offset + info.compress_size > self.size:
+            raise self._err(f"record {info.filename!r} declares {size} bytes from "
+                            f"{info.compress_size} compressed: not a valid deflate stream "
+                            "(zip bomb?)")
+
+    def read_record(self, info: zipfile.ZipInfo, limit: int) -> bytes:
+        """The bytes of one entry, its declared size checked first."""
+        self._check_record(info, limit)
+        size = info.file_size
         if info.compress_type == zipfile.ZIP_STORED:
             if info.compress_size != size:
                 raise self._err(f"stored record {info.filename!r} has compressed size "
@@ -737,14 +760,6 @@ class _TorchArchive:
             if info.CRC != 0 and zlib.crc32(data) != info.CRC:
                 raise self._err(f"record {info.filename!r} fails its CRC-32 check: damaged file")
             return data
-        if info.compress_type != zipfile.ZIP_DEFLATED:
-            raise self._err(f"record {info.filename!r} uses zip compression method "
-                            f"{info.compress_type}; torch.save writes uncompressed records")
-        if size > _MAX_DEFLATE_RATIO * max(info.compress_size, 1) + 1024 or \
-                info.header_offset + info.compress_size > self.size:
-            raise self._err(f"record {info.filename!r} declares {size} bytes from "
-                            f"{info.compress_size} compressed: not a valid deflate stream "
-                            "(zip bomb?)")
         try:
             with zipfile.ZipFile(self._f) as zf, zf.open(info) as fh:
                 data = fh.read(size + 1)
@@ -753,6 +768,41 @@ class _TorchArchive:
         if len(data) != size:
             raise self._err(f"record {info.filename!r} holds {len(data)} bytes; declared {size}")
         return data
+
+    def _inflate_range(self, info: zipfile.ZipInfo, lo: int, hi: int) -> bytes:
+        """Bytes [lo, hi) of a deflated entry (sizes checked): inflates the
+        stream only up to `hi`, keeping only [lo, hi), so memory stays
+        hi - lo plus one chunk whatever the entry declares."""
+        name = info.filename
+        chunk = 1 << 20
+        start = self._data_start(info)
+        if start + info.compress_size > self.size:
+            raise GruliteError(f"record {name!r} runs past the end of the file: truncated?")
+        d = zlib.decompressobj(-15)
+        out = bytearray()
+        pos, left, buf = 0, info.compress_size, b""
+        try:
+            while pos < hi:
+                if not buf:
+                    if left <= 0 or d.eof:
+                        raise GruliteError(f"record {name!r} inflates to {pos} bytes; it "
+                                           f"declares {info.file_size}")
+                    self._f.seek(start + info.compress_size - left)
+                    buf = self._f.read(min(left, chunk))
+                    if not buf:
+                        raise GruliteError(f"record {name!r} is truncated")
+                    left -= len(buf)
+                piece = d.decompress(buf, min(hi - pos, chunk))
+                buf = d.unconsumed_tail
+                a, b = max(lo - pos, 0), min(hi - pos, len(piece))
+                if a < b:
+                    out += piece[a:b]
+                pos += len(piece)
+        except zlib.error as e:
+            raise GruliteError(f"record {name!r} is not a valid deflate stream: {e}") from None
+        if lo == 0 and hi == info.file_size and info.CRC != 0 and zlib.crc32(out) != info.CRC:
+            raise GruliteError(f"record {name!r} fails its CRC-32 check: damaged file")
+        return bytes(out)
 
     def _data_start(self, info: zipfile.ZipInfo) -> int:
         off = info.header_offset
@@ -821,6 +871,7 @@ class _TorchArchive:
         return st
 
     def read_storage(self, st: _Storage) -> bytes:
+        """The whole of a stored (uncompressed) storage record, kept."""
         if self._f.closed:
             raise GruliteError(f"{self.path!r} is closed: tensors of a torch file are read "
                                "while it is open (use read_torch_file for arrays)")
@@ -831,6 +882,26 @@ class _TorchArchive:
                 raise self._err(f"storage {st.key!r} holds {len(data)} bytes; expected {st.nbytes}")
             self._data[st.key] = data
         return data
+
+    def read_storage_range(self, st: _Storage, lo: int, hi: int, useful: int) -> Any:
+        """Bytes [lo, hi) of a storage, for a view reading `useful` of them.
+        A stored record is read whole (and kept: views share it); a deflated
+        one (torch.save never deflates: a re-zipped or crafted file) is
+        inflated only as far as the view reaches, and only a view that reads
+        most of what it spans is served, so that a small tensor cannot make
+        a record of a few KB inflate to gigabytes in memory."""
+        info = self._infos[f"{self.prefix}/data/{st.key}"]
+        if info.compress_type == zipfile.ZIP_STORED:
+            return memoryview(self.read_storage(st))[lo:hi]
+        if self._f.closed:
+            raise GruliteError(f"{self.path!r} is closed: tensors of a torch file are read "
+                               "while it is open (use read_torch_file for arrays)")
+        self._check_record(info, st.nbytes)
+        if hi - lo > 2 * useful + (1 << 20):
+            raise GruliteError(f"storage {st.key!r} is deflated (torch.save writes storages "
+                               f"uncompressed) and a tensor reads {useful} of the {hi - lo} "
+                               "bytes it spans in it; re-save the file with torch.save")
+        return self._inflate_range(info, lo, hi)
 
 
 # ---------------------------------------------------------------------------
@@ -948,7 +1019,8 @@ def read_torch_file(path: Union[str, os.PathLike]) -> Any:
         try:
             return _materialize(obj)
         except GruliteError as e:
-            raise GruliteError(f"{p!r}: {e}") from None
+            msg = str(e)
+            raise GruliteError(msg if msg.startswith(f"{p!r}: ") else f"{p!r}: {msg}") from None
 
 
 def torchfile_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
