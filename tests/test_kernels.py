@@ -157,3 +157,56 @@ def test_directions_in_parallel_bit_identical(isa):
     assert_array_equal(h1, h2)
     y64, h64 = ref_gru(layers_from_state_dict(sd), x, h0=list(h0.reshape(2, 2, 1, 96)))
     assert np.max(np.abs(y2 - y64)) <= TOL
+
+
+def _layers(rng, I, hs, reverse=(), reset_after=True):
+    """image_from_layers' description of unidirectional layers (a layer k in
+    `reverse` runs backwards in time)."""
+    layers, in_f = [], I
+    for k, H in enumerate(hs):
+        b = 1.0 / np.sqrt(H)
+        layers.append(dict(
+            input_size=in_f, hidden_size=H, num_directions=1, reverse=k in reverse,
+            reset_after=reset_after, bias=True,
+            weight_ih=[rng.uniform(-b, b, (3 * H, in_f)).astype(np.float32)],
+            weight_hh=[rng.uniform(-b, b, (3 * H, H)).astype(np.float32)],
+            bias_ih=[rng.uniform(-b, b, 3 * H).astype(np.float32)],
+            bias_hh=[rng.uniform(-b, b, 3 * H).astype(np.float32)]))
+        in_f = H
+    return layers
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_hidden_units_in_parallel_bit_identical(isa, dtype, reset_after):
+    """One sequence of a model with a large W_hh runs each layer's hidden
+    units on two threads (engine.c, run_direction_split), meeting once a
+    step: the same bits as one thread.  Layers: H=264 (17 blocks, split
+    8 + 9, the last block padded) backwards in time, then H=144 (9 blocks)
+    forwards; with float16 / int8 weights too (whose smaller W_hh of the
+    second layer stays on one thread)."""
+    from grulite._convert import image_from_layers
+    rng = np.random.default_rng(21)
+    I = 48
+    layers = _layers(rng, I, (264, 144), reverse={0}, reset_after=reset_after)
+    m = grulite.from_bytes(image_from_layers(I, layers, [], {}, dtype=dtype))
+    m.isa = isa
+    x = rng.standard_normal((1, 37, I)).astype(np.float32)
+    h0 = [rng.standard_normal((1, 1, H)).astype(np.float32) for H in (264, 144)]
+    m.num_threads = 1
+    y1, h1 = m(x, h0)
+    y1l, h1l = m(x, h0, lengths=[23])
+    m.num_threads = 2
+    y2, h2 = m(x, h0)
+    y2l, h2l = m(x, h0, lengths=[23])
+    for a, b in ((y1, y2), (y1l, y2l)):
+        assert_array_equal(a, b)
+    for a, b in zip(h1 + h1l, h2 + h2l):
+        assert_array_equal(a, b)
+    assert m.config.layers[0].reverse and not m.config.layers[1].reverse
+    # and right: the generic reference kernel on one thread
+    ref = grulite.from_bytes(m.to_bytes())
+    ref.isa, ref.num_threads = "generic", 1
+    y_ref, _ = ref(x, h0)
+    assert np.max(np.abs(y2 - y_ref)) <= (2e-2 if dtype == "int8" else TOL)   # VNNI quantizes x

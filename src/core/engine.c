@@ -254,6 +254,142 @@ static void run_direction(const grulite_model *m, const gl_layer *L, const gl_di
         memcpy(state + (b0 + i) * H, sc->h + i * Hp, H * sizeof(float));
 }
 
+/* ---- One sequence on two cores ------------------------------------------
+ *
+ * At batch 1 a step's recurrent product reads all of W_hh; once W_hh
+ * outgrows L1 that read sets the pace (tools/bench_step.c's read floor).
+ * Two threads then take half the hidden units each: each reads only its
+ * half of W_ih and W_hh (blocks [c0, c1) of the panels, contiguous in the
+ * panel layout), runs the gates of its units and writes them into the
+ * next step's state, and the two meet at a spinning barrier once a step
+ * (twice for the reset-before variant, whose n gate needs all of r*h).
+ * Every output is the same chain of operations as on one thread: same
+ * bits. */
+
+/* Below this many bytes of W_hh per step, the barrier (~0.2 us here: a
+ * cache line between cores and back) costs about what the halved read
+ * saves.  Measured, B=1 T=100 (one thread -> two): float32 H=96 (108 KiB)
+ * 105 -> 109 us, H=128 (192 KiB) 166 -> 153 us, H=256 569 -> 417 us,
+ * H=512 9.3 -> 1.7 ms (3 MiB of W_hh leave L2; each half fits); int8
+ * H=192 (108 KiB) 115 -> 116 us, H=256 (192 KiB) 181 -> 151 us. */
+#define GL_SPLIT_MIN_BYTES ((size_t)160 * 1024)
+
+/* Blocks [c0, c1) of a panel as a panel of their own. */
+static gl_panel sub_panel(const gl_panel *p, size_t c0, size_t c1)
+{
+    gl_panel s = *p;
+    const size_t esz = p->dtype == GRULITE_DTYPE_F16 ? 2 : p->dtype == GRULITE_DTYPE_I8 ? 1 : 4;
+    const size_t k = p->dtype == GRULITE_DTYPE_I8 ? 4 * gl_panel_k4(p->K) : p->K;
+    s.w = (const unsigned char *)p->w + c0 * k * p->G * GL_LANES * esz;
+    if (p->b) s.b = p->b + c0 * p->G * GL_LANES;
+    if (p->scale) s.scale = p->scale + c0 * p->G * GL_LANES;
+    s.nb = c1 - c0;
+    s.H = (c1 * GL_LANES < p->H ? c1 * GL_LANES : p->H) - c0 * GL_LANES;
+    return s;
+}
+
+static size_t panel_bytes(const gl_panel *p)
+{
+    const size_t esz = p->dtype == GRULITE_DTYPE_F16 ? 2 : p->dtype == GRULITE_DTYPE_I8 ? 1 : 4;
+    return gl_panel_elems(p) * esz;
+}
+
+typedef struct gl_split_job {
+    const gl_kernels *k;
+    const gl_layer *L;
+    const gl_direction *w;
+    const gl_scratch *sc[2];     /* [0]: shared buffers; [1]: task 1's gemm scratch, h buffer */
+    const gl_rows *rw;
+    const float *in;
+    size_t in_w;
+    int in_global;
+    float *out;
+    size_t out_w;
+    int out_global;
+    size_t col;
+    size_t len;                  /* steps of the one row */
+    int reverse;
+    gl_barrier bar;
+} gl_split_job;
+
+static void run_split_task(void *ctx, int task)
+{
+    gl_split_job *j = ctx;
+    const gl_kernels *k = j->k;
+    const gl_rows *rw = j->rw;
+    const gl_scratch *sc = j->sc[0];
+    void *tmp = j->sc[task]->tmp;
+    const size_t nb = j->w->hh.nb, Hp = nb * GL_LANES, ld = 3 * Hp, T = rw->T, b0 = rw->b0;
+    const size_t H = (size_t)j->L->cfg.hidden_size;
+    const size_t c0 = task ? nb / 2 : 0, c1 = task ? nb : nb / 2;
+    const size_t u0 = c0 * GL_LANES, u1 = c1 * GL_LANES < H ? c1 * GL_LANES : H;
+    const size_t x0 = c0 * 3 * GL_LANES;               /* this half's slots in a product row */
+    const gl_panel ih = sub_panel(&j->w->ih, c0, c1), hh = sub_panel(&j->w->hh, c0, c1);
+    float *hbuf[2] = { sc->h, j->sc[1]->h };
+
+    /* This half's columns of the input projection, every step. */
+    if (j->in_global && !rw->bf) {
+        for (size_t t = 0; t < T; t++)
+            k->gemm(1, j->in + row_at(rw, 1, b0, t) * j->in_w, j->in_w, &ih, 0, 3,
+                    sc->xp + row_at(rw, 0, b0, t) * ld + x0, ld, tmp);
+    } else {
+        k->gemm(T, j->in + row_at(rw, j->in_global, b0, 0) * j->in_w, j->in_w, &ih, 0, 3,
+                sc->xp + x0, ld, tmp);
+    }
+    gl_barrier_wait(&j->bar, task);          /* hbuf[0] is filled by the caller */
+
+    for (size_t s = 0; s < j->len; s++) {
+        const size_t t = j->reverse ? j->len - 1 - s : s;
+        const float *xp = sc->xp + row_at(rw, 0, b0, t) * ld + x0;
+        const float *hcur = hbuf[s & 1];
+        float *hnext = hbuf[(s + 1) & 1] + u0;
+        memcpy(hnext, hcur + u0, (c1 - c0) * GL_LANES * sizeof(float));
+        if (j->L->cfg.reset_after) {
+            k->gemm(1, hcur, Hp, &hh, 0, 3, sc->hp + x0, ld, tmp);
+            k->gates_after(c1 - c0, xp, sc->hp + x0, hnext);
+        } else {
+            k->gemm(1, hcur, Hp, &hh, 0, 2, sc->hp + x0, ld, tmp);
+            k->gates_rz(c1 - c0, xp, sc->hp + x0, hnext, sc->rh + u0, sc->z + u0);
+            gl_barrier_wait(&j->bar, task);  /* all of r*h, for the n gate */
+            k->gemm(1, sc->rh, Hp, &hh, 2, 1, sc->hp + x0, ld, tmp);
+            k->gates_n(c1 - c0, xp, sc->hp + x0, sc->z + u0, hnext);
+        }
+        if (u1 > u0)
+            memcpy(j->out + row_at(rw, j->out_global, b0, t) * j->out_w + j->col + u0, hnext,
+                   (u1 - u0) * sizeof(float));
+        gl_barrier_wait(&j->bar, task);      /* the whole next state is written */
+    }
+}
+
+/* run_direction for one row on two threads (the section above); returns 0
+ * when the layer is better run on one thread. */
+static int run_direction_split(const grulite_model *m, const gl_layer *L, const gl_direction *w,
+                               const gl_pass *p, const gl_scratch *sc, const gl_scratch *sc2,
+                               gl_pool *pool, const gl_rows *rw, const float *in, size_t in_w,
+                               int in_global, float *out, size_t out_w, int out_global, size_t col,
+                               float *state, int reverse)
+{
+    const size_t H = (size_t)L->cfg.hidden_size, nb = w->hh.nb, Hp = nb * GL_LANES;
+    if (rw->n != 1 || nb < 2 || panel_bytes(&w->hh) < GL_SPLIT_MIN_BYTES ||
+        !gl_pool_concurrent(pool, 2))
+        return 0;
+    const size_t len = length_of(p, rw->b0);
+    gl_split_job j;
+    memset(&j, 0, sizeof j);
+    j.k = m->k; j.L = L; j.w = w; j.sc[0] = sc; j.sc[1] = sc2; j.rw = rw;
+    j.in = in; j.in_w = in_w; j.in_global = in_global;
+    j.out = out; j.out_w = out_w; j.out_global = out_global; j.col = col;
+    j.len = len; j.reverse = reverse;
+    j.bar.parties = 2;
+    memcpy(sc->h, state + rw->b0 * H, H * sizeof(float));
+    memset(sc->h + H, 0, (Hp - H) * sizeof(float));
+    memset(sc2->h, 0, Hp * sizeof(float));     /* padding lanes stay 0 in both buffers */
+    if (!L->cfg.reset_after) memset(sc->rh, 0, Hp * sizeof(float));
+    gl_pool_run(pool, 2, run_split_task, &j);
+    memcpy(state + rw->b0 * H, (len & 1 ? sc2->h : sc->h), H * sizeof(float));
+    return 1;
+}
+
 /* The dense head on the task's rows of the top layer's output (or, for
  * models that ask, its final states: top_state is (D, B, H)). */
 static void run_head(const grulite_model *m, const gl_pass *p, const gl_scratch *sc,
@@ -360,10 +496,16 @@ static void run_rows(const grulite_model *m, const gl_pass *p, const gl_scratch 
                              state_l };
             gl_pool_run(pool, 2, run_dir_task, &j);
         } else {
-            for (size_t d = 0; d < D; d++)
+            for (size_t d = 0; d < D; d++) {
+                const int rev = (int)d || L->cfg.reverse;
+                if (D == 1 && sc2 && pool &&
+                    run_direction_split(m, L, &L->dir[d], p, sc, sc2, pool, &rw, in, in_w,
+                                        in_global, out, W, out_global, d * H,
+                                        state_l + d * rw.B * H, rev))
+                    continue;
                 run_direction(m, L, &L->dir[d], p, sc, &rw, in, in_w, in_global, out, W,
-                              out_global, d * H, state_l + d * rw.B * H,
-                              (int)d || L->cfg.reverse);
+                              out_global, d * H, state_l + d * rw.B * H, rev);
+            }
         }
         state_l += D * rw.B * H;
         in = out;
@@ -462,13 +604,15 @@ int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite
     if (rc) return rc;
 
     /* Threads split the batch; a batch too small for them splits the two
-     * directions of bidirectional layers instead.  Below ~1M multiply-adds
-     * threads cost more than they save.  Any split gives the same numbers. */
+     * directions of bidirectional layers instead, and one sequence splits
+     * the hidden units of its large layers (run_direction_split).  Below
+     * ~1M multiply-adds threads cost more than they save.  Any split gives
+     * the same numbers. */
     const int threads = grulite_workspace_threads(ws);
     int tasks = threads < p.batch ? threads : p.batch;
     const int small = call_work(m, &p) < 1e6;
     if (small) tasks = 1;
-    const int dir_split = !small && tasks == 1 && threads >= 2 && m->bidirectional;
+    const int dir_split = !small && tasks == 1 && threads >= 2 && (m->bidirectional || p.batch == 1);
     const int pool_size = dir_split ? 2 : tasks;
     if (pool_size > 1) {
         if (!ws->pool || gl_pool_size(ws->pool) < pool_size) {
@@ -492,7 +636,7 @@ int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite
     if (run->h0) memcpy(state, run->h0, state_n * sizeof(float));
     else memset(state, 0, state_n * sizeof(float));
 
-    if (scratches == 2 && tasks == 1) {          /* directions in parallel */
+    if (scratches == 2 && tasks == 1) {          /* directions or hidden units in parallel */
         gl_scratch s0, s1;
         size_t t0;
         task_layout(m, &p, (size_t)p.batch, ws->buf, &s0, &t0);

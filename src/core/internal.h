@@ -112,6 +112,25 @@ GL_HIDDEN int gl_pool_size(const gl_pool *p);
 GL_HIDDEN void gl_pool_run(gl_pool *p, int tasks, gl_task_fn fn, void *ctx);
 GL_HIDDEN int gl_cpu_count(void);
 
+/* Whether tasks 0 .. tasks-1 of one gl_pool_run on p run at the same time,
+ * each on its own thread: only then may they wait for each other
+ * (gl_barrier_wait).  Needs pthreads and the compiler's atomics. */
+GL_HIDDEN int gl_pool_concurrent(const gl_pool *p, int tasks);
+
+/* A spinning barrier for the concurrent tasks 0 .. parties-1 of one run:
+ * each party counts its crossings in a flag of its own cache line and
+ * waits for the others' flags to catch up, so a crossing costs about one
+ * cache-line transfer between cores (yields the CPU after a while when a
+ * party has no core).  Zero-initialize, then set parties (at most
+ * GL_BARRIER_MAX). */
+#define GL_BARRIER_MAX 2
+typedef struct gl_barrier {
+    char pad0[64];
+    struct { unsigned long crossings; char pad[120]; } flag[GL_BARRIER_MAX];
+    int parties;
+} gl_barrier;
+GL_HIDDEN void gl_barrier_wait(gl_barrier *b, int party);
+
 /* ---- Scratch -------------------------------------------------------- */
 
 struct grulite_workspace {

@@ -15,7 +15,14 @@
 #if !defined(_WIN32)
 #  define GL_HAVE_PTHREADS 1
 #  include <pthread.h>
+#  include <sched.h>
 #  include <unistd.h>
+#endif
+
+/* Spinning needs the GCC / clang __atomic builtins (any C99 compiler
+ * builds the rest; without them nothing waits on a barrier). */
+#if defined(GL_HAVE_PTHREADS) && (defined(__GNUC__) || defined(__clang__))
+#  define GL_HAVE_SPIN 1
 #endif
 
 struct gl_pool {
@@ -147,5 +154,44 @@ void gl_pool_run(gl_pool *p, int tasks, gl_task_fn fn, void *ctx)
     pthread_mutex_lock(&p->mu);
     while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
+#endif
+}
+
+int gl_pool_concurrent(const gl_pool *p, int tasks)
+{
+#if defined(GL_HAVE_SPIN)
+    /* gl_pool_run gives task i < size to thread i (0: the caller). */
+    return p && tasks >= 2 && tasks <= p->size;
+#else
+    (void)p; (void)tasks;
+    return 0;
+#endif
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+void gl_barrier_wait(gl_barrier *b, int party)
+{
+#if defined(GL_HAVE_SPIN)
+    /* Only `party` writes its flag; the others read it. */
+    const unsigned long mine = b->flag[party].crossings + 1;
+    __atomic_store_n(&b->flag[party].crossings, mine, __ATOMIC_RELEASE);
+    for (int q = 0; q < b->parties; q++) {
+        if (q == party) continue;
+        for (unsigned long spins = 0;
+             __atomic_load_n(&b->flag[q].crossings, __ATOMIC_ACQUIRE) < mine; spins++) {
+            if (spins < 20000) cpu_relax();
+            else sched_yield();      /* that party has no core right now */
+        }
+    }
+#else
+    (void)b; (void)party;
 #endif
 }
