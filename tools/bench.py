@@ -37,15 +37,18 @@ runtime's spinning worker threads go idle.
 
 Timing: warm-up, then best of N with N adaptive: at least 20 runs and
 0.3 s, but a measurement stops after --max-time seconds (default 4) once it
-has 5 runs, so slow cases stay affordable; the JSON records N.  Ratios are
-peer time / grulite time (> 1: grulite is faster).  GFLOP/s counts
+has 5 runs, so slow cases stay affordable; the JSON records N.  Every
+runtime of a case is timed in turn, --rounds times over (default 3), and
+keeps its best: a slow spell of the machine then costs every runtime a
+round rather than one runtime its ratio.  Ratios are peer time / grulite
+time (> 1: grulite is faster).  GFLOP/s counts
 2*3H*(in+H) FLOPs per step, direction, layer and batch row.  Each peer's
 outputs (y and h_n) are checked against grulite's: a warning is printed
 when they differ by more than 1e-4.
 
 Low-precision weights (--dtypes, default "float16,int8"; "" disables): in
 the whole-sequence cases (not streaming), each dtype's m.astype(dtype) is
-timed in the same process right after float32 grulite (same input, timer
+timed in the same process and rounds as float32 grulite (same input, timer
 and thread count).  Its outputs (y and h_n) are checked against float32
 grulite's: the max abs difference is recorded, and a warning printed above
 2e-3 (float16) or 2e-2 (int8).  The JSON holds them as grulite_<dtype>
@@ -131,13 +134,35 @@ def warn(msg: str) -> None:
 # Timing
 
 class Timer:
-    def __init__(self, quick: bool, max_time: float):
+    def __init__(self, quick: bool, max_time: float, rounds: int = 3):
         if quick:
             self.min_runs, self.min_time, self.max_time, self.floor = 3, 0.0, min(max_time, 0.2), 1
             self.settle = 0.02
+            self.rounds = 1
         else:
             self.min_runs, self.min_time, self.max_time, self.floor = 20, 0.3, max_time, 5
             self.settle = 0.2
+            self.rounds = max(1, rounds)
+
+    def rounds_of(self, fns: dict) -> dict:
+        """Times every runtime of one case in turn, `rounds` times over, and
+        keeps each one's best: a slow spell of the machine then hits every
+        runtime alike instead of whichever was being timed."""
+        out: dict = {}
+        for _ in range(self.rounds):
+            for key, fn in fns.items():
+                r = self(fn)
+                if key not in out:
+                    out[key] = dict(r, round_best_s=[r["best_s"]])
+                    continue
+                o = out[key]
+                o["round_best_s"].append(r["best_s"])
+                o["runs"] += r["runs"]
+                o["median_s"] = min(o["median_s"], r["median_s"])
+                if r["best_s"] < o["best_s"]:
+                    o["best_s"] = r["best_s"]
+                o["noisy"] = bool(o["median_s"] > 1.5 * o["best_s"])
+        return out
 
     def __call__(self, fn) -> dict:
         """Warm-up, then best of N: N >= min_runs and >= min_time seconds,
@@ -495,38 +520,53 @@ def run_sequence(c, threads_list, peers, timer, blas, dtypes=()):
                "threads": threads, "unit": "sequence", "flops": flops}
         nt = set_grulite_threads(m, threads)
         y_ref, h_ref = m(x)
-        r = timer(lambda: m(x))
-        r.update(num_threads=nt, isa=grulite_isa(m))
-        res["grulite"] = r
-        res["grulite_gflops"] = flops / r["best_s"] / 1e9
+        fns = {"grulite": lambda: m(x)}
+        ntq, diffs = {}, {}
         for dt, (mq, convert_s) in low.items():
-            ntq = set_grulite_threads(mq, threads)
+            ntq[dt] = set_grulite_threads(mq, threads)
             yq, hq = mq(x)
-            rq = timer(lambda: mq(x))
-            rq.update(dtype=dt, num_threads=ntq, isa=grulite_isa(mq), convert_s=convert_s,
-                      gflops=flops / rq["best_s"] / 1e9)
-            res["grulite_" + dt] = rq
-            check_dtype(res, dt, c["name"], threads, max(max_diff(yq, y_ref), max_diff(hq, h_ref)))
+            diffs[dt] = max(max_diff(yq, y_ref), max_diff(hq, h_ref))
+            fns["grulite_" + dt] = lambda mq=mq: mq(x)
+        sess, peer_diff = None, {}
         if "torch" in peers:
             import torch
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
             with torch.inference_mode():
                 y, h = gru(xt)
-                res["torch"] = timer(lambda: gru(xt))
-            check(res, "torch", c["name"], threads, max(max_diff(y.numpy(), y_ref), max_diff(h.numpy(), h_ref)))
+            peer_diff["torch"] = max(max_diff(y.numpy(), y_ref), max_diff(h.numpy(), h_ref))
+
+            def t_run():
+                with torch.inference_mode():
+                    gru(xt)
+            fns["torch"] = t_run
         if "ort" in peers:
             sess = onnx_session(gru, (torch.from_numpy(x),), ["x"], ["y", "h"], threads)
             feed = {"x": x}
             y, h = sess.run(None, feed)
-            res["ort"] = timer(lambda: sess.run(None, feed))
-            check(res, "ort", c["name"], threads, max(max_diff(y, y_ref), max_diff(h, h_ref)))
-            del sess
+            peer_diff["ort"] = max(max_diff(y, y_ref), max_diff(h, h_ref))
+            fns["ort"] = lambda: sess.run(None, feed)
         if "numpy" in peers:
             res["numpy_blas_threads_set"] = blas.set(threads)
             y, h = npg(x)
-            res["numpy"] = timer(lambda: npg(x))
-            check(res, "numpy", c["name"], threads, max(max_diff(y, y_ref), max_diff(h, h_ref)))
+            peer_diff["numpy"] = max(max_diff(y, y_ref), max_diff(h, h_ref))
+            fns["numpy"] = lambda: npg(x)
+        times = timer.rounds_of(fns)
+        del sess
+        r = times["grulite"]
+        r.update(num_threads=nt, isa=grulite_isa(m))
+        res["grulite"] = r
+        res["grulite_gflops"] = flops / r["best_s"] / 1e9
+        for dt, (mq, convert_s) in low.items():
+            rq = times["grulite_" + dt]
+            rq.update(dtype=dt, num_threads=ntq[dt], isa=grulite_isa(mq), convert_s=convert_s,
+                      gflops=flops / rq["best_s"] / 1e9)
+            res["grulite_" + dt] = rq
+            check_dtype(res, dt, c["name"], threads, diffs[dt])
+        for p in ("torch", "ort", "numpy"):
+            if p in times:
+                res[p] = times[p]
+                check(res, p, c["name"], threads, peer_diff[p])
         finish(res, peers)
         out.append(res)
     return out
@@ -584,19 +624,19 @@ def run_stream(c, threads_list, peers, timer, blas):
         y_ref = g_collect()
         if max_diff(y_ref, y_seq) > TOL:
             warn(f"streaming: grulite stream differs from its whole-sequence call by {max_diff(y_ref, y_seq):.3g}")
-        r = timer(g_loop)
-        r = {k: (v / T if k.endswith("_s") else v) for k, v in r.items()}
-        r.update(num_threads=nt, isa=grulite_isa(m), steps_per_run=T)
-        res["grulite"] = r
-        res["grulite_gflops"] = flops / r["best_s"] / 1e9
+        fns = {"grulite": g_loop}
+        sess, peer_diff = None, {}
         if "torch" in peers:
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
             with torch.inference_mode():
                 y = t_collect()
-                rt = timer(t_loop)
-            res["torch"] = {k: (v / T if k.endswith("_s") else v) for k, v in rt.items()}
-            check(res, "torch", c["name"], threads, max_diff(y, y_ref))
+            peer_diff["torch"] = max_diff(y, y_ref)
+
+            def t_run():
+                with torch.inference_mode():
+                    t_loop()
+            fns["torch"] = t_run
         if "ort" in peers:
             sess = onnx_session(gru, (torch.from_numpy(xs3[0]), torch.from_numpy(zeros_h)), ["x", "h0"],
                                 ["y", "h"], threads)
@@ -610,10 +650,8 @@ def run_stream(c, threads_list, peers, timer, blas):
             for xt_ in xs3:
                 y, h = sess.run(None, {"x": xt_, "h0": h})
                 ys.append(y)
-            ro = timer(o_loop)
-            res["ort"] = {k: (v / T if k.endswith("_s") else v) for k, v in ro.items()}
-            check(res, "ort", c["name"], threads, max_diff(np.concatenate(ys, axis=1), y_ref))
-            del sess
+            peer_diff["ort"] = max_diff(np.concatenate(ys, axis=1), y_ref)
+            fns["ort"] = o_loop
         if "numpy" in peers:
             res["numpy_blas_threads_set"] = blas.set(threads)
             zh = np.zeros((B, H), np.float32)
@@ -627,9 +665,21 @@ def run_stream(c, threads_list, peers, timer, blas):
             for xt_ in xs:
                 h = npg.step(xt_, h)
                 ys.append(h)
-            rn = timer(n_loop)
-            res["numpy"] = {k: (v / T if k.endswith("_s") else v) for k, v in rn.items()}
-            check(res, "numpy", c["name"], threads, max_diff(np.stack(ys, axis=1), y_ref))
+            peer_diff["numpy"] = max_diff(np.stack(ys, axis=1), y_ref)
+            fns["numpy"] = n_loop
+        times = timer.rounds_of(fns)
+        del sess
+        per_step = {k: {f: (v / T if f.endswith("_s") else
+                            [w / T for w in v] if f == "round_best_s" else v) for f, v in r.items()}
+                    for k, r in times.items()}
+        r = per_step["grulite"]
+        r.update(num_threads=nt, isa=grulite_isa(m), steps_per_run=T)
+        res["grulite"] = r
+        res["grulite_gflops"] = flops / r["best_s"] / 1e9
+        for p in ("torch", "ort", "numpy"):
+            if p in per_step:
+                res[p] = per_step[p]
+                check(res, p, c["name"], threads, peer_diff[p])
         finish(res, peers)
         out.append(res)
     return out
@@ -781,6 +831,8 @@ def markdown(results: list, peers: list, meta: dict) -> str:
              + (f", torch {v['torch']}" if v.get("torch") else "")
              + (f", ONNX Runtime {v['onnxruntime']}" if v.get("onnxruntime") else "")
              + f", numpy {v['numpy']}. Best of ≥ {meta['settings']['min_runs']} runs"
+             + (f" in each of {meta['settings']['rounds']} rounds (every runtime in turn)"
+                if meta['settings'].get('rounds', 1) > 1 else "")
              + f" (≥ {meta['settings']['floor_runs']} for slow cases); (×) = peer time / grulite time, "
              "> 1 means grulite is faster.", ""]
     head = ["case", "threads", "grulite"] + [f"{PEER_LABEL[p]} (×)" for p in peers] + ["grulite GFLOP/s"]
@@ -841,7 +893,7 @@ def markdown_low_precision(results: list, peers: list, meta: dict) -> str:
     tols = " / ".join(f"{DTYPE_TOL[dt]:g} ({dt})" for dt in dtypes)
     lines = ["**Low-precision weights**", "",
              "grulite with its weights stored as " + " / ".join(dtypes) + " (`m.astype(dtype)`"
-             + (f", {', '.join(isas)} kernel" if isas else "") + "), timed in the same process right after "
+             + (f", {', '.join(isas)} kernel" if isas else "") + "), timed in the same process and rounds as "
              "float32 grulite (same input, thread count and timer). (×) = grulite float32 time / "
              "low-precision time, > 1 means the low-precision model is faster"
              + (f"; ORT float32 / grulite {vs} = ONNX Runtime's (float32) time over grulite {vs}'s"
@@ -1014,7 +1066,7 @@ def worker(a) -> None:
     """Runs the Python cases for one thread count (in its own process)."""
     threads = a._worker
     peers = [p for p in a.peers.split(",") if p]
-    timer = Timer(a.quick, a.max_time)
+    timer = Timer(a.quick, a.max_time, a.rounds)
     blas = BlasThreads()
     dtypes = parse_dtypes(a.dtypes)
     if dtypes and not hasattr(grulite.Model, "astype"):
@@ -1049,6 +1101,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="few repeats: a smoke test, not a measurement")
     ap.add_argument("--max-time", type=float, default=4.0,
                     help="seconds after which one measurement stops once it has 5 runs (default 4)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="times every runtime of a case in turn this many times over and keeps "
+                         "each one's best, so that a slow spell of the machine does not land on "
+                         "one runtime only (default 3; --quick: 1)")
     ap.add_argument("--json", default=os.path.join(OUT_DIR, "results.json"), help="results file")
     ap.add_argument("--plot", default=os.path.join(OUT_DIR, "bench.png"), help="chart file")
     ap.add_argument("--no-plot", action="store_true", help="don't make the chart")
@@ -1085,12 +1141,13 @@ def main() -> None:
     peers = available_peers(wanted)
     dtypes = parse_dtypes(a.dtypes)
 
-    timer = Timer(a.quick, a.max_time)
+    timer = Timer(a.quick, a.max_time, a.rounds)
     blas = BlasThreads()
     meta = {"schema": 1, "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
             "settings": {"quick": a.quick, "threads": threads_list, "peers": peers,
                          "min_runs": timer.min_runs, "min_time_s": timer.min_time,
+                         "rounds": timer.rounds,
                          "max_time_s": timer.max_time, "floor_runs": timer.floor, "tolerance": TOL,
                          "dtypes": dtypes, "dtype_tolerance": {dt: DTYPE_TOL[dt] for dt in dtypes},
                          "ratio": "peer best time / grulite best time (> 1: grulite faster)",
@@ -1120,7 +1177,8 @@ def main() -> None:
         os.close(fd)
         cmd = [sys.executable, os.path.abspath(__file__), "--_worker", str(threads), "--_out", out,
                "--cases", ",".join(c["name"] for c in py_cases), "--peers", ",".join(peers),
-               "--max-time", str(a.max_time), "--dtypes", ",".join(dtypes)] + (["--quick"] if a.quick else [])
+               "--max-time", str(a.max_time), "--dtypes", ",".join(dtypes),
+               "--rounds", str(a.rounds)] + (["--quick"] if a.quick else [])
         try:
             p = subprocess.run(cmd, timeout=3600)
             if p.returncode != 0:
