@@ -149,6 +149,10 @@ class Timer:
         keeps each one's best: a slow spell of the machine then hits every
         runtime alike instead of whichever was being timed."""
         out: dict = {}
+        # The setup just ran every runtime once (the output checks): give
+        # torch's OpenMP and ORT's spinning pool threads time to go idle, or
+        # they take the cores grulite's threads need.
+        time.sleep(0.3)
         for _ in range(self.rounds):
             for key, fn in fns.items():
                 r = self(fn)
@@ -669,8 +673,8 @@ def run_stream(c, threads_list, peers, timer, blas):
             fns["numpy"] = n_loop
         times = timer.rounds_of(fns)
         del sess
-        per_step = {k: {f: (v / T if f.endswith("_s") else
-                            [w / T for w in v] if f == "round_best_s" else v) for f, v in r.items()}
+        per_step = {k: {f: ([w / T for w in v] if f == "round_best_s" else
+                            v / T if f.endswith("_s") else v) for f, v in r.items()}
                     for k, r in times.items()}
         r = per_step["grulite"]
         r.update(num_threads=nt, isa=grulite_isa(m), steps_per_run=T)
