@@ -51,6 +51,7 @@ from numpy.testing import assert_array_equal
 
 import grulite
 from grulite import GruliteError
+from conftest import random_state_dict
 from helpers_format import (OFF_FILE_SIZE, OFF_INPUT_SIZE, OFF_META_LEN, OFF_META_OFF,
                             OFF_NUM_DENSE, OFF_NUM_LAYERS, OFF_NUM_TENSORS, OFF_VERSION, T_D0,
                             T_OFFSET, child_env, parse_grl, patch, with_crc)
@@ -64,23 +65,7 @@ IS_LINUX = sys.platform.startswith("linux")
 
 
 def make_sd(seed=0, input_size=3, hidden=(17, 17), bidirectional=False, head=(), prefix="gru."):
-    rng = np.random.default_rng(seed)
-    sd = {}
-    D = 2 if bidirectional else 1
-    in_f = input_size
-    for k, H in enumerate(hidden):
-        b = 1.0 / np.sqrt(H)
-        for sfx in ("", "_reverse")[:D]:
-            sd[f"{prefix}weight_ih_l{k}{sfx}"] = rng.uniform(-b, b, (3 * H, in_f)).astype(np.float32)
-            sd[f"{prefix}weight_hh_l{k}{sfx}"] = rng.uniform(-b, b, (3 * H, H)).astype(np.float32)
-            sd[f"{prefix}bias_ih_l{k}{sfx}"] = rng.uniform(-b, b, 3 * H).astype(np.float32)
-            sd[f"{prefix}bias_hh_l{k}{sfx}"] = rng.uniform(-b, b, 3 * H).astype(np.float32)
-        in_f = D * H
-    for j, out_f in enumerate(head):
-        sd[f"fc{j}.weight"] = rng.standard_normal((out_f, in_f)).astype(np.float32) * 0.5
-        sd[f"fc{j}.bias"] = rng.standard_normal(out_f).astype(np.float32) * 0.1
-        in_f = out_f
-    return sd
+    return random_state_dict(seed, input_size, hidden, bidirectional, head, prefix)
 
 
 def rand(shape, seed=0):

@@ -90,35 +90,25 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
             const float *xr = x + r * ldx;
             float *yr = y + r * ldy;
             size_t v = 0;
-            for (; v + GL_NV1 <= nv; v += GL_NV1) {
-                GL_FN(offsets)(p, g0, gc, v, GL_NV1, woff, yoff);
-                GL_MK(1, GL_NV1)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
-                                 yr, ldy);
-            }
-            /* The last < GL_NV1 vectors in groups of 4, 2, 1: one vector at
-             * a time would leave a single FMA chain waiting on its own
-             * latency (H = 64: 12 vectors = 8 + 4). */
+            /* Groups of GL_NV1 vectors, then the rest in groups of 4, 2, 1:
+             * one vector at a time would leave a single FMA chain waiting
+             * on its own latency (H = 64: 12 vectors = 8 + 4). */
+#define GL_ROW_GROUP(N)                                                                   \
+            do {                                                                          \
+                GL_FN(offsets)(p, g0, gc, v, N, woff, yoff);                              \
+                GL_MK(1, N)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, \
+                            1, 1, yr, ldy);                                               \
+                v += N;                                                                   \
+            } while (0)
+            while (v + GL_NV1 <= nv) GL_ROW_GROUP(GL_NV1);
 #if GL_NV1 > 4
-            if (v + 4 <= nv) {
-                GL_FN(offsets)(p, g0, gc, v, 4, woff, yoff);
-                GL_MK(1, 4)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
-                            yr, ldy);
-                v += 4;
-            }
+            if (v + 4 <= nv) GL_ROW_GROUP(4);
 #endif
 #if GL_NV1 > 2
-            if (v + 2 <= nv) {
-                GL_FN(offsets)(p, g0, gc, v, 2, woff, yoff);
-                GL_MK(1, 2)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
-                            yr, ldy);
-                v += 2;
-            }
+            if (v + 2 <= nv) GL_ROW_GROUP(2);
 #endif
-            for (; v < nv; v++) {
-                GL_FN(offsets)(p, g0, gc, v, 1, woff, yoff);
-                GL_MK(1, 1)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, 1, 1,
-                                 yr, ldy);
-            }
+            while (v < nv) GL_ROW_GROUP(1);
+#undef GL_ROW_GROUP
         }
     }
 }

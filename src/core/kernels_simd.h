@@ -178,31 +178,23 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
         }
         for (size_t r = r0 + rfull; r < r0 + rc; r++) {
             v = 0;
-            for (; v + GL_NV1 <= nv; v += GL_NV1) {
-                GL_FN(offsets_q)(p, g0, gc, v, GL_NV1, woff, yoff);
-                GL_MKQ(1, GL_NV1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
-                                  y + r * ldy, ldy);
-            }
-#if GL_NV1 > 4                                     /* the tail in 4, 2, 1 */
-            if (v + 4 <= nv) {
-                GL_FN(offsets_q)(p, g0, gc, v, 4, woff, yoff);
-                GL_MKQ(1, 4)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
-                             y + r * ldy, ldy);
-                v += 4;
-            }
+            /* as in kernels_gemm.h: GL_NV1 vectors at a time, then 4, 2, 1 */
+#define GL_ROW_GROUP(N)                                                                   \
+            do {                                                                          \
+                GL_FN(offsets_q)(p, g0, gc, v, N, woff, yoff);                            \
+                GL_MKQ(1, N)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,      \
+                             y + r * ldy, ldy);                                           \
+                v += N;                                                                   \
+            } while (0)
+            while (v + GL_NV1 <= nv) GL_ROW_GROUP(GL_NV1);
+#if GL_NV1 > 4
+            if (v + 4 <= nv) GL_ROW_GROUP(4);
 #endif
 #if GL_NV1 > 2
-            if (v + 2 <= nv) {
-                GL_FN(offsets_q)(p, g0, gc, v, 2, woff, yoff);
-                GL_MKQ(1, 2)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
-                             y + r * ldy, ldy);
-                v += 2;
-            }
+            if (v + 2 <= nv) GL_ROW_GROUP(2);
 #endif
-            for (; v < nv; v++) {
-                GL_FN(offsets_q)(p, g0, gc, v, 1, woff, yoff);
-                GL_MKQ(1, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale, y + r * ldy, ldy);
-            }
+            while (v < nv) GL_ROW_GROUP(1);
+#undef GL_ROW_GROUP
         }
     }
 }
