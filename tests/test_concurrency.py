@@ -619,3 +619,36 @@ def test_stream_shared_between_threads_does_not_crash():
     assert p.returncode == 0, (f"the child died with status {p.returncode} "
                                f"(negative: killed by signal {-p.returncode})\n{p.stderr[-1500:]}")
     assert p.stdout.startswith("ok")
+
+
+def test_hidden_unit_split_with_more_threads_than_cores():
+    """Single sequences of a large layer run its hidden units on two threads
+    that meet at a spinning barrier once a step (engine.c); with several
+    callers, each with its own pool, there are more threads than cores and
+    the waiters park instead of spinning (threads.c).  Every call must still
+    finish with the serial bits."""
+    sd = random_state_dict(90, I, (264,), head=())
+    m = grulite.from_state_dict(sd, num_threads=2)
+    rng = np.random.default_rng(91)
+    xs = [rng.standard_normal((1, 30, I)).astype(np.float32) for _ in range(6)]
+    serial = grulite.from_state_dict(sd, num_threads=1)
+    want = [serial(x) for x in xs]
+    errors = queue.Queue()
+
+    def worker(k):
+        try:
+            for r in range(12):
+                i = (k + r) % len(xs)
+                y, h = m(xs[i])
+                assert_array_equal(y, want[i][0])
+                assert_array_equal(h, want[i][1])
+        except BaseException as e:      # noqa: BLE001 - reported below
+            errors.put(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+        assert not t.is_alive(), "a caller hung"
+    assert errors.empty(), errors.get()

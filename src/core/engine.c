@@ -261,8 +261,9 @@ static void run_direction(const grulite_model *m, const gl_layer *L, const gl_di
  * Two threads then take half the hidden units each: each reads only its
  * half of W_ih and W_hh (blocks [c0, c1) of the panels, contiguous in the
  * panel layout), runs the gates of its units and writes them into the
- * next step's state, and the two meet at a spinning barrier once a step
- * (twice for the reset-before variant, whose n gate needs all of r*h).
+ * next step's state, and the two meet at a barrier once a step (twice for
+ * the reset-before variant, whose n gate needs all of r*h; threads.c:
+ * spinning while both run, parking when they do not each have a core).
  * Every output is the same chain of operations as on one thread: same
  * bits. */
 
@@ -336,7 +337,8 @@ static void run_split_task(void *ctx, int task)
         k->gemm(T, j->in + row_at(rw, j->in_global, b0, 0) * j->in_w, j->in_w, &ih, 0, 3,
                 sc->xp + x0, ld, tmp);
     }
-    gl_barrier_wait(&j->bar, task);          /* hbuf[0] is filled by the caller */
+    /* No wait here: each task reads only its own columns of xp, and the
+     * caller filled hbuf[0] before the run. */
 
     for (size_t s = 0; s < j->len; s++) {
         const size_t t = j->reverse ? j->len - 1 - s : s;
@@ -371,7 +373,7 @@ static int run_direction_split(const grulite_model *m, const gl_layer *L, const 
 {
     const size_t H = (size_t)L->cfg.hidden_size, nb = w->hh.nb, Hp = nb * GL_LANES;
     if (rw->n != 1 || nb < 2 || panel_bytes(&w->hh) < GL_SPLIT_MIN_BYTES ||
-        !gl_pool_concurrent(pool, 2))
+        !gl_pool_may_spin(pool, 2))
         return 0;
     const size_t len = length_of(p, rw->b0);
     gl_split_job j;
@@ -380,12 +382,13 @@ static int run_direction_split(const grulite_model *m, const gl_layer *L, const 
     j.in = in; j.in_w = in_w; j.in_global = in_global;
     j.out = out; j.out_w = out_w; j.out_global = out_global; j.col = col;
     j.len = len; j.reverse = reverse;
-    j.bar.parties = 2;
+    gl_barrier_init(&j.bar, pool, 2);
     memcpy(sc->h, state + rw->b0 * H, H * sizeof(float));
     memset(sc->h + H, 0, (Hp - H) * sizeof(float));
     memset(sc2->h, 0, Hp * sizeof(float));     /* padding lanes stay 0 in both buffers */
     if (!L->cfg.reset_after) memset(sc->rh, 0, Hp * sizeof(float));
     gl_pool_run(pool, 2, run_split_task, &j);
+    gl_barrier_done(&j.bar);
     memcpy(state + rw->b0 * H, (len & 1 ? sc2->h : sc->h), H * sizeof(float));
     return 1;
 }

@@ -113,23 +113,30 @@ GL_HIDDEN void gl_pool_run(gl_pool *p, int tasks, gl_task_fn fn, void *ctx);
 GL_HIDDEN int gl_cpu_count(void);
 
 /* Whether tasks 0 .. tasks-1 of one gl_pool_run on p run at the same time,
- * each on its own thread: only then may they wait for each other
- * (gl_barrier_wait).  Needs pthreads and the compiler's atomics. */
-GL_HIDDEN int gl_pool_concurrent(const gl_pool *p, int tasks);
+ * each on its own thread, so that they may wait for each other
+ * (gl_barrier_wait), and whether that is worth trying now: after a run
+ * whose barrier had to park a thread (more threads than cores, e.g.
+ * several callers each with a pool), the next GL_SPIN_BACKOFF asks say no.
+ * Needs pthreads and the compiler's atomics. */
+GL_HIDDEN int gl_pool_may_spin(gl_pool *p, int tasks);
 
-/* A spinning barrier for the concurrent tasks 0 .. parties-1 of one run:
+/* A barrier for the concurrent tasks 0 .. parties-1 of one run on `pool`:
  * each party counts its crossings in a flag of its own cache line and
- * waits for the others' flags to catch up, so a crossing costs about one
- * cache-line transfer between cores (yields the CPU after a while when a
- * party has no core).  Zero-initialize, then set parties (at most
- * GL_BARRIER_MAX). */
+ * waits for the others' flags to catch up, spinning briefly (a crossing
+ * costs about one cache-line transfer between cores), then parking on the
+ * pool's condition variable.  gl_barrier_init before the run,
+ * gl_barrier_done after it (it reports parking to the pool). */
 #define GL_BARRIER_MAX 2
 typedef struct gl_barrier {
     char pad0[64];
-    struct { unsigned long crossings; char pad[120]; } flag[GL_BARRIER_MAX];
+    struct { unsigned long crossings; int woke; char pad[116]; } flag[GL_BARRIER_MAX];
     int parties;
+    int parks;               /* parks so far in this run (atomic) */
+    gl_pool *pool;
 } gl_barrier;
+GL_HIDDEN void gl_barrier_init(gl_barrier *b, gl_pool *pool, int parties);
 GL_HIDDEN void gl_barrier_wait(gl_barrier *b, int party);
+GL_HIDDEN void gl_barrier_done(gl_barrier *b);
 
 /* ---- Scratch -------------------------------------------------------- */
 
