@@ -90,9 +90,6 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
             const float *xr = x + r * ldx;
             float *yr = y + r * ldy;
             size_t v = 0;
-            /* Groups of GL_NV1 vectors, then the rest in groups of 4, 2, 1:
-             * one vector at a time would leave a single FMA chain waiting
-             * on its own latency (H = 64: 12 vectors = 8 + 4). */
 #define GL_ROW_GROUP(N)                                                                   \
             do {                                                                          \
                 GL_FN(offsets)(p, g0, gc, v, N, woff, yoff);                              \
@@ -100,14 +97,7 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
                             1, 1, yr, ldy);                                               \
                 v += N;                                                                   \
             } while (0)
-            while (v + GL_NV1 <= nv) GL_ROW_GROUP(GL_NV1);
-#if GL_NV1 > 4
-            if (v + 4 <= nv) GL_ROW_GROUP(4);
-#endif
-#if GL_NV1 > 2
-            if (v + 2 <= nv) GL_ROW_GROUP(2);
-#endif
-            while (v < nv) GL_ROW_GROUP(1);
+            GL_ROW_GROUPS(GL_ROW_GROUP);   /* kernels_simd.h */
 #undef GL_ROW_GROUP
         }
     }

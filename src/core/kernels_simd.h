@@ -79,6 +79,28 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
 #define GL_MC (16 * GL_MR)
 #define GL_KC 128
 
+/* The vectors of one row of a product, in groups: GL_NV1 at a time, then
+ * the rest in groups of 4, 2, 1 (one vector at a time would leave a single
+ * FMA chain waiting on its own latency: H = 64 has 12 vectors = 8 + 4).
+ * GROUP(N) handles vectors v .. v+N-1 and advances v. */
+#if GL_NV1 > 4
+#  define GL_IF_NV1_ABOVE_4(x) x
+#else
+#  define GL_IF_NV1_ABOVE_4(x)
+#endif
+#if GL_NV1 > 2
+#  define GL_IF_NV1_ABOVE_2(x) x
+#else
+#  define GL_IF_NV1_ABOVE_2(x)
+#endif
+#define GL_ROW_GROUPS(GROUP)                                    \
+    do {                                                        \
+        while (v + GL_NV1 <= nv) GROUP(GL_NV1);                 \
+        GL_IF_NV1_ABOVE_4(if (v + 4 <= nv) GROUP(4);)           \
+        GL_IF_NV1_ABOVE_2(if (v + 2 <= nv) GROUP(2);)           \
+        while (v < nv) GROUP(1);                                \
+    } while (0)
+
 /* One product per weight type (kernels_gemm.h). */
 #define GL_WT float
 #define GL_WNAME f32
@@ -178,7 +200,6 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
         }
         for (size_t r = r0 + rfull; r < r0 + rc; r++) {
             v = 0;
-            /* as in kernels_gemm.h: GL_NV1 vectors at a time, then 4, 2, 1 */
 #define GL_ROW_GROUP(N)                                                                   \
             do {                                                                          \
                 GL_FN(offsets_q)(p, g0, gc, v, N, woff, yoff);                            \
@@ -186,14 +207,7 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
                              y + r * ldy, ldy);                                           \
                 v += N;                                                                   \
             } while (0)
-            while (v + GL_NV1 <= nv) GL_ROW_GROUP(GL_NV1);
-#if GL_NV1 > 4
-            if (v + 4 <= nv) GL_ROW_GROUP(4);
-#endif
-#if GL_NV1 > 2
-            if (v + 2 <= nv) GL_ROW_GROUP(2);
-#endif
-            while (v < nv) GL_ROW_GROUP(1);
+            GL_ROW_GROUPS(GL_ROW_GROUP);
 #undef GL_ROW_GROUP
         }
     }
