@@ -36,7 +36,6 @@ import os
 import struct
 import sys
 import tempfile
-import zipfile
 
 import numpy as np
 
@@ -299,15 +298,16 @@ def case_list() -> list:
 
 
 def _write_npz(path: str, arrays: dict) -> None:
-    """np.savez with a fixed timestamp (deterministic bytes)."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for key in sorted(arrays):
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asanyarray(arrays[key]), allow_pickle=False)
-            zf.writestr(info, member.getvalue())
+    """np.savez with a fixed timestamp (deterministic bytes): make_fixtures'
+    writer, loaded by path (this file is also imported from the tests)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "grulite_make_fixtures_npz", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "make_fixtures.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with open(path, "wb") as f:
+        f.write(mod.npz_bytes(arrays))
 
 
 def generate(out: str) -> list:

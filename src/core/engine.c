@@ -269,30 +269,23 @@ static void run_direction(const grulite_model *m, const gl_layer *L, const gl_di
 
 /* Below this many bytes of W_hh per step, the barrier (~0.2 us here: a
  * cache line between cores and back) costs about what the halved read
- * saves.  Measured, B=1 T=100 (one thread -> two): float32 H=96 (108 KiB)
- * 105 -> 109 us, H=128 (192 KiB) 166 -> 153 us, H=256 569 -> 417 us,
- * H=512 9.3 -> 1.7 ms (3 MiB of W_hh leave L2; each half fits); int8
- * H=192 (108 KiB) 115 -> 116 us, H=256 (192 KiB) 181 -> 151 us. */
+ * saves.  Measured, B=1 T=100 (one thread -> two, best of runs): float32
+ * H=96 (108 KiB) 105 -> 109 us, H=128 (192 KiB) 166 -> 153 us; int8
+ * H=192 (108 KiB) 115 -> 116 us, H=256 (192 KiB) 181 -> 151 us.  Means of
+ * 100 calls from Python: float32 H=256 722 -> 475 us, H=512 10.4 -> 1.75
+ * ms (3 MiB of W_hh leave L2; each half fits). */
 #define GL_SPLIT_MIN_BYTES ((size_t)160 * 1024)
 
 /* Blocks [c0, c1) of a panel as a panel of their own. */
 static gl_panel sub_panel(const gl_panel *p, size_t c0, size_t c1)
 {
     gl_panel s = *p;
-    const size_t esz = p->dtype == GRULITE_DTYPE_F16 ? 2 : p->dtype == GRULITE_DTYPE_I8 ? 1 : 4;
-    const size_t k = p->dtype == GRULITE_DTYPE_I8 ? 4 * gl_panel_k4(p->K) : p->K;
-    s.w = (const unsigned char *)p->w + c0 * k * p->G * GL_LANES * esz;
+    s.w = (const unsigned char *)p->w + c0 * (gl_panel_bytes(p) / p->nb);   /* blocks are equal */
     if (p->b) s.b = p->b + c0 * p->G * GL_LANES;
     if (p->scale) s.scale = p->scale + c0 * p->G * GL_LANES;
     s.nb = c1 - c0;
     s.H = (c1 * GL_LANES < p->H ? c1 * GL_LANES : p->H) - c0 * GL_LANES;
     return s;
-}
-
-static size_t panel_bytes(const gl_panel *p)
-{
-    const size_t esz = p->dtype == GRULITE_DTYPE_F16 ? 2 : p->dtype == GRULITE_DTYPE_I8 ? 1 : 4;
-    return gl_panel_elems(p) * esz;
 }
 
 typedef struct gl_split_job {
@@ -372,7 +365,7 @@ static int run_direction_split(const grulite_model *m, const gl_layer *L, const 
                                float *state, int reverse)
 {
     const size_t H = (size_t)L->cfg.hidden_size, nb = w->hh.nb, Hp = nb * GL_LANES;
-    if (rw->n != 1 || nb < 2 || panel_bytes(&w->hh) < GL_SPLIT_MIN_BYTES ||
+    if (rw->n != 1 || nb < 2 || gl_panel_bytes(&w->hh) < GL_SPLIT_MIN_BYTES ||
         !gl_pool_may_spin(pool, 2))
         return 0;
     const size_t len = length_of(p, rw->b0);

@@ -144,11 +144,6 @@ static int ref_dtype(const gl_tensor_ref *t)
     return t->kind == GL_MATRIX ? t->panel->dtype : GRULITE_DTYPE_F32;
 }
 
-static size_t dtype_size(int dtype)
-{
-    return dtype == GRULITE_DTYPE_F16 ? 2 : dtype == GRULITE_DTYPE_I8 ? 1 : 4;
-}
-
 /* Elements the tensor occupies in the file. */
 static size_t ref_elems(const gl_tensor_ref *t)
 {
@@ -351,7 +346,7 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
     gl_writer *w = ctx;
     const int dtype = ref_dtype(ref);
     size_t bytes, next;
-    if (gl_mul(ref_elems(ref), dtype_size(dtype), &bytes) || gl_add(w->data_pos, bytes, &next) ||
+    if (gl_mul(ref_elems(ref), gl_dtype_bytes(dtype), &bytes) || gl_add(w->data_pos, bytes, &next) ||
         gl_align_up(next, &next))
         return GRULITE_E_TOO_LARGE;
     if (w->buf) {
@@ -665,7 +660,7 @@ static int read_fn(const gl_tensor_ref *ref, void *ctx)
                     (unsigned long)gates, (unsigned long)want0, (unsigned long)want1,
                     (unsigned long)ref->panel->G);
     size_t bytes, end;
-    if (gl_mul(ref_elems(ref), dtype_size(want_dtype), &bytes) ||
+    if (gl_mul(ref_elems(ref), gl_dtype_bytes(want_dtype), &bytes) ||
         off > (uint64_t)SIZE_MAX || gl_add((size_t)off, bytes, &end))
         return fail(r->msg, r->msg_size, GRULITE_E_TOO_LARGE, "tensor %s: size overflows", ref->name);
     if (off % GL_ALIGN != 0)

@@ -65,6 +65,32 @@ static inline size_t gl_panel_elems(const gl_panel *p)
     return p->nb * K * p->G * GL_LANES;
 }
 
+/* Bytes of one stored weight of a dtype (float32, IEEE half, int8). */
+static inline size_t gl_dtype_bytes(int dtype)
+{
+    return dtype == GRULITE_DTYPE_F16 ? 2 : dtype == GRULITE_DTYPE_I8 ? 1 : 4;
+}
+
+/* Bytes of panel p's matrix. */
+static inline size_t gl_panel_bytes(const gl_panel *p)
+{
+    return gl_panel_elems(p) * gl_dtype_bytes(p->dtype);
+}
+
+/* Byte offsets in an int8 panel of vectors v .. v+n-1 of a product over
+ * gates [g0, g0+gc) (vector v is block v / gc, gate g0 + v % gc), and
+ * their slots in a y row; one division, then steps. */
+static inline void gl_panel_offsets_q(const gl_panel *p, size_t g0, size_t gc, size_t v,
+                                      size_t n, size_t *woff, size_t *yoff)
+{
+    size_t b = v / gc, g = g0 + v % gc;
+    for (size_t j = 0; j < n; j++) {
+        woff[j] = (b * gl_panel_k4(p->K) * p->G + g) * GL_LANES * 4;
+        yoff[j] = (b * p->G + g) * GL_LANES;
+        if (++g == g0 + gc) { g = g0; b++; }
+    }
+}
+
 /* Index of the weight from input k to output 16*b + l of gate g. */
 static inline size_t gl_panel_index(const gl_panel *p, size_t b, size_t k, size_t g, size_t l)
 {

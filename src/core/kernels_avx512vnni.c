@@ -110,18 +110,6 @@ VNNI_DEFINE_MK(1, 4)
 VNNI_DEFINE_MK(1, 2)
 VNNI_DEFINE_MK(1, 1)
 
-/* Byte offsets of vectors v .. v+n-1 in the panel, and their y slots. */
-static void vnni_offsets(const gl_panel *p, size_t g0, size_t gc, size_t v, size_t n,
-                         size_t *woff, size_t *yoff)
-{
-    size_t b = v / gc, g = g0 + v % gc;
-    for (size_t j = 0; j < n; j++) {
-        woff[j] = (b * gl_panel_k4(p->K) * p->G + g) * GL_LANES * 4;
-        yoff[j] = (b * p->G + g) * GL_LANES;
-        if (++g == g0 + gc) { g = g0; b++; }
-    }
-}
-
 /* The products of `rows` quantized rows (xq, sx, sumq from quantize_rows). */
 static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *sx,
                         const int32_t *sumq, const gl_panel *p, size_t g0, size_t gc,
@@ -136,13 +124,13 @@ static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *
         const size_t rfull = rc - rc % VNNI_MR;
         size_t v = 0;
         for (; v + VNNI_NV_MR <= nv; v += VNNI_NV_MR) {
-            vnni_offsets(p, g0, gc, v, VNNI_NV_MR, woff, yoff);
+            gl_panel_offsets_q(p, g0, gc, v, VNNI_NV_MR, woff, yoff);
             for (size_t r = r0; r < r0 + rfull; r += VNNI_MR)
                 VNNI_MK(4, 4)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
                               sumq + r, y + r * ldy, ldy);
         }
         for (; v < nv; v++) {
-            vnni_offsets(p, g0, gc, v, 1, woff, yoff);
+            gl_panel_offsets_q(p, g0, gc, v, 1, woff, yoff);
             for (size_t r = r0; r < r0 + rfull; r += VNNI_MR)
                 VNNI_MK(4, 1)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
                               sumq + r, y + r * ldy, ldy);
@@ -150,24 +138,24 @@ static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *
         for (size_t r = r0 + rfull; r < r0 + rc; r++) {
             v = 0;
             for (; v + VNNI_NV1 <= nv; v += VNNI_NV1) {
-                vnni_offsets(p, g0, gc, v, VNNI_NV1, woff, yoff);
+                gl_panel_offsets_q(p, g0, gc, v, VNNI_NV1, woff, yoff);
                 VNNI_MK(1, 8)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
                               sumq + r, y + r * ldy, ldy);
             }
             if (v + 4 <= nv) {                       /* the tail in 4, 2, 1 */
-                vnni_offsets(p, g0, gc, v, 4, woff, yoff);
+                gl_panel_offsets_q(p, g0, gc, v, 4, woff, yoff);
                 VNNI_MK(1, 4)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
                               sumq + r, y + r * ldy, ldy);
                 v += 4;
             }
             if (v + 2 <= nv) {
-                vnni_offsets(p, g0, gc, v, 2, woff, yoff);
+                gl_panel_offsets_q(p, g0, gc, v, 2, woff, yoff);
                 VNNI_MK(1, 2)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
                               sumq + r, y + r * ldy, ldy);
                 v += 2;
             }
             for (; v < nv; v++) {
-                vnni_offsets(p, g0, gc, v, 1, woff, yoff);
+                gl_panel_offsets_q(p, g0, gc, v, 1, woff, yoff);
                 VNNI_MK(1, 1)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
                               sumq + r, y + r * ldy, ldy);
             }

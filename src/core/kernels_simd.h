@@ -118,17 +118,6 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
  * chain over the whole K, then y = acc * scale + bias. */
 #define GL_MKQ(MR, NV) GL_FN(GL_XPASTE4(mkq_, MR, x, NV))
 
-/* Byte offsets of vectors v .. v+n-1 in an int8 panel, and their y slots. */
-static inline void GL_FN(offsets_q)(const gl_panel *p, size_t g0, size_t gc, size_t v, size_t n,
-                                    size_t *woff, size_t *yoff)
-{
-    size_t b = v / gc, g = g0 + v % gc;
-    for (size_t j = 0; j < n; j++) {
-        woff[j] = (b * gl_panel_k4(p->K) * p->G + g) * GL_LANES * 4;
-        yoff[j] = (b * p->G + g) * GL_LANES;
-        if (++g == g0 + gc) { g = g0; b++; }
-    }
-}
 #define GL_DEFINE_MKQ(MR, NV) GL_DEFINE_MKQ_(MR, NV)
 #define GL_DEFINE_MKQ_(MR, NV)                                                      \
 static void GL_MKQ(MR, NV)(size_t K, const float *x, size_t ldx, const uint8_t *w,  \
@@ -187,13 +176,13 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
         const size_t rfull = rc - rc % GL_MR;
         size_t v = 0;
         for (; v + GL_NV_MR <= nv; v += GL_NV_MR) {
-            GL_FN(offsets_q)(p, g0, gc, v, GL_NV_MR, woff, yoff);
+            gl_panel_offsets_q(p, g0, gc, v, GL_NV_MR, woff, yoff);
             for (size_t r = r0; r < r0 + rfull; r += GL_MR)
                 GL_MKQ(GL_MR, GL_NV_MR)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
                                         y + r * ldy, ldy);
         }
         for (; v < nv; v++) {
-            GL_FN(offsets_q)(p, g0, gc, v, 1, woff, yoff);
+            gl_panel_offsets_q(p, g0, gc, v, 1, woff, yoff);
             for (size_t r = r0; r < r0 + rfull; r += GL_MR)
                 GL_MKQ(GL_MR, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
                                  y + r * ldy, ldy);
@@ -202,7 +191,7 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
             v = 0;
 #define GL_ROW_GROUP(N)                                                                   \
             do {                                                                          \
-                GL_FN(offsets_q)(p, g0, gc, v, N, woff, yoff);                            \
+                gl_panel_offsets_q(p, g0, gc, v, N, woff, yoff);                            \
                 GL_MKQ(1, N)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,      \
                              y + r * ldy, ldy);                                           \
                 v += N;                                                                   \
