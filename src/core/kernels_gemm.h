@@ -65,26 +65,30 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
 {
     const size_t nv = p->nb * gc, K = p->K, ks = p->G * GL_LANES;
     size_t woff[GL_MAX_NV], yoff[GL_MAX_NV];
-    for (size_t r0 = 0; r0 < rows; r0 += GL_MC) {
-        const size_t rc = rows - r0 < GL_MC ? rows - r0 : GL_MC;
+    const int one = rows <= GL_ONE_ROWS && rows * K <= GL_ONE_FLOATS;
+    const size_t mc = one ? rows : GL_MC, kcmax = one ? K : GL_KC;
+    for (size_t r0 = 0; r0 < rows; r0 += mc) {
+        const size_t rc = rows - r0 < mc ? rows - r0 : mc;
         const size_t rfull = rc - rc % GL_MR;          /* rows in whole MR groups */
-        for (size_t k0 = 0; k0 < K; k0 += GL_KC) {
-            const size_t kc = K - k0 < GL_KC ? K - k0 : GL_KC;
-            const int start = (k0 == 0), finish = (k0 + kc == K);
-            const GL_WT *w = (const GL_WT *)p->w + k0 * ks;
-            size_t v = 0;
-            for (; v + GL_NV_MR <= nv; v += GL_NV_MR) {
-                GL_FN(offsets)(p, g0, gc, v, GL_NV_MR, woff, yoff);
-                for (size_t r = r0; r < r0 + rfull; r += GL_MR)
-                    GL_MK(GL_MR, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
-                                           p->scale, start, finish, y + r * ldy, ldy);
+        /* Vectors in groups of GL_NV_MR, then one at a time; for each group
+         * its K inputs in blocks, each block over the rows. */
+        for (size_t v = 0; v < nv;) {
+            const size_t nvg = v + GL_NV_MR <= nv ? GL_NV_MR : 1;
+            GL_FN(offsets)(p, g0, gc, v, nvg, woff, yoff);
+            for (size_t k0 = 0; k0 < K; k0 += kcmax) {
+                const size_t kc = K - k0 < kcmax ? K - k0 : kcmax;
+                const int start = (k0 == 0), finish = (k0 + kc == K);
+                const GL_WT *w = (const GL_WT *)p->w + k0 * ks;
+                for (size_t r = r0; r < r0 + rfull; r += GL_MR) {
+                    if (nvg == GL_NV_MR)
+                        GL_MK(GL_MR, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
+                                               p->scale, start, finish, y + r * ldy, ldy);
+                    else
+                        GL_MK(GL_MR, 1)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
+                                        p->scale, start, finish, y + r * ldy, ldy);
+                }
             }
-            for (; v < nv; v++) {
-                GL_FN(offsets)(p, g0, gc, v, 1, woff, yoff);
-                for (size_t r = r0; r < r0 + rfull; r += GL_MR)
-                    GL_MK(GL_MR, 1)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
-                                    p->scale, start, finish, y + r * ldy, ldy);
-            }
+            v += nvg;
         }
         for (size_t r = r0 + rfull; r < r0 + rc; r++) {   /* the last < MR rows, whole K */
             const float *xr = x + r * ldx;

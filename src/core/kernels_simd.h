@@ -73,11 +73,18 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
     }
 }
 
-/* Cache blocking: a block of KC inputs of a group of weight vectors
- * (KC * NV * 64 bytes as float32) stays in L1 while it sweeps a block of
- * MC rows, whose KC inputs (MC * KC * 4 bytes) stay in L2. */
-#define GL_MC (16 * GL_MR)
+/* Cache blocking (kernels_gemm.h).  Many rows (an input projection over
+ * all steps): blocks of GL_MC rows and GL_KC inputs; the KC inputs of a
+ * group of weight vectors (KC * NV * 64 bytes as float32) stay in L1 while
+ * they sweep the block's rows, and the block's inputs and partial sums stay
+ * in L2 with the weights.  Few rows (a step's recurrent product, whose
+ * weights may only fit L3): one block with every input, up to GL_ONE_ROWS
+ * rows and GL_ONE_FLOATS inputs in all, so each weight group is fetched
+ * once, in order, and read from L2 for the other rows; no partial sums. */
+#define GL_MC 64
 #define GL_KC 128
+#define GL_ONE_ROWS 128
+#define GL_ONE_FLOATS 65536
 
 /* The vectors of one row of a product, in groups: GL_NV1 at a time, then
  * the rest in groups of 4, 2, 1 (one vector at a time would leave a single
