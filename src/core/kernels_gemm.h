@@ -6,34 +6,50 @@
  * and undefined again at the end. */
 
 #define GL_MK(MR, NV) GL_FN(GL_XPASTE4(GL_XPASTE2(mk_, GL_WNAME), _, MR, GL_XPASTE2(x, NV)))
+#define GL_MK_PF(MR, NV) GL_FN(GL_XPASTE4(GL_XPASTE2(mkpf_, GL_WNAME), _, MR, GL_XPASTE2(x, NV)))
+
+/* One input k of an MR x NV block: NV weight vectors, MR broadcasts. */
+#define GL_MK_STEP(MR, NV, k)                                                       \
+    do {                                                                            \
+        const GL_WT *wk = w + (k) * kstride;                                        \
+        GL_V wv[NV];                                                                \
+        for (int j = 0; j < NV; j++) wv[j] = GL_LOADW(wk + woff[j]);                \
+        for (int i = 0; i < MR; i++) {                                              \
+            const GL_V xb = GL_V_SET1(x[(size_t)i * ldx + (k)]);                    \
+            for (int j = 0; j < NV; j++) acc[i][j] = GL_V_FMA(xb, wv[j], acc[i][j]); \
+        }                                                                           \
+    } while (0)
 
 /* MR rows x NV vectors over K inputs; acc stays in registers (constant
  * trip counts).  The chain starts from the bias (or 0; 0 for int8, which
  * has a scale) when `start`, else from the partial sums already in y:
  * splitting K into blocks keeps each output's one chain, in order.  With
- * `finish` and a scale: y = acc * scale + bias. */
-#define GL_DEFINE_MK(MR, NV) GL_DEFINE_MK_(MR, NV)
-#define GL_DEFINE_MK_(MR, NV)                                                       \
-static void GL_MK(MR, NV)(size_t K, const float *x, size_t ldx,                    \
-                          const GL_WT *w, size_t kstride,                           \
-                          const size_t *woff, const size_t *yoff,                   \
-                          const float *bias, const float *scale, int start,         \
-                          int finish, float *y, size_t ldy)                         \
+ * `finish` and a scale: y = acc * scale + bias.  The PF variant also
+ * prefetches one cache line from pf onwards into L2 every two inputs. */
+#define GL_DEFINE_MK(MR, NV) GL_DEFINE_MK_(GL_MK(MR, NV), MR, NV, 0)
+#define GL_DEFINE_MK_PF(MR, NV) GL_DEFINE_MK_(GL_MK_PF(MR, NV), MR, NV, 1)
+#define GL_DEFINE_MK_(NAME, MR, NV, PF)                                             \
+static void NAME(size_t K, const float *x, size_t ldx,                             \
+                 const GL_WT *w, size_t kstride,                                    \
+                 const size_t *woff, const size_t *yoff,                            \
+                 const float *bias, const float *scale, int start,                  \
+                 int finish, float *y, size_t ldy, const char *pf)                  \
 {                                                                                   \
     GL_V acc[MR][NV];                                                               \
     for (int i = 0; i < MR; i++)                                                    \
         for (int j = 0; j < NV; j++)                                                \
             acc[i][j] = !start ? GL_V_LOAD(y + (size_t)i * ldy + yoff[j])           \
                         : bias && !scale ? GL_V_LOAD(bias + yoff[j]) : GL_V_ZERO(); \
-    for (size_t k = 0; k < K; k++) {                                                \
-        const GL_WT *wk = w + k * kstride;                                          \
-        GL_V wv[NV];                                                                \
-        for (int j = 0; j < NV; j++) wv[j] = GL_LOADW(wk + woff[j]);                \
-        for (int i = 0; i < MR; i++) {                                              \
-            const GL_V xb = GL_V_SET1(x[(size_t)i * ldx + k]);                      \
-            for (int j = 0; j < NV; j++) acc[i][j] = GL_V_FMA(xb, wv[j], acc[i][j]); \
+    size_t k = 0;                                                                   \
+    if (PF) {                                                                       \
+        for (; k + 2 <= K; k += 2, pf += 64) {                                      \
+            GL_MK_STEP(MR, NV, k);                                                  \
+            GL_MK_STEP(MR, NV, k + 1);                                              \
+            GL_PREFETCH_L2(pf);                                                     \
         }                                                                           \
     }                                                                               \
+    (void)pf;                                                                       \
+    for (; k < K; k++) GL_MK_STEP(MR, NV, k);                                       \
     if (finish && scale) {                                                          \
         for (int j = 0; j < NV; j++) {                                              \
             const GL_V s = GL_V_LOAD(scale + yoff[j]);                              \
@@ -45,6 +61,7 @@ static void GL_MK(MR, NV)(size_t K, const float *x, size_t ldx,                 
         for (int j = 0; j < NV; j++) GL_V_STORE(y + (size_t)i * ldy + yoff[j], acc[i][j]); \
 }
 
+GL_DEFINE_MK_PF(GL_MR, GL_NV_MR)
 GL_DEFINE_MK(GL_MR, GL_NV_MR)
 #if GL_NV_MR != 1
 GL_DEFINE_MK(GL_MR, 1)
@@ -66,26 +83,45 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
     const size_t nv = p->nb * gc, K = p->K, ks = p->G * GL_LANES;
     size_t woff[GL_MAX_NV], yoff[GL_MAX_NV];
     const int one = rows <= GL_ONE_ROWS && rows * K <= GL_ONE_FLOATS;
-    const size_t mc = one ? rows : GL_MC, kcmax = one ? K : GL_KC;
+    size_t mc = rows, kcmax = K;
+    if (!one) {   /* rows whose outputs fill about GL_MC_BYTES, in whole MR groups */
+        const size_t fit = GL_MC_BYTES / (nv * GL_LANES * sizeof(float));
+        mc = fit < GL_MR ? GL_MR : fit > GL_ONE_ROWS ? GL_ONE_ROWS : fit - fit % GL_MR;
+        kcmax = GL_KC;
+    }
+    const int pf_all = p->nb * K * ks * sizeof(GL_WT) > GL_PREFETCH_BYTES;   /* whole panel */
     for (size_t r0 = 0; r0 < rows; r0 += mc) {
         const size_t rc = rows - r0 < mc ? rows - r0 : mc;
         const size_t rfull = rc - rc % GL_MR;          /* rows in whole MR groups */
         /* Vectors in groups of GL_NV_MR, then one at a time; for each group
          * its K inputs in blocks, each block over the rows. */
-        for (size_t v = 0; v < nv;) {
+        for (size_t v = 0; rfull && v < nv;) {
             const size_t nvg = v + GL_NV_MR <= nv ? GL_NV_MR : 1;
             GL_FN(offsets)(p, g0, gc, v, nvg, woff, yoff);
+            /* In one block over weights too large to stay in L2 between
+             * calls, the rows of this group prefetch the panel block after
+             * the group's last one (all of it, in order; the next group
+             * with three gates), half a line per input each, so the next
+             * group's weights come from L2, not L3. */
+            const size_t blk = K * ks, bn = one && pf_all ? woff[nvg - 1] / blk + 1 : p->nb;
+            const GL_WT *next = (const GL_WT *)p->w + bn * blk;
+            const size_t lines = blk * sizeof(GL_WT) / 64;
+            size_t pl = bn < p->nb ? 0 : lines;
             for (size_t k0 = 0; k0 < K; k0 += kcmax) {
                 const size_t kc = K - k0 < kcmax ? K - k0 : kcmax;
                 const int start = (k0 == 0), finish = (k0 + kc == K);
                 const GL_WT *w = (const GL_WT *)p->w + k0 * ks;
-                for (size_t r = r0; r < r0 + rfull; r += GL_MR) {
-                    if (nvg == GL_NV_MR)
-                        GL_MK(GL_MR, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
-                                               p->scale, start, finish, y + r * ldy, ldy);
-                    else
+                for (size_t r = r0; r < r0 + rfull; r += GL_MR, pl += kc / 2) {
+                    if (nvg != GL_NV_MR)
                         GL_MK(GL_MR, 1)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
-                                        p->scale, start, finish, y + r * ldy, ldy);
+                                        p->scale, start, finish, y + r * ldy, ldy, NULL);
+                    else if (pl < lines && kc >= 2)
+                        GL_MK_PF(GL_MR, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff,
+                                                  p->b, p->scale, start, finish, y + r * ldy, ldy,
+                                                  (const char *)next + 64 * pl);
+                    else
+                        GL_MK(GL_MR, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
+                                               p->scale, start, finish, y + r * ldy, ldy, NULL);
                 }
             }
             v += nvg;
@@ -98,7 +134,7 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
             do {                                                                          \
                 GL_FN(offsets)(p, g0, gc, v, N, woff, yoff);                              \
                 GL_MK(1, N)(K, xr, ldx, (const GL_WT *)p->w, ks, woff, yoff, p->b, p->scale, \
-                            1, 1, yr, ldy);                                               \
+                            1, 1, yr, ldy, NULL);                                               \
                 v += N;                                                                   \
             } while (0)
             GL_ROW_GROUPS(GL_ROW_GROUP);   /* kernels_simd.h */
@@ -109,6 +145,7 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
 
 
 #undef GL_MK
+#undef GL_MK_PF
 #undef GL_WT
 #undef GL_WNAME
 #undef GL_LOADW

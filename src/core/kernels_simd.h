@@ -74,17 +74,22 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
 }
 
 /* Cache blocking (kernels_gemm.h).  Many rows (an input projection over
- * all steps): blocks of GL_MC rows and GL_KC inputs; the KC inputs of a
- * group of weight vectors (KC * NV * 64 bytes as float32) stay in L1 while
- * they sweep the block's rows, and the block's inputs and partial sums stay
- * in L2 with the weights.  Few rows (a step's recurrent product, whose
- * weights may only fit L3): one block with every input, up to GL_ONE_ROWS
- * rows and GL_ONE_FLOATS inputs in all, so each weight group is fetched
- * once, in order, and read from L2 for the other rows; no partial sums. */
-#define GL_MC 64
+ * all steps): blocks of rows whose outputs fill about GL_MC_BYTES, and of
+ * GL_KC inputs; the KC inputs of a group of weight vectors (KC * NV * 64
+ * bytes as float32) stay in L1 while they sweep the block's rows, and the
+ * block's inputs and partial sums stay in L2 with the weights.  Few rows
+ * (a step's recurrent product, whose weights may only fit L3): one block
+ * with every input, up to GL_ONE_ROWS rows and GL_ONE_FLOATS inputs in
+ * all, so each weight group is fetched once, in order, and read from L2
+ * for the other rows; no partial sums. */
+#define GL_MC_BYTES (256u << 10)
 #define GL_KC 128
 #define GL_ONE_ROWS 128
 #define GL_ONE_FLOATS 65536
+/* Weights above this size are prefetched group by group in one-block
+ * products: they would not stay in L2 from one step to the next. */
+#define GL_PREFETCH_BYTES (1u << 20)
+#define GL_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 
 /* The vectors of one row of a product, in groups: GL_NV1 at a time, then
  * the rest in groups of 4, 2, 1 (one vector at a time would leave a single
@@ -172,14 +177,18 @@ GL_DEFINE_MKQ(1, 2)
 GL_DEFINE_MKQ(1, 1)
 #endif
 
+/* int8: blocks of 16 row groups, every input at once (at most 4 bytes a
+ * weight, so a group's weights stay in L1 for longer K). */
+#define GL_MC_Q (16 * GL_MR)
+
 static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_panel *p,
                            size_t g0, size_t gc, float *y, size_t ldy)
 {
     const size_t nv = p->nb * gc, K = p->K, qs = p->G * GL_LANES * 4;
     const uint8_t *w = (const uint8_t *)p->w;
     size_t woff[GL_MAX_NV], yoff[GL_MAX_NV];
-    for (size_t r0 = 0; r0 < rows; r0 += GL_MC) {
-        const size_t rc = rows - r0 < GL_MC ? rows - r0 : GL_MC;
+    for (size_t r0 = 0; r0 < rows; r0 += GL_MC_Q) {
+        const size_t rc = rows - r0 < GL_MC_Q ? rows - r0 : GL_MC_Q;
         const size_t rfull = rc - rc % GL_MR;
         size_t v = 0;
         for (; v + GL_NV_MR <= nv; v += GL_NV_MR) {

@@ -1350,6 +1350,11 @@ static const synth_case k_synth[] = {
     { 200, 64, 2, 1, 1, 0, 17, 6 },
     { 16, 48, 1, 2, 1, 0, 8, 11 },
     { 5, 129, 1, 1, 1, 1, 3, 4 },
+    /* B*T above 128 rows with K above a K block: the all-steps input
+     * projection in 64-row blocks and K blocks, a stream step in one block. */
+    { 130, 40, 1, 1, 1, 0, 20, 8 },
+    /* W_hh above 1 MiB: one-block products prefetch the next weights. */
+    { 8, 300, 1, 1, 1, 0, 9, 3 },
 };
 
 #define SYNTH_TOL_F32 2e-5f   /* every kernel set vs generic, same stored weights */
