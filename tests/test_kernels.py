@@ -27,6 +27,12 @@ CASES = [
     (200, 64, 2, False, True, False, 17, 6),
     (16, 48, 1, True, True, False, 8, 11),
     (5, 129, 1, False, True, True, 20, 4),
+    # Weights above 1 MiB, prefetched group by group: W_ih over 90 rows in
+    # row and K blocks; W_hh over 9 rows in one block (reset-before: groups
+    # that straddle panel blocks) and over 130 rows in row blocks.
+    (800, 100, 1, False, True, True, 9, 10),
+    (8, 300, 1, False, True, False, 9, 3),
+    (4, 300, 1, False, True, True, 130, 2),
 ]
 
 

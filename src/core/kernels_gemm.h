@@ -98,12 +98,12 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
         for (size_t v = 0; rfull && v < nv;) {
             const size_t nvg = v + GL_NV_MR <= nv ? GL_NV_MR : 1;
             GL_FN(offsets)(p, g0, gc, v, nvg, woff, yoff);
-            /* In one block over weights too large to stay in L2 between
-             * calls, the rows of this group prefetch the panel block after
-             * the group's last one (all of it, in order; the next group
-             * with three gates), half a line per input each, so the next
-             * group's weights come from L2, not L3. */
-            const size_t blk = K * ks, bn = one && pf_all ? woff[nvg - 1] / blk + 1 : p->nb;
+            /* Over weights too large to stay in L2 (between calls, or
+             * beside a row block's partial sums), the rows of this group
+             * prefetch the panel block after the group's last one (all of
+             * it, in order; the next group with three gates), half a line
+             * per input each, so the next group's weights come from L2. */
+            const size_t blk = K * ks, bn = pf_all ? woff[nvg - 1] / blk + 1 : p->nb;
             const GL_WT *next = (const GL_WT *)p->w + bn * blk;
             const size_t lines = blk * sizeof(GL_WT) / 64;
             size_t pl = bn < p->nb ? 0 : lines;

@@ -86,8 +86,8 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
 #define GL_KC 128
 #define GL_ONE_ROWS 128
 #define GL_ONE_FLOATS 65536
-/* Weights above this size are prefetched group by group in one-block
- * products: they would not stay in L2 from one step to the next. */
+/* Weights above this size are prefetched group by group: they do not
+ * stay in L2 from one step, or one row block, to the next. */
 #define GL_PREFETCH_BYTES (1u << 20)
 #define GL_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 
