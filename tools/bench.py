@@ -204,8 +204,9 @@ class BlasThreads:
             import threadpoolctl  # noqa: F401
             self.tpc = threadpoolctl
             self.info = {"control": "threadpoolctl",
-                         "libraries": [{k: d.get(k) for k in ("internal_api", "version", "num_threads",
-                                                              "architecture", "filepath")}
+                         "libraries": [{k: public_path(d[k]) if k == "filepath" and d.get(k) else d.get(k)
+                                        for k in ("internal_api", "version", "num_threads",
+                                                  "architecture", "filepath")}
                                        for d in threadpoolctl.threadpool_info()]}
             return
         except ImportError:
@@ -243,7 +244,7 @@ class BlasThreads:
                 self.libs.append((p, found))
         libs = []
         for p, found in self.libs:
-            d = {"filepath": p}
+            d = {"filepath": public_path(p)}
             if "get_num_threads" in found:
                 d["num_threads"] = found["get_num_threads"]()
             if "get_corename" in found:
@@ -327,8 +328,23 @@ def machine_info(blas: BlasThreads) -> dict:
     return info
 
 
+def public_path(p: str) -> str:
+    """p as results record it, naming nothing of this machine: relative to
+    the repository inside it, from site-packages/ inside an environment,
+    else the file name alone."""
+    ap = os.path.abspath(p)
+    if ap == ROOT or ap.startswith(ROOT + os.sep):
+        return os.path.relpath(ap, ROOT)
+    parts = ap.split(os.sep)
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            return "/".join(parts[parts.index(marker):])
+    return os.path.basename(ap.rstrip(os.sep)) or ap
+
+
 def versions() -> dict:
-    v = {"grulite": getattr(grulite, "__version__", None), "grulite_path": os.path.dirname(grulite.__file__),
+    v = {"grulite": getattr(grulite, "__version__", None),
+         "grulite_path": public_path(os.path.dirname(grulite.__file__)),
          "grulite_isas": grulite.available_isas() if hasattr(grulite, "available_isas") else None,
          "numpy": np.__version__}
     for mod, key in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("onnx", "onnx")):
@@ -1148,7 +1164,8 @@ def main() -> None:
     timer = Timer(a.quick, a.max_time, a.rounds)
     blas = BlasThreads()
     meta = {"schema": 1, "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+            "command": " ".join([os.path.basename(sys.executable)]
+                                + [public_path(x) if os.path.isabs(x) else x for x in sys.argv]),
             "settings": {"quick": a.quick, "threads": threads_list, "peers": peers,
                          "min_runs": timer.min_runs, "min_time_s": timer.min_time,
                          "rounds": timer.rounds,
