@@ -7,6 +7,7 @@
 
 #define GL_MK(MR, NV) GL_FN(GL_XPASTE4(GL_XPASTE2(mk_, GL_WNAME), _, MR, GL_XPASTE2(x, NV)))
 #define GL_MK_PF(MR, NV) GL_FN(GL_XPASTE4(GL_XPASTE2(mkpf_, GL_WNAME), _, MR, GL_XPASTE2(x, NV)))
+#define GL_MKR(MR, NV) GL_FN(GL_XPASTE4(GL_XPASTE2(mkr_, GL_WNAME), _, MR, GL_XPASTE2(x, NV)))
 
 /* One input k of an MR x NV block: NV weight vectors, MR broadcasts. */
 #define GL_MK_STEP(MR, NV, k)                                                       \
@@ -28,6 +29,7 @@
  * prefetches one cache line from pf onwards into L2 every two inputs. */
 #define GL_DEFINE_MK(MR, NV) GL_DEFINE_MK_(GL_MK(MR, NV), MR, NV, 0)
 #define GL_DEFINE_MK_PF(MR, NV) GL_DEFINE_MK_(GL_MK_PF(MR, NV), MR, NV, 1)
+#define GL_DEFINE_MKR(MR, NV) GL_DEFINE_MK_(GL_MKR(MR, NV), MR, NV, 0)
 #define GL_DEFINE_MK_(NAME, MR, NV, PF)                                             \
 static void NAME(size_t K, const float *x, size_t ldx,                             \
                  const GL_WT *w, size_t kstride,                                    \
@@ -66,6 +68,26 @@ GL_DEFINE_MK(GL_MR, GL_NV_MR)
 #if GL_NV_MR != 1
 GL_DEFINE_MK(GL_MR, 1)
 #endif
+/* The rows after the last whole MR group, 4, 2 and 1 at a time. */
+#if GL_MR > 4
+GL_DEFINE_MKR(4, GL_NV_MR)
+#  if GL_NV_MR != 1
+GL_DEFINE_MKR(4, 1)
+#  endif
+#endif
+#if GL_MR > 2
+GL_DEFINE_MKR(2, GL_NV_MR)
+#  if GL_NV_MR != 1
+GL_DEFINE_MKR(2, 1)
+#  endif
+#endif
+#if GL_MR > 1
+GL_DEFINE_MKR(1, GL_NV_MR)
+#  if GL_NV_MR != 1
+GL_DEFINE_MKR(1, 1)
+#  endif
+#endif
+/* One row (a sequence's step): groups of up to GL_NV1 vectors. */
 GL_DEFINE_MK(1, GL_NV1)
 #if GL_NV1 > 4
 GL_DEFINE_MK(1, 4)
@@ -94,8 +116,9 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
         const size_t rc = rows - r0 < mc ? rows - r0 : mc;
         const size_t rfull = rc - rc % GL_MR;          /* rows in whole MR groups */
         /* Vectors in groups of GL_NV_MR, then one at a time; for each group
-         * its K inputs in blocks, each block over the rows. */
-        for (size_t v = 0; rfull && v < nv;) {
+         * its K inputs in blocks, each block over the rows: MR at a time,
+         * then the rest 4, 2 and 1 at a time while the group is in cache. */
+        for (size_t v = 0; rows > 1 && v < nv;) {
             const size_t nvg = v + GL_NV_MR <= nv ? GL_NV_MR : 1;
             GL_FN(offsets)(p, g0, gc, v, nvg, woff, yoff);
             /* Over weights too large to stay in L2 (between calls, or
@@ -123,10 +146,33 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
                         GL_MK(GL_MR, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,
                                                p->scale, start, finish, y + r * ldy, ldy, NULL);
                 }
+                size_t r = r0 + rfull;
+                const size_t rem = rc - rfull;
+#define GL_REST_ROWS(R)                                                                   \
+                if (rem & (R)) {                                                          \
+                    if (nvg != GL_NV_MR)                                                  \
+                        GL_MKR(R, 1)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,  \
+                                     p->scale, start, finish, y + r * ldy, ldy, NULL);    \
+                    else                                                                  \
+                        GL_MKR(R, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, \
+                                            p->b, p->scale, start, finish, y + r * ldy,   \
+                                            ldy, NULL);                                   \
+                    r += (R);                                                             \
+                }
+#if GL_MR > 4
+                GL_REST_ROWS(4)
+#endif
+#if GL_MR > 2
+                GL_REST_ROWS(2)
+#endif
+#if GL_MR > 1
+                GL_REST_ROWS(1)
+#endif
+#undef GL_REST_ROWS
             }
             v += nvg;
         }
-        for (size_t r = r0 + rfull; r < r0 + rc; r++) {   /* the last < MR rows, whole K */
+        for (size_t r = r0; rows == 1 && r < r0 + rc; r++) {   /* one row: whole K */
             const float *xr = x + r * ldx;
             float *yr = y + r * ldy;
             size_t v = 0;
@@ -146,6 +192,7 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
 
 #undef GL_MK
 #undef GL_MK_PF
+#undef GL_MKR
 #undef GL_WT
 #undef GL_WNAME
 #undef GL_LOADW
