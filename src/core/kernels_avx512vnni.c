@@ -105,6 +105,8 @@ static void VNNI_MK(MR, NV)(size_t K4, const int8_t *xq, size_t ldq, const uint8
 
 VNNI_DEFINE_MK(4, 4)
 VNNI_DEFINE_MK(4, 1)
+VNNI_DEFINE_MK(2, 4)     /* rows after the last group of 4 */
+VNNI_DEFINE_MK(2, 1)
 VNNI_DEFINE_MK(1, 8)
 VNNI_DEFINE_MK(1, 4)
 VNNI_DEFINE_MK(1, 2)
@@ -122,20 +124,29 @@ static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *
     for (size_t r0 = 0; r0 < rows; r0 += VNNI_MC) {
         const size_t rc = rows - r0 < VNNI_MC ? rows - r0 : VNNI_MC;
         const size_t rfull = rc - rc % VNNI_MR;
+        /* Groups of VNNI_NV_MR vectors, then one at a time, each over
+         * the rows: 4 at a time, then 2 and 1 while the group is in cache. */
         size_t v = 0;
-        for (; v + VNNI_NV_MR <= nv; v += VNNI_NV_MR) {
-            gl_panel_offsets_q(p, g0, gc, v, VNNI_NV_MR, woff, yoff);
-            for (size_t r = r0; r < r0 + rfull; r += VNNI_MR)
-                VNNI_MK(4, 4)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
-                              sumq + r, y + r * ldy, ldy);
+        for (; rows > 1 && v < nv;) {
+            const size_t nvg = v + VNNI_NV_MR <= nv ? VNNI_NV_MR : 1;
+            gl_panel_offsets_q(p, g0, gc, v, nvg, woff, yoff);
+#define VNNI_ROWS(R, r)                                                                 \
+            do {                                                                        \
+                if (nvg == VNNI_NV_MR)                                                  \
+                    VNNI_MK(R, 4)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b,     \
+                                  p->scale, sx + (r), sumq + (r), y + (r) * ldy, ldy);  \
+                else                                                                    \
+                    VNNI_MK(R, 1)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b,     \
+                                  p->scale, sx + (r), sumq + (r), y + (r) * ldy, ldy);  \
+            } while (0)
+            size_t r = r0;
+            for (; r < r0 + rfull; r += VNNI_MR) VNNI_ROWS(4, r);
+            if ((rc - rfull) & 2) { VNNI_ROWS(2, r); r += 2; }
+            if ((rc - rfull) & 1) VNNI_ROWS(1, r);
+#undef VNNI_ROWS
+            v += nvg;
         }
-        for (; v < nv; v++) {
-            gl_panel_offsets_q(p, g0, gc, v, 1, woff, yoff);
-            for (size_t r = r0; r < r0 + rfull; r += VNNI_MR)
-                VNNI_MK(4, 1)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
-                              sumq + r, y + r * ldy, ldy);
-        }
-        for (size_t r = r0 + rfull; r < r0 + rc; r++) {
+        for (size_t r = r0; rows == 1 && r < r0 + rc; r++) {   /* one row: wider groups */
             v = 0;
             for (; v + VNNI_NV1 <= nv; v += VNNI_NV1) {
                 gl_panel_offsets_q(p, g0, gc, v, VNNI_NV1, woff, yoff);
