@@ -129,10 +129,12 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
  * of each lane (the byte ^ 0x80) and converts it.  x * q is summed in one
  * chain over the whole K, then y = acc * scale + bias. */
 #define GL_MKQ(MR, NV) GL_FN(GL_XPASTE4(mkq_, MR, x, NV))
+#define GL_MKQR(MR, NV) GL_FN(GL_XPASTE4(mkqr_, MR, x, NV))
 
-#define GL_DEFINE_MKQ(MR, NV) GL_DEFINE_MKQ_(MR, NV)
-#define GL_DEFINE_MKQ_(MR, NV)                                                      \
-static void GL_MKQ(MR, NV)(size_t K, const float *x, size_t ldx, const uint8_t *w,  \
+#define GL_DEFINE_MKQ(MR, NV) GL_DEFINE_MKQ_(GL_MKQ(MR, NV), MR, NV)
+#define GL_DEFINE_MKQR(MR, NV) GL_DEFINE_MKQ_(GL_MKQR(MR, NV), MR, NV)
+#define GL_DEFINE_MKQ_(NAME, MR, NV)                                                \
+static void NAME(size_t K, const float *x, size_t ldx, const uint8_t *w,            \
                            size_t qstride, const size_t *woff, const size_t *yoff,   \
                            const float *bias, const float *scale, float *y,          \
                            size_t ldy)                                               \
@@ -166,6 +168,22 @@ GL_DEFINE_MKQ(GL_MR, GL_NV_MR)
 #if GL_NV_MR != 1
 GL_DEFINE_MKQ(GL_MR, 1)
 #endif
+#if GL_MR > 4                     /* rows after the last whole MR group */
+GL_DEFINE_MKQR(4, GL_NV_MR)
+#  if GL_NV_MR != 1
+GL_DEFINE_MKQR(4, 1)
+#  endif
+#endif
+#if GL_MR > 2
+GL_DEFINE_MKQR(2, GL_NV_MR)
+#  if GL_NV_MR != 1
+GL_DEFINE_MKQR(2, 1)
+#  endif
+#endif
+GL_DEFINE_MKQR(1, GL_NV_MR)
+#if GL_NV_MR != 1
+GL_DEFINE_MKQR(1, 1)
+#endif
 GL_DEFINE_MKQ(1, GL_NV1)
 #if GL_NV1 > 4
 GL_DEFINE_MKQ(1, 4)
@@ -190,21 +208,44 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
     for (size_t r0 = 0; r0 < rows; r0 += GL_MC_Q) {
         const size_t rc = rows - r0 < GL_MC_Q ? rows - r0 : GL_MC_Q;
         const size_t rfull = rc - rc % GL_MR;
-        size_t v = 0;
-        for (; v + GL_NV_MR <= nv; v += GL_NV_MR) {
-            gl_panel_offsets_q(p, g0, gc, v, GL_NV_MR, woff, yoff);
-            for (size_t r = r0; r < r0 + rfull; r += GL_MR)
-                GL_MKQ(GL_MR, GL_NV_MR)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
-                                        y + r * ldy, ldy);
+        /* As the float product (kernels_gemm.h): groups of GL_NV_MR
+         * vectors, then one at a time, each over the rows MR at a time and
+         * then 4, 2 and 1 at a time; a single row takes wider groups. */
+        for (size_t v = 0; rows > 1 && v < nv;) {
+            const size_t nvg = v + GL_NV_MR <= nv ? GL_NV_MR : 1;
+            gl_panel_offsets_q(p, g0, gc, v, nvg, woff, yoff);
+            size_t r = r0;
+            for (; r < r0 + rfull; r += GL_MR) {
+                if (nvg == GL_NV_MR)
+                    GL_MKQ(GL_MR, GL_NV_MR)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b,
+                                            p->scale, y + r * ldy, ldy);
+                else
+                    GL_MKQ(GL_MR, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
+                                     y + r * ldy, ldy);
+            }
+            const size_t rem = rc - rfull;
+#define GL_REST_ROWS(R)                                                                   \
+            if (rem & (R)) {                                                              \
+                if (nvg == GL_NV_MR)                                                      \
+                    GL_MKQR(R, GL_NV_MR)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b,    \
+                                         p->scale, y + r * ldy, ldy);                     \
+                else                                                                      \
+                    GL_MKQR(R, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale, \
+                                  y + r * ldy, ldy);                                      \
+                r += (R);                                                                 \
+            }
+#if GL_MR > 4
+            GL_REST_ROWS(4)
+#endif
+#if GL_MR > 2
+            GL_REST_ROWS(2)
+#endif
+            GL_REST_ROWS(1)
+#undef GL_REST_ROWS
+            v += nvg;
         }
-        for (; v < nv; v++) {
-            gl_panel_offsets_q(p, g0, gc, v, 1, woff, yoff);
-            for (size_t r = r0; r < r0 + rfull; r += GL_MR)
-                GL_MKQ(GL_MR, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
-                                 y + r * ldy, ldy);
-        }
-        for (size_t r = r0 + rfull; r < r0 + rc; r++) {
-            v = 0;
+        for (size_t r = r0; rows == 1 && r < r0 + rc; r++) {   /* one row */
+            size_t v = 0;
 #define GL_ROW_GROUP(N)                                                                   \
             do {                                                                          \
                 gl_panel_offsets_q(p, g0, gc, v, N, woff, yoff);                            \
