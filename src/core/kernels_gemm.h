@@ -108,7 +108,7 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
     size_t mc = rows, kcmax = K;
     if (!one) {   /* rows whose outputs fill about GL_MC_BYTES, in whole MR groups */
         const size_t fit = GL_MC_BYTES / (nv * GL_LANES * sizeof(float));
-        mc = fit < GL_MR ? GL_MR : fit > GL_ONE_ROWS ? GL_ONE_ROWS : fit - fit % GL_MR;
+        mc = fit < GL_MC_MIN ? GL_MC_MIN : fit > GL_ONE_ROWS ? GL_ONE_ROWS : fit - fit % GL_MR;
         kcmax = GL_KC;
     }
     const int pf_all = p->nb * K * ks * sizeof(GL_WT) > GL_PREFETCH_BYTES;   /* whole panel */

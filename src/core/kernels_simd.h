@@ -74,15 +74,18 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
 }
 
 /* Cache blocking (kernels_gemm.h).  Many rows (an input projection over
- * all steps): blocks of rows whose outputs fill about GL_MC_BYTES, and of
- * GL_KC inputs; the KC inputs of a group of weight vectors (KC * NV * 64
- * bytes as float32) stay in L1 while they sweep the block's rows, and the
- * block's inputs and partial sums stay in L2 with the weights.  Few rows
+ * all steps): blocks of rows whose outputs fill about GL_MC_BYTES (fewer
+ * rows let the weights stay in L2 beside the outputs written), but at
+ * least GL_MC_MIN (each block reads all the weights: fewer rows would wait
+ * on L3 for them), and of GL_KC inputs; the KC inputs of a group of weight
+ * vectors (KC * NV * 64 bytes as float32) stay in L1 while they sweep the
+ * block's rows, and the block's inputs stay in L2.  Few rows
  * (a step's recurrent product, whose weights may only fit L3): one block
  * with every input, up to GL_ONE_ROWS rows and GL_ONE_FLOATS inputs in
  * all, so each weight group is fetched once, in order, and read from L2
  * for the other rows; no partial sums. */
 #define GL_MC_BYTES (256u << 10)
+#define GL_MC_MIN 64
 #define GL_KC 128
 #define GL_ONE_ROWS 128
 #define GL_ONE_FLOATS 65536
