@@ -147,9 +147,8 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
                                                p->scale, start, finish, y + r * ldy, ldy, NULL);
                 }
                 size_t r = r0 + rfull;
-                const size_t rem = rc - rfull;
-#define GL_REST_ROWS(R)                                                                   \
-                if (rem & (R)) {                                                          \
+#define GL_REST_GROUP(R)                                                                  \
+                do {                                                                      \
                     if (nvg != GL_NV_MR)                                                  \
                         GL_MKR(R, 1)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, p->b,  \
                                      p->scale, start, finish, y + r * ldy, ldy, NULL);    \
@@ -157,18 +156,9 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
                         GL_MKR(R, GL_NV_MR)(kc, x + r * ldx + k0, ldx, w, ks, woff, yoff, \
                                             p->b, p->scale, start, finish, y + r * ldy,   \
                                             ldy, NULL);                                   \
-                    r += (R);                                                             \
-                }
-#if GL_MR > 4
-                GL_REST_ROWS(4)
-#endif
-#if GL_MR > 2
-                GL_REST_ROWS(2)
-#endif
-#if GL_MR > 1
-                GL_REST_ROWS(1)
-#endif
-#undef GL_REST_ROWS
+                } while (0)
+                GL_REST_ROWS(rc - rfull, r, GL_REST_GROUP);   /* kernels_simd.h */
+#undef GL_REST_GROUP
             }
             v += nvg;
         }

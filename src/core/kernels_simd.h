@@ -116,6 +116,26 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
         while (v < nv) GROUP(1);                                \
     } while (0)
 
+/* The rows of a product after its last whole group of GL_MR rows, 4, 2
+ * and 1 at a time (rem < GL_MR of them, from row r; GL_MR is 8, 4 or 2).
+ * GROUP(R) handles rows r .. r+R-1; r advances. */
+#if GL_MR > 4
+#  define GL_IF_MR_ABOVE_4(x) x
+#else
+#  define GL_IF_MR_ABOVE_4(x)
+#endif
+#if GL_MR > 2
+#  define GL_IF_MR_ABOVE_2(x) x
+#else
+#  define GL_IF_MR_ABOVE_2(x)
+#endif
+#define GL_REST_ROWS(rem, r, GROUP)                                 \
+    do {                                                            \
+        GL_IF_MR_ABOVE_4(if ((rem) & 4) { GROUP(4); (r) += 4; })    \
+        GL_IF_MR_ABOVE_2(if ((rem) & 2) { GROUP(2); (r) += 2; })    \
+        if ((rem) & 1) { GROUP(1); (r) += 1; }                      \
+    } while (0)
+
 /* One product per weight type (kernels_gemm.h). */
 #define GL_WT float
 #define GL_WNAME f32
@@ -226,25 +246,17 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
                     GL_MKQ(GL_MR, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
                                      y + r * ldy, ldy);
             }
-            const size_t rem = rc - rfull;
-#define GL_REST_ROWS(R)                                                                   \
-            if (rem & (R)) {                                                              \
+#define GL_REST_GROUP(R)                                                                  \
+            do {                                                                          \
                 if (nvg == GL_NV_MR)                                                      \
                     GL_MKQR(R, GL_NV_MR)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b,    \
                                          p->scale, y + r * ldy, ldy);                     \
                 else                                                                      \
                     GL_MKQR(R, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale, \
                                   y + r * ldy, ldy);                                      \
-                r += (R);                                                                 \
-            }
-#if GL_MR > 4
-            GL_REST_ROWS(4)
-#endif
-#if GL_MR > 2
-            GL_REST_ROWS(2)
-#endif
-            GL_REST_ROWS(1)
-#undef GL_REST_ROWS
+            } while (0)
+            GL_REST_ROWS(rc - rfull, r, GL_REST_GROUP);
+#undef GL_REST_GROUP
             v += nvg;
         }
         for (size_t r = r0; rows == 1 && r < r0 + rc; r++) {   /* one row */
