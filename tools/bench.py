@@ -74,6 +74,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
+import importlib.machinery
 import io
 import json
 import os
@@ -95,7 +96,11 @@ OUT_DIR = os.path.join(HERE, "bench")
 
 # Prefer the in-place build of this checkout (python setup.py build_ext
 # --inplace) over an installed grulite, unless PYTHONPATH says otherwise.
-if not os.environ.get("PYTHONPATH") and glob.glob(os.path.join(ROOT, "src", "grulite", "_core*")):
+# Only a compiled extension counts: `pip install .` leaves the generated
+# _core.c in the tree, and that alone is not an importable build.
+if not os.environ.get("PYTHONPATH") and any(
+        os.path.exists(os.path.join(ROOT, "src", "grulite", "_core" + suffix))
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES):
     sys.path.insert(0, os.path.join(ROOT, "src"))
 
 import grulite  # noqa: E402

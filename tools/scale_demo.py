@@ -24,7 +24,7 @@ transfer: how many times each worker unpickled (and mapped) the model.
 from __future__ import annotations
 
 import argparse
-import glob
+import importlib.machinery
 import logging
 import os
 import platform
@@ -40,7 +40,11 @@ ROOT = os.path.dirname(HERE)
 # Prefer the in-place build of this checkout (python setup.py build_ext
 # --inplace) over an installed grulite, unless PYTHONPATH says otherwise
 # (as tools/bench.py does; worker processes inherit sys.path).
-if not os.environ.get("PYTHONPATH") and glob.glob(os.path.join(ROOT, "src", "grulite", "_core*")):
+# Only a compiled extension counts: `pip install .` leaves the generated
+# _core.c in the tree, and that alone is not an importable build.
+if not os.environ.get("PYTHONPATH") and any(
+        os.path.exists(os.path.join(ROOT, "src", "grulite", "_core" + suffix))
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES):
     sys.path.insert(0, os.path.join(ROOT, "src"))
 
 import grulite  # noqa: E402
