@@ -16,7 +16,9 @@
  * Every kernel computes each output as bias + x[0]*w[0] + x[1]*w[1] + ...
  * with one accumulator, k ascending.  Results therefore do not depend on
  * how many rows are computed together or on which thread: a stream, a
- * batch and a threaded batch give the same bits on one ISA. */
+ * batch and a threaded batch give the same bits on one ISA.  (NaNs aside:
+ * where two NaN operands meet, the compiler's choice of FMA form decides
+ * which one comes out, and that choice differs between kernels.) */
 #ifndef GRULITE_KERNELS_H
 #define GRULITE_KERNELS_H
 
