@@ -112,6 +112,30 @@ VNNI_DEFINE_MK(1, 4)
 VNNI_DEFINE_MK(1, 2)
 VNNI_DEFINE_MK(1, 1)
 
+/* One quantized row (a sequence's step): groups of 8 vectors, then 4, 2, 1;
+ * out of line, as gemv_f32 in kernels_gemm.h. */
+__attribute__((noinline)) static void vnni_gemv_q(const int8_t *xq, const float *sx,
+                                                  const int32_t *sumq, const gl_panel *p,
+                                                  size_t g0, size_t gc, float *y)
+{
+    const size_t K4 = gl_panel_k4(p->K), ldq = 4 * K4;
+    const size_t nv = p->nb * gc, qs = p->G * GL_LANES * 4;
+    const uint8_t *w = p->w;
+    size_t woff[VNNI_NV1], yoff[VNNI_NV1];
+    size_t v = 0;
+#define VNNI_ROW_GROUP(N)                                                               \
+    do {                                                                                \
+        gl_panel_offsets_q(p, g0, gc, v, N, woff, yoff);                                \
+        VNNI_MK(1, N)(K4, xq, ldq, w, qs, woff, yoff, p->b, p->scale, sx, sumq, y, 0);  \
+        v += N;                                                                         \
+    } while (0)
+    while (v + VNNI_NV1 <= nv) VNNI_ROW_GROUP(8);
+    if (v + 4 <= nv) VNNI_ROW_GROUP(4);
+    if (v + 2 <= nv) VNNI_ROW_GROUP(2);
+    while (v < nv) VNNI_ROW_GROUP(1);
+#undef VNNI_ROW_GROUP
+}
+
 /* The products of `rows` quantized rows (xq, sx, sumq from quantize_rows). */
 static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *sx,
                         const int32_t *sumq, const gl_panel *p, size_t g0, size_t gc,
@@ -121,13 +145,16 @@ static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *
     const size_t nv = p->nb * gc, qs = p->G * GL_LANES * 4;
     const uint8_t *w = p->w;
     size_t woff[VNNI_NV1], yoff[VNNI_NV1];
+    if (rows == 1) {
+        vnni_gemv_q(xq, sx, sumq, p, g0, gc, y);
+        return;
+    }
     for (size_t r0 = 0; r0 < rows; r0 += VNNI_MC) {
         const size_t rc = rows - r0 < VNNI_MC ? rows - r0 : VNNI_MC;
         const size_t rfull = rc - rc % VNNI_MR;
         /* Groups of VNNI_NV_MR vectors, then one at a time, each over
          * the rows: 4 at a time, then 2 and 1 while the group is in cache. */
-        size_t v = 0;
-        for (; rows > 1 && v < nv;) {
+        for (size_t v = 0; v < nv;) {
             const size_t nvg = v + VNNI_NV_MR <= nv ? VNNI_NV_MR : 1;
             gl_panel_offsets_q(p, g0, gc, v, nvg, woff, yoff);
 #define VNNI_ROWS(R, r)                                                                 \
@@ -145,31 +172,6 @@ static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *
             if ((rc - rfull) & 1) VNNI_ROWS(1, r);
 #undef VNNI_ROWS
             v += nvg;
-        }
-        for (size_t r = r0; rows == 1 && r < r0 + rc; r++) {   /* one row: wider groups */
-            v = 0;
-            for (; v + VNNI_NV1 <= nv; v += VNNI_NV1) {
-                gl_panel_offsets_q(p, g0, gc, v, VNNI_NV1, woff, yoff);
-                VNNI_MK(1, 8)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
-                              sumq + r, y + r * ldy, ldy);
-            }
-            if (v + 4 <= nv) {                       /* the tail in 4, 2, 1 */
-                gl_panel_offsets_q(p, g0, gc, v, 4, woff, yoff);
-                VNNI_MK(1, 4)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
-                              sumq + r, y + r * ldy, ldy);
-                v += 4;
-            }
-            if (v + 2 <= nv) {
-                gl_panel_offsets_q(p, g0, gc, v, 2, woff, yoff);
-                VNNI_MK(1, 2)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
-                              sumq + r, y + r * ldy, ldy);
-                v += 2;
-            }
-            for (; v < nv; v++) {
-                gl_panel_offsets_q(p, g0, gc, v, 1, woff, yoff);
-                VNNI_MK(1, 1)(K4, xq + r * ldq, ldq, w, qs, woff, yoff, p->b, p->scale, sx + r,
-                              sumq + r, y + r * ldy, ldy);
-            }
         }
     }
 }

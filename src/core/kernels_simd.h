@@ -218,9 +218,28 @@ GL_DEFINE_MKQ(1, 2)
 GL_DEFINE_MKQ(1, 1)
 #endif
 
-/* int8: blocks of 16 row groups, every input at once (at most 4 bytes a
- * weight, so a group's weights stay in L1 for longer K). */
+/* int8: blocks of 16 MR-row groups with every input at once (a byte a
+ * weight, a quarter of float32, so a group's weights stay in L1 for
+ * longer K). */
 #define GL_MC_Q (16 * GL_MR)
+
+/* One row: groups of up to GL_NV1 vectors; out of line, as gemv_f32. */
+__attribute__((noinline)) static void GL_FN(gemv_i8)(const float *x, const gl_panel *p,
+                                                     size_t g0, size_t gc, float *y)
+{
+    const size_t nv = p->nb * gc, K = p->K, qs = p->G * GL_LANES * 4;
+    const uint8_t *w = (const uint8_t *)p->w;
+    size_t woff[GL_MAX_NV], yoff[GL_MAX_NV];
+    size_t v = 0;
+#define GL_ROW_GROUP(N)                                                                   \
+    do {                                                                                  \
+        gl_panel_offsets_q(p, g0, gc, v, N, woff, yoff);                                  \
+        GL_MKQ(1, N)(K, x, 0, w, qs, woff, yoff, p->b, p->scale, y, 0);                   \
+        v += N;                                                                           \
+    } while (0)
+    GL_ROW_GROUPS(GL_ROW_GROUP);
+#undef GL_ROW_GROUP
+}
 
 static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_panel *p,
                            size_t g0, size_t gc, float *y, size_t ldy)
@@ -228,13 +247,17 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
     const size_t nv = p->nb * gc, K = p->K, qs = p->G * GL_LANES * 4;
     const uint8_t *w = (const uint8_t *)p->w;
     size_t woff[GL_MAX_NV], yoff[GL_MAX_NV];
+    if (rows == 1) {
+        GL_FN(gemv_i8)(x, p, g0, gc, y);
+        return;
+    }
     for (size_t r0 = 0; r0 < rows; r0 += GL_MC_Q) {
         const size_t rc = rows - r0 < GL_MC_Q ? rows - r0 : GL_MC_Q;
         const size_t rfull = rc - rc % GL_MR;
         /* As the float product (kernels_gemm.h): groups of GL_NV_MR
          * vectors, then one at a time, each over the rows MR at a time and
-         * then 4, 2 and 1 at a time; a single row takes wider groups. */
-        for (size_t v = 0; rows > 1 && v < nv;) {
+         * then 4, 2 and 1 at a time. */
+        for (size_t v = 0; v < nv;) {
             const size_t nvg = v + GL_NV_MR <= nv ? GL_NV_MR : 1;
             gl_panel_offsets_q(p, g0, gc, v, nvg, woff, yoff);
             size_t r = r0;
@@ -258,18 +281,6 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
             GL_REST_ROWS(rc - rfull, r, GL_REST_GROUP);
 #undef GL_REST_GROUP
             v += nvg;
-        }
-        for (size_t r = r0; rows == 1 && r < r0 + rc; r++) {   /* one row */
-            size_t v = 0;
-#define GL_ROW_GROUP(N)                                                                   \
-            do {                                                                          \
-                gl_panel_offsets_q(p, g0, gc, v, N, woff, yoff);                            \
-                GL_MKQ(1, N)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,      \
-                             y + r * ldy, ldy);                                           \
-                v += N;                                                                   \
-            } while (0)
-            GL_ROW_GROUPS(GL_ROW_GROUP);
-#undef GL_ROW_GROUP
         }
     }
 }
