@@ -104,6 +104,12 @@ def test_bits_do_not_depend_on_threads_or_batch_split(isa):
     y2, h2 = m(x, lengths=lengths)
     assert_array_equal(y1, y2)
     assert_array_equal(h1, h2)
+    # Time-major input, on 2 threads: 12 + 11 rows (a product per step) and
+    # 1 + 1 rows (one strided product over the steps).
+    for B in (23, 2):
+        yt, ht = m(x[:B].transpose(1, 0, 2), lengths=lengths[:B], batch_first=False)
+        assert_array_equal(yt.transpose(1, 0, 2), y1[:B])
+        assert_array_equal(ht, h1[:, :B])
     # Each sequence alone gives the same bits as inside the batch.
     for b in (0, 7, 8, 22):
         yb, hb = m(x[b:b + 1], lengths=lengths[b:b + 1])
@@ -206,9 +212,11 @@ def test_hidden_units_in_parallel_bit_identical(isa, dtype, reset_after):
     m.num_threads = 2
     y2, h2 = m(x, h0)
     y2l, h2l = m(x, h0, lengths=[23])
-    for a, b in ((y1, y2), (y1l, y2l)):
+    # Time-major input: its one row's steps are read B rows apart.
+    y2t, h2t = m(x.transpose(1, 0, 2), h0, batch_first=False)
+    for a, b in ((y1, y2), (y1l, y2l), (y1, y2t.transpose(1, 0, 2))):
         assert_array_equal(a, b)
-    for a, b in zip(h1 + h1l, h2 + h2l):
+    for a, b in zip(h1 + h1l + h1, h2 + h2l + h2t):
         assert_array_equal(a, b)
     assert m.config.layers[0].reverse and not m.config.layers[1].reverse
     # and right: the generic reference kernel on one thread

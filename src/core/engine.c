@@ -172,6 +172,27 @@ static inline size_t length_of(const gl_pass *p, size_t b)
     return p->lengths ? (size_t)p->lengths[b] : (size_t)p->steps;
 }
 
+/* Input projection of every step at once, xp = x W_ih^T + b_ih, for the
+ * task's rows: one product over all n*T rows when they lie evenly spaced
+ * in `in` (batch-first or local input; time-major input with the whole
+ * batch, or a single row, whose steps are B rows apart), else one product
+ * per step.  xp rows follow row_at's local layout. */
+static void input_projection(const gl_kernels *k, const gl_panel *ih, const gl_rows *rw,
+                             const float *in, size_t in_w, int in_global, float *xp, size_t ld,
+                             void *tmp)
+{
+    const size_t n = rw->n, T = rw->T, b0 = rw->b0;
+    const int time_major = in_global && !rw->bf;
+    if (time_major && n != rw->B && n != 1) {
+        for (size_t t = 0; t < T; t++)            /* rows of one step are contiguous */
+            k->gemm(n, in + row_at(rw, 1, b0, t) * in_w, in_w, ih, 0, 3,
+                    xp + row_at(rw, 0, b0, t) * ld, ld, tmp);
+        return;
+    }
+    const size_t ldx = time_major && n == 1 ? rw->B * in_w : in_w;
+    k->gemm(n * T, in + row_at(rw, in_global, b0, 0) * in_w, ldx, ih, 0, 3, xp, ld, tmp);
+}
+
 /* Recurrent products of one step for every row (rows that have ended are
  * computed and ignored: simpler than compacting); the reset-before variant
  * takes r and z here and n after the gates. */
@@ -208,15 +229,7 @@ static void run_direction(const grulite_model *m, const gl_layer *L, const gl_di
     const int hh_first = T == 1 && p->hh_first;
     if (hh_first) recurrent_product(k, L, w, sc, n, Hp, ld);
 
-    /* Input projection of every step at once: xp = x W_ih^T + b_ih. */
-    if (in_global && !rw->bf) {
-        for (size_t t = 0; t < T; t++)            /* rows of one step are contiguous */
-            k->gemm(n, in + row_at(rw, 1, b0, t) * in_w, in_w, &w->ih, 0, 3,
-                    sc->xp + row_at(rw, 0, b0, t) * ld, ld, sc->tmp);
-    } else {
-        k->gemm(n * T, in + row_at(rw, in_global, b0, 0) * in_w, in_w, &w->ih, 0, 3, sc->xp, ld,
-                sc->tmp);
-    }
+    input_projection(k, &w->ih, rw, in, in_w, in_global, sc->xp, ld, sc->tmp);
 
     for (size_t s = 0; s < T; s++) {
         if (!hh_first) recurrent_product(k, L, w, sc, n, Hp, ld);
@@ -313,7 +326,7 @@ static void run_split_task(void *ctx, int task)
     const gl_rows *rw = j->rw;
     const gl_scratch *sc = j->sc[0];
     void *tmp = j->sc[task]->tmp;
-    const size_t nb = j->w->hh.nb, Hp = nb * GL_LANES, ld = 3 * Hp, T = rw->T, b0 = rw->b0;
+    const size_t nb = j->w->hh.nb, Hp = nb * GL_LANES, ld = 3 * Hp, b0 = rw->b0;
     const size_t H = (size_t)j->L->cfg.hidden_size;
     const size_t c0 = task ? nb / 2 : 0, c1 = task ? nb : nb / 2;
     const size_t u0 = c0 * GL_LANES, u1 = c1 * GL_LANES < H ? c1 * GL_LANES : H;
@@ -322,14 +335,7 @@ static void run_split_task(void *ctx, int task)
     float *hbuf[2] = { sc->h, j->sc[1]->h };
 
     /* This half's columns of the input projection, every step. */
-    if (j->in_global && !rw->bf) {
-        for (size_t t = 0; t < T; t++)
-            k->gemm(1, j->in + row_at(rw, 1, b0, t) * j->in_w, j->in_w, &ih, 0, 3,
-                    sc->xp + row_at(rw, 0, b0, t) * ld + x0, ld, tmp);
-    } else {
-        k->gemm(T, j->in + row_at(rw, j->in_global, b0, 0) * j->in_w, j->in_w, &ih, 0, 3,
-                sc->xp + x0, ld, tmp);
-    }
+    input_projection(k, &ih, rw, j->in, j->in_w, j->in_global, sc->xp + x0, ld, tmp);
     /* No wait here: each task reads only its own columns of xp, and the
      * caller filled hbuf[0] before the run. */
 
