@@ -364,6 +364,20 @@ static void run_split_task(void *ctx, int task)
 
 /* run_direction for one row on two threads (the section above); returns 0
  * when the layer is better run on one thread. */
+/* Whether a direction's hidden units are worth two threads for one row. */
+static int split_pays(const gl_direction *w)
+{
+    return w->hh.nb >= 2 && gl_panel_bytes(&w->hh) >= GL_SPLIT_MIN_BYTES;
+}
+
+/* Whether any one-direction layer of m is (grulite_forward's pool for B=1). */
+static int model_split_pays(const grulite_model *m)
+{
+    for (int l = 0; l < m->info.num_layers; l++)
+        if (m->layer[l].cfg.num_directions == 1 && split_pays(&m->layer[l].dir[0])) return 1;
+    return 0;
+}
+
 static int run_direction_split(const grulite_model *m, const gl_layer *L, const gl_direction *w,
                                const gl_pass *p, const gl_scratch *sc, const gl_scratch *sc2,
                                gl_pool *pool, const gl_rows *rw, const float *in, size_t in_w,
@@ -371,8 +385,7 @@ static int run_direction_split(const grulite_model *m, const gl_layer *L, const 
                                float *state, int reverse)
 {
     const size_t H = (size_t)L->cfg.hidden_size, nb = w->hh.nb, Hp = nb * GL_LANES;
-    if (rw->n != 1 || nb < 2 || gl_panel_bytes(&w->hh) < GL_SPLIT_MIN_BYTES ||
-        !gl_pool_may_spin(pool, 2))
+    if (rw->n != 1 || !split_pays(w) || !gl_pool_may_spin(pool, 2))
         return 0;
     const size_t len = length_of(p, rw->b0);
     gl_split_job j;
@@ -614,7 +627,8 @@ int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite
     int tasks = threads < p.batch ? threads : p.batch;
     const int small = call_work(m, &p) < 1e6;
     if (small) tasks = 1;
-    const int dir_split = !small && tasks == 1 && threads >= 2 && (m->bidirectional || p.batch == 1);
+    const int dir_split = !small && tasks == 1 && threads >= 2 &&
+                          (m->bidirectional || (p.batch == 1 && model_split_pays(m)));
     const int pool_size = dir_split ? 2 : tasks;
     if (pool_size > 1) {
         if (!ws->pool || gl_pool_size(ws->pool) < pool_size) {
