@@ -12,7 +12,7 @@ input batch and the outputs an independent reference computed for it:
     run with reset_after=1 is checked against torch here (max |diff| below
     1e-5 on the torch-made fixtures), so that the reference is itself tested.
 
-The C test (tests/c/test_core.c) reads them without Python.  Run from the
+The C tests (tests/c/, the test_core executable) read them without Python.  Run from the
 repository root:
 
     python3 tools/make_c_fixtures.py            # writes tests/c/fixtures/

@@ -21,11 +21,13 @@ else
     trap 'rm -rf "$BUILD_DIR"' EXIT
 fi
 FIXTURES="tests/c/fixtures"
+# test_core: the harness and one file per area (tests/c/test_main.c lists them).
+TEST_SOURCES=(tests/c/harness.c tests/c/test_*.c)
 CFLAGS=(-std=c99 -O2 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wpointer-arith
         -Wcast-align -Werror -Iinclude)
 
 echo "== build ($CC)"
-"$CC" "${CFLAGS[@]}" src/core/*.c tests/c/test_core.c -lm -lpthread -o "$BUILD_DIR/test_core"
+"$CC" "${CFLAGS[@]}" src/core/*.c "${TEST_SOURCES[@]}" -lm -lpthread -o "$BUILD_DIR/test_core"
 
 echo "== run"
 "$BUILD_DIR/test_core" "$FIXTURES"
@@ -58,7 +60,7 @@ fi
 if [ "${SANITIZE:-0}" = "1" ]; then
     echo "== ASan + UBSan build"
     "$CC" "${CFLAGS[@]}" -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-          -fno-sanitize-recover=all -DGRULITE_TEST_SANITIZE src/core/*.c tests/c/test_core.c -lm -lpthread \
+          -fno-sanitize-recover=all -DGRULITE_TEST_SANITIZE src/core/*.c "${TEST_SOURCES[@]}" -lm -lpthread \
           -o "$BUILD_DIR/test_core_san"
     "$BUILD_DIR/test_core_san" "$FIXTURES"
     for t in ${REGRESS_TARGETS[@]+"${REGRESS_TARGETS[@]}"}; do
