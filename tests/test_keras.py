@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 import grulite
-from grulite._keras import from_keras, image_from_keras
+from grulite import from_keras
+from grulite.importers._keras import image as image_from_keras
 
 from conftest import ROOT, TOOLS_DIR, record_error
 

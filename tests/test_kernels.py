@@ -198,7 +198,7 @@ def test_hidden_units_in_parallel_bit_identical(isa, dtype, reset_after):
     8 + 9, the last block padded) backwards in time, then H=144 (9 blocks)
     forwards; with float16 / int8 weights too (whose smaller W_hh of the
     second layer stays on one thread)."""
-    from grulite._convert import image_from_layers
+    from grulite.importers._image import image_from_layers
     rng = np.random.default_rng(21)
     I = 48
     layers = _layers(rng, I, (264, 144), reverse={0}, reset_after=reset_after)

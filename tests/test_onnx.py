@@ -1,4 +1,4 @@
-"""ONNX import (grulite._onnx), judged by ONNX Runtime.
+"""ONNX import (grulite.importers._onnx), judged by ONNX Runtime.
 
 * Fixture tests: the committed graphs in tests/fixtures/onnx/ and ONNX
   Runtime's outputs on them (tools/make_onnx_fixtures.py); they need the
@@ -8,7 +8,7 @@
   ONNX Runtime and compared.
 * Errors: refused attributes, unsupported graphs, corrupt and missing files.
 
-Conventions checked (see grulite._onnx): y = Y.transpose(0, 2, 1, 3)
+Conventions checked (see grulite.importers._onnx): y = Y.transpose(0, 2, 1, 3)
 .reshape(T, B, D*H) for layout 0, Y.reshape(B, T, D*H) for layout 1;
 h0 / h_n (L*D, B, H) (layout 1's (B, D, H) transposed).
 """
@@ -28,7 +28,8 @@ from grulite import GruliteError
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from grulite._onnx import from_onnx, image_from_onnx  # noqa: E402
+from grulite import from_onnx  # noqa: E402
+from grulite.importers._onnx import image as image_from_onnx  # noqa: E402
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS_DIR)

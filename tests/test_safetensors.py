@@ -22,8 +22,10 @@ import pytest
 
 import grulite
 from conftest import ROOT, TOOLS_DIR, record_error
-from grulite._convert import build_image
-from grulite._safetensors import from_safetensors, read_safetensors, safetensors_image
+from grulite import from_safetensors
+from grulite.importers._safetensors import image as safetensors_image
+from grulite.importers._safetensors import read_safetensors
+from grulite.importers._state_dict import build_image
 
 TOL = 2e-5
 FIX = os.path.join(ROOT, "tests", "fixtures", "torchfile")

@@ -27,8 +27,10 @@ import pytest
 
 import grulite
 from conftest import ROOT, TOOLS_DIR, record_error
-from grulite._convert import build_image
-from grulite._torchfile import from_torch_file, read_torch_file, torchfile_image
+from grulite import from_torch_file
+from grulite.importers._state_dict import build_image
+from grulite.importers._torchfile import image as torchfile_image
+from grulite.importers._torchfile import read_torch_file
 
 TOL = 2e-5
 FIX = os.path.join(ROOT, "tests", "fixtures", "torchfile")
@@ -493,9 +495,9 @@ def test_malicious_pickles_refused_and_nothing_runs(tmp_path):
 def test_malicious_pickle_refused_in_child_process(tmp_path):
     marker = tmp_path / "pwned_child"
     files = _payload_files(tmp_path, str(marker))
-    code = ("import sys, grulite._torchfile as t\n"
+    code = ("import sys, grulite\n"
             "for p in sys.argv[1:]:\n"
-            "    try:\n        t.from_torch_file(p)\n        print('LOADED', p)\n"
+            "    try:\n        grulite.from_torch_file(p)\n        print('LOADED', p)\n"
             "    except Exception as e:\n        print(type(e).__name__, str(e)[:300])\n")
     # The child imports the same grulite this process runs (installed or src).
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(grulite.__file__)))
@@ -688,7 +690,7 @@ def test_lying_zip_sizes(tmp_path):
 
 def test_opcode_budget(tmp_path, monkeypatch):
     """Objects a pickle can make are bounded (checked before unpickling)."""
-    import grulite._torchfile as tf
+    import grulite.importers._torchfile as tf
 
     monkeypatch.setattr(tf, "_MAX_PICKLE_OPS", 1000)
     p = torch_zip(tmp_path / "ops.pt", PROTO2 + b"]0" * 1000 + b"N" + STOP, {})

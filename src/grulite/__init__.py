@@ -5,53 +5,157 @@
     y, h_n = m(x)                              # torch.nn.GRU semantics
     m.save("model.grl"); m = grulite.load("model.grl")   # memory-mapped
 """
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
 from grulite._version import __version__
 from grulite._errors import GruliteError
-from grulite._model import (DenseConfig, LayerConfig, Model, ModelConfig, from_bytes,
-                            from_npz, from_state_dict, load)
+from grulite._model import DenseConfig, LayerConfig, Model, ModelConfig, from_bytes, load
 from grulite._core import Stream
 from grulite._core import isa_supported as _isa_supported
 
+# The importers (grulite.importers) load on first use: `import grulite` costs
+# only what running a .grl model needs.
 
-# Importers load their modules on first use: `import grulite` stays cheap.
+_Path = Union[str, os.PathLike]
+_HeadSpec = Union[None, str, Sequence[Any]]
 
-def from_onnx(path, *, dtype: str = "float32", num_threads=None) -> Model:
+
+def _from_file(importer: str, path: _Path, num_threads: Optional[int], **options: Any) -> Model:
+    from grulite.importers import by_name
+
+    image, _ = by_name(importer).image(path, **options)
+    return from_bytes(image, num_threads=num_threads)
+
+
+def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
+                    reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
+                    *, batch_first: bool = True, dtype: str = "float32",
+                    head_from: str = "output", num_threads: Optional[int] = None) -> Model:
+    """Builds a model from a PyTorch ``state_dict`` (or a checkpoint holding one).
+
+    Parameters
+    ----------
+    mapping : Mapping[str, array_like]
+        Tensor names to arrays (numpy arrays or torch tensors), e.g.
+        ``model.state_dict()`` or ``np.load("model.npz")``.
+    prefix : str, optional
+        Module path of the GRU (``"gru"``, ``"encoder.rnn"``); found
+        automatically when the mapping holds a single GRU.
+    reset_after : bool or sequence of bool
+        True for PyTorch's GRU; False for the original formulation (Keras
+        ``reset_after=False``, ONNX ``linear_before_reset=0``).  One value
+        per layer is accepted.
+    head : str or sequence, optional
+        Linear layers applied to the last step, with activations:
+        ``[("fc", "softmax")]`` or ``"fc:relu,out:softmax"``.
+    batch_first : bool
+        Default layout of inputs (as the nn.GRU's ``batch_first``).
+    dtype : {"float32", "float16", "int8"}
+        Storage type of the GRU weights (see :meth:`Model.save`).
+    head_from : {"output", "state"}
+        What the head reads: the top layer's output at each sequence's last
+        valid step (``fc(y[:, -1])``), or its final states with directions
+        concatenated (``fc(torch.cat([h_n[-2], h_n[-1]], 1))``); they differ
+        only for backward directions.
+    num_threads : int, optional
+        Threads for whole-sequence calls (see :attr:`Model.num_threads`).
+    """
+    from grulite.importers._state_dict import build_image
+
+    image, _ = build_image(mapping, prefix, reset_after, head, batch_first, dtype=dtype,
+                           head_from=head_from)
+    return from_bytes(image, num_threads=num_threads)
+
+
+def from_npz(path: _Path, prefix: Optional[str] = None,
+             reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
+             *, batch_first: bool = True, dtype: str = "float32",
+             head_from: str = "output", num_threads: Optional[int] = None) -> Model:
+    """Builds a model from a state_dict saved with ``np.savez``.
+
+    ``np.savez("model.npz", **{k: v.numpy() for k, v in model.state_dict().items()})``
+    makes such a file.  Only the members the model uses are read, after
+    every shape is checked on the members' headers.  Parameters are those
+    of :func:`from_state_dict`.
+    """
+    return _from_file("npz", path, num_threads, prefix=prefix, reset_after=reset_after,
+                      head=head, batch_first=batch_first, dtype=dtype, head_from=head_from)
+
+
+def from_torch_file(path: _Path, prefix: Optional[str] = None,
+                    reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
+                    *, batch_first: bool = True, dtype: str = "float32",
+                    num_threads: Optional[int] = None) -> Model:
+    """Imports a ``torch.save``'d state_dict or checkpoint without torch.
+
+    ``torch.save(model.state_dict(), path)`` or a checkpoint dict such as
+    ``{"model": model.state_dict(), "epoch": 3, "optimizer": ...}`` (torch
+    >= 1.6).  The pickle is read by a restricted unpickler that builds
+    tensors and plain containers only; anything else raises
+    :class:`GruliteError` before it runs.  Parameters are those of
+    :func:`from_state_dict`.
+    """
+    return _from_file("pt", path, num_threads, prefix=prefix, reset_after=reset_after,
+                      head=head, batch_first=batch_first, dtype=dtype)
+
+
+def from_safetensors(path: _Path, prefix: Optional[str] = None,
+                     reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
+                     *, batch_first: bool = True, dtype: str = "float32",
+                     num_threads: Optional[int] = None) -> Model:
+    """Imports a ``.safetensors`` file of a state_dict (parsed directly; no
+    extra package): ``safetensors.torch.save_file(model.state_dict(), path)``.
+
+    Parameters are those of :func:`from_state_dict`.
+    """
+    return _from_file("safetensors", path, num_threads, prefix=prefix,
+                      reset_after=reset_after, head=head, batch_first=batch_first, dtype=dtype)
+
+
+def from_onnx(path: _Path, *, dtype: str = "float32", num_threads: Optional[int] = None) -> Model:
     """Imports the GRU nodes (and Linear / activation head) of an ONNX file.
 
     Needs the ``onnx`` package (``pip install grulite[onnx]``), not ONNX
-    Runtime.  See ``grulite._onnx`` for the conventions (y, h0 / h_n)."""
-    from grulite._onnx import from_onnx as _f
-    return _f(path, dtype=dtype, num_threads=num_threads)
+    Runtime.  See ``grulite.importers._onnx`` for what imports and the
+    conventions: ``y = Y.transpose(0, 2, 1, 3).reshape(T, B, D*H)`` for
+    ``layout=0``; h0 / h_n are (L*D, B, H).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``.onnx`` file (self-contained: external data is never read).
+    dtype : {"float32", "float16", "int8"}
+        Storage type of the GRU weights.
+    num_threads : int, optional
+        Threads for whole-sequence calls.
+    """
+    return _from_file("onnx", path, num_threads, dtype=dtype)
 
 
-def from_keras(path, *, dtype: str = "float32", num_threads=None, head: bool = True) -> Model:
+def from_keras(path: _Path, *, dtype: str = "float32", num_threads: Optional[int] = None,
+               head: bool = True) -> Model:
     """Imports a Keras 3 ``.keras`` archive with GRU layers (and a Dense head).
 
-    Needs ``h5py`` (``pip install grulite[keras]``), not Keras."""
-    from grulite._keras import from_keras as _f
-    return _f(path, dtype=dtype, num_threads=num_threads, head=head)
+    Needs ``h5py`` (``pip install grulite[keras]``), not Keras.  The model is
+    batch-first like Keras.  See ``grulite.importers._keras`` for what maps
+    (and how Keras' go_backwards output order relates to grulite's ``y``).
 
-
-def from_torch_file(path, prefix=None, reset_after=True, head=None, *, batch_first: bool = True,
-                    dtype: str = "float32", num_threads=None) -> Model:
-    """Imports a ``torch.save``'d state_dict or checkpoint without torch.
-
-    The pickle is read by a restricted unpickler that builds tensors and
-    plain containers only; anything else is refused before it runs.
-    Arguments are those of :func:`from_state_dict`."""
-    from grulite._torchfile import from_torch_file as _f
-    return _f(path, prefix, reset_after, head, batch_first=batch_first, dtype=dtype,
-              num_threads=num_threads)
-
-
-def from_safetensors(path, prefix=None, reset_after=True, head=None, *, batch_first: bool = True,
-                     dtype: str = "float32", num_threads=None) -> Model:
-    """Imports a ``.safetensors`` file (parsed directly; no extra package).
-
-    Arguments are those of :func:`from_state_dict`."""
-    from grulite._safetensors import from_safetensors as _f
-    return _f(path, prefix, reset_after, head, batch_first=batch_first, dtype=dtype,
-              num_threads=num_threads)
+    Parameters
+    ----------
+    path : str or PathLike
+        The ``.keras`` file.
+    dtype : {"float32", "float16", "int8"}
+        Storage type of the GRU weights.
+    num_threads : int, optional
+        Threads for whole-sequence calls.
+    head : bool
+        False skips the Dense layers.
+    """
+    return _from_file("keras", path, num_threads, dtype=dtype, head=head)
 
 
 def available_isas() -> list:

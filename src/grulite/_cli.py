@@ -49,33 +49,19 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
 
     The one conversion path: ``grulite convert`` and ``grulite demo`` use it.
     """
-    from grulite._model import from_bytes, npz_image
+    from grulite import from_bytes
+    from grulite.importers import for_path
 
-    ext = os.path.splitext(src)[1].lower()
-    state_dict_args = dict(prefix=prefix, reset_after=reset_after, head=head,
-                           batch_first=batch_first, dtype=dtype, head_from=head_from)
-    if ext == ".npz":
-        image, summary = npz_image(src, **state_dict_args)
-    elif ext in (".pt", ".pth", ".ckpt", ".bin"):
-        from grulite._torchfile import torchfile_image
-        image, summary = torchfile_image(src, **state_dict_args)
-    elif ext == ".safetensors":
-        from grulite._safetensors import safetensors_image
-        image, summary = safetensors_image(src, **state_dict_args)
-    elif ext in (".onnx", ".keras"):
-        if prefix or head or not reset_after or not batch_first or head_from != "output":
-            raise GruliteError(f"--prefix, --head, --reset-before and --time-major apply to "
-                               f"state_dicts; a {ext} file carries its own structure")
-        if ext == ".onnx":
-            from grulite._onnx import image_from_onnx
-            image, summary = image_from_onnx(src, dtype=dtype)
-        else:
-            from grulite._keras import image_from_keras
-            image, summary = image_from_keras(src, dtype=dtype)
+    importer = for_path(src)
+    if importer.state_dict:
+        image, summary = importer.image(src, prefix=prefix, reset_after=reset_after, head=head,
+                                        batch_first=batch_first, dtype=dtype, head_from=head_from)
+    elif prefix or head or not reset_after or not batch_first or head_from != "output":
+        raise GruliteError(f"--prefix, --head, --head-from, --reset-before and --time-major "
+                           f"apply to state_dicts; a {os.path.splitext(src)[1]} file "
+                           f"({importer.what}) carries its own structure")
     else:
-        raise GruliteError(f"{src!r}: unknown input type {ext or '(none)'!r}; grulite converts "
-                           ".npz (np.savez'd state_dict), .pt / .pth / .ckpt / .bin (torch.save), "
-                           ".safetensors, .onnx and .keras files")
+        image, summary = importer.image(src, dtype=dtype)
     model = from_bytes(image)       # validate with the C loader before writing
     model.save(dst)
     layers = summary["layers"]

@@ -1,28 +1,19 @@
 """The Python-facing model: argument handling around the C core."""
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import tempfile
-import platform
 import threading
 import weakref
-import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from grulite import _core
-from grulite._convert import HeadSpec, build_image, used_tensors
 from grulite._errors import GruliteError
 
-__all__ = ["Model", "ModelConfig", "LayerConfig", "DenseConfig", "load",
-           "from_state_dict", "from_npz"]
+__all__ = ["Model", "ModelConfig", "LayerConfig", "DenseConfig", "load", "from_bytes"]
 
 State = Union[np.ndarray, tuple]
 
@@ -153,6 +144,8 @@ class Model:
     @property
     def metadata(self) -> dict:
         """The free-form metadata stored with the model (a dict)."""
+        import json
+
         raw = self._core.metadata()
         try:
             value = json.loads(raw.decode("utf-8")) if raw else {}
@@ -393,26 +386,10 @@ class Model:
             float32 weights.  Convert from a float32 model: converting an
             already-rounded model rounds again.
         """
-        if dtype is None or str(getattr(dtype, "__name__", dtype)) == self.config.dtype:
-            self._core.save(path)
-            return
-        image = self._core.convert(dtype)
-        p = os.fspath(path)
-        if "\0" in str(p):
-            raise GruliteError(f"path {p!r} contains a NUL byte")
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(p) + ".", suffix=".tmp",
-                                   dir=os.path.dirname(os.path.abspath(p)))
-        try:
-            os.chmod(tmp, 0o644)               # mkstemp makes 0600
-            with os.fdopen(fd, "wb") as f:
-                f.write(image)
-            os.replace(tmp, p)
-        except BaseException:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-            raise
+        core = self._core
+        if dtype is not None and str(getattr(dtype, "__name__", dtype)) != self.config.dtype:
+            core = _core.load_bytes(core.convert(dtype))
+        core.save(path)            # the C writer: a temporary file, then an atomic rename
 
     def astype(self, dtype: str) -> "Model":
         """A copy of the model with its GRU weights stored as ``dtype``
@@ -573,6 +550,8 @@ class ModelCache:
 
     def _from_file(self, state: dict) -> Model:
         path, expected = state["path"], int(state["checksum"])
+        import platform
+
         here = platform.node() or "this host"
         missing = (f"model file {path!r} of a pickled grulite model does not exist on "
                    f"{here}: unpickling maps the file by its path, so it must be readable "
@@ -608,6 +587,8 @@ class ModelCache:
             return m
 
     def _from_image(self, state: dict) -> Model:
+        import hashlib
+
         image, expected = state["image"], int(state["checksum"])
         digest = hashlib.blake2b(image, digest_size=16).digest()
         key = ("image", expected, digest, state.get("num_threads"), state.get("isa"))
@@ -653,222 +634,3 @@ def from_bytes(data: Union[bytes, bytearray, memoryview], *,
                num_threads: Optional[int] = None) -> Model:
     """Loads a .grl image held in memory (copied)."""
     return Model(_core.load_bytes(data), num_threads=num_threads)
-
-
-def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
-                    reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-                    *, batch_first: bool = True, dtype: str = "float32",
-                    head_from: str = "output", num_threads: Optional[int] = None) -> Model:
-    """Builds a model from a PyTorch ``state_dict`` (or a checkpoint holding one).
-
-    Parameters
-    ----------
-    mapping : Mapping[str, array_like]
-        Tensor names to arrays (numpy arrays or torch tensors), e.g.
-        ``model.state_dict()`` or ``np.load("model.npz")``.
-    prefix : str, optional
-        Module path of the GRU (``"gru"``, ``"encoder.rnn"``); found
-        automatically when the mapping holds a single GRU.
-    reset_after : bool or sequence of bool
-        True for PyTorch's GRU; False for the original formulation (Keras
-        ``reset_after=False``, ONNX ``linear_before_reset=0``).  One value
-        per layer is accepted.
-    head : str or sequence, optional
-        Linear layers applied to the last step, with activations:
-        ``[("fc", "softmax")]`` or ``"fc:relu,out:softmax"``.
-    batch_first : bool
-        Default layout of inputs (as the nn.GRU's ``batch_first``).
-    dtype : {"float32", "float16", "int8"}
-        Storage type of the GRU weights (see :meth:`Model.save`).
-    head_from : {"output", "state"}
-        What the head reads: the top layer's output at each sequence's last
-        valid step (``fc(y[:, -1])``), or its final states with directions
-        concatenated (``fc(torch.cat([h_n[-2], h_n[-1]], 1))``); they differ
-        only for backward directions.
-    num_threads : int, optional
-        Threads for whole-sequence calls (see :attr:`Model.num_threads`).
-    """
-    image, _ = build_image(mapping, prefix, reset_after, head, batch_first, dtype=dtype,
-                           head_from=head_from)
-    return from_bytes(image, num_threads=num_threads)
-
-
-def from_npz(path: Union[str, os.PathLike], prefix: Optional[str] = None,
-             reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-             *, batch_first: bool = True, dtype: str = "float32",
-             head_from: str = "output", num_threads: Optional[int] = None) -> Model:
-    """Builds a model from a state_dict saved with ``np.savez``.
-
-    ``np.savez("model.npz", **{k: v.numpy() for k, v in model.state_dict().items()})``
-    makes such a file.  Parameters are those of :func:`from_state_dict`.
-    """
-    image, _ = npz_image(path, prefix, reset_after, head, batch_first, dtype=dtype,
-                         head_from=head_from)
-    return from_bytes(image, num_threads=num_threads)
-
-
-def npz_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
-              reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-              batch_first: bool = True, dtype: str = "float32",
-              head_from: str = "output") -> tuple:
-    """The .grl image and summary for an ``np.savez``'d state_dict.
-
-    The archive is read in two passes: the .npy header of every member
-    first (its shape and dtype, checked against the member's size), then,
-    once the GRU and head shapes are checked on those headers, only the
-    tensors the model uses.  Other members (an optimizer state, say) are
-    never decompressed.
-    """
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise FileNotFoundError(f"no such file: {p!r}")
-    with _NpzArchive(p) as npz:
-        # Zero-stride stand-ins carry each member's shape and dtype, no data.
-        arrays = npz.stand_ins()
-        for key in used_tensors(arrays, prefix, reset_after, head):
-            arrays[key] = npz.read(key)
-    return build_image(arrays, prefix, reset_after, head, batch_first,
-                       source=os.path.basename(p), dtype=dtype, head_from=head_from)
-
-
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")      # what np.load takes for an .npz
-
-
-class _Counted:
-    """A file object that counts the bytes read through it."""
-
-    def __init__(self, f: Any):
-        self.f, self.n = f, 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.f.read(size)
-        self.n += len(data)
-        return data
-
-
-class _NpzArchive:
-    """The members of an ``np.savez`` archive, read on demand.
-
-    Opening reads every member's .npy header, never its data: the shape
-    and dtype must account for exactly the member's declared (uncompressed)
-    size, and object arrays are refused (no pickles).  ``read(key)`` then
-    reads one array, whose size is thus known before it is inflated.
-    Members that are not .npy files (np.load gives their raw bytes) are not
-    read at all.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self._zip: Optional[zipfile.ZipFile] = None
-        # key -> (member, shape, dtype); shape and dtype are None for a non-.npy member
-        self._members: dict[str, tuple[zipfile.ZipInfo, Optional[tuple], Optional[np.dtype]]] = {}
-        try:
-            self._open()
-        except BaseException:
-            self.close()
-            raise
-
-    def _error(self, what: Any, key: Optional[str] = None) -> GruliteError:
-        where = f"member {key!r}: " if key is not None else ""
-        return GruliteError(f"{self.path!r} is not a readable .npz of arrays: {where}{what}")
-
-    @contextlib.contextmanager
-    def _guard(self, key: Optional[str] = None) -> Iterator[None]:
-        """Anything a damaged archive makes zipfile, zlib or numpy raise
-        (BadZipFile, zlib.error, EOFError, ValueError, OSError, ...) becomes
-        a GruliteError naming the file; MemoryError passes through."""
-        try:
-            yield
-        except (GruliteError, MemoryError):
-            raise
-        except Exception as e:                  # noqa: BLE001 - the point of this guard
-            raise self._error(e, key) from None
-
-    def _open(self) -> None:
-        prefix = np.lib.format.MAGIC_PREFIX
-        with self._guard():
-            with open(self.path, "rb") as f:
-                magic = f.read(len(prefix))
-        if magic == prefix:
-            raise GruliteError(f"{self.path!r} holds a single array, not a state_dict (save with "
-                               "np.savez(path, **state_dict), one keyword per tensor)")
-        if not magic.startswith(_ZIP_MAGIC):
-            raise self._error("it is not a zip archive (np.savez writes one)" if magic
-                              else "the file is empty")
-        with self._guard():
-            self._zip = zipfile.ZipFile(self.path)
-            infos: dict[str, zipfile.ZipInfo] = {}
-            for info in self._zip.infolist():   # of a repeated name, the last one counts
-                name = info.filename
-                infos[name[:-4] if name.endswith(".npy") else name] = info
-        for key, info in infos.items():
-            with self._guard(key):
-                self._members[key] = (info,) + self._header(key, info)
-
-    def _header(self, key: str, info: zipfile.ZipInfo) -> tuple:
-        """(shape, dtype) from a member's .npy header, checked against the
-        member's size; (None, None) for a member that is not a .npy file."""
-        assert self._zip is not None
-        fmt = np.lib.format
-        with self._zip.open(info) as raw:
-            f = _Counted(raw)
-            if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
-                return None, None
-            version = tuple(f.read(2))
-            if version == (1, 0):
-                shape, _, dtype = fmt.read_array_header_1_0(f)
-            elif version in ((2, 0), (3, 0)):       # 3.0 is 2.0 with a UTF-8 header
-                shape, _, dtype = fmt.read_array_header_2_0(f)
-            else:
-                raise self._error(f"unsupported or truncated .npy format version {version}", key)
-        if dtype.hasobject:
-            raise self._error(f"Object arrays cannot be loaded when allow_pickle=False "
-                              f"(dtype {dtype})", key)
-        count = 1
-        for n in shape:
-            count *= int(n)
-        size, held = count * dtype.itemsize, info.file_size - f.n
-        if size != held:
-            raise self._error(f"its header declares shape {shape} of {dtype} ({size} bytes) but "
-                              f"the member holds {held} bytes of data", key)
-        return tuple(int(n) for n in shape), dtype
-
-    def stand_ins(self) -> dict[str, np.ndarray]:
-        """A state_dict of stand-ins for the members, with no memory behind
-        them: zero-stride views of each numeric member's shape and dtype; an
-        empty array of its dtype for any other member (which is refused if
-        used, whatever its shape); empty bytes for a non-.npy member."""
-        out: dict[str, np.ndarray] = {}
-        for key, (_, shape, dtype) in self._members.items():
-            if shape is None or dtype is None:
-                out[key] = np.asarray(b"")
-            elif dtype.kind in "fiu":
-                out[key] = np.broadcast_to(np.zeros((), dtype), shape)
-            else:
-                out[key] = np.empty(0, dtype)
-        return out
-
-    def read(self, key: str) -> np.ndarray:
-        """The array of one member, read in full; its shape and dtype are
-        those its header showed when the archive was opened."""
-        assert self._zip is not None
-        info, shape, dtype = self._members[key]
-        if shape is None:
-            raise self._error("not a .npy array", key)
-        with self._guard(key):
-            with self._zip.open(info) as f:
-                arr = np.lib.format.read_array(f, allow_pickle=False)
-        if arr.shape != shape or arr.dtype != dtype:
-            raise self._error("the member changed while it was read", key)
-        return arr
-
-    def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
-            self._zip = None
-
-    def __enter__(self) -> "_NpzArchive":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

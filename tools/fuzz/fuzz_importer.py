@@ -3,15 +3,12 @@
 
     python tools/fuzz/fuzz_importer.py TARGET [libFuzzer flags] [CORPUS_DIR... | FILE...]
 
-TARGET is one of
-
-    npz          grulite.from_npz
-    safetensors  grulite._safetensors.from_safetensors
-    pt           grulite._torchfile.from_torch_file
-    onnx         grulite._onnx.from_onnx            (needs the onnx package)
-    keras        grulite._keras.from_keras          (needs h5py)
-
-Each input is written to a file with the target's extension and imported.
+TARGET is the name of an importer of grulite's registry
+(``grulite.importers.IMPORTERS``: npz, pt, safetensors, onnx, keras;
+``--list`` prints them).  Each input is written to a file with the
+importer's first extension and imported through the registry, as
+``grulite convert`` and the ``grulite.from_*`` functions do; a target whose
+optional package (onnx, h5py) is missing is skipped.
 The importer may only succeed or raise GruliteError or OSError (which
 includes FileNotFoundError); anything else (KeyError, IndexError,
 TypeError, struct.error, MemoryError on a small input, RecursionError, a
@@ -39,15 +36,6 @@ import tempfile
 import time
 import traceback
 
-TARGETS = {
-    # name: (file extension, module, function, modules whose absence skips the target)
-    "npz": (".npz", "grulite._model", "from_npz", ()),
-    "safetensors": (".safetensors", "grulite._safetensors", "from_safetensors", ()),
-    "pt": (".pt", "grulite._torchfile", "from_torch_file", ()),
-    "onnx": (".onnx", "grulite._onnx", "from_onnx", ("onnx",)),
-    "keras": (".keras", "grulite._keras", "from_keras", ("h5py",)),
-}
-
 # Python modules whose code is instrumented for coverage (besides grulite).
 INSTRUMENT = ("grulite", "zipfile", "json", "numpy.lib._format_impl", "numpy.lib.format",
               "numpy.lib._npyio_impl", "numpy.lib.npyio", "pickletools")
@@ -55,34 +43,54 @@ INSTRUMENT = ("grulite", "zipfile", "json", "numpy.lib._format_impl", "numpy.lib
 SKIPPED = 3   # exit status: a dependency of the target is missing
 
 
+def _targets() -> list:
+    """The importers' names, from grulite's registry (imports grulite: call
+    it only where instrumentation does not matter)."""
+    from grulite.importers import IMPORTERS
+    return [imp.name for imp in IMPORTERS]
+
+
 def _usage(msg: str) -> None:
-    sys.stderr.write(f"{msg}\nusage: fuzz_importer.py {{{'|'.join(TARGETS)}}} "
-                     "[libFuzzer flags] [corpus dirs or files]\n")
+    sys.stderr.write(f"{msg}\nusage: fuzz_importer.py {{{'|'.join(_targets())}}} "
+                     "[libFuzzer flags] [corpus dirs or files]\n"
+                     "       fuzz_importer.py --list\n")
     sys.exit(2)
 
 
-def make_test(target: str, instrument: bool):
-    """The function that runs one input, and a cleanup function."""
-    ext, modname, fname, needs = TARGETS[target]
+def _load(target: str):
+    """grulite, and the registry's importer for `target` with its module
+    imported (so that instrumentation covers it)."""
     import importlib
 
-    for dep in needs:
+    import grulite
+    from grulite.importers import IMPORTERS
+    imp = next((i for i in IMPORTERS if i.name == target), None)
+    if imp is None:
+        _usage(f"fuzz_importer.py: unknown target {target!r}")
+    for dep in imp.needs:
         try:
             importlib.import_module(dep)
         except ImportError:
             print(f"fuzz_importer {target}: skipped ({dep} is not installed)")
             sys.exit(SKIPPED)
+    importlib.import_module(f"grulite.importers.{imp.module}")
+    return grulite, imp
+
+
+def make_test(target: str, instrument: bool):
+    """The function that runs one input, and a cleanup function."""
     if instrument:
         import atheris
         with atheris.instrument_imports(include=list(INSTRUMENT)):
-            import grulite
-            mod = importlib.import_module(modname)
+            grulite, imp = _load(target)
     else:
-        import grulite
-        mod = importlib.import_module(modname)
+        grulite, imp = _load(target)
     import numpy as np
 
-    importer = getattr(mod, fname)
+    def importer(p: str):
+        return grulite.from_bytes(imp.image(p)[0])
+
+    ext = imp.extensions[0]
     allowed = (grulite.GruliteError, OSError)
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     tmpdir = tempfile.mkdtemp(prefix=f"grulite-fuzz-{target}-", dir=base)
@@ -299,7 +307,10 @@ def atheris_main(target: str, argv: list) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
+    if len(sys.argv) == 2 and sys.argv[1] == "--list":
+        print(" ".join(_targets()))
+        return 0
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
         _usage("fuzz_importer.py: name a target")
     target, argv = sys.argv[1], sys.argv[2:]
     use_atheris = os.environ.get("GRULITE_FUZZ_NO_ATHERIS", "") in ("", "0")

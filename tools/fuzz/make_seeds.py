@@ -74,7 +74,7 @@ def rnd(rng, *shape):
 
 def grl_images():
     """(name, image bytes) for every configuration."""
-    from grulite._convert import image_from_layers
+    from grulite.importers._image import image_from_layers
 
     out = []
     for k, (I, layers, dense, dtype, bf, head_from) in enumerate(CONFIGS):

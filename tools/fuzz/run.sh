@@ -4,8 +4,9 @@
 #     tools/fuzz/run.sh [SECONDS] [TARGET...]
 #
 # SECONDS per target (default 60); TARGETs (default all): load forward (C,
-# libFuzzer + ASan + UBSan, leak detection on) and npz safetensors pt onnx
-# keras (Python importers, atheris; a plain mutation loop without it).
+# libFuzzer + ASan + UBSan, leak detection on) and the Python importers of
+# grulite's registry, grulite.importers.IMPORTERS (npz pt safetensors onnx
+# keras; atheris, a plain mutation loop without it).
 # Exits non-zero when a target finds a crash (its input is kept under
 # $FUZZ_DIR/artifacts and its log is printed) or cannot be built.
 #
@@ -24,8 +25,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 SECS="${1:-60}"
 shift || true
-ALL=(load forward npz safetensors pt onnx keras)
-if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 PY="${PYTHON:-python3}"
 CC_FUZZ="${CC_FUZZ:-clang}"
 ncpu=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
@@ -40,6 +39,21 @@ mkdir -p "$WORK"/{bin,corpus,artifacts,logs}
 WORK="$(cd "$WORK" && pwd)"
 t_start=$(date +%s)
 
+# ---- A private grulite build for Python: the importer targets come from its registry
+PYLIB="${GRULITE_PYTHONPATH:-}"
+if [ -z "$PYLIB" ]; then
+    PYLIB="$WORK/pylib"
+    echo "== build grulite for Python (private: $PYLIB)"
+    "$PY" setup.py -q build_ext --build-lib "$PYLIB" --build-temp "$WORK/pybuild" \
+        >"$WORK/logs/pybuild.log" 2>&1 || { cat "$WORK/logs/pybuild.log"; exit 2; }
+    (cd src && find grulite \( -name '*.py' -o -name py.typed \) -exec cp --parents {} "$PYLIB/" \;)
+    cp -r src/grulite/data "$PYLIB/grulite/"
+fi
+PY_TARGETS=$(PYTHONPATH="$PYLIB" "$PY" tools/fuzz/fuzz_importer.py --list) ||
+    { echo "run.sh: cannot list the importers (tools/fuzz/fuzz_importer.py --list)" >&2; exit 2; }
+# shellcheck disable=SC2206
+ALL=(load forward $PY_TARGETS)
+if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 is_c() { [ "$1" = load ] || [ "$1" = forward ]; }
 want_c=0; want_py=0
 for t in "${TARGETS[@]}"; do
@@ -80,17 +94,7 @@ if [ "$want_c" = 1 ]; then
     done
 fi
 
-# ---- Python: a private grulite build, atheris, seeds -----------------------------
-PYLIB="${GRULITE_PYTHONPATH:-}"
-if [ -z "$PYLIB" ]; then
-    PYLIB="$WORK/pylib"
-    echo "== build grulite for Python (private: $PYLIB)"
-    "$PY" setup.py -q build_ext --build-lib "$PYLIB" --build-temp "$WORK/pybuild" \
-        >"$WORK/logs/pybuild.log" 2>&1 || { cat "$WORK/logs/pybuild.log"; exit 2; }
-    mkdir -p "$PYLIB/grulite"
-    cp src/grulite/*.py src/grulite/py.typed "$PYLIB/grulite/"
-    cp -r src/grulite/data "$PYLIB/grulite/"
-fi
+# ---- Python: atheris, seeds ---------------------------------------------------
 if [ "$want_py" = 1 ] && [ "${GRULITE_FUZZ_NO_ATHERIS:-0}" = 0 ] &&
         ! "$PY" -c "import atheris" 2>/dev/null; then
     echo "== pip install atheris"

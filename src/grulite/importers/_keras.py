@@ -4,7 +4,7 @@ A ``.keras`` file is a zip holding ``config.json`` (the layer graph) and
 ``model.weights.h5`` (the variables).  This module reads both with the
 standard library and h5py (the optional extra ``grulite[keras]``), maps the
 layers onto grulite's and builds the .grl image with
-:func:`grulite._convert.image_from_layers`.
+:func:`grulite.importers._image.image_from_layers`.
 
 What maps, and how
 ------------------
@@ -67,8 +67,9 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from grulite._errors import GruliteError, reading
+from grulite.importers._image import count_parameters, image_from_layers
 
-__all__ = ["image_from_keras", "from_keras"]
+__all__ = ["image"]
 
 _NEEDS_H5PY = "reading .keras needs h5py: pip install grulite[keras]"
 
@@ -714,7 +715,7 @@ class _Mapper:
         self.dense[-1]["activation"] = act
 
 
-def image_from_keras(path: Union[str, os.PathLike], dtype: str = "float32", *,
+def image(path: Union[str, os.PathLike], dtype: str = "float32", *,
                      head: bool = True) -> tuple:
     """The .grl image of a Keras 3 ``.keras`` model, and a summary.
 
@@ -732,7 +733,7 @@ def image_from_keras(path: Union[str, os.PathLike], dtype: str = "float32", *,
     -------
     (bytes, dict)
         The image and a summary: ``layers`` and ``dense`` (as
-        :func:`grulite._convert.image_from_layers` takes them, plus the Keras
+        :func:`grulite.importers._image.image_from_layers` takes them, plus the Keras
         ``name``), ``parameters`` (Keras' parameter count of the imported
         layers), ``prefix`` (the GRU layer names, comma-separated),
         ``time_reversed`` (Keras' sequence outputs are grulite's reversed in
@@ -748,8 +749,6 @@ def image_from_keras(path: Union[str, os.PathLike], dtype: str = "float32", *,
         h5py missing, not a readable archive, or layers grulite cannot map
         (the message names the layer and what was found).
     """
-    from grulite._convert import image_from_layers
-
     p = os.fspath(path)
     source = repr(os.path.basename(p.rstrip("/\\")))
     with reading(p, ".keras archive"):
@@ -776,8 +775,7 @@ def image_from_keras(path: Union[str, os.PathLike], dtype: str = "float32", *,
     all_steps = bool(dense) and mp.seq      # Keras applies Dense to every step of a sequence
     n_params = mp.n_params
     if not head:
-        n_params -= sum(d["weight"].size + (0 if d["bias"] is None else d["bias"].size)
-                        for d in dense)
+        n_params -= count_parameters([], dense)
         dense, all_steps = [], False
     # Keras' last output of a Bidirectional / go_backwards top GRU is its
     # final state (the backward direction ends at step 0): the head reads
@@ -834,29 +832,3 @@ def _describe_outputs(layers: list, last_gru: dict, dense: list, out_tensors: Op
             raise GruliteError(f"model output {t} of {last_gru['name']!r} is not an output or "
                                "state of that layer")
     return out
-
-
-def from_keras(path: Union[str, os.PathLike], *, dtype: str = "float32",
-               num_threads: Optional[int] = None, head: bool = True) -> Any:
-    """A grulite model from a Keras 3 ``.keras`` archive (GRU layers + Dense head).
-
-    Needs h5py (``pip install grulite[keras]``), not keras.  The model is
-    batch-first like Keras.  See :func:`image_from_keras` and this module's
-    docstring for what maps (and how Keras' go_backwards output order
-    relates to grulite's ``y``).
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The ``.keras`` file.
-    dtype : {"float32", "float16", "int8"}
-        Storage type of the GRU weights.
-    num_threads : int, optional
-        Threads for whole-sequence calls.
-    head : bool
-        False skips the Dense layers.
-    """
-    from grulite._model import from_bytes
-
-    image, _ = image_from_keras(path, dtype, head=head)
-    return from_bytes(image, num_threads=num_threads)

@@ -1,93 +1,27 @@
-"""Importing GRU models from ONNX files.
+"""Mapping an ONNX graph's GRU nodes and head onto grulite layers.
 
-``from_onnx(path)`` reads an ONNX graph with the ``onnx`` package (the
-optional extra ``pip install grulite[onnx]``; ONNX Runtime is never needed)
-and turns it into a grulite model through ``_convert.image_from_layers``.
-
-What imports
-------------
-* ``GRU`` nodes with every attribute of the ONNX operator: ``direction``
-  forward / reverse / bidirectional (``reverse`` is a model with one
-  backward direction, ``LayerConfig.reverse``), ``linear_before_reset`` 0
-  (``reset_after=False``) and 1 (``reset_after=True``), ``layout`` 0 and 1,
-  with or without ``B``, ``sequence_lens`` and ``initial_h`` as graph inputs
-  (the model's ``lengths`` and ``h0``), ``hidden_size`` (checked against
-  the shapes).  ``W``, ``R`` and ``B`` must be constants (initializers,
-  ``Constant`` nodes, or computed from them alone by the ops exports
-  without constant folding use: Slice, Concat, Unsqueeze, Transpose,
-  Reshape, Cast, ..., see ``_FOLD_OPS``; a folded tensor may not be much
-  larger than the constants the file holds).
-* Stacks of GRU nodes, each reading the previous one's ``Y`` through the
-  glue ``torch.onnx.export`` emits (Squeeze / Transpose / Reshape /
-  Unsqueeze / Flatten / Identity / Dropout / Cast), then optionally a head:
-  the last step (Gather / Slice of the time axis, or the top layer's
-  final state ``h_n[-1]`` of a forward top layer), Linear layers (``Gemm``,
-  or ``MatMul`` + ``Add``) each followed by at most one activation (Relu,
-  Tanh, Sigmoid, Softmax over the features) -> the grulite dense head.  A
-  head applied to every step (``MatMul`` on the whole sequence) is the same
-  head; call ``predict(x, all_steps=True)`` to get it for every step.
-* A ``torch.onnx.export(model, ..., dynamo=False)`` of a module holding an
-  ``nn.GRU`` (any number of layers, bidirectional, ``batch_first`` either
-  way) and ``nn.Linear`` / softmax heads imports as a whole.  The zero
-  initial state torch writes into the graph (``Expand`` / ``ConstantOfShape``
-  of zeros) is the model's default ``h0``.
-
-Refused, with a ``GruliteError`` naming the node: the ``clip`` attribute,
-activations other than (Sigmoid, Tanh) per direction, ``activation_alpha``
-/ ``activation_beta``; a constant ``sequence_lens`` or a constant non-zero
-``initial_h`` (make them graph inputs); op types not listed above (the
-message lists the graph's op types and the ones grulite does not map);
-graphs without a GRU, with several GRUs reading one sequence, or with
-several heads; control flow (Loop, Scan, If: any node with a subgraph);
-attributes of the wrong type.
-
-Conventions: ONNX -> grulite
-----------------------------
-The imported model keeps grulite's conventions (DESIGN.md):
-
-* Gates: ONNX stores them as (z, r, h) in ``W`` (D, 3H, I), ``R`` (D, 3H, H)
-  and ``B`` (D, 6H) = [Wb (3H), Rb (3H)]; grulite / PyTorch use (r, z, n).
-  The importer reorders the blocks; the function is the same.
-* Layout: a graph whose input ``X`` is time-major (``layout=0``, or a torch
-  export with ``batch_first=False``) gives a model with
-  ``batch_first=False``; ``layout=1`` (or a torch export with
-  ``batch_first=True``, which transposes ``X`` before the GRU) gives
-  ``batch_first=True``.  ``x`` is passed to the model exactly as to the graph.
-* ``y``: ONNX's ``GRU`` returns a 4-D ``Y`` of shape (T, D, B, H)
-  (``layout=0``) or (B, T, D, H) (``layout=1``); the model's ``y`` is the
-  top layer's output with both directions side by side, forward first::
-
-      y = Y.transpose(0, 2, 1, 3).reshape(T, B, D*H)     # layout 0: y (T, B, D*H)
-      y = Y.reshape(B, T, D*H)                           # layout 1: y (B, T, D*H)
-
-  (which is what torch's export computes with its Transpose + Reshape glue).
-* ``h0`` / ``h_n``: always (L*D, B, H), the layers' ``initial_h`` / ``Y_h``
-  stacked along axis 0.  For ``layout=1``, where ONNX's ``initial_h`` /
-  ``Y_h`` are (B, D, H): ``h_n = Y_h.transpose(1, 0, 2)``.  The summary's
-  ``"inputs"`` says which graph input feeds ``h0`` (and which rows); a torch
-  export with an ``h0`` input (L*D, B, H) takes the same array.
-* ``lengths``: ONNX's ``sequence_lens`` (B,) with the same semantics
-  (outputs past a length are 0, ``Y_h`` at each sequence's last valid step,
-  the reverse direction starts there).  One input feeds every layer.
-* Heads read the last step of the top layer: ``y[:, -1]`` (``y[-1]`` time
-  major).  Without ``lengths`` this is what the graph computes; with
-  ``lengths``, ``predict`` reads each sequence's last *valid* step, where a
-  graph gathering index -1 of the padded output would read zeros.
+:class:`Mapper` follows the GRU's data through the graph: the glue between
+GRU nodes (Transpose, Reshape, Squeeze, Gather, Slice, ... tracked axis by
+axis with labels T / B / D / H / F), the GRU nodes themselves (gate order
+z, r, h -> r, z, n; initial_h and sequence_lens as the model's h0 and
+lengths) and the head (Gemm or MatMul + Add, each with at most one
+activation).  The conventions are in :mod:`grulite.importers._onnx`.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
-from grulite._convert import ACTIVATION_NAMES, image_from_layers
-from grulite._errors import GruliteError, reading
+from grulite import _core
+from grulite._errors import GruliteError
+from grulite.importers._image import count_parameters
+from grulite.importers._onnx._fold import BIG
+from grulite.importers._onnx._graph import Graph, _text, _V
 
-__all__ = ["image_from_onnx", "from_onnx"]
-
-_BIG = 1 << 62          # slice ends at or above this are "to the end"
+__all__ = ["Mapper"]
 
 # Op types mapped on runtime tensors (anything may be folded when all its
 # inputs are constants).
@@ -95,80 +29,8 @@ _GLUE = ("Identity", "Dropout", "Cast", "Transpose", "Reshape", "Squeeze", "Unsq
          "Flatten", "Gather", "Slice", "Concat")
 _HEAD = ("Gemm", "MatMul", "Add", "Relu", "Tanh", "Sigmoid", "Softmax")
 _SHAPE = ("Shape", "Size", "ConstantOfShape", "Expand")
-SUPPORTED_OPS = ("GRU",) + _GLUE + _HEAD + _SHAPE + ("Constant",)
-
-# Ops evaluated when all their inputs are constants (exports without constant
-# folding compute the GRU weights with Slice / Concat / Unsqueeze /
-# Transpose; the rest is the shape arithmetic exporters emit).  Anything else
-# on constants is reported like any other unsupported op; control flow is
-# refused outright (a Loop's trip count alone can keep the evaluator busy
-# for ever).
-_FOLD_SAME = ("Identity", "Dropout", "Cast", "CastLike", "Transpose", "Reshape", "Squeeze",
-              "Unsqueeze", "Flatten", "Slice", "Split", "Concat", "Shape", "Size", "Neg")
-_FOLD_BROADCAST = ("Add", "Sub", "Mul", "Div")
-_FOLD_CREATE = ("Gather", "ConstantOfShape", "Expand", "Tile", "Range")
-_FOLD_OPS = _FOLD_SAME + _FOLD_BROADCAST + _FOLD_CREATE
-_CONTROL_FLOW = ("Loop", "Scan", "If", "SequenceMap")
-# Elements one folded output may have, and all folded outputs together, at
-# least (both grow with the constants the file holds: exports without
-# folding copy each weight a few times).
-_FOLD_MIN_ELEMENTS = 1 << 24
-_FOLD_MIN_TOTAL = 1 << 26
-_FOLD_TOTAL_RATIO = 8
-
-# Attribute types of the ops the importer reads attributes of (by name).
-_ATTR_TYPES = {
-    "hidden_size": "INT", "layout": "INT", "linear_before_reset": "INT", "axis": "INT",
-    "to": "INT", "transA": "INT", "transB": "INT", "allowzero": "INT", "start": "INT",
-    "end": "INT", "output_sequence": "INT", "is_test": "INT", "seed": "INT",
-    "clip": "FLOAT", "alpha": "FLOAT", "beta": "FLOAT", "ratio": "FLOAT",
-    "direction": "STRING", "activations": "STRINGS",
-    "activation_alpha": "FLOATS", "activation_beta": "FLOATS",
-    "perm": "INTS", "axes": "INTS", "starts": "INTS", "ends": "INTS", "split": "INTS",
-    "consumed_inputs": "INTS",
-    "value": "TENSOR", "value_float": "FLOAT", "value_floats": "FLOATS", "value_int": "INT",
-    "value_ints": "INTS", "value_string": "STRING", "value_strings": "STRINGS",
-    "sparse_value": "SPARSE_TENSOR",
-}
 _ACT = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Softmax": "softmax"}
-assert all(a in ACTIVATION_NAMES for a in _ACT.values())
-
-
-def _need_onnx():
-    try:
-        import onnx  # noqa: F401
-        from onnx import numpy_helper  # noqa: F401
-    except ImportError:
-        raise GruliteError("reading ONNX needs the onnx package: "
-                           "pip install grulite[onnx]") from None
-    return onnx
-
-
-@dataclass
-class _V:
-    """What the importer knows about one runtime tensor.
-
-    kind: "seq"   (top-layer-so-far sequence of stage `stage`; labels T / T1 /
-                   B / F / D / H, or A0 / A1 for the graph input before the
-                   first GRU says which axis is time),
-          "state" (Y_h rows, label S: rows are (layer, direction)),
-          "head"  (after `n` dense layers),
-          "hin" / "len" (graph inputs used as initial_h / sequence_lens),
-          "zeros" (computed all-zero tensor), "shape" (shape arithmetic),
-          "bad"   (from an op grulite does not map).
-    """
-    kind: str
-    axes: tuple = ()
-    stage: int = 0
-    rows: tuple = ()
-    n: int = 0
-    ver: int = 0
-    name: str = ""
-    r0: int = 0
-    r1: int = 0
-    sliced: bool = False
-    dims: Optional[tuple] = None     # "shape": symbolic entries, see _shape_dims
-    scalar: bool = False
+assert all(a in _core.ACTIVATIONS for a in _ACT.values())
 
 
 @dataclass
@@ -190,47 +52,20 @@ class _Layer:
     tensors: dict = field(default_factory=dict)
 
 
-def _text(value: Any) -> str:
-    """A protobuf string field: protobuf hands back bytes that are not UTF-8."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _texts(obj: Any) -> Any:
-    """`obj` (a summary) with every bytes name in it (keys too) made text."""
-    if isinstance(obj, bytes):
-        return _text(obj)
-    if isinstance(obj, dict):
-        return {_texts(k): _texts(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_texts(v) for v in obj)
-    return obj
-
-
 def _zrh_to_rzn(a: np.ndarray) -> np.ndarray:
     """ONNX gate blocks (z, r, h) along axis 0 -> PyTorch's (r, z, n)."""
     z, r, h = np.split(a, 3, axis=0)
     return np.concatenate([r, z, h], axis=0)
 
 
-class _Importer:
-    def __init__(self, model, path: str):
-        from onnx import AttributeProto, TensorProto, numpy_helper
-        self.nh = numpy_helper
-        self.graph_attr = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
-        self.numeric_types = {getattr(TensorProto, t) for t in (
-            "FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16", "INT8", "INT16", "INT32", "INT64", "UINT8",
-            "UINT16", "UINT32", "UINT64", "BOOL")}
-        self.model = model
-        self.path = path
-        self.graph = model.graph
-        self.opset = 1
-        for o in model.opset_import:
-            if o.domain in ("", "ai.onnx"):
-                self.opset = int(o.version)
-        self.const: dict[str, np.ndarray] = {}
-        self.vals: dict[str, _V] = {}
+class Mapper(Graph):
+    """The GRU layers and head of one ONNX model (``run()``, then
+    ``summary()``)."""
+
+    SUPPORTED_OPS = ("GRU",) + _GLUE + _HEAD + _SHAPE + ("Constant",)
+
+    def __init__(self, model: Any, path: str):
+        super().__init__(model, path)
         self.layers: list[_Layer] = []
         self.dense: list[dict] = []
         self.dense_state = ""         # "matmul" | "dense" | "act" for the last dense layer
@@ -238,59 +73,8 @@ class _Importer:
         self.head_stage: Optional[int] = None
         self.batch_first: Optional[bool] = None
         self.t_label: Optional[str] = None        # which of A0 / A1 is time
-        self.x_name: Optional[str] = None
-        self.x_shape: tuple = ()
         self.static_T: Optional[int] = None
         self.static_B: Optional[int] = None
-        self.unsupported: dict[str, list[str]] = {}
-        self.op_types: list[str] = []
-        self.stored_elements = 0      # of the initializers and Constant nodes
-        self.folded_elements = 0      # of the outputs _fold made so far
-
-    # ---- helpers -----------------------------------------------------
-
-    @staticmethod
-    def _nname(node) -> str:
-        return _text(node.name or (node.output[0] if node.output else node.op_type))
-
-    def _where(self, node) -> str:
-        return f"node {self._nname(node)!r} ({node.op_type})"
-
-    def _fail(self, node, msg: str):
-        raise GruliteError(f"{os.path.basename(self.path)}: {self._where(node)}: {msg}")
-
-    def _attrs(self, node) -> dict:
-        from onnx import AttributeProto, helper
-        out = {}
-        for a in node.attribute:
-            if a.ref_attr_name:
-                self._fail(node, f"attribute {a.name!r} refers to a function attribute "
-                                 f"({a.ref_attr_name!r}); only plain values are supported")
-            known = a.type in AttributeProto.AttributeType.values()
-            found = AttributeProto.AttributeType.Name(a.type) if known else f"type {a.type}"
-            want = _ATTR_TYPES.get(a.name)
-            if not known or found == "UNDEFINED" or (want is not None and found != want):
-                self._fail(node, f"attribute {a.name!r} has type {found}; expected "
-                                 f"{want or 'a defined type'}")
-            v = helper.get_attribute_value(a)
-            if isinstance(v, bytes):
-                v = v.decode("utf-8", "replace")
-            elif isinstance(v, list):
-                v = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in v]
-            out[a.name] = v
-        return out
-
-    def _ints(self, node, attrs, key: str, pos: int) -> Optional[list]:
-        """Integer list given as attribute `key` (old opsets) or input `pos`."""
-        if key in attrs:
-            return [int(v) for v in attrs[key]]
-        if len(node.input) > pos and node.input[pos]:
-            name = node.input[pos]
-            if name not in self.const:
-                self._fail(node, f"its {key} ({name!r}) is computed at run time; grulite needs "
-                                 "them constant")
-            return [int(v) for v in np.asarray(self.const[name]).reshape(-1)]
-        return None
 
     def _stage_info(self, stage: int) -> dict:
         if stage == 0:
@@ -326,397 +110,6 @@ class _Importer:
         return "(" + ", ".join(names.get(lab, lab) for lab in v.axes) + ")"
 
     # ---- reading the graph -------------------------------------------
-
-    def run(self) -> None:
-        g = self.graph
-        for t in g.initializer:
-            self.const[t.name] = self._to_array(t)
-            self.stored_elements += self.const[t.name].size
-        for t in getattr(g, "sparse_initializer", []):
-            raise GruliteError(f"{os.path.basename(self.path)}: sparse initializer "
-                               f"{t.values.name!r}: sparse tensors are not supported")
-        nodes = list(g.node)
-        # Liveness: only nodes that feed a graph output matter.
-        producer = {}
-        for i, nd in enumerate(nodes):
-            for o in nd.output:
-                if o:
-                    producer[o] = i
-        live = set()
-        stack = [o.name for o in g.output]
-        seen = set()
-        while stack:
-            name = stack.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            i = producer.get(name)
-            if i is None or i in live:
-                continue
-            live.add(i)
-            stack.extend(x for x in nodes[i].input if x)
-        nodes = [nd for i, nd in enumerate(nodes) if i in live]
-        self.op_types = sorted({(nd.domain + "::" if nd.domain not in ("", "ai.onnx") else "")
-                                + nd.op_type for nd in nodes})
-        if "GRU" not in self.op_types:
-            raise GruliteError(f"{os.path.basename(self.path)}: no GRU node in this ONNX graph "
-                               f"(op types: {', '.join(self.op_types) or 'none'}); grulite imports "
-                               "graphs built around ONNX GRU nodes")
-        self._assign_inputs(nodes, producer, g)
-        for nd in nodes:
-            self._guarded(nd)
-        if self.unsupported:
-            bad = ", ".join(f"{op} ({', '.join(repr(n) for n in names[:3])}"
-                            f"{', ...' if len(names) > 3 else ''})"
-                            for op, names in sorted(self.unsupported.items()))
-            raise GruliteError(
-                f"{os.path.basename(self.path)}: cannot map this ONNX graph onto a grulite model. "
-                f"Op types in the graph: {', '.join(self.op_types)}. Not supported here: {bad}. "
-                "grulite imports GRU nodes, the glue between them (Transpose, Reshape, Squeeze, "
-                "Unsqueeze, Concat, Gather, Slice, ...) and a head of Gemm / MatMul+Add layers "
-                "with Relu, Tanh, Sigmoid or Softmax on the last step")
-        self._check_outputs()
-
-    def _to_array(self, t) -> np.ndarray:
-        try:
-            return np.asarray(self.nh.to_array(t))
-        except Exception as e:
-            raise GruliteError(f"{os.path.basename(self.path)}: tensor {t.name!r} cannot be "
-                               f"read: {e}") from None
-
-    def _assign_inputs(self, nodes, producer, g) -> None:
-        """Roles of the graph inputs: x, initial_h sources, sequence_lens."""
-        by_out = {}
-        for nd in nodes:
-            for o in nd.output:
-                by_out[o] = nd
-        inputs = {i.name: i for i in g.input if i.name not in self.const}
-
-        def origin(name: str) -> Optional[str]:
-            for _ in range(10000):
-                if name in inputs:
-                    return name
-                nd = by_out.get(name)
-                if nd is None or nd.op_type in ("GRU",) or not nd.input:
-                    return None
-                name = nd.input[0]
-            return None
-
-        roles: dict[str, str] = {}
-
-        def claim(name: Optional[str], role: str, node):
-            if name is None:
-                return
-            old = roles.get(name)
-            if old is not None and old != role:
-                self._fail(node, f"graph input {name!r} is used both as {old} and as {role}")
-            roles[name] = role
-
-        for nd in nodes:
-            if nd.op_type != "GRU":
-                continue
-            ins = list(nd.input) + [""] * 6
-            claim(origin(ins[0]) if ins[0] else None, "x", nd)
-            if ins[4]:
-                claim(origin(ins[4]), "sequence_lens", nd)
-            if ins[5]:
-                claim(origin(ins[5]), "initial_h", nd)
-        xs = [n for n, r in roles.items() if r == "x"]
-        if len(xs) > 1:
-            raise GruliteError(f"{os.path.basename(self.path)}: the GRU nodes read several graph "
-                               f"inputs as their sequence ({', '.join(map(repr, xs))}); grulite "
-                               "models take one input sequence")
-        used = {x for nd in nodes for x in nd.input}
-        for name, vi in inputs.items():
-            if name not in used:
-                continue
-            role = roles.get(name)
-            shape = tuple(d.dim_value if d.HasField("dim_value") else None
-                          for d in vi.type.tensor_type.shape.dim) \
-                if vi.type.tensor_type.HasField("shape") else None
-            if role == "x":
-                if shape is not None and len(shape) != 3:
-                    raise GruliteError(f"{os.path.basename(self.path)}: graph input {name!r} has "
-                                       f"rank {len(shape)}; the GRU input must be 3-D "
-                                       "(steps, batch, features) or (batch, steps, features)")
-                self.x_name = name
-                self.x_shape = shape or (None, None, None)
-                self.vals[name] = _V("seq", ("A0", "A1", "F"), stage=0)
-            elif role == "initial_h":
-                rows = shape[0] if shape and isinstance(shape[0], int) else None
-                self.vals[name] = _V("hin", name=name, r0=0, r1=rows if rows is not None else -1,
-                                     axes=tuple(f"h{i}" for i in range(len(shape or (0, 0, 0)))))
-            elif role == "sequence_lens":
-                self.vals[name] = _V("len", name=name)
-            else:
-                ops = sorted({nd.op_type for nd in nodes if name in nd.input})
-                raise GruliteError(f"{os.path.basename(self.path)}: graph input {name!r} (read "
-                                   f"by {', '.join(ops)}) is not the GRU's input sequence, "
-                                   "initial_h or sequence_lens; grulite models take only those "
-                                   "(x, h0, lengths), with the GRU reading x through reshapes "
-                                   "only (op types in the graph: "
-                                   f"{', '.join(self.op_types)})")
-
-    def _value(self, name: str):
-        """('const', array) | ('val', _V) | ('none', None)."""
-        if not name:
-            return "none", None
-        if name in self.const:
-            return "const", self.const[name]
-        if name in self.vals:
-            return "val", self.vals[name]
-        raise GruliteError(f"{os.path.basename(self.path)}: tensor {name!r} is used before it is "
-                           "computed (the graph is not topologically sorted, or the name is "
-                           "undefined)")
-
-    # ---- nodes -------------------------------------------------------
-
-    def _node(self, nd) -> None:
-        op = nd.op_type
-        if nd.domain not in ("", "ai.onnx"):
-            self._mark_bad(nd, f"{nd.domain}::{op}")
-            return
-        if op in _CONTROL_FLOW or any(a.type in self.graph_attr for a in nd.attribute):
-            self._fail(nd, "control flow and subgraphs are not supported: grulite maps a "
-                           "plain graph of GRU nodes, their glue and a dense head")
-        if op == "Constant":
-            self._constant(nd)
-            return
-        kinds = [self._value(x) for x in nd.input]
-        vals = [v for k, v in kinds if k == "val"]
-        if not vals:
-            if op == "GRU":
-                self._fail(nd, "its input X is a constant; it must come from a graph input")
-            if op not in _FOLD_OPS:
-                self._mark_bad(nd, op)
-                return
-            self._fold(nd)
-            return
-        if any(v.kind == "bad" for v in vals):
-            if op not in SUPPORTED_OPS:
-                self.unsupported.setdefault(op, []).append(self._nname(nd))
-            for o in nd.output:
-                self.vals[o] = _V("bad")
-            return
-        if all(v.kind in ("shape", "zeros") for v in vals) and op != "GRU":
-            self._shape_op(nd, kinds)
-            return
-        handler = getattr(self, "_op_" + op, None)
-        if handler is None:
-            self._mark_bad(nd, op)
-            return
-        handler(nd, kinds, self._attrs(nd))
-
-    def _guarded(self, nd) -> None:
-        """_node, with what a malformed node makes Python raise (a field of the
-        wrong type, an index out of range, ...) as a GruliteError naming it."""
-        try:
-            self._node(nd)
-            return
-        except GruliteError:
-            raise
-        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError,
-                RecursionError) as e:
-            err = e
-        self._fail(nd, f"malformed node ({type(err).__name__}: {str(err)[:200]})")
-
-    def _mark_bad(self, nd, op: str) -> None:
-        self.unsupported.setdefault(op, []).append(self._nname(nd))
-        for o in nd.output:
-            self.vals[o] = _V("bad")
-
-    def _constant(self, nd) -> None:
-        from onnx import numpy_helper
-        a = self._attrs(nd)
-        if "value" in a:
-            arr = numpy_helper.to_array(a["value"])
-        elif "value_float" in a:
-            arr = np.array(a["value_float"], np.float32)
-        elif "value_floats" in a:
-            arr = np.array(a["value_floats"], np.float32)
-        elif "value_int" in a:
-            arr = np.array(a["value_int"], np.int64)
-        elif "value_ints" in a:
-            arr = np.array(a["value_ints"], np.int64)
-        else:
-            self._fail(nd, f"Constant with {', '.join(a) or 'no value'}: only dense numeric "
-                           "values are supported")
-        self.const[nd.output[0]] = np.asarray(arr)
-        self.stored_elements += self.const[nd.output[0]].size
-
-    def _fold_elements(self, nd) -> int:
-        """An upper bound on the elements of the outputs of `nd` (an op of
-        _FOLD_OPS on constant inputs), computed from the inputs' shapes and
-        values without evaluating it."""
-        from onnx import TensorProto
-        op = nd.op_type
-        ins = [np.asarray(self.const[x]) if x else None for x in nd.input]
-        for x in ins:
-            if x is not None and x.dtype.kind not in "biufc":
-                self._fail(nd, f"an input of dtype {x.dtype}: grulite evaluates constant "
-                               "subgraphs of numbers only")
-
-        def prod(dims) -> int:
-            n = 1
-            for d in dims:
-                n *= max(int(d), 0)
-            return n
-
-        def values(x, what: str) -> list:
-            if x is None or x.dtype.kind not in "iu" or x.ndim > 1 or x.size > 64:
-                self._fail(nd, f"its {what} is not a 1-D integer tensor of at most 64 entries")
-            return [int(v) for v in x.reshape(-1)]
-
-        def broadcast(shapes) -> list:
-            rank = max((len(sh) for sh in shapes), default=0)
-            out = []
-            for i in range(rank):
-                dims = {int(sh[len(sh) - rank + i]) for sh in shapes if len(sh) - rank + i >= 0}
-                if len(dims - {1}) > 1:
-                    self._fail(nd, f"input shapes {[tuple(sh) for sh in shapes]} do not "
-                                   "broadcast")
-                out.append(max(dims - {1}, default=1))
-            return out
-
-        if op in _FOLD_SAME:
-            if op == "Cast":
-                if self._attrs(nd).get("to") == TensorProto.STRING:
-                    self._fail(nd, "casts constants to strings, which grulite does not evaluate")
-            return sum(x.size for x in ins if x is not None) + 64
-        if op in _FOLD_BROADCAST:
-            return prod(broadcast([x.shape for x in ins if x is not None]))
-        data = ins[0] if ins else None
-        if op == "Gather":
-            if data is None or len(ins) < 2 or ins[1] is None or data.ndim == 0:
-                return 0                                # the evaluator refuses it
-            axis = int(self._attrs(nd).get("axis", 0))
-            if not -data.ndim <= axis < data.ndim:
-                return 0
-            rest = data.size // data.shape[axis] if data.shape[axis] else 0
-            return ins[1].size * rest
-        if op == "ConstantOfShape":
-            value = self._attrs(nd).get("value")
-            if value is not None and value.data_type not in self.numeric_types:
-                self._fail(nd, "fills a tensor with non-numeric values, which grulite does "
-                               "not evaluate")
-            return prod(values(data, "shape"))
-        if op == "Expand":
-            shape = values(ins[1] if len(ins) > 1 else None, "shape")
-            return prod(broadcast([data.shape, shape]))
-        if op == "Tile":
-            reps = values(ins[1] if len(ins) > 1 else None, "repeats")
-            if data is None or len(reps) != data.ndim:
-                return 0
-            return prod(d * r for d, r in zip(data.shape, reps))
-        if op == "Range":
-            if len(ins) < 3 or any(x is None or x.size != 1 for x in ins):
-                return 0
-            start, limit, delta = (x.reshape(-1)[0].item() for x in ins[:3])
-            if delta == 0 or not all(np.isfinite([start, limit, delta])):
-                self._fail(nd, f"Range({start}, {limit}, {delta}) has no end")
-            return max(int(np.ceil((limit - start) / delta)), 0)
-        return 0
-
-    def _fold(self, nd) -> None:
-        """Evaluates a node whose inputs are all constants, if its outputs are
-        no larger than the constants in the file warrant."""
-        from onnx import helper
-        from onnx.reference import ReferenceEvaluator
-        n = self._fold_elements(nd)
-        limit = max(_FOLD_MIN_ELEMENTS, self.stored_elements)
-        budget = max(_FOLD_MIN_TOTAL, _FOLD_TOTAL_RATIO * self.stored_elements)
-        if n > limit or self.folded_elements + n > budget:
-            what = (f"{n} elements (the limit is {limit}, from the constants this file holds)"
-                    if n > limit else f"{n} more elements (with {self.folded_elements} already "
-                    f"computed the limit is {budget}, from the constants this file holds)")
-            self._fail(nd, f"evaluating it on its constant inputs would make {what}; tensors "
-                           "this large computed inside the graph are not supported")
-        feeds = {x: self.const[x] for x in nd.input if x}
-        try:
-            ins = [helper.make_tensor_value_info(
-                       x, helper.np_dtype_to_tensor_dtype(np.asarray(a).dtype), np.shape(a))
-                   for x, a in feeds.items()]
-            outs = [helper.make_empty_tensor_value_info(o) for o in nd.output if o]
-            one = helper.make_model(helper.make_graph([nd], "fold", ins, outs),
-                                    opset_imports=list(self.model.opset_import))
-            one.ir_version = self.model.ir_version or 8
-            outs = ReferenceEvaluator(one).run(None, feeds)
-        except Exception as e:
-            self._fail(nd, f"cannot evaluate it on its constant inputs: {type(e).__name__}: {e}")
-        for name, arr in zip([o for o in nd.output if o], outs):
-            self.const[name] = np.asarray(arr)
-            self.folded_elements += self.const[name].size
-
-    def _shape_op(self, nd, kinds) -> None:
-        """Ops on shapes and zero tensors (torch's zero initial state)."""
-        op = nd.op_type
-        a = self._attrs(nd)
-        first_k, first = kinds[0] if kinds else ("none", None)
-
-        def is_zero(k, v):
-            return (k == "val" and v.kind == "zeros") or \
-                   (k == "const" and np.asarray(v).dtype.kind in "fiu" and not np.any(v))
-
-        out = "shape"
-        if op == "ConstantOfShape":
-            val = a.get("value")
-            fill = 0 if val is None else np.asarray(self.nh.to_array(val)).reshape(-1)
-            out = "zeros" if not np.any(fill) else "shape"
-        elif op in ("Expand", "Slice", "Reshape", "Unsqueeze", "Squeeze", "Transpose",
-                    "Identity", "Cast", "Gather", "Tile", "Flatten", "Dropout"):
-            out = "zeros" if is_zero(first_k, first) else "shape"
-        elif op == "Concat":
-            out = "zeros" if all(is_zero(k, v) for k, v in kinds if k != "none") else "shape"
-        elif op == "Mul" and any(is_zero(k, v) for k, v in kinds):
-            out = "zeros"
-        dims, scalar = (self._shape_dims(nd, kinds, a) if out == "shape" else (None, False))
-        for o in nd.output:
-            if o:
-                self.vals[o] = _V(out, dims=dims, scalar=scalar)
-
-    def _shape_dims(self, nd, kinds, a) -> tuple:
-        """Symbolic entries of a shape vector computed from Shape(...):
-        ints, or ("axis", label) for a run-time size (torch's x.size(0))."""
-        op = nd.op_type
-
-        def entries(k, v):
-            if k == "const":
-                arr = np.asarray(v)
-                if arr.dtype.kind not in "iu" or arr.ndim > 1:
-                    return None, False
-                return tuple(int(x) for x in arr.reshape(-1)), arr.ndim == 0
-            if k == "val" and v.kind == "shape" and v.dims is not None:
-                return v.dims, v.scalar
-            return None, False
-
-        d0, sc0 = entries(*kinds[0]) if kinds else (None, False)
-        try:
-            if op in ("Identity", "Cast"):
-                return d0, sc0
-            if op == "Gather" and d0 is not None and not sc0 and int(a.get("axis", 0)) == 0 \
-                    and kinds[1][0] == "const":
-                idx = np.asarray(kinds[1][1])
-                picked = tuple(d0[int(i)] for i in idx.reshape(-1))
-                return picked, idx.ndim == 0
-            if op == "Unsqueeze" and d0 is not None and sc0:
-                return d0, False
-            if op == "Squeeze" and d0 is not None and not sc0 and len(d0) == 1:
-                return d0, True
-            if op == "Concat" and int(a.get("axis", 0)) in (0, -1):
-                parts = [entries(k, v) for k, v in kinds if k != "none"]
-                if all(p is not None and not sc for p, sc in parts):
-                    return tuple(e for p, _ in parts for e in p), False
-            if op == "Slice" and d0 is not None and not sc0:
-                st, en = self._ints(nd, a, "starts", 1), self._ints(nd, a, "ends", 2)
-                ax = self._ints(nd, a, "axes", 3) or [0]
-                sp = self._ints(nd, a, "steps", 4) or [1]
-                if ax in ([0], [-1]):
-                    return tuple(d0[slice(st[0], min(en[0], _BIG), sp[0])]), False
-        except (IndexError, TypeError, ValueError, GruliteError):
-            pass
-        return None, False
-
-    # -- glue ----------------------------------------------------------
 
     def _runtime(self, nd, kinds, pos: int = 0) -> _V:
         k, v = kinds[pos] if pos < len(kinds) else ("none", None)
@@ -955,7 +348,7 @@ class _Importer:
             if idx.ndim != 1 or len(flat) != 1:
                 self._fail(nd, f"gathers rows {flat} of {v.name!r}; use a 1-D index or Slice")
             i = flat[0]
-            self._set(nd, self._hin_rows(nd, v, i, i + 1 if i != -1 else _BIG))
+            self._set(nd, self._hin_rows(nd, v, i, i + 1 if i != -1 else BIG))
             return
         self._check_kind(nd, v)
         r = len(v.axes)
@@ -992,8 +385,8 @@ class _Importer:
         if n is None:
             if s < 0 or e < 0:
                 self._fail(nd, f"slices {v.name!r} from its end, but its row count is unknown")
-            return replace(v, r0=v.r0 + s, r1=-1 if e >= _BIG else v.r0 + e, sliced=True)
-        rs = range(n)[slice(s, min(e, _BIG))]
+            return replace(v, r0=v.r0 + s, r1=-1 if e >= BIG else v.r0 + e, sliced=True)
+        rs = range(n)[slice(s, min(e, BIG))]
         if not len(rs):
             self._fail(nd, f"takes no rows of {v.name!r}")
         return replace(v, r0=v.r0 + rs.start, r1=v.r0 + rs.stop, sliced=True)
@@ -1030,16 +423,16 @@ class _Importer:
             lab = v.axes[ax]
             size = self._size(v, lab)
             full = st == 1 and (s == 0 or (size is not None and s <= -size)) and \
-                (e >= _BIG or (size is not None and e >= size))
+                (e >= BIG or (size is not None and e >= size))
             if full:
                 continue
-            if lab == "T" and st == 1 and e >= _BIG and self._last_index(s):
+            if lab == "T" and st == 1 and e >= BIG and self._last_index(s):
                 new[ax] = "T1"
             elif lab == "T" and st == 1 and self.static_T is not None and \
                     range(self.static_T)[slice(s, e)] == range(self.static_T - 1, self.static_T):
                 new[ax] = "T1"
             elif lab == "S":
-                rows = tuple(rows[slice(s, min(e, _BIG), st)])
+                rows = tuple(rows[slice(s, min(e, BIG), st)])
                 if not rows:
                     self._fail(nd, "slices away every state row")
             else:
@@ -1066,7 +459,6 @@ class _Importer:
     # -- the GRU -------------------------------------------------------
 
     def _op_GRU(self, nd, kinds, a):
-        where = self._where(nd)
         ins = list(nd.input) + [""] * (6 - len(nd.input))
         known = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
                  "hidden_size", "layout", "linear_before_reset", "output_sequence"}
@@ -1446,9 +838,7 @@ class _Importer:
             h0 = per_layer        # h0 = concatenate of these (zeros for None) along axis 0
         inputs = dict(x=self.x_name, lengths=self.layers[0].lengths, h0=h0)
         dense = [dict(d) for d in self.dense]
-        n_params = sum(np.size(a) for l in layers for f in ("weight_ih", "weight_hh", "bias_ih",
-                                                            "bias_hh") for a in l[f]) + \
-            sum(d["weight"].size + (0 if d["bias"] is None else d["bias"].size) for d in dense)
+        n_params = count_parameters(layers, dense)
         tensors = {}
         for l in self.layers:
             tensors.update(l.tensors)
@@ -1458,103 +848,3 @@ class _Importer:
                     producer=" ".join(_text(x) for x in (self.model.producer_name,
                                                          self.model.producer_version) if x),
                     tensors=tensors)
-
-
-def _read(path: Union[str, os.PathLike]):
-    onnx = _need_onnx()
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise FileNotFoundError(f"no such file: {p!r}")
-    if os.path.isdir(p):
-        raise GruliteError(f"{p!r} is a directory, not an ONNX file")
-    try:
-        # External data is never followed: it would make a model file read
-        # any path it names (onnx < 1.21 allowed symlinks and "..").
-        model = onnx.load(p, load_external_data=False)
-    except Exception as e:     # DecodeError, ValueError, RecursionError, ...
-        raise GruliteError(f"{p!r} is not a readable ONNX model: {type(e).__name__}: {e}") from None
-    if not model.HasField("graph") or (not model.graph.node and not model.graph.input):
-        raise GruliteError(f"{p!r} is not a readable ONNX model: it holds no graph")
-    ext = _external_tensor(model.graph, onnx.TensorProto.EXTERNAL)
-    if ext is not None:
-        name, location = ext
-        raise GruliteError(f"{p!r}: tensor {_text(name)!r} keeps its data in an external file "
-                           f"({_text(location)!r}); grulite imports only self-contained ONNX files "
-                           "and never reads external data (re-save with onnx.save_model(model, path, "
-                           "save_as_external_data=False))")
-    return model, p
-
-
-def _external_tensor(graph, external: int, depth: int = 0):
-    """(name, location) of the first tensor of `graph` (initializers,
-    sparse initializers, node attributes, subgraphs) whose data lives in
-    an external file, or None."""
-    if depth > 64:
-        raise GruliteError("subgraphs nested more than 64 deep")
-    tensors = list(graph.initializer)
-    for sp in graph.sparse_initializer:
-        tensors += [sp.values, sp.indices]
-    subgraphs = []
-    for node in graph.node:
-        for a in node.attribute:
-            tensors += ([a.t] if a.HasField("t") else []) + list(a.tensors)
-            subgraphs += ([a.g] if a.HasField("g") else []) + list(a.graphs)
-    for t in tensors:
-        if t.data_location == external:
-            where = {e.key: e.value for e in t.external_data}.get("location", "")
-            return t.name, where
-    for g in subgraphs:
-        found = _external_tensor(g, external, depth + 1)
-        if found is not None:
-            return found
-    return None
-
-
-def image_from_onnx(path: Union[str, os.PathLike], dtype: str = "float32") -> tuple:
-    """The .grl image of the GRU model in an ONNX file, and a summary.
-
-    The summary (for the command line) has ``layers`` and ``dense`` (as
-    given to ``image_from_layers``), ``parameters``, ``prefix`` (the GRU
-    node names), ``batch_first``, ``inputs`` (which graph inputs are x, h0,
-    lengths), ``outputs`` (what each graph output is in grulite's terms),
-    ``opset`` and ``producer``.
-
-    Raises FileNotFoundError for a missing file and GruliteError for a file
-    that is not ONNX or a graph grulite cannot map (the message names the
-    node and the reason).
-    """
-    model, p = _read(path)
-    with reading(p, "ONNX GRU model"):
-        imp = _Importer(model, p)
-        imp.run()
-        summary = _texts(imp.summary())
-    layers = [{k: v for k, v in l.items() if k not in ("node", "layout")}
-              for l in summary["layers"]]
-    meta = {
-        "source": os.path.basename(p),
-        "format": "onnx",
-        "opset": imp.opset,
-        "producer": summary["producer"],
-        "nodes": [l["node"] for l in summary["layers"]],
-        "inputs": summary["inputs"],
-        "outputs": summary["outputs"],
-        "tensors": summary["tensors"],
-        "head": [[d["name"], d["activation"]] for d in summary["dense"]],
-    }
-    image = image_from_layers(summary["layers"][0]["input_size"], layers, summary["dense"], meta,
-                              batch_first=bool(imp.batch_first), dtype=dtype)
-    return image, summary
-
-
-def from_onnx(path: Union[str, os.PathLike], *, dtype: str = "float32",
-              num_threads: Optional[int] = None):
-    """Builds a model from the GRU nodes (and head) of an ONNX file.
-
-    See the module documentation for what imports and how ONNX's outputs
-    map onto the model's: ``y = Y.transpose(0, 2, 1, 3).reshape(T, B, D*H)``
-    for ``layout=0``; h0 / h_n are (L*D, B, H).  Needs the ``onnx`` package
-    (``pip install grulite[onnx]``), never onnxruntime.
-    """
-    from grulite._model import from_bytes
-    image, _ = image_from_onnx(path, dtype=dtype)
-    return from_bytes(image, num_threads=num_threads)

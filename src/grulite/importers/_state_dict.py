@@ -1,13 +1,13 @@
 """Finding the GRU (and head) tensors in a PyTorch state_dict.
 
-The result is a plain description of layers and head layers, handed to the
-C serializer (``_core.serialize``) that writes the .grl image the C loader
-reads: the same path for ``from_state_dict`` in memory and for
-``grulite convert`` on disk.
+The result is a plain description of layers and head layers, handed to
+:func:`grulite.importers._image.image_from_layers`: the same path for
+``from_state_dict`` in memory and for the npz, torch.save and safetensors
+files (whose tensors are lazy: only those the model uses are read, after
+every shape is checked).
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
@@ -16,21 +16,20 @@ import numpy as np
 
 from grulite import _core
 from grulite._errors import GruliteError
+from grulite.importers._image import count_parameters, image_from_layers
+from grulite.importers._lazy import LazyTensor
 
-__all__ = ["find_gru", "find_head", "parse_head", "build_image", "used_tensors",
-           "ACTIVATION_NAMES", "to_array"]
+__all__ = ["find_gru", "find_head", "parse_head", "build_image", "to_array", "HeadSpec",
+           "CHECKPOINT_KEYS", "GRU_KEY"]
 
-ACTIVATION_NAMES = ("none", "relu", "tanh", "sigmoid", "softmax")
-
-# Keys under which checkpoints commonly keep their state_dict.
-_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net",
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net",
                     "network", "weights", "params")
 
-_GRU_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)weight_ih_l(?P<layer>\d+)(?P<rev>_reverse)?$")
+GRU_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)weight_ih_l(?P<layer>\d+)(?P<rev>_reverse)?$")
 
 HeadSpec = Union[None, str, Sequence[Any]]
 
-_WEIGHT_FIELDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+ACTIVATION_NAMES = tuple(_core.ACTIVATIONS)
 
 
 def _above_limit(what: str, value: int) -> str:
@@ -38,8 +37,14 @@ def _above_limit(what: str, value: int) -> str:
             "(GRULITE_MAX_FEATURES = 2**20)")
 
 
-def to_array(value: Any, name: str) -> np.ndarray:
-    """A numpy view of a tensor-like value (numpy, torch tensor, list)."""
+def to_array(value: Any, name: str) -> Any:
+    """A numpy view of a tensor-like value (numpy, torch tensor, list); a
+    lazy tensor of a file stays lazy (its shape and dtype are known, its
+    data are read when the image is written)."""
+    if isinstance(value, LazyTensor):
+        if value.dtype.kind not in "fiu":
+            raise GruliteError(f"tensor {name!r} has dtype {value.kind}; expected a float array")
+        return value
     if hasattr(value, "detach") and hasattr(value, "cpu"):      # a torch tensor
         value = value.detach().cpu()
         if hasattr(value, "float") and str(getattr(value, "dtype", "")) == "torch.bfloat16":
@@ -53,18 +58,18 @@ def to_array(value: Any, name: str) -> np.ndarray:
 
 def _unwrap_checkpoint(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     """The state_dict inside a checkpoint dict, or the mapping itself."""
-    if any(_GRU_KEY.match(str(k)) for k in mapping):
+    if any(GRU_KEY.match(str(k)) for k in mapping):
         return mapping
-    for key in _CHECKPOINT_KEYS:
+    for key in CHECKPOINT_KEYS:
         inner = mapping.get(key) if hasattr(mapping, "get") else None
         if isinstance(inner, Mapping):
             found = _unwrap_checkpoint(inner)
-            if any(_GRU_KEY.match(str(k)) for k in found):
+            if any(GRU_KEY.match(str(k)) for k in found):
                 return found
     for inner in mapping.values():
         if isinstance(inner, Mapping):
             found = _unwrap_checkpoint(inner)
-            if any(_GRU_KEY.match(str(k)) for k in found):
+            if any(GRU_KEY.match(str(k)) for k in found):
                 return found
     return mapping
 
@@ -72,22 +77,21 @@ def _unwrap_checkpoint(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
 def _groups(mapping: Mapping[str, Any]) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for k in mapping:
-        m = _GRU_KEY.match(str(k))
+        m = GRU_KEY.match(str(k))
         if m:
             groups.setdefault(m.group("prefix"), []).append(str(k))
     return groups
 
 
 def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
-             reset_after: bool | Sequence[bool] = True, *,
-             copy: bool = True) -> tuple[Mapping[str, Any], str, dict]:
+             reset_after: bool | Sequence[bool] = True) -> tuple[Mapping[str, Any], str, dict]:
     """Locates one GRU in a state_dict.
 
     Returns (state_dict, prefix, description) where description holds
-    input_size and a list of layers with their weights as float32 arrays
-    in PyTorch layout.  Every shape is checked, against the C core's limits
-    too, before any tensor is copied; with ``copy=False`` nothing is, and
-    the layers hold the tensors as found (views).
+    input_size and a list of layers with their weights in PyTorch layout, as
+    found (numpy arrays or lazy tensors of a file, not yet read or copied:
+    :func:`image_from_layers` does that once the C core has checked the
+    sizes).  Every shape is checked here.
     """
     if not isinstance(mapping, Mapping):
         raise GruliteError(f"expected a mapping of tensor names to arrays (a state_dict); "
@@ -112,11 +116,11 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
                                "choose one with prefix= (--prefix on the command line)")
         p = next(iter(groups))
 
-    def get(name: str) -> np.ndarray | None:
+    def get(name: str) -> Any:
         key = p + name
         return to_array(sd[key], key) if key in sd else None
 
-    layer_ids = sorted({int(_GRU_KEY.match(k).group("layer")) for k in groups[p]})
+    layer_ids = sorted({int(GRU_KEY.match(k).group("layer")) for k in groups[p]})
     if layer_ids != list(range(len(layer_ids))):
         raise GruliteError(f"GRU layers under {p!r} are {layer_ids}; expected 0..{len(layer_ids) - 1} "
                            "with none missing")
@@ -184,21 +188,17 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
                         else f"hidden_size={H}"
                     raise GruliteError(f"{p}{name} has shape {tuple(arr.shape)}; expected {what} "
                                        f"= {shape} with {detail}")
-                lay[name.split("_l")[0]].append(arr)        # copied once all are checked
+                lay[name.split("_l")[0]].append(arr)        # read once all are checked
         if not has_bias and (p + f"bias_ih_l{k}") in sd:
             raise GruliteError(f"{p}bias_ih_l{k} present but {p}bias_ih_l0 is not: "
                                "either every layer has a bias or none does")
         layers.append(lay)
         in_size = len(suffixes) * H
-    extra = [k for k in sd if str(k).startswith(p) and _GRU_KEY.match(str(k)) is None
+    extra = [k for k in sd if str(k).startswith(p) and GRU_KEY.match(str(k)) is None
              and re.search(r"_l(\d+)(_reverse)?$", str(k))
              and int(re.search(r"_l(\d+)", str(k)).group(1)) >= num_layers]
     if extra:
         raise GruliteError(f"tensors for layers beyond {num_layers - 1}: {', '.join(map(str, extra))}")
-    if copy:
-        for lay in layers:
-            for field in _WEIGHT_FIELDS:
-                lay[field] = [np.ascontiguousarray(a, dtype=np.float32) for a in lay[field]]
     desc = dict(input_size=layers[0]["input_size"], layers=layers)
     return sd, p, desc
 
@@ -233,11 +233,9 @@ def parse_head(head: HeadSpec) -> list[tuple[str, str]]:
     return out
 
 
-def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: int, *,
-              copy: bool = True) -> list[dict]:
+def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: int) -> list[dict]:
     """nn.Linear layers named in `head`, checked against the widths and the
-    C core's limits before any is copied to float32 (``copy=False``: none
-    is)."""
+    C core's limits; the tensors are kept as found (see :func:`find_gru`)."""
     if len(head) > _core.MAX_DENSE:
         raise GruliteError(f"at most {_core.MAX_DENSE} head layers; got {len(head)}")
     dense = []
@@ -263,97 +261,33 @@ def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: i
         dense.append(dict(name=name, in_features=in_features, out_features=int(w.shape[0]),
                           activation=act, weight=w, bias=b))
         in_features = int(w.shape[0])
-    if copy:
-        for d in dense:
-            d["weight"] = np.ascontiguousarray(d["weight"], dtype=np.float32)
-            if d["bias"] is not None:
-                d["bias"] = np.ascontiguousarray(d["bias"], dtype=np.float32)
     return dense
-
-
-def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
-                      batch_first: bool = True, dtype: str = "float32",
-                      head_from: str = "output") -> bytes:
-    """The .grl image of a GRU described layer by layer (the importers' one
-    way in).
-
-    layers: one dict per layer with ``input_size``, ``hidden_size``,
-    ``num_directions`` (1 or 2), ``reverse`` (one direction run backwards),
-    ``reset_after``, ``bias`` and, per direction, lists ``weight_ih``
-    (3H, in), ``weight_hh`` (3H, H), ``bias_ih`` / ``bias_hh`` (3H,) in
-    PyTorch's layout and gate order r, z, n.  dense: dicts with
-    ``in_features``, ``out_features``, ``activation`` (a name in
-    ACTIVATION_NAMES), ``weight`` (out, in) and ``bias`` (out,) or None.
-    meta: JSON-serializable metadata (converter version is added).
-    head_from: "output" (the top layer's output at each sequence's last
-    valid step, PyTorch's ``fc(y[:, -1])``) or "state" (its final states,
-    directions concatenated: ``fc(cat(h_n[-2], h_n[-1]))``, Keras'
-    Bidirectional / go_backwards ``return_sequences=False``).
-    """
-    from grulite import __version__
-
-    _core.check_config(input_size, layers, dense)     # the limits, before any copy
-    fixed = []
-    for k, lay in enumerate(layers):
-        lay = dict(lay)
-        for f in _WEIGHT_FIELDS:
-            lay[f] = [np.ascontiguousarray(a, dtype=np.float32) for a in lay.get(f, [])]
-        fixed.append(lay)
-    dense = [dict(d, weight=np.ascontiguousarray(d["weight"], dtype=np.float32),
-                  bias=None if d.get("bias") is None else np.ascontiguousarray(d["bias"], dtype=np.float32))
-             for d in dense]
-    meta = dict(meta)
-    meta.setdefault("converter", f"grulite {__version__}")
-    return _core.serialize(int(input_size), fixed, dense,
-                           json.dumps(meta, sort_keys=True, default=str).encode("utf-8"),
-                           bool(batch_first), dtype, _head_from_state(head_from))
-
-
-def _head_from_state(head_from: str) -> bool:
-    if head_from not in ("output", "state"):
-        raise GruliteError(f"head_from must be 'output' or 'state'; got {head_from!r}")
-    return head_from == "state"
 
 
 def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
                 reset_after: bool | Sequence[bool] = True, head: HeadSpec = None,
                 batch_first: bool = True, source: str | None = None,
                 dtype: str = "float32", head_from: str = "output") -> tuple[bytes, dict]:
-    """The .grl image of the GRU (and head) in `mapping`, and a summary."""
-    from grulite import __version__
-
+    """The .grl image of the GRU (and head) in `mapping`, and a summary:
+    ``prefix``, ``layers``, ``dense``, ``parameters``, ``tensors`` (the
+    names used) and ``unused`` (the state_dict's other tensors)."""
     sd, p, desc = find_gru(mapping, prefix, reset_after)
     layers = desc["layers"]
     dense = find_head(sd, parse_head(head), _output_width(layers))
     used = _used_names(p, layers, dense)
     meta = {
-        "converter": f"grulite {__version__}",
         "source": source,
         "prefix": p.rstrip("."),
         "tensors": {k: list(to_array(sd[k], k).shape) for k in used},
         "head": [[d["name"], d["activation"]] for d in dense],
     }
-    image = _core.serialize(int(desc["input_size"]), layers, dense,
-                            json.dumps(meta, sort_keys=True).encode("utf-8"), bool(batch_first),
-                            dtype, _head_from_state(head_from))
-    n_params = sum(a.size for lay in layers for f in _WEIGHT_FIELDS for a in lay[f]) \
-        + sum(d["weight"].size + (0 if d["bias"] is None else d["bias"].size) for d in dense)
-    summary = dict(prefix=p.rstrip("."), layers=layers, dense=dense, parameters=int(n_params),
-                   tensors=used)
+    image = image_from_layers(desc["input_size"], layers, dense, meta, batch_first, dtype,
+                              head_from)
+    names = set(used)
+    unused = [str(k) for k, v in sd.items() if str(k) not in names and hasattr(v, "shape")]
+    summary = dict(prefix=p.rstrip("."), layers=layers, dense=dense,
+                   parameters=count_parameters(layers, dense), tensors=used, unused=unused)
     return image, summary
-
-
-def used_tensors(mapping: Mapping[str, Any], prefix: str | None = None,
-                 reset_after: bool | Sequence[bool] = True, head: HeadSpec = None) -> list[str]:
-    """The names of the tensors :func:`build_image` reads from `mapping` (keys
-    of the state_dict inside it), after every shape and limit check that
-    build_image makes; nothing is copied.  Only shapes and dtypes matter
-    here, so a loader can pass stand-ins (zero-stride views) for tensors it
-    has not read yet, and then read only these."""
-    sd, p, desc = find_gru(mapping, prefix, reset_after, copy=False)
-    layers = desc["layers"]
-    dense = find_head(sd, parse_head(head), _output_width(layers), copy=False)
-    return _used_names(p, layers, dense)
 
 
 def _output_width(layers: list) -> int:

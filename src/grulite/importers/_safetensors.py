@@ -25,10 +25,11 @@ from typing import Optional, Union
 
 import numpy as np
 
-from grulite._convert import HeadSpec, build_image
 from grulite._errors import GruliteError, reading
+from grulite.importers._lazy import LazyTensor
+from grulite.importers._state_dict import HeadSpec, build_image
 
-__all__ = ["safetensors_image", "from_safetensors", "read_safetensors"]
+__all__ = ["image", "read_safetensors"]
 
 _MAX_HEADER = 100_000_000
 _MAX_NDIM = 64
@@ -43,49 +44,22 @@ _DTYPES = {
 }
 
 
-class _Tensor:
+class _Tensor(LazyTensor):
     """One tensor of an open file, read on first use."""
-    __slots__ = ("_reader", "name", "kind", "shape", "_begin", "_end", "_cache")
+    __slots__ = ("_reader", "name", "_begin", "_end")
 
-    def __init__(self, reader, name, kind, shape, begin, end):
-        self._reader, self.name, self.kind, self.shape = reader, name, kind, shape
-        self._begin, self._end, self._cache = begin, end, None
+    def __init__(self, reader: "_Reader", name: str, kind: str, shape: tuple, begin: int,
+                 end: int):
+        self._reader, self.name, self._begin, self._end = reader, name, begin, end
+        self._init(shape, _DTYPES[kind][0], "bfloat16" if kind == "BF16" else
+                   "bool" if kind == "BOOL" else kind)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        code = _DTYPES[self.kind][0]
-        if self.kind == "BF16":
-            return np.dtype(np.float32)
-        if self.kind == "BOOL":
-            return np.dtype(bool)
-        return np.dtype(object) if code is None else np.dtype(code).newbyteorder("=")
-
-    def numpy(self) -> np.ndarray:
-        if self._cache is None:
-            code = _DTYPES[self.kind][0]
-            if code is None:
-                raise GruliteError(f"tensor {self.name!r} has dtype {self.kind}, which grulite "
-                                   "cannot read")
-            raw = self._reader.read(self._begin, self._end)
-            a = np.frombuffer(raw, dtype=np.dtype(code)).reshape(self.shape)
-            a = np.array(a, dtype=np.dtype(code).newbyteorder("="), order="C")
-            if self.kind == "BF16":
-                a = (a.astype(np.uint32) << 16).view(np.float32)
-            elif self.kind == "BOOL":
-                a = a != 0
-            self._cache = a
-        return self._cache
-
-    def __array__(self, dtype=None, copy=None):
-        a = self.numpy()
-        return a if dtype is None else a.astype(dtype, copy=False)
-
-    def __repr__(self):
-        return f"<safetensors tensor {self.name!r} {self.kind} {self.shape}>"
+    def _read(self) -> np.ndarray:
+        if self.code is None:
+            raise GruliteError(f"tensor {self.name!r} has dtype {self.kind}, which grulite "
+                               "cannot read")
+        raw = self._reader.read(self._begin, self._end)
+        return np.frombuffer(raw, dtype=np.dtype(self.code)).reshape(self.shape)
 
 
 class _Reader:
@@ -219,28 +193,15 @@ def read_safetensors(path: Union[str, os.PathLike]) -> dict:
         return {k: t.numpy() for k, t in r.tensors.items()}
 
 
-def safetensors_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
-                      reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-                      batch_first: bool = True, dtype: str = "float32",
-                    head_from: str = "output") -> tuple:
+def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
+          reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
+          batch_first: bool = True, dtype: str = "float32",
+          head_from: str = "output") -> tuple[bytes, dict]:
     """The .grl image and summary for a .safetensors file holding a
-    state_dict (as :func:`grulite._model.npz_image`); only the tensors the
+    state_dict (``safetensors.torch.save_file(model.state_dict(), path)``);
+    arguments of :func:`grulite.from_state_dict`.  Only the tensors the
     model uses are read."""
     p = _check_path(path)
     with reading(p, "safetensors file"), _Reader(p) as r:
         return build_image(dict(r.tensors), prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from)
-
-
-def from_safetensors(path: Union[str, os.PathLike], prefix: Optional[str] = None,
-                     reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-                     *, batch_first: bool = True, dtype: str = "float32",
-                     num_threads: Optional[int] = None):
-    """Builds a model from a .safetensors file of a state_dict
-    (``safetensors.torch.save_file(model.state_dict(), path)`` or
-    ``save_model(model, path)``).  Parameters are those of
-    :func:`grulite.from_state_dict`."""
-    from grulite._model import from_bytes
-
-    image, _ = safetensors_image(path, prefix, reset_after, head, batch_first, dtype=dtype)
-    return from_bytes(image, num_threads=num_threads)

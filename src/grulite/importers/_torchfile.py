@@ -60,10 +60,11 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from grulite._convert import _CHECKPOINT_KEYS, _GRU_KEY, HeadSpec, build_image
 from grulite._errors import GruliteError, reading
+from grulite.importers._lazy import LazyTensor
+from grulite.importers._state_dict import CHECKPOINT_KEYS, GRU_KEY, HeadSpec, build_image
 
-__all__ = ["torchfile_image", "from_torch_file", "read_torch_file"]
+__all__ = ["image", "read_torch_file"]
 
 _MAX_PICKLE_BYTES = 64 << 20       # data.pkl: ~100 bytes per tensor in a state_dict
 _MAX_PICKLE_OPS = 8_000_000        # bounds the objects (memory) a small pickle can make
@@ -215,73 +216,44 @@ class _Storage(_Frozen):
         return f"<storage {self.key!r}: {self.numel} x {self.dtype_name}>"
 
 
-class LazyTensor(_Frozen):
+class _TorchTensor(_Frozen, LazyTensor):
     """A tensor of a torch.save file: shape and dtype known, data read from
     the archive on first use (``numpy()`` / ``np.asarray``)."""
-    __slots__ = ("_storage", "_dtype_name", "_offset", "shape", "_stride", "_neg", "_conj",
-                 "_error", "_cache")
+    __slots__ = ("_storage", "_offset", "_stride", "_neg", "_conj", "_error")
 
     def __init__(self, storage, dtype_name, offset, shape, stride, neg=False, conj=False,
                  error=None):
-        vals = (storage, dtype_name, offset, shape, stride, neg, conj, error, None)
-        for k, v in zip(self.__slots__, vals):
+        for k, v in zip(self.__slots__, (storage, offset, stride, neg, conj, error)):
             object.__setattr__(self, k, v)
+        code = _DTYPES[dtype_name][0]
+        if code is not None and storage.archive.big_endian:
+            code = np.dtype(code).newbyteorder(">").str
+        self._init(shape, code, dtype_name)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        code = _DTYPES[self._dtype_name][0]
-        if self._dtype_name == "bfloat16":
-            return np.dtype(np.float32)
-        if self._dtype_name == "bool":
-            return np.dtype(bool)
-        return np.dtype(object) if code is None else np.dtype(code).newbyteorder("=")
-
-    def numpy(self) -> np.ndarray:
-        if self._cache is not None:
-            return self._cache
+    def _read(self) -> np.ndarray:
         if self._error:
             raise GruliteError(self._error)
         st = self._storage
-        code, itemsize = _DTYPES[self._dtype_name]
-        avail = st.nbytes // itemsize
+        itemsize = _DTYPES[self.kind][1]
         n = int(np.prod(self.shape, dtype=object)) if self.shape else 1
         if n == 0:
-            out = np.zeros(self.shape, dtype=self.dtype)
-        else:
-            _check_view(self.shape, self._stride, self._offset, avail)     # again: cheap
-            # the elements [lo, hi) of the storage the view reaches (strides are >= 0)
-            lo = self._offset
-            hi = lo + sum((d - 1) * s for d, s in zip(self.shape, self._stride)) + 1
-            raw = st.read_range(lo * itemsize, hi * itemsize, n * itemsize)
-            dt = np.dtype(code)
-            if st.archive.big_endian:
-                dt = dt.newbyteorder(">")
-            base = np.frombuffer(raw, dtype=dt, count=hi - lo)
-            view = np.lib.stride_tricks.as_strided(
-                base, shape=self.shape,
-                strides=tuple(s * itemsize for s in self._stride), writeable=False)
-            out = np.array(view, dtype=dt.newbyteorder("="), order="C")
-            if self._dtype_name == "bfloat16":
-                out = (out.astype(np.uint32) << 16).view(np.float32)
-            elif self._dtype_name == "bool":
-                out = out != 0
-            if self._conj:
-                out = np.conj(out)
-            if self._neg:
-                out = np.negative(out)
-        object.__setattr__(self, "_cache", out)
-        return out
+            return np.zeros(self.shape, dtype=self.code)
+        _check_view(self.shape, self._stride, self._offset, st.nbytes // itemsize)  # again: cheap
+        # the elements [lo, hi) of the storage the view reaches (strides are >= 0)
+        lo = self._offset
+        hi = lo + sum((d - 1) * s for d, s in zip(self.shape, self._stride)) + 1
+        raw = st.read_range(lo * itemsize, hi * itemsize, n * itemsize)
+        base = np.frombuffer(raw, dtype=np.dtype(self.code), count=hi - lo)
+        return np.lib.stride_tricks.as_strided(
+            base, shape=self.shape, strides=tuple(s * itemsize for s in self._stride),
+            writeable=False)
 
-    def __array__(self, dtype=None, copy=None):
-        a = self.numpy()
-        return a if dtype is None else a.astype(dtype, copy=False)
-
-    def __repr__(self):
-        return f"LazyTensor(shape={self.shape}, dtype={self._dtype_name})"
+    def _finish(self, a: np.ndarray) -> np.ndarray:
+        if self._conj:
+            a = np.conj(a)
+        if self._neg:
+            a = np.negative(a)
+        return a
 
 
 def _check_view(shape: tuple, stride: tuple, offset: int, avail: int) -> None:
@@ -324,7 +296,7 @@ def _make_tensor(storage, dtype_name, offset, size, stride, metadata):
         other = [k for k, v in metadata.items() if k not in ("neg", "conj") and v]
         if other and error is None:
             error = f"a tensor has metadata {_short(metadata)} that grulite cannot apply"
-    return LazyTensor(storage, dtype_name, offset, size, stride, neg, conj, error)
+    return _TorchTensor(storage, dtype_name, offset, size, stride, neg, conj, error)
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
@@ -348,7 +320,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
-    if not isinstance(data, LazyTensor):
+    if not isinstance(data, _TorchTensor):
         raise GruliteError(f"_rebuild_parameter needs a tensor; got {_short(data)}")
     return data
 
@@ -368,7 +340,7 @@ def _rebuild_from_type_v2(func, new_type, args, state=None):
     if not isinstance(args, tuple):
         raise GruliteError(f"_rebuild_from_type_v2 arguments must be a tuple; got {_short(args)}")
     out = func(*args)
-    if not isinstance(out, LazyTensor):
+    if not isinstance(out, _TorchTensor):
         raise GruliteError("_rebuild_from_type_v2 did not produce a tensor")
     return out
 
@@ -909,12 +881,12 @@ class _TorchArchive:
 
 
 def _has_gru(d: dict) -> bool:
-    return any(isinstance(k, str) and _GRU_KEY.match(k) for k in dict.keys(d))
+    return any(isinstance(k, str) and GRU_KEY.match(k) for k in dict.keys(d))
 
 
 def _find_state_dict(obj: Any) -> Optional[dict]:
     """The mapping holding GRU tensors: the same search as
-    _convert._unwrap_checkpoint (the top level, then the usual checkpoint
+    _state_dict._unwrap_checkpoint (the top level, then the usual checkpoint
     keys, then any value), but each dict visited once and depth-limited, so
     shared or cyclic containers of a hostile pickle cannot blow it up."""
     seen: set = set()
@@ -925,7 +897,7 @@ def _find_state_dict(obj: Any) -> Optional[dict]:
         seen.add(id(d))
         if _has_gru(d):
             return d
-        for key in _CHECKPOINT_KEYS:
+        for key in CHECKPOINT_KEYS:
             inner = dict.get(d, key)
             if isinstance(inner, dict):
                 found = search(inner, depth + 1)
@@ -1023,34 +995,17 @@ def read_torch_file(path: Union[str, os.PathLike]) -> Any:
             raise GruliteError(msg if msg.startswith(f"{p!r}: ") else f"{p!r}: {msg}") from None
 
 
-def torchfile_image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
-                    reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-                    batch_first: bool = True, dtype: str = "float32",
-                    head_from: str = "output") -> tuple:
-    """The .grl image and summary for a ``torch.save``'d state_dict or
-    checkpoint dict (as :func:`grulite._model.npz_image` for .npz).  Only the
-    tensors the model uses are read from the file."""
+def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
+          reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
+          batch_first: bool = True, dtype: str = "float32",
+          head_from: str = "output") -> tuple[bytes, dict]:
+    """The .grl image and summary for a file written by ``torch.save``
+    (torch >= 1.6): ``torch.save(model.state_dict(), path)`` or a checkpoint
+    dict such as ``{"model": model.state_dict(), "epoch": 3, ...}``;
+    arguments of :func:`grulite.from_state_dict`.  Only the tensors the
+    model uses are read from the file."""
     p = _check_path(path)
     with reading(p, "torch.save file"), _TorchArchive(p) as arch:
         mapping = _mapping_for_build(arch.load(), p)
         return build_image(mapping, prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from)
-
-
-def from_torch_file(path: Union[str, os.PathLike], prefix: Optional[str] = None,
-                    reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-                    *, batch_first: bool = True, dtype: str = "float32",
-                    num_threads: Optional[int] = None):
-    """Builds a model from a file written by ``torch.save`` (torch >= 1.6):
-    ``torch.save(model.state_dict(), path)`` or a checkpoint dict such as
-    ``{"model": model.state_dict(), "epoch": 3, "optimizer": ...}``.
-
-    torch is not needed, and the file's pickle is never given the chance to
-    run code: only tensors, plain containers, numbers and strings are
-    accepted (anything else raises :class:`GruliteError`).  Parameters are
-    those of :func:`grulite.from_state_dict`.
-    """
-    from grulite._model import from_bytes
-
-    image, _ = torchfile_image(path, prefix, reset_after, head, batch_first, dtype=dtype)
-    return from_bytes(image, num_threads=num_threads)

@@ -1,0 +1,71 @@
+"""The one way from an importer's description of a model to a .grl image.
+
+Every importer describes what it found as plain layers and head layers
+(:func:`image_from_layers` says how) and hands them here; the C core checks
+the description (``_core.check_config``) and writes the image
+(``_core.serialize``) that its loader reads.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from grulite import _core
+from grulite._errors import GruliteError
+
+__all__ = ["image_from_layers", "count_parameters", "WEIGHT_FIELDS"]
+
+WEIGHT_FIELDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _f32(a: Any) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
+                      batch_first: bool = True, dtype: str = "float32",
+                      head_from: str = "output") -> bytes:
+    """The .grl image of a GRU described layer by layer (the importers' one
+    way in).
+
+    layers: one dict per layer with ``input_size``, ``hidden_size``,
+    ``num_directions`` (1 or 2), ``reverse`` (one direction run backwards),
+    ``reset_after``, ``bias`` and, per direction, lists ``weight_ih``
+    (3H, in), ``weight_hh`` (3H, H), ``bias_ih`` / ``bias_hh`` (3H,) in
+    PyTorch's layout and gate order r, z, n.  dense: dicts with
+    ``in_features``, ``out_features``, ``activation`` (a name in
+    ``_core.ACTIVATIONS``), ``weight`` (out, in) and ``bias`` (out,) or None.
+    meta: JSON-serializable metadata (converter version is added).
+    head_from: "output" (the top layer's output at each sequence's last
+    valid step, PyTorch's ``fc(y[:, -1])``) or "state" (its final states,
+    directions concatenated: ``fc(cat(h_n[-2], h_n[-1]))``, Keras'
+    Bidirectional / go_backwards ``return_sequences=False``).
+
+    Tensors may be anything ``np.asarray`` takes (lazy tensors of a file
+    are read here, after the C core has checked every size).
+    """
+    from grulite import __version__
+
+    if head_from not in ("output", "state"):
+        raise GruliteError(f"head_from must be 'output' or 'state'; got {head_from!r}")
+    _core.check_config(input_size, layers, dense)     # the limits, before any copy
+    fixed = [dict(lay, **{f: [_f32(a) for a in lay.get(f, [])] for f in WEIGHT_FIELDS})
+             for lay in layers]
+    dense = [dict(d, weight=_f32(d["weight"]),
+                  bias=None if d.get("bias") is None else _f32(d["bias"])) for d in dense]
+    meta = dict(meta)
+    meta.setdefault("converter", f"grulite {__version__}")
+    return _core.serialize(int(input_size), fixed, dense,
+                           json.dumps(meta, sort_keys=True, default=str).encode("utf-8"),
+                           bool(batch_first), dtype, head_from == "state")
+
+
+def count_parameters(layers: list, dense: list) -> int:
+    """Weights and biases of a description as :func:`image_from_layers`
+    takes it."""
+    n = sum(int(np.size(a)) for lay in layers for f in WEIGHT_FIELDS for a in lay.get(f, []))
+    n += sum(int(np.size(d["weight"])) + (0 if d.get("bias") is None else int(np.size(d["bias"])))
+             for d in dense)
+    return n
