@@ -1,5 +1,6 @@
 /* dispatch.c - choosing a kernel set once, at load: the best the CPU
  * supports, or the one GRULITE_ISA / grulite_model_set_isa() names. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -18,9 +19,36 @@ static int gl_cpu_f16c(void)
 #  define GL_CPU_F16C() __builtin_cpu_supports("f16c")
 #endif
 
-int gl_kernels_supported(const char *name)
+/* Every kernel set the library knows, plainest first: the one list of
+ * their names.  `k` is NULL where this build has no such set. */
+typedef struct gl_isa {
+    const char *name;
+    const gl_kernels *k;
+} gl_isa;
+
+static const gl_isa gl_isas[] = {
+    { "generic", &gl_kernels_generic },
+#if defined(GL_HAVE_X86_KERNELS)
+    { "avx2", &gl_kernels_avx2 },
+    { "avx512", &gl_kernels_avx512 },
+    { "avx512vnni", &gl_kernels_avx512vnni },
+#else
+    { "avx2", NULL },
+    { "avx512", NULL },
+    { "avx512vnni", NULL },
+#endif
+#if defined(GL_HAVE_NEON_KERNELS)
+    { "neon", &gl_kernels_neon },
+#else
+    { "neon", NULL },
+#endif
+};
+
+#define GL_N_ISAS ((int)(sizeof gl_isas / sizeof gl_isas[0]))
+
+/* Whether the running CPU has what set `name` needs (the build aside). */
+static int cpu_runs(const char *name)
 {
-    if (!name) return 0;
     if (!strcmp(name, "generic")) return 1;
 #if defined(GL_HAVE_X86_KERNELS)
     __builtin_cpu_init();
@@ -34,38 +62,63 @@ int gl_kernels_supported(const char *name)
                __builtin_cpu_supports("avx512vnni");
 #endif
 #if defined(GL_HAVE_NEON_KERNELS)
-    if (!strcmp(name, "neon")) return 1;
+    if (!strcmp(name, "neon")) return 1;    /* part of every aarch64 CPU */
 #endif
+    return 0;
+}
+
+int gl_kernels_supported(const char *name)
+{
+    for (int i = 0; name && i < GL_N_ISAS; i++)
+        if (!strcmp(gl_isas[i].name, name)) return gl_isas[i].k != NULL && cpu_runs(name);
     return 0;
 }
 
 const gl_kernels *gl_kernels_select(const char *name)
 {
     if (!name || !*name || !strcmp(name, "auto")) {
-#if defined(GL_HAVE_X86_KERNELS)
-        if (gl_kernels_supported("avx512vnni")) return &gl_kernels_avx512vnni;
-        if (gl_kernels_supported("avx512")) return &gl_kernels_avx512;
-        if (gl_kernels_supported("avx2")) return &gl_kernels_avx2;
-#endif
-#if defined(GL_HAVE_NEON_KERNELS)
-        return &gl_kernels_neon;
-#endif
+        for (int i = GL_N_ISAS - 1; i > 0; i--)      /* the most specific that runs */
+            if (gl_isas[i].k && cpu_runs(gl_isas[i].name)) return gl_isas[i].k;
         return &gl_kernels_generic;
     }
-    if (!gl_kernels_supported(name)) return NULL;
-    if (!strcmp(name, "generic")) return &gl_kernels_generic;
-#if defined(GL_HAVE_X86_KERNELS)
-    if (!strcmp(name, "avx2")) return &gl_kernels_avx2;
-    if (!strcmp(name, "avx512")) return &gl_kernels_avx512;
-    if (!strcmp(name, "avx512vnni")) return &gl_kernels_avx512vnni;
-#endif
-#if defined(GL_HAVE_NEON_KERNELS)
-    if (!strcmp(name, "neon")) return &gl_kernels_neon;
-#endif
+    for (int i = 0; i < GL_N_ISAS; i++)
+        if (!strcmp(gl_isas[i].name, name))
+            return gl_isas[i].k && cpu_runs(name) ? gl_isas[i].k : NULL;
     return NULL;
+}
+
+const gl_kernels *gl_kernels_from_env(void)
+{
+    return gl_kernels_select(getenv("GRULITE_ISA"));
 }
 
 int grulite_isa_supported(const char *isa)
 {
     return gl_kernels_supported(isa);
+}
+
+const char *grulite_isa_name(int index)
+{
+    return index >= 0 && index < GL_N_ISAS ? gl_isas[index].name : NULL;
+}
+
+const char *grulite_isa_default(void)
+{
+    const gl_kernels *k = gl_kernels_from_env();
+    return k ? k->name : NULL;
+}
+
+int gl_isa_list(char *buf, size_t size)
+{
+    size_t used = 0;
+    if (!size) return 0;
+    buf[0] = '\0';
+    for (int i = 0; i < GL_N_ISAS; i++) {
+        const size_t n = strlen(gl_isas[i].name);
+        if (used + n + 3 > size) break;
+        if (i) { memcpy(buf + used, ", ", 2); used += 2; }
+        memcpy(buf + used, gl_isas[i].name, n + 1);
+        used += n;
+    }
+    return (int)used;
 }

@@ -161,4 +161,12 @@ const gl_kernels *gl_kernels_select(const char *name);
 /* Whether the running CPU can run the named kernel set. */
 int gl_kernels_supported(const char *name);
 
+/* The set GRULITE_ISA names, or the best (NULL: it names one this CPU
+ * cannot run). */
+const gl_kernels *gl_kernels_from_env(void);
+
+/* The names of every known set, ", "-separated, into buf (for messages);
+ * returns the length written. */
+int gl_isa_list(char *buf, size_t size);
+
 #endif /* GRULITE_KERNELS_H */
