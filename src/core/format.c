@@ -34,7 +34,7 @@ enum {
     GL_TENSOR_REC = 64,      /* bytes per tensor-table entry */
     GL_NAME_LEN = 32,        /* name bytes in a tensor entry, NUL-padded */
     GL_CRC_START = 16,       /* the checksum covers [16, file_size) */
-    GL_LAYOUT_PANEL16 = 2,   /* panels of 16 lanes, gate-interleaved (kernels.h) */
+    GL_LAYOUT_PANEL16 = 2,   /* panels of 16 lanes, gate-interleaved (kernels/kernels.h) */
     GL_FLAG_TIME_MAJOR = 1,  /* header flag: the model's default rows are (T, B) */
     GL_FLAG_HEAD_STATE = 2   /* header flag: the head reads the final states */
 };
@@ -87,7 +87,7 @@ static int fail(char *msg, size_t msg_size, int code, const char *fmt, ...)
 /* ---- The tensors a configuration needs --------------------------------- */
 
 /* One tensor of the canonical list for a configuration.  Matrices are
- * stored as panels (kernels.h) and listed with shape (K, G*H); bias
+ * stored as panels (kernels/kernels.h) and listed with shape (K, G*H); bias
  * vectors with shape (G*H).  The table's reserved word holds G. */
 enum { GL_MATRIX = 0, GL_BIAS = 1, GL_SCALE = 2 };
 

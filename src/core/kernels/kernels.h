@@ -101,7 +101,7 @@ static inline size_t gl_panel_index(const gl_panel *p, size_t b, size_t k, size_
     return ((b * p->K + k) * p->G + g) * GL_LANES + l;
 }
 
-/* float <-> IEEE half, round to nearest even (kernels_ref.c). */
+/* float <-> IEEE half, round to nearest even (kernels/ref.c). */
 float gl_half_to_float(uint16_t h);
 uint16_t gl_float_to_half(float f);
 

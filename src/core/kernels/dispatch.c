@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "../internal.h"
 
 #if defined(GL_HAVE_X86_KERNELS) && defined(__clang__)
 /* Older clang (e.g. 14) rejects __builtin_cpu_supports("f16c"): ask CPUID
