@@ -19,13 +19,15 @@ else:
         cflags += ["-Wall", "-Wextra", "-Werror", "-Wno-unused-function",
                    "-Wno-unreachable-code", "-Wno-unused-parameter"]
 
-core_sources = sorted(glob.glob(os.path.join("src", "core", "*.c")))
+# Every C file of the core, in its subfolders too (docs/architecture.md).
+core_sources = sorted(glob.glob(os.path.join("src", "core", "**", "*.c"), recursive=True))
 
 ext = Extension(
     "grulite._core",
     sources=["src/grulite/_core.pyx"] + core_sources,
     include_dirs=["include", "src/core", numpy.get_include()],
-    depends=sorted(glob.glob(os.path.join("src", "core", "*.h"))) + ["include/grulite.h"],
+    depends=sorted(glob.glob(os.path.join("src", "core", "**", "*.h"), recursive=True))
+    + ["include/grulite.h"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=cflags,
     language="c",

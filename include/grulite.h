@@ -109,6 +109,28 @@ GRULITE_API const char *grulite_version(void);
 #define GRULITE_DTYPE_F16 2   /* IEEE half; about half the size */
 #define GRULITE_DTYPE_I8  3   /* int8, one symmetric float32 scale per output row */
 
+/* Kinds of layer.  A model is a sequence of typed layers: today GRU
+ * layers followed by an optional head of dense layers. */
+#define GRULITE_LAYER_GRU   1
+#define GRULITE_LAYER_DENSE 2
+
+/* ---- Names: the one list of them (Python and the CLI ask here) ------- */
+
+#define GRULITE_NAMES_DTYPE      1   /* "float32", "float16", "int8" */
+#define GRULITE_NAMES_ACTIVATION 2   /* "none", "relu", "tanh", "sigmoid", "softmax" */
+#define GRULITE_NAMES_LAYER_KIND 3   /* "gru", "dense" */
+
+/* Name of `code` in a table (GRULITE_NAMES_*), or NULL if the table has no
+ * such code.  Static strings; thread-safe. */
+GRULITE_API const char *grulite_name(int table, int code);
+
+/* Code of `name` in a table, or GRULITE_E_ARG for a name it does not hold. */
+GRULITE_API int grulite_code(int table, const char *name);
+
+/* Entry `index` (0, 1, ...) of a table: *name gets its name and the code is
+ * returned; GRULITE_E_ARG past the last entry.  Lists a table in order. */
+GRULITE_API int grulite_name_at(int table, int index, const char **name);
+
 /* Limits; larger values are refused with GRULITE_E_TOO_LARGE. */
 #define GRULITE_MAX_LAYERS  64
 #define GRULITE_MAX_DENSE   64
@@ -221,6 +243,16 @@ GRULITE_API int grulite_model_set_isa(grulite_model *model, const char *isa);
 /* 1 if this CPU and build can run the named kernel set, else 0. */
 GRULITE_API int grulite_isa_supported(const char *isa);
 
+/* Name of kernel set `index` (0, 1, ...) among every set the library knows,
+ * from the plainest ("generic") to the most specific; NULL past the last.
+ * Whether this CPU can run one: grulite_isa_supported(). */
+GRULITE_API const char *grulite_isa_name(int index);
+
+/* The kernel set a model loaded now gets: the one GRULITE_ISA names, or the
+ * best this CPU supports.  NULL when GRULITE_ISA names a set this CPU and
+ * build cannot run (loading then fails with GRULITE_E_UNSUPPORTED). */
+GRULITE_API const char *grulite_isa_default(void);
+
 /* ---- Building a model image (the converter) -------------------------- */
 
 /* Weights in PyTorch's layout; gates in the order r, z, n.  Index 0 of each
@@ -258,6 +290,13 @@ typedef struct grulite_model_spec {
     const char *metadata;              /* UTF-8, or NULL */
     size_t metadata_len;
 } grulite_model_spec;
+
+/* Checks a spec's configuration (counts, sizes, flags, dtype, activations)
+ * against the format and the limits, without reading any weight: the one
+ * validator of a configuration, which grulite_model_serialize() and every
+ * load also run.  On failure, msg (when not NULL) gets a line naming the
+ * field.  Thread-safe. */
+GRULITE_API int grulite_spec_check(const grulite_model_spec *spec, char *msg, size_t msg_size);
 
 /* Serializes `spec` into a .grl image, repacking the weights into the
  * layout the kernels read.  With buf == NULL only *size is set (the bytes

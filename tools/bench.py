@@ -778,7 +778,8 @@ def run_cstep(c, cc, cflags_override):
         res["flags_from"] = "setup.py"
     except Exception as e:
         warn(f"c-step: could not read setup.py's flags ({e}); using -O3 -std=c99 and src/core/*.c")
-        b = {"sources": sorted(glob.glob(os.path.join(ROOT, "src", "core", "*.c"))),
+        b = {"sources": sorted(glob.glob(os.path.join(ROOT, "src", "core", "**", "*.c"),
+                                         recursive=True)),
              "include_dirs": [os.path.join(ROOT, "include"), os.path.join(ROOT, "src", "core")],
              "cflags": ["-O3", "-std=c99"], "defines": [], "ldflags": []}
         res["flags_from"] = "fallback"

@@ -1,6 +1,6 @@
 // bench_step.c - the C-level cost of one grulite streaming step, no Python.
 //
-//     cc -O3 -std=c99 -Iinclude src/core/*.c tools/bench_step.c -o bench_step -lm -lpthread
+//     cc -O3 -std=c99 -Iinclude src/core/*.c src/core/*/*.c tools/bench_step.c -o bench_step -lm -lpthread
 //     ./bench_step            # H = 64 and 128
 //     ./bench_step 32 256     # any hidden sizes
 //

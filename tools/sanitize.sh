@@ -76,13 +76,13 @@ if [[ "$SKIP" != *" c "* ]]; then
     [ "${#compilers[@]}" -gt 0 ] || { echo "sanitize.sh: neither clang nor gcc found" >&2; exit 2; }
     for cc in "${compilers[@]}"; do
         step_begin "C tests, $cc ASan + UBSan, leak detection on"
-        "$cc" "${WARN[@]}" "${SAN[@]}" src/core/*.c "${TEST_SOURCES[@]}" -lm -lpthread \
+        "$cc" "${WARN[@]}" "${SAN[@]}" src/core/*.c src/core/*/*.c "${TEST_SOURCES[@]}" -lm -lpthread \
             -o "$WORK/test_core_$cc"
         "$WORK/test_core_$cc" "$FIXTURES" >"$WORK/test_core_$cc.log" 2>&1 ||
             { cat "$WORK/test_core_$cc.log"; echo "sanitize.sh: C tests failed under $cc ASan/UBSan" >&2; exit 1; }
         tail -n 1 "$WORK/test_core_$cc.log"
         for t in $(regress_dirs); do
-            "$cc" "${WARN[@]}" "${SAN[@]}" src/core/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c \
+            "$cc" "${WARN[@]}" "${SAN[@]}" src/core/*.c src/core/*/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c \
                 -lm -lpthread -o "$WORK/replay_${t}_$cc"
             "$WORK/replay_${t}_$cc" "$REGRESS/$t"
         done
@@ -105,12 +105,12 @@ if [[ "$SKIP" != *" valgrind "* ]]; then
         --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible
         --track-origins=yes --quiet)
     cc=$(command -v gcc || command -v clang)
-    "$cc" "${WARN[@]}" -g -O1 src/core/*.c "${TEST_SOURCES[@]}" -lm -lpthread -o "$WORK/test_core_vg"
+    "$cc" "${WARN[@]}" -g -O1 src/core/*.c src/core/*/*.c "${TEST_SOURCES[@]}" -lm -lpthread -o "$WORK/test_core_vg"
     "${VG[@]}" "$WORK/test_core_vg" "$FIXTURES" >"$WORK/test_core_vg.log" 2>&1 ||
         { cat "$WORK/test_core_vg.log"; echo "sanitize.sh: valgrind reported errors" >&2; exit 1; }
     tail -n 1 "$WORK/test_core_vg.log"
     for t in $(regress_dirs); do
-        "$cc" "${WARN[@]}" -g -O1 src/core/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c \
+        "$cc" "${WARN[@]}" -g -O1 src/core/*.c src/core/*/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c \
             -lm -lpthread -o "$WORK/replay_${t}_vg"
         "${VG[@]}" "$WORK/replay_${t}_vg" "$REGRESS/$t"
     done

@@ -34,7 +34,7 @@ enum {
     GL_TENSOR_REC = 64,      /* bytes per tensor-table entry */
     GL_NAME_LEN = 32,        /* name bytes in a tensor entry, NUL-padded */
     GL_CRC_START = 16,       /* the checksum covers [16, file_size) */
-    GL_LAYOUT_PANEL16 = 2,   /* panels of 16 lanes, gate-interleaved (kernels.h) */
+    GL_LAYOUT_PANEL16 = 2,   /* panels of 16 lanes, gate-interleaved (kernels/kernels.h) */
     GL_FLAG_TIME_MAJOR = 1,  /* header flag: the model's default rows are (T, B) */
     GL_FLAG_HEAD_STATE = 2   /* header flag: the head reads the final states */
 };
@@ -69,37 +69,6 @@ static int host_is_little_endian(void)
     return b == 1;
 }
 
-/* ---- Error text -------------------------------------------------------- */
-
-const char *grulite_strerror(int code)
-{
-    switch (code) {
-    case GRULITE_OK: return "success";
-    case GRULITE_E_ARG: return "invalid argument";
-    case GRULITE_E_NOMEM: return "out of memory";
-    case GRULITE_E_IO: return "cannot read or write the file";
-    case GRULITE_E_MAGIC: return "not a grulite model file (bad magic)";
-    case GRULITE_E_VERSION: return "unsupported grulite model file version";
-    case GRULITE_E_TRUNCATED: return "model file is truncated";
-    case GRULITE_E_CHECKSUM: return "model file checksum mismatch (corrupted file)";
-    case GRULITE_E_FORMAT: return "malformed model file";
-    case GRULITE_E_CONFIG: return "invalid model configuration";
-    case GRULITE_E_TENSOR: return "missing tensor or tensor of the wrong dtype or shape";
-    case GRULITE_E_SHAPE: return "input shape does not fit the model";
-    case GRULITE_E_LENGTHS: return "sequence length outside [1, steps]";
-    case GRULITE_E_UNSUPPORTED: return "not supported";
-    case GRULITE_E_ALIGN: return "borrowed model buffer is not 64-byte aligned";
-    case GRULITE_E_TOO_LARGE: return "size too large";
-    case GRULITE_E_BUFFER: return "output buffer too small";
-    default: return "unknown error";
-    }
-}
-
-const char *grulite_version(void)
-{
-    return GRULITE_VERSION_STRING;
-}
-
 /* Formats a detail line into msg (if any) and returns code. */
 #if defined(__GNUC__)
 __attribute__((format(printf, 4, 5)))
@@ -118,7 +87,7 @@ static int fail(char *msg, size_t msg_size, int code, const char *fmt, ...)
 /* ---- The tensors a configuration needs --------------------------------- */
 
 /* One tensor of the canonical list for a configuration.  Matrices are
- * stored as panels (kernels.h) and listed with shape (K, G*H); bias
+ * stored as panels (kernels/kernels.h) and listed with shape (K, G*H); bias
  * vectors with shape (G*H).  The table's reserved word holds G. */
 enum { GL_MATRIX = 0, GL_BIAS = 1, GL_SCALE = 2 };
 
@@ -208,14 +177,14 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
     int32_t in = m->info.input_size;
     int32_t state = 0;
     if (in < 1 || in > GRULITE_MAX_FEATURES)
-        return fail(msg, msg_size, GRULITE_E_CONFIG, "input_size %ld outside [1, %d]",
+        return fail(msg, msg_size, GRULITE_E_CONFIG, "input_size %ld is outside [1, %d]",
                     (long)in, GRULITE_MAX_FEATURES);
     m->max_hidden = m->max_width = m->max_dense = 0;
     m->bidirectional = m->quantized = 0;
     for (int l = 0; l < m->info.num_layers; l++) {
         grulite_layer_info *c = &m->layer[l].cfg;
         if (c->hidden_size < 1 || c->hidden_size > GRULITE_MAX_FEATURES)
-            return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: hidden_size %ld outside [1, %d]",
+            return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: hidden_size %ld is outside [1, %d]",
                         l, (long)c->hidden_size, GRULITE_MAX_FEATURES);
         if (c->num_directions != 1 && c->num_directions != 2)
             return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: num_directions %ld is not 1 or 2",
@@ -229,8 +198,7 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
         if (c->has_bias != 0 && c->has_bias != 1)
             return fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: has_bias %ld is not 0 or 1",
                         l, (long)c->has_bias);
-        if (c->dtype != GRULITE_DTYPE_F32 && c->dtype != GRULITE_DTYPE_F16 &&
-            c->dtype != GRULITE_DTYPE_I8)
+        if (!grulite_name(GRULITE_NAMES_DTYPE, c->dtype))
             return fail(msg, msg_size, GRULITE_E_UNSUPPORTED, "layer %d: weight dtype %ld not supported",
                         l, (long)c->dtype);
         c->input_size = in;
@@ -263,7 +231,7 @@ static int finish_config(grulite_model *m, char *msg, size_t msg_size)
         if (c->out_features < 1 || c->out_features > GRULITE_MAX_FEATURES)
             return fail(msg, msg_size, GRULITE_E_CONFIG, "head layer %d: out_features %ld outside [1, %d]",
                         j, (long)c->out_features, GRULITE_MAX_FEATURES);
-        if (c->activation < GRULITE_ACT_NONE || c->activation > GRULITE_ACT_SOFTMAX)
+        if (!grulite_name(GRULITE_NAMES_ACTIVATION, c->activation))
             return fail(msg, msg_size, GRULITE_E_CONFIG, "head layer %d: unknown activation %ld",
                         j, (long)c->activation);
         if (c->has_bias != 0 && c->has_bias != 1)
@@ -398,24 +366,25 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
     return 0;
 }
 
-int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t cap,
-                            size_t *size)
+/* Fills m's configuration from spec and validates it (finish_config). */
+static int spec_config(const grulite_model_spec *spec, grulite_model *m, char *msg, size_t msg_size)
 {
-    if (!spec || !size) return GRULITE_E_ARG;
-    if (!host_is_little_endian()) return GRULITE_E_UNSUPPORTED;
-    if (spec->num_layers < 1 || spec->num_layers > GRULITE_MAX_LAYERS || !spec->layers)
-        return GRULITE_E_CONFIG;
-    if (spec->num_dense < 0 || spec->num_dense > GRULITE_MAX_DENSE ||
-        (spec->num_dense > 0 && !spec->dense))
-        return GRULITE_E_CONFIG;
-    if (spec->dtype != GRULITE_DTYPE_F32 && spec->dtype != GRULITE_DTYPE_F16 &&
-        spec->dtype != GRULITE_DTYPE_I8)
-        return GRULITE_E_UNSUPPORTED;
+    if (!host_is_little_endian())
+        return fail(msg, msg_size, GRULITE_E_UNSUPPORTED, "big-endian hosts are not supported");
+    if (spec->num_layers < 1 || spec->num_layers > GRULITE_MAX_LAYERS)
+        return fail(msg, msg_size, GRULITE_E_CONFIG, "a model needs 1 to %d GRU layers; got %ld",
+                    GRULITE_MAX_LAYERS, (long)spec->num_layers);
+    if (!spec->layers) return fail(msg, msg_size, GRULITE_E_CONFIG, "layers is NULL");
+    if (spec->num_dense < 0 || spec->num_dense > GRULITE_MAX_DENSE)
+        return fail(msg, msg_size, GRULITE_E_CONFIG, "at most %d head layers; got %ld",
+                    GRULITE_MAX_DENSE, (long)spec->num_dense);
+    if (spec->num_dense > 0 && !spec->dense)
+        return fail(msg, msg_size, GRULITE_E_CONFIG, "num_dense %ld with dense NULL", (long)spec->num_dense);
+    if (!grulite_name(GRULITE_NAMES_DTYPE, spec->dtype))
+        return fail(msg, msg_size, GRULITE_E_UNSUPPORTED, "weight dtype %ld not supported",
+                    (long)spec->dtype);
     if (spec->metadata_len > UINT32_MAX || (spec->metadata_len && !spec->metadata))
-        return GRULITE_E_ARG;
-
-    grulite_model *m = calloc(1, sizeof(*m));
-    if (!m) return GRULITE_E_NOMEM;
+        return fail(msg, msg_size, GRULITE_E_ARG, "metadata: NULL, or above 4 GiB");
     m->info.input_size = spec->input_size;
     m->info.num_layers = spec->num_layers;
     m->info.num_dense = spec->num_dense;
@@ -433,7 +402,27 @@ int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t ca
         m->dense[j].cfg.activation = spec->dense[j].activation;
         m->dense[j].cfg.has_bias = spec->dense[j].has_bias;
     }
-    int rc = finish_config(m, NULL, 0);
+    return finish_config(m, msg, msg_size);
+}
+
+int grulite_spec_check(const grulite_model_spec *spec, char *msg, size_t msg_size)
+{
+    if (msg && msg_size) msg[0] = '\0';
+    if (!spec) return fail(msg, msg_size, GRULITE_E_ARG, "spec is NULL");
+    grulite_model *m = calloc(1, sizeof(*m));
+    if (!m) return fail(msg, msg_size, GRULITE_E_NOMEM, "out of memory");
+    const int rc = spec_config(spec, m, msg, msg_size);
+    free(m);
+    return rc;
+}
+
+int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t cap,
+                            size_t *size)
+{
+    if (!spec || !size) return GRULITE_E_ARG;
+    grulite_model *m = calloc(1, sizeof(*m));
+    if (!m) return GRULITE_E_NOMEM;
+    int rc = spec_config(spec, m, NULL, 0);
     if (rc) goto done;
     /* Every pointer the spec must provide. */
     for (int l = 0; l < spec->num_layers && !rc; l++) {
@@ -823,12 +812,14 @@ static int load_image(const void *data, size_t size, grulite_model **out,
     m->mapping_size = mapping_size;
     int rc = parse_image(m, data, size, msg, msg_size);
     if (!rc) {
-        const char *isa = getenv("GRULITE_ISA");
-        m->k = gl_kernels_select(isa);
-        if (!m->k)
+        m->k = gl_kernels_from_env();
+        if (!m->k) {
+            char names[96];
+            gl_isa_list(names, sizeof names);
             rc = fail(msg, msg_size, GRULITE_E_UNSUPPORTED,
-                      "GRULITE_ISA=%.32s: not a kernel set this CPU and build can run "
-                      "(generic, avx2, avx512, avx512vnni, neon)", isa);
+                      "GRULITE_ISA=%.32s: not a kernel set this CPU and build can run (%s)",
+                      getenv("GRULITE_ISA"), names);
+        }
     }
     if (rc) {
         grulite_model_free(m);

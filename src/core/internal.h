@@ -60,7 +60,7 @@ static inline int gl_align_up(size_t x, size_t *out)
 
 /* ---- The loaded model (read-only after load) ------------------------ */
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 /* Weights of one direction of one layer, packed for the kernels
  * (kernels.h): panels with G = 3 gates r, z, n. */
@@ -176,7 +176,7 @@ GL_HIDDEN int gl_scratch_floats(const grulite_model *m, const gl_pass *p, size_t
 GL_HIDDEN int gl_run(const grulite_model *m, float *scratch, const gl_pass *p,
                      float *state);
 
-/* In-place activation of one row of n floats (kernels_ref.c). */
+/* In-place activation of one row of n floats (kernels/ref.c). */
 GL_HIDDEN void gl_ref_activate(int act, size_t n, float *v);
 
 /* ---- Checksum -------------------------------------------------------- */

@@ -41,6 +41,16 @@ cdef extern from "grulite.h" nogil:
     int GRULITE_DTYPE_F16
     int GRULITE_DTYPE_I8
 
+    int GRULITE_LAYER_GRU
+    int GRULITE_LAYER_DENSE
+
+    int GRULITE_NAMES_DTYPE
+    int GRULITE_NAMES_ACTIVATION
+    int GRULITE_NAMES_LAYER_KIND
+    const char *grulite_name(int table, int code)
+    int grulite_code(int table, const char *name)
+    int grulite_name_at(int table, int index, const char **name)
+
     int GRULITE_MAX_LAYERS
     int GRULITE_MAX_DENSE
     int GRULITE_MAX_FEATURES
@@ -92,6 +102,8 @@ cdef extern from "grulite.h" nogil:
     const char *grulite_model_isa(const grulite_model *model)
     int grulite_model_set_isa(grulite_model *model, const char *isa)
     int grulite_isa_supported(const char *isa)
+    const char *grulite_isa_name(int index)
+    const char *grulite_isa_default()
 
     ctypedef struct grulite_layer_spec:
         int32_t hidden_size
@@ -123,6 +135,7 @@ cdef extern from "grulite.h" nogil:
         const char *metadata
         size_t metadata_len
 
+    int grulite_spec_check(const grulite_model_spec *spec, char *msg, size_t msg_size)
     int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t cap,
                                 size_t *size)
     int grulite_model_convert(const grulite_model *model, int dtype, void *buf, size_t cap,

@@ -10,7 +10,7 @@ pointer to C, so no call from Python can make the core read out of bounds.
 
 cimport numpy as cnp
 from libc.stdint cimport int32_t, uint32_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
 import os
@@ -21,25 +21,38 @@ from grulite._errors import GruliteError
 cnp.import_array()
 
 __all__ = ["CModel", "Stream", "Workspace", "load_path", "load_bytes", "serialize",
-           "check_config", "version", "isa_supported", "FORMAT_VERSION", "ACTIVATIONS"]
+           "check_config", "version", "isa_supported", "isa_names", "default_isa",
+           "FORMAT_VERSION", "ACTIVATIONS", "DTYPES", "LAYER_KINDS"]
 
 FORMAT_VERSION = GRULITE_FORMAT_VERSION
 
-ACTIVATIONS = {
-    "none": GRULITE_ACT_NONE,
-    "relu": GRULITE_ACT_RELU,
-    "tanh": GRULITE_ACT_TANH,
-    "sigmoid": GRULITE_ACT_SIGMOID,
-    "softmax": GRULITE_ACT_SOFTMAX,
-}
-_ACT_NAMES = {v: k for k, v in ACTIVATIONS.items()}
+cdef dict _table(int table):
+    """{name: code} of a C name table (GRULITE_NAMES_*), in the table's order."""
+    cdef const char *name = NULL
+    cdef int i = 0, code
+    out = {}
+    while True:
+        code = grulite_name_at(table, i, &name)
+        if code < 0:
+            return out
+        out[name.decode("ascii")] = code
+        i += 1
 
-DTYPES = {
-    "float32": GRULITE_DTYPE_F32,
-    "float16": GRULITE_DTYPE_F16,
-    "int8": GRULITE_DTYPE_I8,
-}
+
+ACTIVATIONS = _table(GRULITE_NAMES_ACTIVATION)
+_ACT_NAMES = {v: k for k, v in ACTIVATIONS.items()}
+DTYPES = _table(GRULITE_NAMES_DTYPE)
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+LAYER_KINDS = _table(GRULITE_NAMES_LAYER_KIND)
+
+
+def _isa_names():
+    cdef int i = 0
+    names = []
+    while grulite_isa_name(i) != NULL:
+        names.append(grulite_isa_name(i).decode("ascii"))
+        i += 1
+    return tuple(names)
 
 
 cdef int dtype_code(object name) except -1:
@@ -53,7 +66,19 @@ MAX_LAYERS = GRULITE_MAX_LAYERS
 MAX_DENSE = GRULITE_MAX_DENSE
 MAX_FEATURES = GRULITE_MAX_FEATURES
 MAX_THREADS = GRULITE_MAX_THREADS
-ISAS = ("generic", "avx2", "avx512", "avx512vnni", "neon")
+ISAS = _isa_names()          # every kernel set the library knows, plainest first
+
+
+def isa_names():
+    """Every kernel set the library knows, plainest first."""
+    return ISAS
+
+
+def default_isa():
+    """The kernel set a model loaded now gets (GRULITE_ISA, else the best
+    this CPU runs); None when GRULITE_ISA names one this CPU cannot run."""
+    cdef const char *name = grulite_isa_default()
+    return None if name == NULL else name.decode("ascii")
 
 
 def isa_supported(name):
@@ -383,45 +408,106 @@ def load_bytes(data):
     return m
 
 
-def check_config(input_size, layers, dense):
-    """Checks the sizes of a model description against the C core's limits
-    (GRULITE_MAX_LAYERS, GRULITE_MAX_DENSE, GRULITE_MAX_FEATURES) and for
-    consistency, before any tensor is copied; raises a GruliteError naming
-    the size.
+cdef class _Spec:
+    """A grulite_model_spec built from the model description of
+    :func:`serialize`; owns the C arrays and keeps the weight arrays it
+    points at alive.  Without weights, only the configuration is filled
+    (what grulite_spec_check reads)."""
+    cdef grulite_model_spec spec
+    cdef grulite_layer_spec *ls
+    cdef grulite_dense_spec *ds
+    cdef list keep
+    cdef bytes metadata
 
-    layers: dicts with input_size, hidden_size and num_directions; dense:
-    dicts with in_features and out_features (see :func:`serialize`).
-    """
-    cdef Py_ssize_t nl = len(layers), nd = len(dense)
-    if nl < 1 or nl > GRULITE_MAX_LAYERS:
-        raise GruliteError(f"a model needs 1 to {GRULITE_MAX_LAYERS} layers; got {nl}")
-    if nd > GRULITE_MAX_DENSE:
-        raise GruliteError(f"at most {GRULITE_MAX_DENSE} head layers; got {nd}")
-    limit = f"[1, {GRULITE_MAX_FEATURES}] (GRULITE_MAX_FEATURES = 2**20)"
-    width = int(input_size)
-    if not 1 <= width <= GRULITE_MAX_FEATURES:
-        raise GruliteError(f"input_size={width} is outside {limit}")
-    for k, L in enumerate(layers):
-        H, D = int(L["hidden_size"]), int(L["num_directions"])
-        if int(L["input_size"]) != width:
-            raise GruliteError(f"layer {k}: input_size={int(L['input_size'])}; expected {width}, "
-                               "the width of what feeds it")
-        if not 1 <= H <= GRULITE_MAX_FEATURES:
-            raise GruliteError(f"layer {k}: hidden_size={H} is outside {limit}")
-        if D not in (1, 2):
-            raise GruliteError(f"layer {k}: num_directions={D}; expected 1 or 2")
-        if D * H > GRULITE_MAX_FEATURES:
-            raise GruliteError(f"layer {k}: output width num_directions*hidden_size={D * H} is "
-                               f"outside {limit}")
-        width = D * H
-    for j, Dn in enumerate(dense):
-        n = int(Dn["out_features"])
-        if int(Dn["in_features"]) != width:
-            raise GruliteError(f"head layer {j}: in_features={int(Dn['in_features'])}; expected "
-                               f"{width}, the width of what feeds it")
-        if not 1 <= n <= GRULITE_MAX_FEATURES:
-            raise GruliteError(f"head layer {j}: out_features={n} is outside {limit}")
-        width = n
+    def __cinit__(self):
+        self.ls = NULL
+        self.ds = NULL
+
+    def __dealloc__(self):
+        free(self.ls)
+        free(self.ds)
+
+    def __init__(self, object input_size, list layers, list dense, bytes metadata=b"",
+                 bint batch_first=True, object dtype="float32", bint head_from_state=False,
+                 bint weights=False):
+        cdef Py_ssize_t nl = len(layers), nd = len(dense)
+        cdef int i, j, d
+        cdef cnp.ndarray a
+        # Counts beyond the format's are C's to refuse: allocate none of them.
+        cdef Py_ssize_t nl_alloc = nl if 0 < nl <= GRULITE_MAX_LAYERS else 1
+        cdef Py_ssize_t nd_alloc = nd if 0 < nd <= GRULITE_MAX_DENSE else 1
+        self.keep = []
+        self.metadata = metadata
+        self.ls = <grulite_layer_spec *>calloc(nl_alloc, sizeof(grulite_layer_spec))
+        self.ds = <grulite_dense_spec *>calloc(nd_alloc, sizeof(grulite_dense_spec))
+        if self.ls == NULL or self.ds == NULL:
+            raise MemoryError()
+        memset(&self.spec, 0, sizeof(self.spec))
+        self.spec.input_size = _int32(input_size, "input_size")
+        self.spec.num_layers = <int32_t>min(nl, GRULITE_MAX_LAYERS + 1)
+        self.spec.layers = self.ls
+        self.spec.num_dense = <int32_t>min(nd, GRULITE_MAX_DENSE + 1)
+        self.spec.dense = self.ds
+        self.spec.dtype = dtype_code(dtype)
+        self.spec.batch_first = batch_first
+        self.spec.head_from_state = head_from_state
+        self.spec.metadata = self.metadata
+        self.spec.metadata_len = len(self.metadata)
+        if nl > GRULITE_MAX_LAYERS or nd > GRULITE_MAX_DENSE:
+            return
+        for i, L in enumerate(layers):
+            self.ls[i].hidden_size = _int32(L["hidden_size"], f"layer {i}: hidden_size")
+            self.ls[i].num_directions = _int32(L["num_directions"], f"layer {i}: num_directions")
+            self.ls[i].reset_after = 1 if L["reset_after"] else 0
+            self.ls[i].reverse = 1 if L.get("reverse") else 0
+            self.ls[i].has_bias = 1 if L["bias"] else 0
+            if not weights:
+                continue
+            H = L["hidden_size"]
+            for d in range(L["num_directions"]):
+                a = _checked(L["weight_ih"][d], (3 * H, L["input_size"]), self.keep)
+                self.ls[i].weight_ih[d] = fptr(a)
+                a = _checked(L["weight_hh"][d], (3 * H, H), self.keep)
+                self.ls[i].weight_hh[d] = fptr(a)
+                if L["bias"]:
+                    a = _checked(L["bias_ih"][d], (3 * H,), self.keep)
+                    self.ls[i].bias_ih[d] = fptr(a)
+                    a = _checked(L["bias_hh"][d], (3 * H,), self.keep)
+                    self.ls[i].bias_hh[d] = fptr(a)
+        for j, D in enumerate(dense):
+            self.ds[j].out_features = _int32(D["out_features"], f"head layer {j}: out_features")
+            act = D["activation"]
+            self.ds[j].activation = ACTIVATIONS[act] if act in ACTIVATIONS else -1
+            self.ds[j].has_bias = 0 if D["bias"] is None else 1
+            if not weights:
+                continue
+            a = _checked(D["weight"], (D["out_features"], D["in_features"]), self.keep)
+            self.ds[j].weight = fptr(a)
+            if D["bias"] is not None:
+                a = _checked(D["bias"], (D["out_features"],), self.keep)
+                self.ds[j].bias = fptr(a)
+
+    cdef int check(self) except -1:
+        cdef char msg[256]
+        msg[0] = 0
+        return check(grulite_spec_check(&self.spec, msg, sizeof(msg)), None, msg)
+
+
+cdef int32_t _int32(object v, str name) except? -1:
+    """An int32 size for C, whose own check (grulite_spec_check) then names
+    the field and its limits."""
+    n = int(v)
+    if not -0x80000000 <= n <= 0x7FFFFFFF:
+        raise GruliteError(f"{name} = {n} does not fit the C core's 32-bit sizes "
+                           f"(at most {GRULITE_MAX_FEATURES} features)")
+    return <int32_t>n
+
+
+def check_config(input_size, layers, dense):
+    """Checks a model description against the format and the C core's
+    limits (grulite_spec_check) before any tensor is copied; raises a
+    GruliteError naming the field.  layers / dense as for :func:`serialize`."""
+    _Spec(input_size, layers, dense).check()
 
 
 def serialize(object input_size, list layers, list dense, bytes metadata,
@@ -432,75 +518,24 @@ def serialize(object input_size, list layers, list dense, bytes metadata,
     reset_after, bias, and per direction lists weight_ih, weight_hh,
     bias_ih, bias_hh of float32 C-contiguous arrays in PyTorch layout.
     dense: list of dicts with in_features, out_features, activation (name),
-    weight, bias (or None).  Sizes are checked by :func:`check_config`.
+    weight, bias (or None).  The configuration is checked by C first.
     """
-    check_config(input_size, layers, dense)
-    cdef int nl = len(layers), nd = len(dense)
-    cdef grulite_model_spec spec
-    cdef grulite_layer_spec *ls = NULL
-    cdef grulite_dense_spec *ds = NULL
+    cdef _Spec sp = _Spec(input_size, layers, dense, metadata, batch_first, dtype,
+                          head_from_state, False)
+    sp.check()
+    sp = _Spec(input_size, layers, dense, metadata, batch_first, dtype, head_from_state, True)
     cdef size_t size = 0
-    cdef int rc, d
+    cdef int rc
     cdef cnp.ndarray a
     cdef void *buf = NULL
-    keep = []          # arrays whose pointers the spec holds
-    ls = <grulite_layer_spec *>malloc(nl * sizeof(grulite_layer_spec))
-    ds = <grulite_dense_spec *>malloc((nd if nd else 1) * sizeof(grulite_dense_spec))
-    if ls == NULL or ds == NULL:
-        free(ls)
-        free(ds)
-        raise MemoryError()
-    try:
-        memset(ls, 0, nl * sizeof(grulite_layer_spec))
-        memset(ds, 0, (nd if nd else 1) * sizeof(grulite_dense_spec))
-        for i, L in enumerate(layers):
-            ls[i].hidden_size = L["hidden_size"]
-            ls[i].num_directions = L["num_directions"]
-            ls[i].reset_after = 1 if L["reset_after"] else 0
-            ls[i].reverse = 1 if L.get("reverse") else 0
-            ls[i].has_bias = 1 if L["bias"] else 0
-            for d in range(L["num_directions"]):
-                H = L["hidden_size"]
-                a = _checked(L["weight_ih"][d], (3 * H, L["input_size"]), keep)
-                ls[i].weight_ih[d] = fptr(a)
-                a = _checked(L["weight_hh"][d], (3 * H, H), keep)
-                ls[i].weight_hh[d] = fptr(a)
-                if L["bias"]:
-                    a = _checked(L["bias_ih"][d], (3 * H,), keep)
-                    ls[i].bias_ih[d] = fptr(a)
-                    a = _checked(L["bias_hh"][d], (3 * H,), keep)
-                    ls[i].bias_hh[d] = fptr(a)
-        for j, D in enumerate(dense):
-            ds[j].out_features = D["out_features"]
-            ds[j].activation = ACTIVATIONS[D["activation"]]
-            ds[j].has_bias = 0 if D["bias"] is None else 1
-            a = _checked(D["weight"], (D["out_features"], D["in_features"]), keep)
-            ds[j].weight = fptr(a)
-            if D["bias"] is not None:
-                a = _checked(D["bias"], (D["out_features"],), keep)
-                ds[j].bias = fptr(a)
-        memset(&spec, 0, sizeof(spec))
-        spec.input_size = input_size
-        spec.num_layers = nl
-        spec.layers = ls
-        spec.num_dense = nd
-        spec.dense = ds if nd else NULL
-        spec.dtype = dtype_code(dtype)
-        spec.batch_first = batch_first
-        spec.head_from_state = head_from_state
-        spec.metadata = metadata
-        spec.metadata_len = len(metadata)
-        check(grulite_model_serialize(&spec, NULL, 0, &size), "cannot build the model")
-        out = bytearray(size)
-        a = np.frombuffer(out, dtype=np.uint8)
-        buf = cnp.PyArray_DATA(a)
-        with nogil:
-            rc = grulite_model_serialize(&spec, buf, size, &size)
-        check(rc, "cannot build the model")
-        return bytes(out)
-    finally:
-        free(ls)
-        free(ds)
+    check(grulite_model_serialize(&sp.spec, NULL, 0, &size), "cannot build the model")
+    out = bytearray(size)
+    a = np.frombuffer(out, dtype=np.uint8)
+    buf = cnp.PyArray_DATA(a)
+    with nogil:
+        rc = grulite_model_serialize(&sp.spec, buf, size, &size)
+    check(rc, "cannot build the model")
+    return bytes(out)
 
 
 cdef cnp.ndarray _checked(object arr, tuple shape, list keep):

@@ -27,7 +27,7 @@ CFLAGS=(-std=c99 -O2 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wpointer-arith
         -Wcast-align -Werror -Iinclude)
 
 echo "== build ($CC)"
-"$CC" "${CFLAGS[@]}" src/core/*.c "${TEST_SOURCES[@]}" -lm -lpthread -o "$BUILD_DIR/test_core"
+"$CC" "${CFLAGS[@]}" src/core/*.c src/core/*/*.c "${TEST_SOURCES[@]}" -lm -lpthread -o "$BUILD_DIR/test_core"
 
 echo "== run"
 "$BUILD_DIR/test_core" "$FIXTURES"
@@ -41,7 +41,7 @@ for t in load forward; do
 done
 for t in ${REGRESS_TARGETS[@]+"${REGRESS_TARGETS[@]}"}; do
     echo "== fuzz regressions: $t"
-    "$CC" "${CFLAGS[@]}" src/core/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c -lm -lpthread \
+    "$CC" "${CFLAGS[@]}" src/core/*.c src/core/*/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c -lm -lpthread \
           -o "$BUILD_DIR/replay_$t"
     "$BUILD_DIR/replay_$t" "tests/c/fuzz_regress/$t"
 done
@@ -60,12 +60,12 @@ fi
 if [ "${SANITIZE:-0}" = "1" ]; then
     echo "== ASan + UBSan build"
     "$CC" "${CFLAGS[@]}" -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-          -fno-sanitize-recover=all -DGRULITE_TEST_SANITIZE src/core/*.c "${TEST_SOURCES[@]}" -lm -lpthread \
+          -fno-sanitize-recover=all -DGRULITE_TEST_SANITIZE src/core/*.c src/core/*/*.c "${TEST_SOURCES[@]}" -lm -lpthread \
           -o "$BUILD_DIR/test_core_san"
     "$BUILD_DIR/test_core_san" "$FIXTURES"
     for t in ${REGRESS_TARGETS[@]+"${REGRESS_TARGETS[@]}"}; do
         "$CC" "${CFLAGS[@]}" -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-              -fno-sanitize-recover=all src/core/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c \
+              -fno-sanitize-recover=all src/core/*.c src/core/*/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c \
               -lm -lpthread -o "$BUILD_DIR/replay_${t}_san"
         "$BUILD_DIR/replay_${t}_san" "tests/c/fuzz_regress/$t"
     done

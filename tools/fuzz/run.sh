@@ -89,7 +89,7 @@ if [ "$want_c" = 1 ]; then
     fi
     for t in load forward; do
         echo "== build fuzz_$t ($CC_FUZZ, libFuzzer + ASan + UBSan)"
-        "$CC_FUZZ" "${FUZZ_FLAGS[@]}" src/core/*.c "tools/fuzz/fuzz_$t.c" -lm -lpthread \
+        "$CC_FUZZ" "${FUZZ_FLAGS[@]}" src/core/*.c src/core/*/*.c "tools/fuzz/fuzz_$t.c" -lm -lpthread \
             -o "$WORK/bin/fuzz_$t" || { echo "run.sh: build of fuzz_$t failed" >&2; exit 2; }
     done
 fi

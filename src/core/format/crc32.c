@@ -3,7 +3,7 @@
  * table[k][i] = (table[k-1][i] >> 8) ^ table[0][table[k-1][i] & 0xff]. */
 #include <string.h>
 
-#include "internal.h"
+#include "../internal.h"
 
 static const uint32_t crc_table[8][256] = {
     {

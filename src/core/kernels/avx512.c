@@ -1,9 +1,9 @@
-/* kernels_avx512.c - AVX-512F kernels: one zmm register per 16-lane panel
+/* kernels/avx512.c - AVX-512F kernels: one zmm register per 16-lane panel
  * vector.  Compiled for any x86-64 target (function-level target
  * attributes); used only when the CPU reports AVX-512F (dispatch.c). */
 #include <stdint.h>
 
-#include "internal.h"
+#include "../internal.h"
 
 #if defined(GL_HAVE_X86_KERNELS)
 
@@ -63,7 +63,7 @@ static inline __m512 avx512_exp(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 
-#include "kernels_simd.h"
+#include "simd.h"
 
 #if defined(__clang__)
 #  pragma clang attribute pop

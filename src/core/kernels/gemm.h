@@ -1,5 +1,5 @@
-/* kernels_gemm.h - the blocked product for one weight type, included by
- * kernels_simd.h once per type after it defines:
+/* kernels/gemm.h - the blocked product for one weight type, included by
+ * kernels/simd.h once per type after it defines:
  *   GL_WT         the stored weight type (float, uint16_t half, int8_t)
  *   GL_WNAME      its short name (f32, f16, i8)
  *   GL_LOADW(p)   load 16 weights at p as a GL_V of floats
@@ -113,7 +113,7 @@ __attribute__((noinline)) static void GL_FN(GL_XPASTE2(gemv_, GL_WNAME))(const f
                     y, 0, NULL);                                                          \
         v += N;                                                                           \
     } while (0)
-    GL_ROW_GROUPS(GL_ROW_GROUP);   /* kernels_simd.h */
+    GL_ROW_GROUPS(GL_ROW_GROUP);   /* kernels/simd.h */
 #undef GL_ROW_GROUP
 }
 
@@ -179,7 +179,7 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
                                             p->b, p->scale, start, finish, y + r * ldy,   \
                                             ldy, NULL);                                   \
                 } while (0)
-                GL_REST_ROWS(rc - rfull, r, GL_REST_GROUP);   /* kernels_simd.h */
+                GL_REST_ROWS(rc - rfull, r, GL_REST_GROUP);   /* kernels/simd.h */
 #undef GL_REST_GROUP
             }
             v += nvg;

@@ -101,7 +101,7 @@ static inline size_t gl_panel_index(const gl_panel *p, size_t b, size_t k, size_
     return ((b * p->K + k) * p->G + g) * GL_LANES + l;
 }
 
-/* float <-> IEEE half, round to nearest even (kernels_ref.c). */
+/* float <-> IEEE half, round to nearest even (kernels/ref.c). */
 float gl_half_to_float(uint16_t h);
 uint16_t gl_float_to_half(float f);
 
@@ -160,5 +160,13 @@ const gl_kernels *gl_kernels_select(const char *name);
 
 /* Whether the running CPU can run the named kernel set. */
 int gl_kernels_supported(const char *name);
+
+/* The set GRULITE_ISA names, or the best (NULL: it names one this CPU
+ * cannot run). */
+const gl_kernels *gl_kernels_from_env(void);
+
+/* The names of every known set, ", "-separated, into buf (for messages);
+ * returns the length written. */
+int gl_isa_list(char *buf, size_t size);
 
 #endif /* GRULITE_KERNELS_H */

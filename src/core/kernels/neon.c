@@ -1,10 +1,10 @@
-/* kernels_neon.c - aarch64 NEON kernels: a 16-lane panel vector is four
+/* kernels/neon.c - aarch64 NEON kernels: a 16-lane panel vector is four
  * float32x4_t registers.  NEON (with FMA, float16 conversion and
  * round-to-nearest) is part of every aarch64 CPU, so this set is chosen
  * without a runtime check (dispatch.c); other targets compile nothing here. */
 #include <stdint.h>
 
-#include "internal.h"
+#include "../internal.h"
 
 #if defined(GL_HAVE_NEON_KERNELS)
 
@@ -61,7 +61,7 @@ static inline gl_v16 v16_fnma(gl_v16 x, gl_v16 y, gl_v16 z)
 
 /* 1/x: the 8-bit estimate and one Newton step, r * (2 - x*r) (vrecpsq_f32),
  * about 16 bits; the template refines it once more (recip in
- * kernels_simd.h).  Only called with x >= 1, finite or NaN. */
+ * kernels/simd.h).  Only called with x >= 1, finite or NaN. */
 static inline float32x4_t neon_rcp4(float32x4_t x)
 {
     const float32x4_t r = vrecpeq_f32(x);
@@ -174,6 +174,6 @@ static inline gl_v16 vq_get(gl_vq raw, int kk)
 #define GL_NV_MR 2
 #define GL_NV1 4
 
-#include "kernels_simd.h"
+#include "simd.h"
 
 #endif /* GL_HAVE_NEON_KERNELS */

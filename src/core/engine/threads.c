@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "../internal.h"
 
 #if !defined(_WIN32)
 #  define GL_HAVE_PTHREADS 1

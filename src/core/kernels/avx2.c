@@ -1,10 +1,10 @@
-/* kernels_avx2.c - AVX2 + FMA kernels: a 16-lane panel vector is a pair of
+/* kernels/avx2.c - AVX2 + FMA kernels: a 16-lane panel vector is a pair of
  * ymm registers.  Compiled for any x86-64 target (function-level target
  * attributes); used only when the CPU reports AVX2, FMA and F16C
  * (dispatch.c). */
 #include <stdint.h>
 
-#include "internal.h"
+#include "../internal.h"
 
 #if defined(GL_HAVE_X86_KERNELS)
 
@@ -143,7 +143,7 @@ static inline gl_v16 v16_exp(gl_v16 a)
 #define GL_NV_MR 1
 #define GL_NV1 4
 
-#include "kernels_simd.h"
+#include "simd.h"
 
 #if defined(__clang__)
 #  pragma clang attribute pop

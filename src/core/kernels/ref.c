@@ -1,4 +1,4 @@
-/* kernels_ref.c - the plain C reference kernels ("generic").
+/* kernels/ref.c - the plain C reference kernels ("generic").
  *
  * Readable first: every SIMD kernel must give these numbers (within
  * rounding).  Inner loops run over the 16 contiguous lanes of a panel, so
@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "internal.h"
+#include "../internal.h"
 
 /* Weight `i` of a panel, as float. */
 static inline float weight_at(const gl_panel *p, size_t i)

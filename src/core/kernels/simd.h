@@ -1,5 +1,5 @@
-/* kernels_simd.h - the SIMD kernels, written once over a 16-lane vector
- * type and included by each ISA's file (kernels_avx2.c, kernels_avx512.c)
+/* kernels/simd.h - the SIMD kernels, written once over a 16-lane vector
+ * type and included by each ISA's file (kernels/avx2.c, kernels/avx512.c)
  * after it defines:
  *
  *   GL_V                 the 16-float vector type
@@ -73,7 +73,7 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
     }
 }
 
-/* Cache blocking (kernels_gemm.h).  Many rows (an input projection over
+/* Cache blocking (kernels/gemm.h).  Many rows (an input projection over
  * all steps): blocks of rows whose outputs fill about GL_MC_BYTES (fewer
  * rows let the weights stay in L2 beside the outputs written), but at
  * least GL_MC_MIN (each block reads all the weights: fewer rows would wait
@@ -136,16 +136,16 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
         if ((rem) & 1) { GROUP(1); (r) += 1; }                      \
     } while (0)
 
-/* One product per weight type (kernels_gemm.h). */
+/* One product per weight type (kernels/gemm.h). */
 #define GL_WT float
 #define GL_WNAME f32
 #define GL_LOADW(p) GL_V_LOAD(p)
-#include "kernels_gemm.h"
+#include "gemm.h"
 
 #define GL_WT uint16_t
 #define GL_WNAME f16
 #define GL_LOADW(p) GL_V_LOAD_F16(p)
-#include "kernels_gemm.h"
+#include "gemm.h"
 
 /* int8 panels hold quads of inputs per lane (kernels.h): each 64-byte
  * load gives 4 inputs x 16 lanes; GL_VQ_GET(raw, kk) sign-extends input kk
@@ -254,7 +254,7 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
     for (size_t r0 = 0; r0 < rows; r0 += GL_MC_Q) {
         const size_t rc = rows - r0 < GL_MC_Q ? rows - r0 : GL_MC_Q;
         const size_t rfull = rc - rc % GL_MR;
-        /* As the float product (kernels_gemm.h): groups of GL_NV_MR
+        /* As the float product (kernels/gemm.h): groups of GL_NV_MR
          * vectors, then one at a time, each over the rows MR at a time and
          * then 4, 2 and 1 at a time. */
         for (size_t v = 0; v < nv;) {

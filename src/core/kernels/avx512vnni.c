@@ -1,4 +1,4 @@
-/* kernels_avx512vnni.c - int8 products with AVX-512 VNNI (vpdpbusd).
+/* kernels/avx512vnni.c - int8 products with AVX-512 VNNI (vpdpbusd).
  *
  * For int8 models the rows of x are quantized on the fly, one symmetric
  * scale per row (s_x = max|x| / 127), and multiplied with the stored bytes
@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "internal.h"
+#include "../internal.h"
 
 #if defined(GL_HAVE_X86_KERNELS)
 
@@ -113,7 +113,7 @@ VNNI_DEFINE_MK(1, 2)
 VNNI_DEFINE_MK(1, 1)
 
 /* One quantized row (a sequence's step): groups of 8 vectors, then 4, 2, 1;
- * out of line, as gemv_f32 in kernels_gemm.h. */
+ * out of line, as gemv_f32 in kernels/gemm.h. */
 __attribute__((noinline)) static void vnni_gemv_q(const int8_t *xq, const float *sx,
                                                   const int32_t *sumq, const gl_panel *p,
                                                   size_t g0, size_t gc, float *y)

@@ -1,0 +1,56 @@
+"""Names and validation come from C (grulite.h's tables): the binding keeps
+no copies of them, and a configuration is checked by grulite_spec_check."""
+import numpy as np
+import pytest
+
+import grulite
+from grulite import _core
+
+
+def test_name_tables_come_from_c():
+    assert _core.DTYPES == {"float32": 1, "float16": 2, "int8": 3}
+    assert _core.ACTIVATIONS == {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4}
+    assert _core.LAYER_KINDS == {"gru": 1, "dense": 2}
+    assert _core.isa_names() == ("generic", "avx2", "avx512", "avx512vnni", "neon")
+
+
+def test_default_isa_is_what_a_load_picks(monkeypatch):
+    monkeypatch.delenv("GRULITE_ISA", raising=False)
+    m = grulite.from_state_dict({"weight_ih_l0": np.zeros((6, 3), np.float32),
+                                 "weight_hh_l0": np.zeros((6, 2), np.float32)})
+    assert _core.default_isa() == m.isa
+    assert _core.isa_supported(_core.default_isa())
+    monkeypatch.setenv("GRULITE_ISA", "generic")
+    assert _core.default_isa() == "generic"
+    monkeypatch.setenv("GRULITE_ISA", "no-such-set")
+    assert _core.default_isa() is None
+
+
+def _layer(**kw):
+    L = dict(input_size=4, hidden_size=8, num_directions=1, reset_after=True, bias=True)
+    L.update(kw)
+    return L
+
+
+@pytest.mark.parametrize("layers, dense, match", [
+    ([], [], r"1 to 64 GRU layers; got 0"),
+    ([_layer()] * 65, [], r"1 to 64 GRU layers; got 65"),
+    ([_layer(hidden_size=0)], [], r"layer 0: hidden_size 0 is outside \[1, 1048576\]"),
+    ([_layer(hidden_size=2 ** 21)], [], r"layer 0: hidden_size 2097152 is outside"),
+    ([_layer(hidden_size=2 ** 40)], [], r"layer 0: hidden_size = 1099511627776 does not fit"),
+    ([_layer(num_directions=3)], [], r"layer 0: num_directions 3 is not 1 or 2"),
+    ([_layer(hidden_size=2 ** 20, num_directions=2)], [], r"layer 0: output width 2097152 above"),
+    ([_layer()], [dict(in_features=8, out_features=0, activation="none", bias=None)],
+     r"head layer 0: out_features 0 outside"),
+    ([_layer()], [dict(in_features=8, out_features=2, activation="gelu", bias=None)],
+     r"head layer 0: unknown activation"),
+])
+def test_check_config_is_c(layers, dense, match):
+    with pytest.raises(grulite.GruliteError, match=match):
+        _core.check_config(4, layers, dense)
+
+
+def test_check_config_input_size():
+    with pytest.raises(grulite.GruliteError, match=r"input_size 0 is outside \[1, 1048576\]"):
+        _core.check_config(0, [_layer()], [])
+    _core.check_config(4, [_layer()], [])          # a valid one passes
