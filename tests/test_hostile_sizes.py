@@ -100,7 +100,7 @@ ABSURD = [
     ("sd-hidden-2**21", ("GruliteError",), r"hidden_size", 5, None),
     ("sd-input-2**21", ("GruliteError",), r"input_size", 5, None),
     ("sd-head-2**31", ("GruliteError",), r"out_features|head", 5, None),
-    ("sd-5000-layers", ("GruliteError",), r"1 to 64 layers", 5, None),
+    ("sd-5000-layers", ("GruliteError",), r"1 to 64 GRU layers", 5, None),
 ]
 
 

@@ -14,8 +14,8 @@ from typing import Any, Optional, Union
 from grulite._version import __version__
 from grulite._errors import GruliteError
 from grulite._model import DenseConfig, LayerConfig, Model, ModelConfig, from_bytes, load
+from grulite import _core
 from grulite._core import Stream
-from grulite._core import isa_supported as _isa_supported
 
 # The importers (grulite.importers) load on first use: `import grulite` costs
 # only what running a .grl model needs.
@@ -159,8 +159,8 @@ def from_keras(path: _Path, *, dtype: str = "float32", num_threads: Optional[int
 
 
 def available_isas() -> list:
-    """Kernel sets this CPU and build can run, best last (see ``Model.isa``)."""
-    return [name for name in ("generic", "neon", "avx2", "avx512", "avx512vnni") if _isa_supported(name)]
+    """Kernel sets this CPU and build can run, plainest first (see ``Model.isa``)."""
+    return [name for name in _core.isa_names() if _core.isa_supported(name)]
 
 
 __all__ = ["__version__", "GruliteError", "Model", "ModelConfig", "LayerConfig",

@@ -290,7 +290,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 # ---- parser ---------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from grulite import __version__
+    from grulite import __version__, _core
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reset-before", dest="reset_after", action="store_false",
                    help="the original GRU variant (Keras reset_after=False, ONNX "
                         "linear_before_reset=0)")
-    c.add_argument("--dtype", default="float32", choices=["float32", "float16", "int8"],
+    c.add_argument("--dtype", default="float32", choices=list(_core.DTYPES),
                    help="GRU weight storage: float32 (default, exact), float16 (half the "
                         "size), int8 (a quarter, per-row scales); activations stay float32")
     c.add_argument("--time-major", action="store_true",

@@ -419,7 +419,7 @@ class Model:
         if self._num_threads:
             state["num_threads"] = self._num_threads
         isa = self.isa
-        if isa != _default_isa():
+        if isa != _core.default_isa():
             state["isa"] = isa            # forced with model.isa = ...: keep it
         return state
 
@@ -457,20 +457,6 @@ class Model:
 
 
 # ---- unpickling: the per-process model cache ---------------------------------
-
-
-_ISA_PREFERENCE = ("avx512vnni", "avx512", "avx2", "neon", "generic")
-
-
-def _default_isa() -> str:
-    """The kernel set a model loaded now in this process gets by default."""
-    env = os.environ.get("GRULITE_ISA", "")
-    if env and env != "auto":
-        return env
-    for name in _ISA_PREFERENCE:
-        if _core.isa_supported(name):
-            return name
-    return "generic"
 
 
 def _file_signature(st: os.stat_result) -> tuple:

@@ -32,11 +32,6 @@ HeadSpec = Union[None, str, Sequence[Any]]
 ACTIVATION_NAMES = tuple(_core.ACTIVATIONS)
 
 
-def _above_limit(what: str, value: int) -> str:
-    return (f"{what}={value} is above the limit of {_core.MAX_FEATURES} "
-            "(GRULITE_MAX_FEATURES = 2**20)")
-
-
 def to_array(value: Any, name: str) -> Any:
     """A numpy view of a tensor-like value (numpy, torch tensor, list); a
     lazy tensor of a file stays lazy (its shape and dtype are known, its
@@ -91,7 +86,7 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
     input_size and a list of layers with their weights in PyTorch layout, as
     found (numpy arrays or lazy tensors of a file, not yet read or copied:
     :func:`image_from_layers` does that once the C core has checked the
-    sizes).  Every shape is checked here.
+    sizes against its limits).  Every shape is checked here.
     """
     if not isinstance(mapping, Mapping):
         raise GruliteError(f"expected a mapping of tensor names to arrays (a state_dict); "
@@ -125,10 +120,6 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
         raise GruliteError(f"GRU layers under {p!r} are {layer_ids}; expected 0..{len(layer_ids) - 1} "
                            "with none missing")
     num_layers = len(layer_ids)
-    if num_layers > _core.MAX_LAYERS:
-        where = f" under {p.rstrip('.')!r}" if p else ""
-        raise GruliteError(f"the GRU{where} has {num_layers} layers; a model needs 1 to "
-                           f"{_core.MAX_LAYERS} layers")
     bidirectional = (p + "weight_ih_l0_reverse") in sd
     if isinstance(reset_after, (bool, np.bool_, int)):
         variants = [bool(reset_after)] * num_layers
@@ -151,10 +142,6 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
             raise GruliteError(f"{p}weight_hh_l{k} has shape {tuple(w_hh0.shape)}; expected "
                                "(3*hidden_size, hidden_size)")
         H = int(w_hh0.shape[1])
-        if H * len(suffixes) > _core.MAX_FEATURES:
-            what = "hidden_size" if len(suffixes) == 1 else "2*hidden_size (bidirectional)"
-            raise GruliteError(f"{p}weight_hh_l{k} has shape {tuple(w_hh0.shape)}: "
-                               + _above_limit(what, H * len(suffixes)))
         if w_ih0 is None:
             raise GruliteError(f"{p}weight_ih_l{k} is missing (found {p}weight_hh_l{k})")
         if w_ih0.ndim != 2 or w_ih0.shape[0] != 3 * H or w_ih0.shape[1] < 1:
@@ -162,9 +149,6 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
                                f"(3*hidden_size, input_size) with hidden_size={H}")
         if k == 0:
             in_size = int(w_ih0.shape[1])
-            if in_size > _core.MAX_FEATURES:
-                raise GruliteError(f"{p}weight_ih_l0 has shape {tuple(w_ih0.shape)}: "
-                                   + _above_limit("input_size", in_size))
         lay: dict[str, Any] = dict(input_size=in_size, hidden_size=H,
                                    num_directions=len(suffixes), reset_after=variants[k],
                                    bias=has_bias, weight_ih=[], weight_hh=[], bias_ih=[], bias_hh=[])
@@ -234,10 +218,9 @@ def parse_head(head: HeadSpec) -> list[tuple[str, str]]:
 
 
 def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: int) -> list[dict]:
-    """nn.Linear layers named in `head`, checked against the widths and the
-    C core's limits; the tensors are kept as found (see :func:`find_gru`)."""
-    if len(head) > _core.MAX_DENSE:
-        raise GruliteError(f"at most {_core.MAX_DENSE} head layers; got {len(head)}")
+    """nn.Linear layers named in `head`, checked against the widths (the C
+    core checks the limits); the tensors are kept as found (see
+    :func:`find_gru`)."""
     dense = []
     for name, act in head:
         wk, bk = f"{name}.weight", f"{name}.bias"
@@ -250,9 +233,6 @@ def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: i
         if w.ndim != 2 or w.shape[1] != in_features or w.shape[0] < 1:
             raise GruliteError(f"{wk} has shape {tuple(w.shape)}; expected (out_features, "
                                f"{in_features}) to follow a layer of width {in_features}")
-        if w.shape[0] > _core.MAX_FEATURES:
-            raise GruliteError(f"head layer {name!r}: {wk} has shape {tuple(w.shape)}: "
-                               + _above_limit("out_features", int(w.shape[0])))
         b = None
         if bk in sd:
             b = to_array(sd[bk], bk)
@@ -281,8 +261,12 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
         "tensors": {k: list(to_array(sd[k], k).shape) for k in used},
         "head": [[d["name"], d["activation"]] for d in dense],
     }
-    image = image_from_layers(desc["input_size"], layers, dense, meta, batch_first, dtype,
-                              head_from)
+    try:
+        image = image_from_layers(desc["input_size"], layers, dense, meta, batch_first, dtype,
+                                  head_from)
+    except GruliteError as e:                  # C names the field; say which GRU it is
+        where = f"under prefix {p.rstrip('.')!r}" if p else "at the top level"
+        raise GruliteError(f"the GRU {where} ({len(layers)} layers): {e}") from None
     names = set(used)
     unused = [str(k) for k, v in sd.items() if str(k) not in names and hasattr(v, "shape")]
     summary = dict(prefix=p.rstrip("."), layers=layers, dense=dense,
