@@ -89,7 +89,7 @@ def from_npz(path: _Path, prefix: Optional[str] = None,
 def from_torch_file(path: _Path, prefix: Optional[str] = None,
                     reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
                     *, batch_first: bool = True, dtype: str = "float32",
-                    num_threads: Optional[int] = None) -> Model:
+                    head_from: str = "output", num_threads: Optional[int] = None) -> Model:
     """Imports a ``torch.save``'d state_dict or checkpoint without torch.
 
     ``torch.save(model.state_dict(), path)`` or a checkpoint dict such as
@@ -100,20 +100,22 @@ def from_torch_file(path: _Path, prefix: Optional[str] = None,
     :func:`from_state_dict`.
     """
     return _from_file("pt", path, num_threads, prefix=prefix, reset_after=reset_after,
-                      head=head, batch_first=batch_first, dtype=dtype)
+                      head=head, batch_first=batch_first, dtype=dtype,
+                      head_from=head_from)
 
 
 def from_safetensors(path: _Path, prefix: Optional[str] = None,
                      reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
                      *, batch_first: bool = True, dtype: str = "float32",
-                     num_threads: Optional[int] = None) -> Model:
+                     head_from: str = "output", num_threads: Optional[int] = None) -> Model:
     """Imports a ``.safetensors`` file of a state_dict (parsed directly; no
     extra package): ``safetensors.torch.save_file(model.state_dict(), path)``.
 
     Parameters are those of :func:`from_state_dict`.
     """
     return _from_file("safetensors", path, num_threads, prefix=prefix,
-                      reset_after=reset_after, head=head, batch_first=batch_first, dtype=dtype)
+                      reset_after=reset_after, head=head, batch_first=batch_first, dtype=dtype,
+                      head_from=head_from)
 
 
 def from_onnx(path: _Path, *, dtype: str = "float32", num_threads: Optional[int] = None) -> Model:

@@ -1,0 +1,67 @@
+"""The importers package: one registry (grulite.importers.IMPORTERS) behind
+grulite convert, the grulite.from_* functions and the fuzz targets, and the
+state_dict formats sharing one set of options."""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import grulite
+from grulite.importers import IMPORTERS, by_name, for_path
+from helpers_format import gru_state, linear_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write_safetensors(path, sd):
+    spec = importlib.util.spec_from_file_location(
+        "grulite_make_torchfile_fixtures_imp", os.path.join(ROOT, "tools",
+                                                            "make_torchfile_fixtures.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.write_safetensors(str(path), sd)
+    return path
+
+
+def _write_torch(path, sd):
+    torch = pytest.importorskip("torch")
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, str(path))
+    return path
+
+
+WRITERS = {"npz": lambda p, sd: (np.savez(p, **sd), p)[1], "pt": _write_torch,
+           "safetensors": _write_safetensors}
+STATE_DICT_FORMATS = [imp.name for imp in IMPORTERS if imp.state_dict]
+
+
+def test_registry_covers_the_formats():
+    assert {imp.name for imp in IMPORTERS} == {"npz", "pt", "safetensors", "onnx", "keras"}
+    assert set(STATE_DICT_FORMATS) == set(WRITERS)
+    for imp in IMPORTERS:
+        for ext in imp.extensions:
+            assert for_path("dir/model" + ext.upper()) is imp
+        assert by_name(imp.name) is imp
+    with pytest.raises(grulite.GruliteError, match=r"unknown input type '\.h5'.*\.safetensors"):
+        for_path("model.h5")
+
+
+@pytest.mark.parametrize("fmt", STATE_DICT_FORMATS)
+def test_head_from_state_in_every_state_dict_format(tmp_path, fmt):
+    """head_from="state" (the head reads the final states, directions
+    concatenated) is an option of every state_dict importer, as of
+    from_state_dict: from_torch_file and from_safetensors lacked it."""
+    rng = np.random.default_rng(3)
+    sd = {**gru_state(rng, 3, 4, bidirectional=True), **linear_state(rng, 8, 2)}
+    ref = grulite.from_state_dict(sd, head="fc:softmax", head_from="state")
+    path = WRITERS[fmt](tmp_path / ("m" + by_name(fmt).extensions[0]), sd)
+    fn = {"npz": grulite.from_npz, "pt": grulite.from_torch_file,
+          "safetensors": grulite.from_safetensors}[fmt]
+    m = fn(path, head="fc:softmax", head_from="state")
+    assert m.config.head_from == "state"
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    assert_array_equal(m.predict(x), ref.predict(x))
+    assert not np.allclose(m.predict(x), fn(path, head="fc:softmax").predict(x))
