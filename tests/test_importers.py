@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 
 import numpy as np
 import pytest
@@ -65,3 +66,27 @@ def test_head_from_state_in_every_state_dict_format(tmp_path, fmt):
     x = rng.standard_normal((2, 5, 3)).astype(np.float32)
     assert_array_equal(m.predict(x), ref.predict(x))
     assert not np.allclose(m.predict(x), fn(path, head="fc:softmax").predict(x))
+
+
+def _reverse_model_file(tmp_path):
+    """A .grl file whose one layer runs backwards (ONNX direction="reverse",
+    Keras go_backwards)."""
+    from grulite.importers._image import image_from_layers
+    rng = np.random.default_rng(5)
+    H, I = 4, 3
+    layer = dict(input_size=I, hidden_size=H, num_directions=1, reverse=True, reset_after=True,
+                 bias=False, weight_ih=[rng.standard_normal((3 * H, I))],
+                 weight_hh=[rng.standard_normal((3 * H, H))])
+    path = tmp_path / "rev.grl"
+    grulite.from_bytes(image_from_layers(I, [layer], [], {})).save(path)
+    return path
+
+
+def test_info_names_a_reverse_layer_backward(tmp_path, capsys):
+    from grulite._cli import main
+    path = _reverse_model_file(tmp_path)
+    assert grulite.load(path).config.layers[0].reverse
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"layer 0: .* backward ", out), out
+    assert "forward" not in out

@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -30,15 +30,15 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def _describe_layers(layers: Sequence[dict]) -> list:
+def _describe_layers(layers: Sequence[Any]) -> list:
+    """One line per layer of a model's config (LayerConfig)."""
     lines = []
     for k, lay in enumerate(layers):
-        way = ("bidirectional" if lay["num_directions"] == 2
-               else "backward" if lay.get("reverse") else "forward")
-        lines.append(f"  layer {k}: input {lay['input_size']:>5} -> hidden {lay['hidden_size']:>5}"
+        way = "bidirectional" if lay.bidirectional else "backward" if lay.reverse else "forward"
+        lines.append(f"  layer {k}: input {lay.input_size:>5} -> hidden {lay.hidden_size:>5}"
                      f"  {way}"
-                     f"  reset_{'after' if lay['reset_after'] else 'before'}"
-                     f"  {'bias' if lay['bias'] else 'no bias'}")
+                     f"  reset_{'after' if lay.reset_after else 'before'}"
+                     f"  {'bias' if lay.bias else 'no bias'}")
     return lines
 
 
@@ -64,9 +64,8 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
         image, summary = importer.image(src, dtype=dtype)
     model = from_bytes(image)       # validate with the C loader before writing
     model.save(dst)
-    layers = summary["layers"]
     print(f"found a GRU under prefix {summary['prefix']!r} in {os.path.basename(src)}:", file=out)
-    for line in _describe_layers(layers):
+    for line in _describe_layers(model.config.layers):
         print(line, file=out)
     for d in summary["dense"]:
         print(f"  head {d['name']}: {d['in_features']} -> {d['out_features']}, {d['activation']}"
@@ -100,10 +99,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     print(f"  checksum: ok (CRC-32 {m.checksum:08x}, verified on load)")
     print(f"  input_size {c.input_size}, {c.num_layers} layer(s), dtype {c.dtype}, "
           f"default layout {'batch-first' if c.batch_first else 'time-major'}")
-    layers = [dict(input_size=l.input_size, hidden_size=l.hidden_size,
-                   num_directions=l.num_directions, reset_after=l.reset_after, bias=l.bias)
-              for l in c.layers]
-    for line in _describe_layers(layers):
+    for line in _describe_layers(c.layers):
         print(line)
     for k, d in enumerate(c.head):
         print(f"  head {k}: {d.in_features} -> {d.out_features}, {d.activation}"
