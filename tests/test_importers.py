@@ -90,3 +90,22 @@ def test_info_names_a_reverse_layer_backward(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"layer 0: .* backward ", out), out
     assert "forward" not in out
+
+
+def _help(capsys, *args) -> str:
+    from grulite._cli import main
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_convert_help_lists_every_format(capsys):
+    top = _help(capsys)
+    convert = _help(capsys, "convert")
+    for imp in IMPORTERS:
+        for ext in imp.extensions:
+            assert ext in convert, (ext, convert)
+    # The one-line summary in `grulite --help` does not name a single format.
+    line = next(l for l in top.splitlines() if l.strip().startswith("convert"))
+    assert ".npz)" not in line, line

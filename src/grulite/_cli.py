@@ -287,6 +287,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from grulite import __version__, _core
+    from grulite.importers import describe_formats
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
@@ -300,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="command")
 
     c = sub.add_parser(
-        "convert", formatter_class=fmt, help="convert PyTorch weights (.npz) to a .grl model",
+        "convert", formatter_class=fmt,
+        help="convert GRU weights (PyTorch, ONNX, Keras) to a .grl model",
         description="Convert GRU weights into a .grl model file: a PyTorch state_dict saved with "
                     "np.savez, torch.save (read without torch) or safetensors (the GRU tensors "
                     "are found under any prefix: gru., rnn., encoder.gru., ...), an ONNX graph or "
@@ -309,8 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -c 'import numpy as np, torch; ...; np.savez(\"model.npz\", "
                "**{k: v.numpy() for k, v in model.state_dict().items()})'\n"
                "  grulite convert model.npz -o model.grl --head fc:softmax")
-    c.add_argument("input", help="weights file: .npz (np.savez'd state_dict), .pt/.pth (torch.save), "
-                                 ".safetensors, .onnx or .keras")
+    c.add_argument("input", help="weights file, by extension: " + describe_formats())
     c.add_argument("-o", "--output", help="output .grl file (default: input with .grl)")
     c.add_argument("--prefix", help="module path of the GRU when the file holds several "
                                     "(e.g. encoder.gru)")
