@@ -109,3 +109,29 @@ def test_convert_help_lists_every_format(capsys):
     # The one-line summary in `grulite --help` does not name a single format.
     line = next(l for l in top.splitlines() if l.strip().startswith("convert"))
     assert ".npz)" not in line, line
+
+
+@pytest.mark.parametrize("fmt", STATE_DICT_FORMATS)
+def test_convert_names_the_tensors_it_does_not_use(tmp_path, capsys, fmt):
+    """An nn.Embedding, a Linear not named in --head: convert says so on
+    stderr (a note, not an error) instead of dropping them silently."""
+    from grulite._cli import main
+    rng = np.random.default_rng(7)
+    sd = {"embedding.weight": rng.standard_normal((10, 3)).astype(np.float32),
+          **gru_state(rng, 3, 4), **linear_state(rng, 4, 5), **linear_state(rng, 5, 2, name="fc2")}
+    src = WRITERS[fmt](tmp_path / ("m" + by_name(fmt).extensions[0]), sd)
+    assert main(["convert", str(src), "-o", str(tmp_path / "m.grl"), "--head", "fc:relu"]) == 0
+    cap = capsys.readouterr()
+    assert "note" in cap.err and "error" not in cap.err, cap.err
+    for name in ("embedding.weight", "fc2.weight", "fc2.bias"):
+        assert name in cap.err, cap.err
+    for name in ("gru.weight_ih_l0", "fc.weight"):
+        assert name not in cap.err, cap.err
+    assert grulite.load(tmp_path / "m.grl").config.head_size == 5
+    # Everything used: no note.
+    sd.pop("embedding.weight")
+    src2 = WRITERS[fmt](tmp_path / ("all" + by_name(fmt).extensions[0]), sd)
+    capsys.readouterr()
+    assert main(["convert", str(src2), "-o", str(tmp_path / "all.grl"),
+                 "--head", "fc:relu,fc2:softmax"]) == 0
+    assert capsys.readouterr().err == ""

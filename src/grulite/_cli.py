@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, TextIO
 
 import numpy as np
 
@@ -44,11 +44,13 @@ def _describe_layers(layers: Sequence[Any]) -> list:
 
 def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optional[str] = None,
                  reset_after: bool = True, dtype: str = "float32", batch_first: bool = True,
-                 out=sys.stdout, head_from: str = "output") -> dict:
-    """Converts a weights file to .grl and prints what was found.
+                 out: Optional[TextIO] = None, head_from: str = "output") -> dict:
+    """Converts a weights file to .grl and prints what was found (to `out`,
+    default stdout; tensors of the file the model does not use, to stderr).
 
     The one conversion path: ``grulite convert`` and ``grulite demo`` use it.
     """
+    out = out or sys.stdout
     from grulite import from_bytes
     from grulite.importers import for_path
 
@@ -74,6 +76,12 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
     print(f"  {summary['parameters']:,} parameters, dtype {dtype}, layout "
           f"{'batch-first' if bf else 'time-major'}", file=out)
     print(f"wrote {dst} ({_human(os.path.getsize(dst))}, checksum {model.checksum:08x})", file=out)
+    unused = summary.get("unused") or []
+    if unused:
+        shown = ", ".join(unused[:20]) + (f" and {len(unused) - 20} more" if len(unused) > 20 else "")
+        print(f"grulite: note: {len(unused)} tensor(s) of {os.path.basename(src)} are not in the "
+              f"model: {shown} (a Linear layer is added with --head NAME:ACTIVATION)",
+              file=sys.stderr)
     return summary
 
 
