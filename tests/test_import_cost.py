@@ -1,0 +1,45 @@
+"""What importing costs: ``import grulite`` loads what running a .grl model
+needs and nothing more (the importers, zip / json / hashing / temporary
+files load where they are used)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from helpers_format import child_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Modules a program that only loads and runs a .grl model never needs.
+HEAVY = ["zipfile", "lzma", "bz2", "zlib", "tempfile", "shutil", "urllib", "json", "hashlib",
+         "random", "pickle", "argparse", "struct", "platform", "grulite.importers",
+         "grulite._cli", "grulite.dask"]
+
+
+def _modules(code: str) -> set:
+    out = subprocess.run([sys.executable, "-c", code + "; import sys; print(sorted(sys.modules))"],
+                         capture_output=True, text=True, env=child_env(), timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    return set(eval(out.stdout))          # a list of str, printed by this very test
+
+
+def test_import_grulite_loads_no_importer_and_no_heavy_module():
+    numpy_only = _modules("import numpy")
+    loaded = _modules("import grulite") - numpy_only
+    heavy = sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY))
+    assert not heavy, f"import grulite loads {heavy} (beyond numpy)"
+    assert "grulite._core" in loaded
+
+
+def test_a_model_runs_without_loading_an_importer(tmp_path):
+    import grulite
+    from helpers_format import gru_state
+    import numpy as np
+
+    path = tmp_path / "m.grl"
+    grulite.from_state_dict(gru_state(np.random.default_rng(0), 3, 4)).save(path)
+    loaded = _modules(f"import grulite, numpy as np; m = grulite.load({str(path)!r}); "
+                      "m(np.zeros((1, 2, 3), np.float32))")
+    assert not any(m.startswith("grulite.importers") for m in loaded)
+
