@@ -1,6 +1,7 @@
 """What importing costs: ``import grulite`` loads what running a .grl model
 needs and nothing more (the importers, zip / json / hashing / temporary
-files load where they are used)."""
+files load where they are used), and ``tools/bench.py --help`` needs no
+grulite at all."""
 from __future__ import annotations
 
 import os
@@ -43,3 +44,15 @@ def test_a_model_runs_without_loading_an_importer(tmp_path):
                       "m(np.zeros((1, 2, 3), np.float32))")
     assert not any(m.startswith("grulite.importers") for m in loaded)
 
+
+def test_bench_help_needs_no_grulite(tmp_path):
+    """python tools/bench.py --help works where grulite cannot be imported
+    (not installed, or not built)."""
+    fake = tmp_path / "grulite"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('grulite is not built here')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench.py"), "--help"],
+                       capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "usage:" in p.stdout and "--cases" in p.stdout

@@ -103,7 +103,7 @@ if not os.environ.get("PYTHONPATH") and any(
         for suffix in importlib.machinery.EXTENSION_SUFFIXES):
     sys.path.insert(0, os.path.join(ROOT, "src"))
 
-import grulite  # noqa: E402
+grulite = None       # imported by main() once the arguments are parsed: --help needs no build
 
 TOL = 1e-4
 # Low-precision weight storage (Model.astype): max abs output difference
@@ -1144,6 +1144,8 @@ def main() -> None:
     ap.add_argument("--_worker", type=int, help=argparse.SUPPRESS)   # internal: one thread count
     ap.add_argument("--_out", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global grulite
+    import grulite
     if a._worker:
         return worker(a)
 
