@@ -1,4 +1,4 @@
-"""Tensors of a weights file, read on first use.
+"""Weights files and their tensors, read on first use.
 
 The torch.save, safetensors and npz readers open a file, check its table of
 tensors (names, shapes, dtypes, where the bytes are) and hand out one
@@ -7,11 +7,47 @@ dtypes on these, and only then reads the tensors the model uses.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+from typing import Any, Optional, Union
 
 import numpy as np
 
-__all__ = ["LazyTensor"]
+__all__ = ["LazyTensor", "WeightsFile", "existing_path"]
+
+
+def existing_path(path: Union[str, os.PathLike]) -> str:
+    """`path` as a str; FileNotFoundError when nothing is there."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"no such file: {p!r}")
+    return p
+
+
+class WeightsFile:
+    """A weights file open for reading (``self._f``), its table parsed by
+    the subclass's :meth:`_open`; closed if that fails.  A context manager;
+    tensors are read while it is open."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._f = open(path, "rb")
+        try:
+            self._open()
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _open(self) -> None:
+        """Reads and checks the file's table of tensors."""
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 class LazyTensor:

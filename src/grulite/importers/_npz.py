@@ -19,7 +19,7 @@ from typing import Any, Iterator, Optional, Union
 import numpy as np
 
 from grulite._errors import GruliteError
-from grulite.importers._lazy import LazyTensor
+from grulite.importers._lazy import LazyTensor, existing_path
 from grulite.importers._state_dict import HeadSpec, build_image
 
 __all__ = ["image"]
@@ -177,9 +177,7 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     """The .grl image and summary for an ``np.savez``'d state_dict
     (arguments of :func:`grulite.from_state_dict`); only the members the
     model uses are read, after every shape is checked on the headers."""
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise FileNotFoundError(f"no such file: {p!r}")
+    p = existing_path(path)
     with _NpzArchive(p) as npz:
         return build_image(npz.tensors(), prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from)

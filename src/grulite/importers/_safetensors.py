@@ -26,7 +26,7 @@ from typing import Optional, Union
 import numpy as np
 
 from grulite._errors import GruliteError, reading
-from grulite.importers._lazy import LazyTensor
+from grulite.importers._lazy import LazyTensor, WeightsFile, existing_path
 from grulite.importers._state_dict import HeadSpec, build_image
 
 __all__ = ["image", "read_safetensors"]
@@ -62,24 +62,11 @@ class _Tensor(LazyTensor):
         return np.frombuffer(raw, dtype=np.dtype(self.code)).reshape(self.shape)
 
 
-class _Reader:
-    def __init__(self, path: str):
-        self.path = path
-        self._f = open(path, "rb")
-        try:
-            self.tensors, self.metadata = self._parse()
-        except BaseException:
-            self._f.close()
-            raise
+class _Reader(WeightsFile):
+    """An open .safetensors file: its header checked, its tensors lazy."""
 
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    def _open(self) -> None:
+        self.tensors, self.metadata = self._parse()
 
     def _err(self, msg: str) -> GruliteError:
         return GruliteError(f"{self.path!r} is not a valid safetensors file: {msg}")
@@ -179,17 +166,10 @@ class _Reader:
         return tensors, meta or {}
 
 
-def _check_path(path: Union[str, os.PathLike]) -> str:
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise FileNotFoundError(f"no such file: {p!r}")
-    return p
-
-
 def read_safetensors(path: Union[str, os.PathLike]) -> dict:
     """All tensors of a .safetensors file as numpy arrays (BF16 widened to
     float32), in file order."""
-    with _Reader(_check_path(path)) as r:
+    with _Reader(existing_path(path)) as r:
         return {k: t.numpy() for k, t in r.tensors.items()}
 
 
@@ -201,7 +181,7 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     state_dict (``safetensors.torch.save_file(model.state_dict(), path)``);
     arguments of :func:`grulite.from_state_dict`.  Only the tensors the
     model uses are read."""
-    p = _check_path(path)
+    p = existing_path(path)
     with reading(p, "safetensors file"), _Reader(p) as r:
         return build_image(dict(r.tensors), prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from)

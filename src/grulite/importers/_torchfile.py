@@ -61,7 +61,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from grulite._errors import GruliteError, reading
-from grulite.importers._lazy import LazyTensor
+from grulite.importers._lazy import LazyTensor, WeightsFile, existing_path
 from grulite.importers._state_dict import CHECKPOINT_KEYS, GRU_KEY, HeadSpec, build_image
 
 __all__ = ["image", "read_torch_file"]
@@ -616,29 +616,17 @@ def _prescan(data: bytes, where: str) -> None:
 # the archive
 
 
-class _TorchArchive:
+class _TorchArchive(WeightsFile):
     """An open torch.save zip archive; reads records with size checks."""
 
     def __init__(self, path: str):
-        self.path = path
-        self._f = open(path, "rb")
-        try:
-            self._open()
-        except BaseException:
-            self._f.close()
-            raise
         self._storages: dict = {}
         self._data: dict = {}
+        super().__init__(path)
 
     def close(self) -> None:
         self._data.clear()
-        self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        super().close()
 
     def _err(self, msg: str) -> GruliteError:
         return GruliteError(f"{self.path!r}: {msg}")
@@ -969,13 +957,6 @@ def _materialize(obj: Any) -> Any:
     return conv(obj, 0)
 
 
-def _check_path(path: Union[str, os.PathLike]) -> str:
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise FileNotFoundError(f"no such file: {p!r}")
-    return p
-
-
 def read_torch_file(path: Union[str, os.PathLike]) -> Any:
     """The object in a ``torch.save`` file (a state_dict or checkpoint), with
     numpy arrays for tensors (bfloat16 widened to float32), read without torch
@@ -985,7 +966,7 @@ def read_torch_file(path: Union[str, os.PathLike]) -> Any:
     Raises FileNotFoundError for a missing path and GruliteError for anything
     that is not a plain torch.save file of tensors and containers.
     """
-    p = _check_path(path)
+    p = existing_path(path)
     with _TorchArchive(p) as arch:
         obj = arch.load()
         try:
@@ -1004,7 +985,7 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     dict such as ``{"model": model.state_dict(), "epoch": 3, ...}``;
     arguments of :func:`grulite.from_state_dict`.  Only the tensors the
     model uses are read from the file."""
-    p = _check_path(path)
+    p = existing_path(path)
     with reading(p, "torch.save file"), _TorchArchive(p) as arch:
         mapping = _mapping_for_build(arch.load(), p)
         return build_image(mapping, prefix, reset_after, head, batch_first,
