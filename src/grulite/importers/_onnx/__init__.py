@@ -84,6 +84,7 @@ from typing import Union
 
 from grulite._errors import GruliteError, reading
 from grulite.importers._image import image_from_layers
+from grulite.importers._lazy import existing_path
 from grulite.importers._onnx._graph import _text, _texts
 from grulite.importers._onnx._map import Mapper
 
@@ -102,9 +103,7 @@ def _need_onnx():
 
 def _read(path: Union[str, os.PathLike]):
     onnx = _need_onnx()
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise FileNotFoundError(f"no such file: {p!r}")
+    p = existing_path(path)
     if os.path.isdir(p):
         raise GruliteError(f"{p!r} is a directory, not an ONNX file")
     try:
