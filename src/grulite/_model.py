@@ -535,9 +535,9 @@ class ModelCache:
         return m
 
     def _from_file(self, state: dict) -> Model:
-        path, expected = state["path"], int(state["checksum"])
         import platform
 
+        path, expected = state["path"], int(state["checksum"])
         here = platform.node() or "this host"
         missing = (f"model file {path!r} of a pickled grulite model does not exist on "
                    f"{here}: unpickling maps the file by its path, so it must be readable "
