@@ -61,6 +61,10 @@ class LazyTensor:
     :meth:`_read`, which returns the stored elements.
     """
     __slots__ = ("shape", "code", "kind", "_cache")
+    shape: tuple
+    code: Optional[str]
+    kind: str
+    _cache: Optional[np.ndarray]
 
     def _init(self, shape: tuple, code: Optional[str], kind: str) -> None:
         # object.__setattr__: subclasses may refuse attribute assignment

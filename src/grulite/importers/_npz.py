@@ -45,9 +45,10 @@ class _Member(LazyTensor):
 
     def __init__(self, archive: "_NpzArchive", key: str, shape: tuple, dtype: Optional[np.dtype]):
         self._archive, self._key = archive, key
-        numeric = dtype is not None and dtype.kind in "fiu"
-        kind = "bytes (not a .npy array)" if dtype is None else str(dtype)
-        self._init(shape, dtype.str if numeric else None, kind)
+        if dtype is None:
+            self._init(shape, None, "bytes (not a .npy array)")
+        else:
+            self._init(shape, dtype.str if dtype.kind in "fiu" else None, str(dtype))
 
     def _read(self) -> np.ndarray:
         return self._archive.read(self._key)
