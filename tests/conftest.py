@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import threading
-
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS_DIR)
 FIXTURE_DIR = os.path.join(TESTS_DIR, "fixtures")
 TOOLS_DIR = os.path.join(ROOT, "tools")
+
+# The grulite under test: the installed one (pip install . or -e .); in a
+# checkout with only an in-place build (python setup.py build_ext --inplace)
+# and nothing installed, the one in src/.
+if importlib.util.find_spec("grulite") is None:
+    sys.path.insert(0, os.path.join(ROOT, "src"))
 
 
 def _load_make_fixtures():
