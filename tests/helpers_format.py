@@ -2,8 +2,7 @@
 
 An independent reader of the .grl layout (written from the layout
 documented at the top of src/core/format.c, not from the library), image
-patching helpers, small PyTorch-style state_dicts made with numpy, and a
-child-process runner that loads many (hostile) files with grulite.load and
+patching helpers, and a child-process runner that loads many (hostile) files with grulite.load and
 reports what happened to each, so that a crash cannot take pytest down and
 is pinned to the file that caused it.
 """
@@ -79,9 +78,9 @@ def parse_grl(b: bytes) -> dict:
     p = HEADER_SIZE
     layers = []
     for _ in range(h["num_layers"]):
-        hs, nd, ra, bias, dt = struct.unpack_from("<5I", b, p)
+        hs, nd, ra, bias, dt, rev = struct.unpack_from("<6I", b, p)
         layers.append(dict(pos=p, hidden_size=hs, num_directions=nd, reset_after=ra,
-                           has_bias=bias, dtype=dt))
+                           has_bias=bias, dtype=dt, reverse=rev))
         p += LAYER_REC
     dense = []
     for _ in range(h["num_dense"]):
@@ -145,32 +144,6 @@ def with_crc(b) -> bytes:
     out = bytearray(b)
     struct.pack_into("<I", out, OFF_CRC, crc_of(out))
     return bytes(out)
-
-
-# ---- state_dicts made with numpy (PyTorch naming and shapes) ---------------
-
-def gru_state(rng, input_size: int, hidden: int, layers: int = 1, bidirectional: bool = False,
-              bias: bool = True, prefix: str = "gru.") -> dict:
-    sd = {}
-    D = 2 if bidirectional else 1
-    in_size = input_size
-    for k in range(layers):
-        for sfx in ["", "_reverse"][:D]:
-            sd[f"{prefix}weight_ih_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, (3 * hidden, in_size)).astype(np.float32)
-            sd[f"{prefix}weight_hh_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, (3 * hidden, hidden)).astype(np.float32)
-            if bias:
-                sd[f"{prefix}bias_ih_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, 3 * hidden).astype(np.float32)
-                sd[f"{prefix}bias_hh_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, 3 * hidden).astype(np.float32)
-        in_size = D * hidden
-    return sd
-
-
-def linear_state(rng, in_features: int, out_features: int, name: str = "fc",
-                 bias: bool = True) -> dict:
-    sd = {f"{name}.weight": rng.uniform(-0.5, 0.5, (out_features, in_features)).astype(np.float32)}
-    if bias:
-        sd[f"{name}.bias"] = rng.uniform(-0.5, 0.5, out_features).astype(np.float32)
-    return sd
 
 
 # ---- loading hostile files in a child process ------------------------------

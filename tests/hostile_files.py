@@ -16,13 +16,11 @@ None is open now.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import os
 import pickle
 import re
 import shlex
-import struct
 import subprocess
 import sys
 import textwrap
@@ -31,21 +29,29 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import random_state_dict
 from helpers_format import (
     child_env,
 )
-
+from support.files import (
+    PROTO2,
+    STOP,
+    Evil,
+    pk_call,
+    pk_global,
+    pk_ordered_dict,
+    pk_str,
+    pk_tuple,
+    stored,
+    torch_state_dict_parts,
+    write_zip,
+)
+from support.models import random_state_dict
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(TESTS_DIR, "fixtures")
 HAVE_ONNX = importlib.util.find_spec("onnx") is not None
 HAVE_H5PY = importlib.util.find_spec("h5py") is not None
 IS_LINUX = sys.platform.startswith("linux")
-
-
-def make_sd(seed=0, input_size=3, hidden=(17, 17), bidirectional=False, head=(), prefix="gru."):
-    return random_state_dict(seed, input_size, hidden, bidirectional, head, prefix)
 
 
 # ===========================================================================
@@ -159,89 +165,11 @@ def deflate_zero_bomb(n_mib: int, prefix: bytes = b"") -> tuple:
     return head + blk * n + b"\x03\x00", crc, len(prefix) + n * len(chunk)
 
 
-def write_zip(path, entries) -> str:
-    """A zip written by hand: entries (name, method 0|8, data as stored,
-    crc, declared uncompressed size); sizes may lie."""
-    out, central = bytearray(), bytearray()
-    for name, method, data, crc, usize in entries:
-        nb = name.encode()
-        off = len(out)
-        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc & 0xFFFFFFFF,
-                           len(data), usize, len(nb), 0) + nb + data
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21,
-                               crc & 0xFFFFFFFF, len(data), usize, len(nb), 0, 0, 0, 0, 0, off) + nb
-    cd = len(out)
-    out += central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries),
-                                 len(central), cd, 0)
-    with open(path, "wb") as f:
-        f.write(out)
-    return str(path)
-
-
-def stored(name, data):
-    return (name, 0, data, zlib.crc32(data), len(data))
-
-
-def npy_bytes(arr=None, header=None, data=b"") -> bytes:
-    bio = io.BytesIO()
-    if arr is not None:
-        np.save(bio, arr, allow_pickle=False)
-        return bio.getvalue()
-    np.lib.format.write_array_header_1_0(bio, header)
-    return bio.getvalue() + data
-
-
-# a protocol-2 pickle written opcode by opcode (no torch needed)
-
-def _pk_str(s: str) -> bytes:
-    b = s.encode()
-    return b"X" + struct.pack("<I", len(b)) + b
-
-
-def _pk_int(v: int) -> bytes:
-    if 0 <= v < 256:
-        return b"K" + bytes([v])
-    if -2 ** 31 <= v < 2 ** 31:
-        return b"J" + struct.pack("<i", v)
-    enc = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
-    return b"\x8a" + bytes([len(enc)]) + enc
-
-
-def _pk_global(module: str, name: str) -> bytes:
-    return b"c" + f"{module}\n{name}\n".encode()
-
-
-def _pk_tuple(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"
-
-
-def _pk_call(fn: bytes, *args: bytes) -> bytes:
-    return fn + _pk_tuple(*args) + b"R"
-
-
-def _pk_tensor(key: str, numel: int, shape, offset: int = 0) -> bytes:
-    stride, acc = [], 1
-    for d in reversed(shape):
-        stride.append(acc)
-        acc *= d
-    pid = _pk_tuple(_pk_str("storage"), _pk_global("torch", "FloatStorage"), _pk_str(key),
-                    _pk_str("cpu"), _pk_int(numel)) + b"Q"
-    return _pk_call(_pk_global("torch._utils", "_rebuild_tensor_v2"), pid, _pk_int(offset),
-                    _pk_tuple(*map(_pk_int, shape)), _pk_tuple(*map(_pk_int, reversed(stride))),
-                    b"\x89", _pk_call(_pk_global("collections", "OrderedDict")))
-
-
 def pt_state_dict(arrays: dict, numel=None, shapes=None) -> tuple:
-    """(data.pkl bytes, {key: raw bytes}) of a torch.save'd state_dict."""
-    items, records = [], {}
-    for n, (k, a) in enumerate(arrays.items()):
-        key = str(n)
-        records[key] = np.ascontiguousarray(a, "<f4").tobytes()
-        ne = (numel or {}).get(k, a.size)
-        shape = (shapes or {}).get(k, a.shape)
-        items.append(_pk_str(k) + _pk_tensor(key, ne, shape))
-    body = _pk_call(_pk_global("collections", "OrderedDict")) + b"(" + b"".join(items) + b"u"
-    return b"\x80\x02" + body + b".", records
+    """(data.pkl bytes, {key: raw bytes}) of a torch.save'd state_dict;
+    numel / shapes ({name: value}) make tensors lie."""
+    items, records = torch_state_dict_parts(arrays, numel=numel, shapes=shapes)
+    return PROTO2 + pk_ordered_dict(items) + STOP, records
 
 
 def write_pt(path, pkl: bytes, records: dict, extra=()) -> str:
@@ -250,23 +178,6 @@ def write_pt(path, pkl: bytes, records: dict, extra=()) -> str:
     entries += list(extra)
     entries.append(stored("archive/version", b"3\n"))
     return write_zip(path, entries)
-
-
-def write_safetensors(path, header, data: bytes = b"", raw_len=None) -> str:
-    h = header if isinstance(header, bytes) else json.dumps(header).encode()
-    n = len(h) if raw_len is None else raw_len
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", n) + h + data)
-    return str(path)
-
-
-def st_state_dict(arrays: dict) -> tuple:
-    header, data = {}, bytearray()
-    for k, a in arrays.items():
-        b = np.ascontiguousarray(a, "<f4").tobytes()
-        header[k] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [len(data), len(data) + len(b)]}
-        data += b
-    return header, bytes(data)
 
 
 def varint(v: int) -> bytes:
@@ -285,16 +196,6 @@ def pb_len(field: int, payload: bytes) -> bytes:
 
 # ---- the malicious payloads -----------------------------------------------------------
 
-class Evil:
-    """Pickles to a call of os.system (the classic payload)."""
-
-    def __init__(self, cmd):
-        self.cmd = cmd
-
-    def __reduce__(self):
-        return (os.system, (self.cmd,))
-
-
 def touch_cmd(marker: str) -> str:
     return f"touch {shlex.quote(marker)}"
 
@@ -311,11 +212,11 @@ def pickle_payloads(marker: str) -> dict:
         # INST opcode (protocol 0): instantiates posix.system with the argument
         "inst-posix-system": b"(S'" + cmd + b"'\niposix\nsystem\n.",
         # hidden inside an allowed container: an OrderedDict built from the result of a call
-        "nested-subprocess": (b"\x80\x02" + _pk_call(_pk_global("collections", "OrderedDict"))
-                              + b"(" + _pk_str("gru.weight_ih_l0")
-                              + _pk_call(_pk_global("subprocess", "check_output"),
-                                         _pk_tuple(_pk_str("sh"), _pk_str("-c"),
-                                                   _pk_str(touch_cmd(marker))))
+        "nested-subprocess": (PROTO2 + pk_call(pk_global("collections", "OrderedDict"))
+                              + b"(" + pk_str("gru.weight_ih_l0")
+                              + pk_call(pk_global("subprocess", "check_output"),
+                                         pk_tuple(pk_str("sh"), pk_str("-c"),
+                                                   pk_str(touch_cmd(marker))))
                               + b"u."),
     }
 
@@ -333,7 +234,7 @@ class Case:
         self.marker, self.xfail, self.needs = marker, xfail, needs
 
 
-SD = make_sd(11, input_size=3, hidden=(5,), head=(2,))
+SD = random_state_dict(11, input_size=3, hidden=(5,), head=(2,))
 SD_KW = {"head": "fc0:softmax"}
 
 

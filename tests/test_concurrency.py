@@ -35,7 +35,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import grulite
-from conftest import random_state_dict
+from support.models import random_state_dict
 from helpers_format import child_env
 
 I = 12                      # input features of every model here

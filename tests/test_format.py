@@ -23,8 +23,9 @@ from helpers_format import (ALIGN, CRC_START, DTYPE_F32, FORMAT_VERSION, HEADER_
                             MAGIC, OFF_CRC, OFF_FILE_SIZE, OFF_FLAGS, OFF_HEADER_SIZE,
                             OFF_INPUT_SIZE, OFF_META_LEN, OFF_META_OFF, OFF_NUM_DENSE,
                             OFF_NUM_LAYERS, OFF_NUM_TENSORS, OFF_VERSION, T_D0, T_D1, T_DTYPE,
-                            T_LAYOUT, T_NDIM, T_OFFSET, child_env, gru_state, linear_state,
+                            T_LAYOUT, T_NDIM, T_OFFSET, child_env,
                             load_in_child, parse_grl, patch, tensor_array, u32, with_crc)
+from support.models import gru_state, linear_state
 
 # ---- models used throughout -------------------------------------------------
 
@@ -120,6 +121,31 @@ def test_round_trip_bit_identical(tmp_path, case):
     assert_array_equal(grulite.from_bytes(data)(x)[0], direct(x)[0])
 
 
+def _layer_fields(rec: dict) -> tuple:
+    """The six fields of a layer record, in the documented order."""
+    return (rec["hidden_size"], rec["num_directions"], rec["reset_after"], rec["has_bias"],
+            rec["dtype"], rec["reverse"])
+
+
+@pytest.mark.parametrize("source, needs", [
+    ("onnx/node_rev_lbr0_layout0_b.onnx", "onnx"),          # ONNX direction="reverse"
+    ("keras/gru_go_backwards.keras", "h5py"),               # Keras go_backwards layers
+])
+def test_layer_records_parsed_independently(tmp_path, source, needs):
+    """Every field of the layer records, `reverse` included, read with the
+    documented layout from models that have backward layers."""
+    pytest.importorskip(needs)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", source)
+    m = grulite.from_onnx(path) if source.endswith(".onnx") else grulite.from_keras(path)
+    layers = m.config.layers
+    assert any(lay.reverse for lay in layers)
+    m.save(tmp_path / "m.grl")
+    P = parse_grl((tmp_path / "m.grl").read_bytes())
+    assert [_layer_fields(rec) for rec in P["layers"]] == [
+        (lay.hidden_size, lay.num_directions, int(lay.reset_after), int(lay.bias), DTYPE_F32,
+         int(lay.reverse)) for lay in layers]
+
+
 @pytest.mark.parametrize("case", sorted(ROUND_TRIP_CASES))
 def test_layout_parsed_independently(tmp_path, case):
     """Header, CRC, tables, 64-byte aligned offsets and the stored weights,
@@ -146,10 +172,9 @@ def test_layout_parsed_independently(tmp_path, case):
     assert h["input_size"] == c.input_size
     assert h["num_layers"] == c.num_layers
     assert h["num_dense"] == len(c.head)
-    for rec, lay in zip(P["layers"], c.layers):
-        assert (rec["hidden_size"], rec["num_directions"], rec["reset_after"], rec["has_bias"],
-                rec["dtype"]) == (lay.hidden_size, lay.num_directions, int(lay.reset_after),
-                                  int(lay.bias), DTYPE_F32)
+    assert [_layer_fields(rec) for rec in P["layers"]] == [
+        (lay.hidden_size, lay.num_directions, int(lay.reset_after), int(lay.bias), DTYPE_F32, 0)
+        for lay in c.layers]
     acts = ["none", "relu", "tanh", "sigmoid", "softmax"]
     for rec, d in zip(P["dense"], c.head):
         assert (rec["out_features"], acts[rec["activation"]], rec["has_bias"]) == \

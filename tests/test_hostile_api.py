@@ -24,20 +24,16 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import random_state_dict
 from helpers_format import (
     child_env,
 )
 from numpy.testing import assert_array_equal
+from support.models import random_state_dict
 
 import grulite
 from grulite import GruliteError
 
 ISAS = grulite.available_isas()
-
-
-def make_sd(seed=0, input_size=3, hidden=(17, 17), bidirectional=False, head=(), prefix="gru."):
-    return random_state_dict(seed, input_size, hidden, bidirectional, head, prefix)
 
 
 def rand(shape, seed=0):
@@ -47,23 +43,23 @@ def rand(shape, seed=0):
 @pytest.fixture(scope="module")
 def uni():
     """2 layers, I=3, H=17, no head."""
-    return grulite.from_state_dict(make_sd(0))
+    return grulite.from_state_dict(random_state_dict(0))
 
 
 @pytest.fixture(scope="module")
 def headed():
-    return grulite.from_state_dict(make_sd(1, head=(5,)), head="fc0:softmax")
+    return grulite.from_state_dict(random_state_dict(1, head=(5,)), head="fc0:softmax")
 
 
 @pytest.fixture(scope="module")
 def bidir():
-    return grulite.from_state_dict(make_sd(2, hidden=(6, 6), bidirectional=True))
+    return grulite.from_state_dict(random_state_dict(2, hidden=(6, 6), bidirectional=True))
 
 
 @pytest.fixture(scope="module")
 def mixed():
     """Layers of different widths: states are tuples of (D, B, H_l)."""
-    return grulite.from_state_dict(make_sd(3, hidden=(8, 5)))
+    return grulite.from_state_dict(random_state_dict(3, hidden=(8, 5)))
 
 
 # ===========================================================================
@@ -157,7 +153,7 @@ def test_nonfinite_input_stays_in_its_sequence(dtype, isa, bad):
     sequence only (rows never interact); NaN propagates, nothing crashes;
     garbage past a sequence's length changes nothing."""
     for bidirectional in (False, True):
-        m = grulite.from_state_dict(make_sd(5, input_size=16, hidden=(24, 24),
+        m = grulite.from_state_dict(random_state_dict(5, input_size=16, hidden=(24, 24),
                                             bidirectional=bidirectional, head=(4,)),
                                     head="fc0:softmax", dtype=dtype)
         m.isa = isa

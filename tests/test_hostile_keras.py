@@ -10,15 +10,8 @@ import marshal
 import os
 import zipfile
 
-from hostile_files import (
-    FIX,
-    Case,
-    deflate_zero_bomb,
-    file_matrix,
-    mutations,
-    stored,
-    write_zip,
-)
+from hostile_files import FIX, Case, deflate_zero_bomb, file_matrix, mutations
+from support.files import stored, write_zip
 
 # .keras -------------------------------------------------------------------------------------
 

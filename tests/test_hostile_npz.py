@@ -8,19 +8,8 @@ import pickle
 import zlib
 
 import numpy as np
-from hostile_files import (
-    SD,
-    SD_KW,
-    Case,
-    Evil,
-    deflate_zero_bomb,
-    file_matrix,
-    mutations,
-    npy_bytes,
-    stored,
-    touch_cmd,
-    write_zip,
-)
+from hostile_files import SD, SD_KW, Case, deflate_zero_bomb, file_matrix, mutations, touch_cmd
+from support.files import Evil, npy_bytes, stored, write_zip
 
 # .npz ------------------------------------------------------------------------------------
 

@@ -17,10 +17,9 @@ from hostile_files import (
     mutations,
     pickle_payloads,
     pt_state_dict,
-    stored,
     write_pt,
-    write_zip,
 )
+from support.files import stored, write_zip
 
 # .pt ---------------------------------------------------------------------------------------
 

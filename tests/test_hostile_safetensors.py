@@ -5,35 +5,28 @@ from __future__ import annotations
 
 import os
 
-from hostile_files import (
-    SD,
-    SD_KW,
-    Case,
-    file_matrix,
-    mutations,
-    st_state_dict,
-    write_safetensors,
-)
+from hostile_files import SD, SD_KW, Case, file_matrix, mutations
+from support.files import raw_safetensors, safetensors_parts
 
 # .safetensors ----------------------------------------------------------------------------------
 
 def st_base(d):
     p = os.path.join(d, "base.safetensors")
     if not os.path.exists(p):
-        h, data = st_state_dict(SD)
-        write_safetensors(p, h, data)
+        h, data = safetensors_parts(SD)
+        raw_safetensors(p, h, data)
     return p
 
 
 def _st(name, header_fn, data_fn=lambda: b"", raw_len=None):
     def build(d):
-        return write_safetensors(os.path.join(d, f"st_{name}.safetensors"), header_fn(),
+        return raw_safetensors(os.path.join(d, f"st_{name}.safetensors"), header_fn(),
                                  data_fn(), raw_len)
     return build
 
 
 def _st_good_header():
-    return st_state_dict(SD)
+    return safetensors_parts(SD)
 
 
 ST = "not a valid safetensors file"

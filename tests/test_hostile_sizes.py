@@ -19,9 +19,6 @@ from helpers_format import (
     child_env,
 )
 
-
-
-
 # ===========================================================================
 # 2. absurd sizes, in a child with the address space capped
 

@@ -3,39 +3,19 @@ grulite convert, the grulite.from_* functions and the fuzz targets, and the
 state_dict formats sharing one set of options."""
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
+from support.files import write_npz, write_safetensors, write_torch_state_dict
+from support.models import gru_state, linear_state
 
 import grulite
 from grulite.importers import IMPORTERS, by_name, for_path
-from helpers_format import gru_state, linear_state
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _write_safetensors(path, sd):
-    spec = importlib.util.spec_from_file_location(
-        "grulite_make_torchfile_fixtures_imp", os.path.join(ROOT, "tools",
-                                                            "make_torchfile_fixtures.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    tool.write_safetensors(str(path), sd)
-    return path
-
-
-def _write_torch(path, sd):
-    torch = pytest.importorskip("torch")
-    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, str(path))
-    return path
-
-
-WRITERS = {"npz": lambda p, sd: (np.savez(p, **sd), p)[1], "pt": _write_torch,
-           "safetensors": _write_safetensors}
+# Writers of a state_dict (name -> float32 array) in each state_dict format.
+WRITERS = {"npz": write_npz, "pt": write_torch_state_dict, "safetensors": write_safetensors}
 STATE_DICT_FORMATS = [imp.name for imp in IMPORTERS if imp.state_dict]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import grulite
-from conftest import random_state_dict
+from support.models import random_state_dict
 from grulite._model import model_cache
 
 
