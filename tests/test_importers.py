@@ -3,6 +3,7 @@ grulite convert, the grulite.from_* functions and the fuzz targets, and the
 state_dict formats sharing one set of options."""
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -60,6 +61,21 @@ def _reverse_model_file(tmp_path):
     path = tmp_path / "rev.grl"
     grulite.from_bytes(image_from_layers(I, [layer], [], {})).save(path)
     return path
+
+
+@pytest.mark.parametrize("fixture, needs", [("onnx/node_rev_lbr0_layout0_b.onnx", "onnx"),
+                                            ("keras/gru_go_backwards.keras", "h5py")])
+def test_convert_and_info_name_an_imported_reverse_layer_backward(tmp_path, capsys, fixture,
+                                                                 needs):
+    pytest.importorskip(needs)
+    from grulite._cli import main
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", fixture)
+    dst = tmp_path / "rev.grl"
+    assert main(["convert", src, "-o", str(dst)]) == 0
+    assert main(["info", str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"layer 0: .* backward ", out)) == 2, out      # convert, then info
+    assert "forward" not in out
 
 
 def test_info_names_a_reverse_layer_backward(tmp_path, capsys):
