@@ -73,7 +73,7 @@ def _load(target: str):
         except ImportError:
             print(f"fuzz_importer {target}: skipped ({dep} is not installed)")
             sys.exit(SKIPPED)
-    importlib.import_module(f"grulite.importers.{imp.module}")
+    imp.load()
     return grulite, imp
 
 

@@ -41,10 +41,13 @@ class Importer:
     state_dict: bool
     needs: tuple = ()
 
+    def load(self) -> Any:
+        """The importer's module (imported on first use)."""
+        return importlib.import_module(f"grulite.importers.{self.module}")
+
     def image(self, path: Union[str, os.PathLike], **options: Any) -> tuple:
         """The .grl image and summary of the model in the file at `path`."""
-        mod = importlib.import_module(f"grulite.importers.{self.module}")
-        return mod.image(path, **options)
+        return self.load().image(path, **options)
 
 
 IMPORTERS = (
