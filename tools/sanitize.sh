@@ -53,7 +53,9 @@ TEST_SOURCES=(tests/c/harness.c tests/c/test_*.c)
 # float-cast-overflow: part of clang's "undefined", not of gcc's.
 SAN=(-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all
      -fno-omit-frame-pointer -g -O1)
-WARN=(-std=c99 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wpointer-arith -Werror -Iinclude)
+# The strict warning set, shared with CMake, setup.py and tests/c/run.sh.
+mapfile -t WARNINGS < <(sed -n '/^\[pending\]/q; /^-/p' cmake/warnings.txt)
+WARN=(-std=c99 "${WARNINGS[@]}" -Werror -Iinclude)
 export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1:strict_init_order=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 TIMES=()

@@ -50,6 +50,12 @@ void apply_isa(grulite_model *m)
 
 /* ---- Small helpers --------------------------------------------------------- */
 
+void *not_null(void)
+{
+    static char anything;
+    return &anything;
+}
+
 void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);

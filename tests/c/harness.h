@@ -59,6 +59,9 @@ void check_impl(int ok, const char *expr, const char *file, int line);
 void check_rc_impl(int got, int want, const char *expr, const char *file, int line);
 void set_ctx(const char *a, const char *b);
 void apply_isa(grulite_model *m);
+/* A non-NULL pointer to no object of the caller's type: what an out
+ * parameter holds before a call that must reset it (never dereferenced). */
+void *not_null(void);
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xalloc_aligned(size_t n);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs the C core tests (no Python needed).  From the repo root:
 #
-#     bash tests/c/run.sh                 # build with the strict warning set, run
+#     bash tests/c/run.sh                 # build with the strict warning set
+#                                         # (cmake/warnings.txt), -Werror, run
 #     VALGRIND=1 bash tests/c/run.sh      # also run once under valgrind memcheck
 #     SANITIZE=1 bash tests/c/run.sh      # also an ASan + UBSan build (gcc / clang)
 #
@@ -23,8 +24,9 @@ fi
 FIXTURES="tests/c/fixtures"
 # test_core: the harness and one file per area (tests/c/test_main.c lists them).
 TEST_SOURCES=(tests/c/harness.c tests/c/test_*.c)
-CFLAGS=(-std=c99 -O2 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wpointer-arith
-        -Wcast-align -Werror -Iinclude)
+# The strict warning set, shared with CMake, setup.py and tools/sanitize.sh.
+mapfile -t WARNINGS < <(sed -n '/^\[pending\]/q; /^-/p' cmake/warnings.txt)
+CFLAGS=(-std=c99 -O2 "${WARNINGS[@]}" -Werror -Iinclude)
 
 echo "== build ($CC)"
 "$CC" "${CFLAGS[@]}" src/core/*.c src/core/*/*.c "${TEST_SOURCES[@]}" -lm -lpthread -o "$BUILD_DIR/test_core"

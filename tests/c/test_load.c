@@ -93,7 +93,7 @@ void test_model_io(const fixture *f)
     /* Misaligned borrowed buffer: E_ALIGN; with LOAD_COPY it loads. */
     unsigned char *mis = b + 1;
     memcpy(mis, a, size);
-    grulite_model *m2 = (grulite_model *)&m2;   /* must be reset to NULL */
+    grulite_model *m2 = not_null();   /* must be reset to NULL */
     msg[0] = '\0';
     CHECK_RC(grulite_model_load_buffer(mis, size, 0, &m2, msg, sizeof msg), GRULITE_E_ALIGN);
     CHECK(m2 == NULL);
@@ -273,7 +273,7 @@ static int load_exact(const unsigned char *img, size_t size, int copy)
 {
     unsigned char *buf = copy ? xmalloc(size) : xalloc_aligned(size);
     if (size) memcpy(buf, img, size);
-    grulite_model *m = (grulite_model *)&m;   /* must be reset */
+    grulite_model *m = not_null();   /* must be reset */
     char msg[200];
     memset(msg, 'X', sizeof msg);
     const int rc = grulite_model_load_buffer(buf, size, copy ? GRULITE_LOAD_COPY : 0, &m,

@@ -42,7 +42,7 @@ void test_stream(const fixture *f)
     grulite_model_spec spec = fixture_spec(f);
     grulite_model *m = load_spec(&spec);
     if (!m) return;
-    grulite_stream *s = (grulite_stream *)&s;
+    grulite_stream *s = not_null();
     if (f->bidirectional) {
         CHECK_RC(grulite_stream_new(m, 1, &s), GRULITE_E_UNSUPPORTED);
         CHECK(s == NULL);
@@ -127,7 +127,7 @@ void test_stream(const fixture *f)
     CHECK_RC(grulite_stream_get_state(NULL, st, nh), GRULITE_E_ARG);
     CHECK_RC(grulite_stream_set_state(NULL, st, nh), GRULITE_E_ARG);
     CHECK_RC(grulite_stream_reset(NULL), GRULITE_E_ARG);
-    grulite_stream *s2 = (grulite_stream *)&s2;
+    grulite_stream *s2 = not_null();
     CHECK_RC(grulite_stream_new(m, 0, &s2), GRULITE_E_ARG);
     CHECK(s2 == NULL);
     CHECK_RC(grulite_stream_new(NULL, 1, &s2), GRULITE_E_ARG);
