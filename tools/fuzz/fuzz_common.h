@@ -101,6 +101,14 @@ FZ_UNUSED static unsigned char *fz_copy_aligned(const unsigned char *data, size_
     return p;
 }
 
+/* A non-NULL pointer that is no model: what *out holds before a load, which
+ * must overwrite it (NULL on failure). */
+FZ_UNUSED static void *fz_not_null(void)
+{
+    static char anything;
+    return &anything;
+}
+
 /* The load-failure contract: *out NULL, a NUL-terminated message within
  * msg_size bytes that is not empty (when msg_size > 1). */
 FZ_UNUSED static void fz_check_failure(int rc, const grulite_model *m, const char *msg, size_t msg_size)

@@ -128,7 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_present(img, n, mode);
 
     /* Copied. */
-    grulite_model *m = (grulite_model *)(void *)&m;      /* must be overwritten */
+    grulite_model *m = fz_not_null();      /* must be overwritten */
     memset(msg, 'X', sizeof msg);
     const int rc = grulite_model_load_buffer(img, n, GRULITE_LOAD_COPY, &m,
                                              msg_size ? msg : NULL, msg_size);
@@ -136,7 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* Borrowed from an aligned buffer: the same answer. */
     unsigned char *al = fz_copy_aligned(img, n);
-    grulite_model *mb = (grulite_model *)(void *)&mb;
+    grulite_model *mb = fz_not_null();
     const int rcb = grulite_model_load_buffer(al, n, 0, &mb, msg, sizeof msg);
     FZ_REQUIRE(rcb == rc, "borrowed load gives %d, copied %d", rcb, rc);
     if (rcb != GRULITE_OK) fz_check_failure(rcb, mb, msg, sizeof msg);
