@@ -19,13 +19,13 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import ROOT, TOOLS_DIR, record_error
-from support.files import raw_safetensors, write_safetensors
-from support.models import random_state_dict
 
 import grulite
+from conftest import ROOT, TOOLS_DIR, record_error
 from grulite._convert import build_image
 from grulite._safetensors import from_safetensors, read_safetensors, safetensors_image
+from support.files import raw_safetensors, write_safetensors
+from support.models import random_state_dict
 
 TOL = 2e-5
 FIX = os.path.join(ROOT, "tests", "fixtures", "torchfile")

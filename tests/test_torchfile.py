@@ -24,7 +24,11 @@ import zipfile
 
 import numpy as np
 import pytest
+
+import grulite
 from conftest import ROOT, TOOLS_DIR, record_error
+from grulite._convert import build_image
+from grulite._torchfile import from_torch_file, read_torch_file, torchfile_image
 from support.files import (
     PROTO2,
     STOP,
@@ -42,10 +46,6 @@ from support.files import (
     write_torch_state_dict,
 )
 from support.models import random_state_dict
-
-import grulite
-from grulite._convert import build_image
-from grulite._torchfile import from_torch_file, read_torch_file, torchfile_image
 
 TOL = 2e-5
 FIX = os.path.join(ROOT, "tests", "fixtures", "torchfile")
@@ -426,16 +426,17 @@ def test_message_names_the_global(tmp_path):
            pk_tuple(pk_int(1)), b"\x89", pk_dict([])), "needs a typed storage"),
     (pk_call(pk_global("_codecs", "encode"), pk_str("x"), pk_str("rot13")), "only latin-1"),
     (pk_call(pk_global("builtins", "bytearray"), pk_int(10 ** 12)), "only bytes"),
-    (pk_call(pk_global("numpy", "dtype"), pk_str("O8")) + b"0" + pk_call(pk_global("numpy._core.multiarray", "_reconstruct"),
-           pk_global("builtins", "object"), pk_tuple(pk_int(0)), pk_str("b")), "refusing to load builtins.object"),
+    (pk_call(pk_global("numpy", "dtype"), pk_str("O8")) + b"0"
+     + pk_call(pk_global("numpy._core.multiarray", "_reconstruct"),
+               pk_global("builtins", "object"), pk_tuple(pk_int(0)), pk_str("b")), "refusing to load builtins.object"),
     # BUILD on a tensor (to rewrite its shape after the checks) or a rebuild function
     (pk_tensor("0", 4, 0, (4,), (1,)) + pk_dict([(pk_str("shape"), pk_tuple(pk_int(10 ** 9)))]) + b"b",
      "refusing to set the state"),
     (pk_global("torch._utils", "_rebuild_tensor_v2") + pk_dict([(pk_str("__defaults__"), pk_tuple())]) + b"b",
      "refusing to set the state"),
     # a storage persistent id that is not one
-    (pk_tuple(pk_str("storage"), pk_global("torch", "FloatStorage"), pk_str("../../etc/passwd"), pk_str("cpu"), pk_int(1))
-     + b"Q", "not a plain name"),
+    (pk_tuple(pk_str("storage"), pk_global("torch", "FloatStorage"), pk_str("../../etc/passwd"), pk_str("cpu"),
+              pk_int(1)) + b"Q", "not a plain name"),
     (pk_str("just a string") + b"Q", "unexpected persistent id"),
 ])
 def test_misused_allowed_names(tmp_path, body, match):
