@@ -18,13 +18,40 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import grulite
-from helpers_format import (ALIGN, CRC_START, DTYPE_F32, FORMAT_VERSION, HEADER_SIZE, LAYOUT_PANEL16,
-                            tensor_nbytes,
-                            MAGIC, OFF_CRC, OFF_FILE_SIZE, OFF_FLAGS, OFF_HEADER_SIZE,
-                            OFF_INPUT_SIZE, OFF_META_LEN, OFF_META_OFF, OFF_NUM_DENSE,
-                            OFF_NUM_LAYERS, OFF_NUM_TENSORS, OFF_VERSION, T_D0, T_D1, T_DTYPE,
-                            T_LAYOUT, T_NDIM, T_OFFSET, child_env,
-                            load_in_child, parse_grl, patch, tensor_array, u32, with_crc)
+from helpers_format import (
+    ALIGN,
+    CRC_START,
+    DTYPE_F32,
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    LAYOUT_PANEL16,
+    MAGIC,
+    OFF_CRC,
+    OFF_FILE_SIZE,
+    OFF_FLAGS,
+    OFF_HEADER_SIZE,
+    OFF_INPUT_SIZE,
+    OFF_META_LEN,
+    OFF_META_OFF,
+    OFF_NUM_DENSE,
+    OFF_NUM_LAYERS,
+    OFF_NUM_TENSORS,
+    OFF_VERSION,
+    T_D0,
+    T_D1,
+    T_DTYPE,
+    T_LAYOUT,
+    T_NDIM,
+    T_OFFSET,
+    child_env,
+    load_in_child,
+    parse_grl,
+    patch,
+    tensor_array,
+    tensor_nbytes,
+    u32,
+    with_crc,
+)
 from support.models import gru_state, linear_state
 
 # ---- models used throughout -------------------------------------------------
@@ -257,11 +284,11 @@ def test_convert_matches_live_torch(tmp_path, case):
     head_arg = None
     if head == "fc":
         mods["fc"] = torch.nn.Linear(out_w, 4)
-        head_arg, act = "fc:none", (lambda t: t)
+        head_arg = "fc:none"
     elif head == "seq":
         mods["head"] = torch.nn.Sequential(torch.nn.Linear(out_w, 6), torch.nn.ReLU(),
                                            torch.nn.Linear(6, 3), torch.nn.Softmax(-1))
-        head_arg, act = "head.0:relu,head.2:softmax", None
+        head_arg = "head.0:relu,head.2:softmax"
     # Place the GRU under its prefix, as a module tree would.
     sd = {prefix + k: v for k, v in gru.state_dict().items()}
     for name, mod in mods.items():

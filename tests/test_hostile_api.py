@@ -24,14 +24,14 @@ import sys
 
 import numpy as np
 import pytest
-from helpers_format import (
-    child_env,
-)
 from numpy.testing import assert_array_equal
-from support.models import random_state_dict
 
 import grulite
 from grulite import GruliteError
+from helpers_format import (
+    child_env,
+)
+from support.models import random_state_dict
 
 ISAS = grulite.available_isas()
 

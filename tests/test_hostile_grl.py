@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
+
+import grulite
 from helpers_format import (
     OFF_FILE_SIZE,
     OFF_INPUT_SIZE,
@@ -22,8 +24,6 @@ from helpers_format import (
     with_crc,
 )
 from hostile_files import SD, Case, file_matrix, mutations
-
-import grulite
 
 # .grl ----------------------------------------------------------------------------------
 

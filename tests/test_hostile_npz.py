@@ -8,6 +8,7 @@ import pickle
 import zlib
 
 import numpy as np
+
 from hostile_files import SD, SD_KW, Case, deflate_zero_bomb, file_matrix, mutations, touch_cmd
 from support.files import Evil, npy_bytes, stored, write_zip
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+
 from hostile_files import FIX, Case, file_matrix, mutations, pb_len, varint
 
 # .onnx ------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import sys
 import textwrap
 
 import pytest
+
 from helpers_format import (
     child_env,
 )

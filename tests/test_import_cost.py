@@ -35,9 +35,9 @@ def test_import_grulite_loads_no_importer_and_no_heavy_module():
 
 def test_a_model_runs_without_loading_an_importer(tmp_path):
     import numpy as np
-    from support.models import gru_state
 
     import grulite
+    from support.models import gru_state
 
     path = tmp_path / "m.grl"
     grulite.from_state_dict(gru_state(np.random.default_rng(0), 3, 4)).save(path)

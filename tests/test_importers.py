@@ -9,11 +9,11 @@ import re
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
-from support.files import write_npz, write_safetensors, write_torch_state_dict
-from support.models import gru_state, linear_state
 
 import grulite
 from grulite.importers import IMPORTERS, by_name, for_path
+from support.files import write_npz, write_safetensors, write_torch_state_dict
+from support.models import gru_state, linear_state
 
 # Writers of a state_dict (name -> float32 array) in each state_dict format.
 WRITERS = {"npz": write_npz, "pt": write_torch_state_dict, "safetensors": write_safetensors}

@@ -8,9 +8,9 @@ import stat
 
 import numpy as np
 import pytest
-from support.models import gru_state, linear_state
 
 import grulite
+from support.models import gru_state, linear_state
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int8"])

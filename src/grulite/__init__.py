@@ -11,11 +11,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
-from grulite._version import __version__
-from grulite._errors import GruliteError
-from grulite._model import DenseConfig, LayerConfig, Model, ModelConfig, from_bytes, load
 from grulite import _core
 from grulite._core import Stream
+from grulite._errors import GruliteError
+from grulite._model import DenseConfig, LayerConfig, Model, ModelConfig, from_bytes, load
+from grulite._version import __version__
 
 # The importers (grulite.importers) load on first use: `import grulite` costs
 # only what running a .grl model needs.

@@ -7,7 +7,8 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Optional, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, Optional, TextIO
 
 import numpy as np
 

@@ -4,8 +4,8 @@ torch needed), and safetensors files."""
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 import struct
 import zipfile
 import zlib

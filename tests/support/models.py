@@ -24,21 +24,20 @@ def random_state_dict(seed=0, input_size: int = 3, hidden=(17, 17), bidirectiona
     sd = {}
     D = 2 if bidirectional else 1
     in_f = input_size
-    for k, H in enumerate(hidden):
-        if normal:
-            def draw(*shape):
-                return (rng.standard_normal(shape) * scale).astype(np.float32)
-        else:
-            b = bound if bound is not None else scale / np.sqrt(H)
 
-            def draw(*shape):
-                return rng.uniform(-b, b, shape).astype(np.float32)
+    def draw(H, *shape):
+        if normal:
+            return (rng.standard_normal(shape) * scale).astype(np.float32)
+        b = bound if bound is not None else scale / np.sqrt(H)
+        return rng.uniform(-b, b, shape).astype(np.float32)
+
+    for k, H in enumerate(hidden):
         for sfx in ("", "_reverse")[:D]:
-            sd[f"{prefix}weight_ih_l{k}{sfx}"] = draw(3 * H, in_f)
-            sd[f"{prefix}weight_hh_l{k}{sfx}"] = draw(3 * H, H)
+            sd[f"{prefix}weight_ih_l{k}{sfx}"] = draw(H, 3 * H, in_f)
+            sd[f"{prefix}weight_hh_l{k}{sfx}"] = draw(H, 3 * H, H)
             if bias:
-                sd[f"{prefix}bias_ih_l{k}{sfx}"] = draw(3 * H)
-                sd[f"{prefix}bias_hh_l{k}{sfx}"] = draw(3 * H)
+                sd[f"{prefix}bias_ih_l{k}{sfx}"] = draw(H, 3 * H)
+                sd[f"{prefix}bias_hh_l{k}{sfx}"] = draw(H, 3 * H)
         in_f = D * H
     names = head_names or [f"fc{j}" for j in range(len(head))]
     for name, out_f in zip(names, head):

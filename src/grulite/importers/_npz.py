@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import zipfile
-from collections.abc import Sequence
-from typing import Any, Iterator, Optional, Union
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class _Member(LazyTensor):
     """One .npy member of an open archive."""
     __slots__ = ("_archive", "_key")
 
-    def __init__(self, archive: "_NpzArchive", key: str, shape: tuple, dtype: Optional[np.dtype]):
+    def __init__(self, archive: _NpzArchive, key: str, shape: tuple, dtype: Optional[np.dtype]):
         self._archive, self._key = archive, key
         if dtype is None:
             self._init(shape, None, "bytes (not a .npy array)")
@@ -164,7 +164,7 @@ class _NpzArchive:
             self._zip.close()
             self._zip = None
 
-    def __enter__(self) -> "_NpzArchive":
+    def __enter__(self) -> _NpzArchive:
         return self
 
     def __exit__(self, *exc: Any) -> None:

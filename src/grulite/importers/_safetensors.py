@@ -48,7 +48,7 @@ class _Tensor(LazyTensor):
     """One tensor of an open file, read on first use."""
     __slots__ = ("_reader", "name", "_begin", "_end")
 
-    def __init__(self, reader: "_Reader", name: str, kind: str, shape: tuple, begin: int,
+    def __init__(self, reader: _Reader, name: str, kind: str, shape: tuple, begin: int,
                  end: int):
         self._reader, self.name, self._begin, self._end = reader, name, begin, end
         self._init(shape, _DTYPES[kind][0], "bfloat16" if kind == "BF16" else

@@ -577,7 +577,7 @@ def _find_allowed(module: str, name: str):
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, archive: "_TorchArchive"):
+    def __init__(self, data: bytes, archive: _TorchArchive):
         super().__init__(io.BytesIO(data))
         self._archive = archive
 

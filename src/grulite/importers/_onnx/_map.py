@@ -19,7 +19,7 @@ from grulite import _core
 from grulite._errors import GruliteError
 from grulite.importers._image import count_parameters
 from grulite.importers._onnx._fold import BIG
-from grulite.importers._onnx._graph import Graph, _text, _V
+from grulite.importers._onnx._graph import _V, Graph, _text
 
 __all__ = ["Mapper"]
 
