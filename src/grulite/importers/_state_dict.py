@@ -268,7 +268,8 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
         where = f"under prefix {p.rstrip('.')!r}" if p else "at the top level"
         raise GruliteError(f"the GRU {where} ({len(layers)} layers): {e}") from None
     names = set(used)
-    unused = [str(k) for k, v in sd.items() if str(k) not in names and hasattr(v, "shape")]
+    # Tensors by their type (a property of the class: nothing is read or computed).
+    unused = [str(k) for k, v in sd.items() if str(k) not in names and hasattr(type(v), "shape")]
     summary = dict(prefix=p.rstrip("."), layers=layers, dense=dense,
                    parameters=count_parameters(layers, dense), tensors=used, unused=unused)
     return image, summary
