@@ -23,7 +23,7 @@ __all__ = ["find_gru", "find_head", "parse_head", "build_image", "to_array", "He
            "CHECKPOINT_KEYS", "GRU_KEY"]
 
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net",
-                    "network", "weights", "params")
+                   "network", "weights", "params")
 
 GRU_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)weight_ih_l(?P<layer>\d+)(?P<rev>_reverse)?$")
 

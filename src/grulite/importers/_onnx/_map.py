@@ -76,6 +76,8 @@ class Mapper(Graph):
         self.static_T: Optional[int] = None
         self.static_B: Optional[int] = None
 
+    # ---- what is known of a value's axes ------------------------------
+
     def _stage_info(self, stage: int) -> dict:
         if stage == 0:
             I = self.x_shape[-1] if self.x_shape and isinstance(self.x_shape[-1], int) else None
@@ -109,7 +111,7 @@ class Mapper(Graph):
                  "F": "out" if v.kind == "head" else ("I" if v.stage == 0 else "D*H")}
         return "(" + ", ".join(names.get(lab, lab) for lab in v.axes) + ")"
 
-    # ---- reading the graph -------------------------------------------
+    # ---- glue: following the GRU's data through reshapes ----------------
 
     def _runtime(self, nd, kinds, pos: int = 0) -> _V:
         k, v = kinds[pos] if pos < len(kinds) else ("none", None)
