@@ -264,9 +264,12 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
     try:
         image = image_from_layers(desc["input_size"], layers, dense, meta, batch_first, dtype,
                                   head_from)
-    except GruliteError as e:                  # C names the field; say which GRU it is
-        where = f"under prefix {p.rstrip('.')!r}" if p else "at the top level"
-        raise GruliteError(f"the GRU {where} ({len(layers)} layers): {e}") from None
+    except GruliteError as e:                  # C names the field; say which tensors it is
+        n = len(layers)
+        which = f"GRU {p}*_l0" if n == 1 else f"GRU {p}*_l0 .. {p}*_l{n - 1} ({n} layers)"
+        if dense:
+            which += ", head " + ", ".join(d["name"] for d in dense)
+        raise GruliteError(f"{which}: {e}") from None
     names = set(used)
     # Tensors by their type (a property of the class: nothing is read or computed).
     unused = [str(k) for k, v in sd.items() if str(k) not in names and hasattr(type(v), "shape")]
