@@ -53,7 +53,7 @@ import grulite
 from grulite import GruliteError
 from conftest import random_state_dict
 from helpers_format import (OFF_FILE_SIZE, OFF_INPUT_SIZE, OFF_META_LEN, OFF_META_OFF,
-                            OFF_NUM_DENSE, OFF_NUM_LAYERS, OFF_NUM_TENSORS, OFF_VERSION, T_D0,
+                            OFF_LAYER_REC, OFF_NUM_LAYERS, OFF_NUM_TENSORS, OFF_VERSION, T_D0,
                             T_OFFSET, child_env, parse_grl, patch, with_crc)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -1010,11 +1010,11 @@ GRL_CASES += [
     Case("grl-input-size-0", "grl", _grl_patched("in0", lambda b: patch(b, OFF_INPUT_SIZE, 0)),
          match=r"input_size"),
     Case("grl-layers-1e6", "grl", _grl_patched("nl", lambda b: patch(b, OFF_NUM_LAYERS, 10 ** 6)),
-         match=r"num_layers 1000000 outside"),
+         match=r"1000000 layers; a model has 1 to 128"),
     Case("grl-layers-0", "grl", _grl_patched("nl0", lambda b: patch(b, OFF_NUM_LAYERS, 0)),
-         match=r"num_layers 0 outside"),
-    Case("grl-dense-1e6", "grl", _grl_patched("nd", lambda b: patch(b, OFF_NUM_DENSE, 10 ** 6)),
-         match=r"num_dense 1000000 above"),
+         match=r"0 layers; a model has 1 to 128"),
+    Case("grl-layer-rec-1e6", "grl", _grl_patched("nd", lambda b: patch(b, OFF_LAYER_REC, 10 ** 6)),
+         match=r"layer records of 1000000 bytes"),
     Case("grl-tensors-2**32-1", "grl", _grl_patched("nt", lambda b: patch(b, OFF_NUM_TENSORS, 2 ** 32 - 1)),
          match=r"tensor table|tensors in the table"),
     Case("grl-meta-offset-2**63", "grl", _grl_patched("mo", lambda b: patch(b, OFF_META_OFF, 2 ** 63, "<Q")),
