@@ -1,11 +1,11 @@
 """Helpers for the .grl format and CLI tests.
 
 An independent reader of the .grl layout (written from the layout
-documented in docs/format.md and src/core/format/format.h, not from the library), image
-patching helpers, small PyTorch-style state_dicts made with numpy, and a
-child-process runner that loads many (hostile) files with grulite.load and
-reports what happened to each, so that a crash cannot take pytest down and
-is pinned to the file that caused it.
+documented in docs/format.md and src/core/format/format.h, not from the
+library), image patching helpers, and a child-process runner that loads
+many (hostile) files with grulite.load and reports what happened to each,
+so that a crash cannot take pytest down and is pinned to the file that
+caused it.
 """
 from __future__ import annotations
 
@@ -190,32 +190,6 @@ def with_crc(b) -> bytes:
     out = bytearray(b)
     struct.pack_into("<I", out, OFF_CRC, crc_of(out))
     return bytes(out)
-
-
-# ---- state_dicts made with numpy (PyTorch naming and shapes) ---------------
-
-def gru_state(rng, input_size: int, hidden: int, layers: int = 1, bidirectional: bool = False,
-              bias: bool = True, prefix: str = "gru.") -> dict:
-    sd = {}
-    D = 2 if bidirectional else 1
-    in_size = input_size
-    for k in range(layers):
-        for sfx in ["", "_reverse"][:D]:
-            sd[f"{prefix}weight_ih_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, (3 * hidden, in_size)).astype(np.float32)
-            sd[f"{prefix}weight_hh_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, (3 * hidden, hidden)).astype(np.float32)
-            if bias:
-                sd[f"{prefix}bias_ih_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, 3 * hidden).astype(np.float32)
-                sd[f"{prefix}bias_hh_l{k}{sfx}"] = rng.uniform(-0.5, 0.5, 3 * hidden).astype(np.float32)
-        in_size = D * hidden
-    return sd
-
-
-def linear_state(rng, in_features: int, out_features: int, name: str = "fc",
-                 bias: bool = True) -> dict:
-    sd = {f"{name}.weight": rng.uniform(-0.5, 0.5, (out_features, in_features)).astype(np.float32)}
-    if bias:
-        sd[f"{name}.bias"] = rng.uniform(-0.5, 0.5, out_features).astype(np.float32)
-    return sd
 
 
 # ---- loading hostile files in a child process ------------------------------

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import grulite
-from conftest import layers_from_state_dict, ref_gru
+from support.models import random_state_dict
+from support.reference import layers_from_state_dict, ref_gru
 
 REF_TOL = 2e-5   # float32 engine vs float64 reference
 
@@ -22,28 +23,12 @@ def make_sd(seed=0, input_size=3, hidden=(17,), bidirectional=False, bias=True, 
             scale=1.0) -> dict:
     """A PyTorch-style GRU state_dict (numpy, float32).  `hidden` gives one
     hidden size per layer (different sizes make a non-uniform stack)."""
-    r = np.random.default_rng(seed)
-    sd = {}
-    D = 2 if bidirectional else 1
-    in_f = input_size
-    for k, H in enumerate(hidden):
-        b = scale / np.sqrt(H)
-        for sfx in ("", "_reverse")[:D]:
-            sd[f"{prefix}weight_ih_l{k}{sfx}"] = r.uniform(-b, b, (3 * H, in_f)).astype(np.float32)
-            sd[f"{prefix}weight_hh_l{k}{sfx}"] = r.uniform(-b, b, (3 * H, H)).astype(np.float32)
-            if bias:
-                sd[f"{prefix}bias_ih_l{k}{sfx}"] = r.uniform(-b, b, 3 * H).astype(np.float32)
-                sd[f"{prefix}bias_hh_l{k}{sfx}"] = r.uniform(-b, b, 3 * H).astype(np.float32)
-        in_f = D * H
-    return sd
+    return random_state_dict(seed, input_size, hidden, bidirectional, prefix=prefix, bias=bias,
+                             scale=scale)
 
 
 def add_head(sd, in_f, sizes=(5,), names=("fc",), seed=1):
-    r = np.random.default_rng(seed)
-    for name, out_f in zip(names, sizes):
-        sd[f"{name}.weight"] = r.standard_normal((out_f, in_f)).astype(np.float32) * 0.5
-        sd[f"{name}.bias"] = r.standard_normal(out_f).astype(np.float32) * 0.1
-        in_f = out_f
+    sd.update(random_state_dict(seed, in_f, hidden=(), head=sizes, head_names=names))
     return sd
 
 

@@ -14,7 +14,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import grulite
-from helpers_format import child_env, gru_state, linear_state
+from helpers_format import child_env
+from support.models import gru_state, linear_state
 
 SUBCOMMANDS = ["convert", "info", "run", "bench", "demo"]
 

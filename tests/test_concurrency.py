@@ -35,8 +35,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import grulite
-from conftest import random_state_dict
 from helpers_format import child_env
+from support.models import random_state_dict
 
 I = 12                      # input features of every model here
 ROUNDS = 8                  # passes of each worker over its jobs in the stress test
@@ -363,7 +363,7 @@ def test_stream_keeps_model_alive_across_gc_and_threads():
 
     def work(i):
         try:
-            rest = [streams[i].step(x[i][:, t]) for t in range(10, 30)]
+            rest = [streams[i].step(x[i][:, t]) for t in range(10, 30)]  # noqa: F821 (deleted after the threads)
             out[i] = np.concatenate([first[i], np.stack(rest, 1)], axis=1)
         except BaseException as e:
             errors.append(e)
@@ -475,7 +475,7 @@ def test_models_with_different_kernel_sets_run_concurrently(dtype):
             barrier.wait()
             s = m.stream(inputs[0][0].shape[0])
             steps = []
-            for rep in range(4):
+            for _ in range(4):
                 order = list(range(len(inputs)))
                 r.shuffle(order)
                 for k in order:
@@ -531,7 +531,7 @@ def test_mmap_models_from_threads(tmp_path):
             # half the threads map the file themselves, concurrently with the others
             m = grulite.load(paths[dtype]) if i % 2 else shared[dtype]
             assert m.path == os.path.abspath(paths[dtype])
-            for rep in range(3):
+            for _ in range(3):
                 for k, x in enumerate(inputs):
                     (y, h), p = m(x), m.predict(x)
                     (y0, h0), p0 = reference[dtype][k]

@@ -21,8 +21,8 @@ distributed = pytest.importorskip("distributed")
 
 import grulite  # noqa: E402
 import grulite.dask as gd  # noqa: E402
-from conftest import random_state_dict  # noqa: E402
 from grulite._model import model_cache  # noqa: E402
+from support.models import random_state_dict  # noqa: E402
 
 N, T, I, H, CLASSES = 480, 12, 6, 16, 5
 CHUNK = 20                                    # 24 tasks: many more than the 2 workers

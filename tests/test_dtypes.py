@@ -10,7 +10,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import grulite
-from conftest import layers_from_state_dict, ref_gru
+from support.models import random_state_dict
+from support.reference import layers_from_state_dict, ref_gru
 
 ISAS = grulite.available_isas()
 
@@ -21,17 +22,7 @@ SIZE = {"float16": 0.52, "int8": 0.27}       # file size / float32 file size
 
 
 def _state_dict(rng, I, H, L, bidir=False, bias=True):
-    sd = {}
-    k = 1.0 / np.sqrt(H)
-    for layer in range(L):
-        in_f = I if layer == 0 else H * (2 if bidir else 1)
-        for sfx in ["", "_reverse"][: 2 if bidir else 1]:
-            sd[f"gru.weight_ih_l{layer}{sfx}"] = rng.uniform(-k, k, (3 * H, in_f))
-            sd[f"gru.weight_hh_l{layer}{sfx}"] = rng.uniform(-k, k, (3 * H, H))
-            if bias:
-                sd[f"gru.bias_ih_l{layer}{sfx}"] = rng.uniform(-k, k, 3 * H)
-                sd[f"gru.bias_hh_l{layer}{sfx}"] = rng.uniform(-k, k, 3 * H)
-    return {n: v.astype(np.float32) for n, v in sd.items()}
+    return random_state_dict(rng, I, (H,) * L, bidir, prefix="gru.", bias=bias)
 
 
 CASES = [(64, 64, 1, False), (32, 129, 2, True), (64, 256, 3, False), (16, 512, 1, False)]

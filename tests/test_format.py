@@ -18,13 +18,45 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import grulite
-from helpers_format import (ALIGN, CRC_START, DTYPE_F32, FORMAT_VERSION, HEADER_SIZE, KIND_DENSE,
-                            KIND_GRU, LAYER_REC, LAYOUT_PANEL16, MAGIC, OFF_CRC, OFF_FILE_SIZE,
-                            OFF_FLAGS, OFF_HEADER_SIZE, OFF_INPUT_SIZE, OFF_LAYER_REC,
-                            OFF_META_LEN, OFF_META_OFF, OFF_NUM_LAYERS, OFF_NUM_TENSORS,
-                            OFF_VERSION, T_D0, T_D1, T_DTYPE, T_LAYOUT, T_NDIM, T_OFFSET,
-                            child_env, gru_state, linear_state, load_in_child, parse_grl, patch,
-                            tensor_array, tensor_nbytes, to_version_2, u32, with_crc)
+from helpers_format import (
+    ALIGN,
+    CRC_START,
+    DTYPE_F32,
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    KIND_DENSE,
+    KIND_GRU,
+    LAYER_REC,
+    LAYOUT_PANEL16,
+    MAGIC,
+    OFF_CRC,
+    OFF_FILE_SIZE,
+    OFF_FLAGS,
+    OFF_HEADER_SIZE,
+    OFF_INPUT_SIZE,
+    OFF_LAYER_REC,
+    OFF_META_LEN,
+    OFF_META_OFF,
+    OFF_NUM_LAYERS,
+    OFF_NUM_TENSORS,
+    OFF_VERSION,
+    T_D0,
+    T_D1,
+    T_DTYPE,
+    T_LAYOUT,
+    T_NDIM,
+    T_OFFSET,
+    child_env,
+    load_in_child,
+    parse_grl,
+    patch,
+    tensor_array,
+    tensor_nbytes,
+    to_version_2,
+    u32,
+    with_crc,
+)
+from support.models import gru_state, linear_state
 
 # ---- models used throughout -------------------------------------------------
 
@@ -120,6 +152,31 @@ def test_round_trip_bit_identical(tmp_path, case):
     assert_array_equal(grulite.from_bytes(data)(x)[0], direct(x)[0])
 
 
+def _layer_fields(rec: dict) -> tuple:
+    """The six fields of a layer record, in the documented order."""
+    return (rec["hidden_size"], rec["num_directions"], rec["reset_after"], rec["has_bias"],
+            rec["dtype"], rec["reverse"])
+
+
+@pytest.mark.parametrize("source, needs", [
+    ("onnx/node_rev_lbr0_layout0_b.onnx", "onnx"),          # ONNX direction="reverse"
+    ("keras/gru_go_backwards.keras", "h5py"),               # Keras go_backwards layers
+])
+def test_layer_records_parsed_independently(tmp_path, source, needs):
+    """Every field of the layer records, `reverse` included, read with the
+    documented layout from models that have backward layers."""
+    pytest.importorskip(needs)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", source)
+    m = grulite.from_onnx(path) if source.endswith(".onnx") else grulite.from_keras(path)
+    layers = m.config.layers
+    assert any(lay.reverse for lay in layers)
+    m.save(tmp_path / "m.grl")
+    P = parse_grl((tmp_path / "m.grl").read_bytes())
+    assert [_layer_fields(rec) for rec in P["layers"]] == [
+        (lay.hidden_size, lay.num_directions, int(lay.reset_after), int(lay.bias), DTYPE_F32,
+         int(lay.reverse)) for lay in layers]
+
+
 @pytest.mark.parametrize("case", sorted(ROUND_TRIP_CASES))
 def test_layout_parsed_independently(tmp_path, case):
     """Header, CRC, tables, 64-byte aligned offsets and the stored weights,
@@ -147,11 +204,9 @@ def test_layout_parsed_independently(tmp_path, case):
     assert h["num_layers"] == c.num_layers + len(c.head)       # typed records, GRU then head
     assert h["layer_rec"] == LAYER_REC
     assert P["kinds"] == [KIND_GRU] * c.num_layers + [KIND_DENSE] * len(c.head)
-    for rec, lay in zip(P["layers"], c.layers):
-        assert (rec["hidden_size"], rec["num_directions"], rec["reset_after"], rec["has_bias"],
-                rec["dtype"], rec["reverse"]) == (lay.hidden_size, lay.num_directions,
-                                                  int(lay.reset_after), int(lay.bias), DTYPE_F32,
-                                                  int(getattr(lay, "reverse", False)))
+    assert [_layer_fields(rec) for rec in P["layers"]] == [
+        (lay.hidden_size, lay.num_directions, int(lay.reset_after), int(lay.bias), DTYPE_F32, 0)
+        for lay in c.layers]
     acts = ["none", "relu", "tanh", "sigmoid", "softmax"]
     for rec, d in zip(P["dense"], c.head):
         assert (rec["out_features"], acts[rec["activation"]], rec["has_bias"]) == \
@@ -235,11 +290,11 @@ def test_convert_matches_live_torch(tmp_path, case):
     head_arg = None
     if head == "fc":
         mods["fc"] = torch.nn.Linear(out_w, 4)
-        head_arg, act = "fc:none", (lambda t: t)
+        head_arg = "fc:none"
     elif head == "seq":
         mods["head"] = torch.nn.Sequential(torch.nn.Linear(out_w, 6), torch.nn.ReLU(),
                                            torch.nn.Linear(6, 3), torch.nn.Softmax(-1))
-        head_arg, act = "head.0:relu,head.2:softmax", None
+        head_arg = "head.0:relu,head.2:softmax"
     # Place the GRU under its prefix, as a module tree would.
     sd = {prefix + k: v for k, v in gru.state_dict().items()}
     for name, mod in mods.items():

@@ -24,9 +24,8 @@ import numpy as np
 import pytest
 
 import grulite
-from grulite._keras import from_keras, image_from_keras
-
 from conftest import ROOT, TOOLS_DIR, record_error
+from grulite._keras import from_keras, image_from_keras
 
 h5py = pytest.importorskip("h5py")
 

@@ -12,7 +12,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import grulite
-from conftest import layers_from_state_dict, ref_gru
+from support.models import random_state_dict
+from support.reference import layers_from_state_dict, ref_gru
 
 TOL = 2e-5          # max abs error against the generic kernel and float64
 
@@ -37,17 +38,7 @@ CASES = [
 
 
 def _state_dict(rng, I, H, L, bidir, bias, scale=1.0):
-    sd = {}
-    k = 1.0 / np.sqrt(H)
-    for layer in range(L):
-        in_f = I if layer == 0 else H * (2 if bidir else 1)
-        for sfx in ["", "_reverse"][: 2 if bidir else 1]:
-            sd[f"weight_ih_l{layer}{sfx}"] = rng.uniform(-k, k, (3 * H, in_f)) * scale
-            sd[f"weight_hh_l{layer}{sfx}"] = rng.uniform(-k, k, (3 * H, H)) * scale
-            if bias:
-                sd[f"bias_ih_l{layer}{sfx}"] = rng.uniform(-k, k, 3 * H) * scale
-                sd[f"bias_hh_l{layer}{sfx}"] = rng.uniform(-k, k, 3 * H) * scale
-    return {n: v.astype(np.float32) for n, v in sd.items()}
+    return random_state_dict(rng, I, (H,) * L, bidir, prefix="", bias=bias, scale=scale)
 
 
 def _model(sd, reset_after, isa, head=None):

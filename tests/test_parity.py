@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import grulite
-from conftest import (FIXTURE_DIR, batch_major, fixture_cases, layers_from_state_dict,
-                      make_fixtures, record_error, ref_gru)
+from conftest import FIXTURE_DIR, batch_major, fixture_cases, make_fixtures, record_error
+from support.reference import layers_from_state_dict, ref_gru
 
 # Max abs error allowed against torch / ORT.  Both sides compute in float32;
 # at the largest live configuration (H=257, 3 bidirectional layers, weights

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import grulite
-from conftest import random_state_dict
 from grulite._model import model_cache
+from support.models import random_state_dict
 
 
 def make_model(seed=0, input_size=6, hidden=24, layers=2, head=True, bidirectional=False):

@@ -24,6 +24,8 @@ import grulite
 from conftest import ROOT, TOOLS_DIR, record_error
 from grulite._convert import build_image
 from grulite._safetensors import from_safetensors, read_safetensors, safetensors_image
+from support.files import raw_safetensors, write_safetensors
+from support.models import random_state_dict
 
 TOL = 2e-5
 FIX = os.path.join(ROOT, "tests", "fixtures", "torchfile")
@@ -60,19 +62,8 @@ def check_case(m, case, kind, where):
 
 
 def gru_arrays(seed=0, I=3, H=4, layers=1, bidir=False, prefix="gru.", head=2) -> dict:
-    rng = np.random.default_rng(seed)
-    sd = {}
-    for k in range(layers):
-        for sfx in ["", "_reverse"][:1 + bidir]:
-            inp = I if k == 0 else H * (1 + bidir)
-            sd[f"{prefix}weight_ih_l{k}{sfx}"] = rng.standard_normal((3 * H, inp)).astype(np.float32)
-            sd[f"{prefix}weight_hh_l{k}{sfx}"] = rng.standard_normal((3 * H, H)).astype(np.float32)
-            sd[f"{prefix}bias_ih_l{k}{sfx}"] = rng.standard_normal(3 * H).astype(np.float32)
-            sd[f"{prefix}bias_hh_l{k}{sfx}"] = rng.standard_normal(3 * H).astype(np.float32)
-    if head:
-        sd["fc.weight"] = rng.standard_normal((head, H * (1 + bidir))).astype(np.float32)
-        sd["fc.bias"] = rng.standard_normal(head).astype(np.float32)
-    return sd
+    return random_state_dict(seed, I, (H,) * layers, bidir, head=(head,) if head else (), prefix=prefix,
+                             head_names=["fc"], head_scale=1.0, head_bias_scale=1.0, normal=True)
 
 
 def same_model(m, arrays, head=None, I=3):
@@ -82,16 +73,6 @@ def same_model(m, arrays, head=None, I=3):
     np.testing.assert_array_equal(m(x)[1], ref(x)[1])
     if head:
         np.testing.assert_array_equal(m.predict(x), ref.predict(x))
-
-
-def raw_file(path, header, data: bytes = b"", n=None) -> str:
-    """A file from a header (dict, or raw bytes) and a data area."""
-    hb = header if isinstance(header, bytes) else json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hb) if n is None else n))
-        f.write(hb)
-        f.write(data)
-    return str(path)
 
 
 # ---------------------------------------------------------------------------
@@ -124,7 +105,7 @@ def test_fixture_bf16_widened():
 def test_written_file_loads(tmp_path):
     arrays = gru_arrays(1, layers=2, bidir=True)
     p = str(tmp_path / "w.safetensors")
-    tool.write_safetensors(p, arrays, {"format": "pt"})
+    write_safetensors(p, arrays, {"format": "pt"})
     same_model(from_safetensors(p, head="fc:softmax"), arrays, head="fc:softmax")
     image, summary = safetensors_image(p, head="fc")
     assert image == build_image(arrays, head="fc", source="w.safetensors")[0]
@@ -141,7 +122,7 @@ def test_dtypes(tmp_path):
               "u8": np.array([0, 255], np.uint8), "b": np.array([True, False]),
               "empty": np.zeros((0, 3), np.float32), "scalar": np.array(2.5, np.float32)}
     p = str(tmp_path / "d.safetensors")
-    tool.write_safetensors(p, arrays)
+    write_safetensors(p, arrays)
     back = read_safetensors(p)
     for k, v in arrays.items():
         assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
@@ -158,11 +139,11 @@ def test_bf16_and_f16_models(tmp_path):
         header[k] = {"dtype": "BF16", "shape": list(v.shape), "data_offsets": [pos, pos + len(raw)]}
         data += raw
         pos += len(raw)
-    p = raw_file(tmp_path / "bf.safetensors", header, data)
+    p = raw_safetensors(tmp_path / "bf.safetensors", header, data)
     widened = {k: (v.astype(np.uint32) << 16).view(np.float32) for k, v in bf.items()}
     same_model(from_safetensors(p, head="fc"), widened, head="fc")
     q = str(tmp_path / "h.safetensors")
-    tool.write_safetensors(q, {k: v.astype(np.float16) for k, v in arrays.items()})
+    write_safetensors(q, {k: v.astype(np.float16) for k, v in arrays.items()})
     same_model(from_safetensors(q), {k: v.astype(np.float16).astype(np.float32)
                                      for k, v in arrays.items()})
 
@@ -170,14 +151,14 @@ def test_bf16_and_f16_models(tmp_path):
 def test_unused_fp8_tensor_is_fine(tmp_path):
     arrays = gru_arrays(3)
     p = str(tmp_path / "a.safetensors")
-    tool.write_safetensors(p, arrays)
+    write_safetensors(p, arrays)
     raw = open(p, "rb").read()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + n])
     data = raw[8 + n:]
     end = len(data)
     header["scales"] = {"dtype": "F8_E4M3", "shape": [4], "data_offsets": [end, end + 4]}
-    p2 = raw_file(tmp_path / "b.safetensors", header, data + b"\x01\x02\x03\x04")
+    p2 = raw_safetensors(tmp_path / "b.safetensors", header, data + b"\x01\x02\x03\x04")
     same_model(from_safetensors(p2), arrays)
     with pytest.raises(grulite.GruliteError, match="dtype F8_E4M3"):
         read_safetensors(p2)
@@ -185,12 +166,12 @@ def test_unused_fp8_tensor_is_fine(tmp_path):
 
 def test_no_gru_and_prefix(tmp_path):
     p = str(tmp_path / "n.safetensors")
-    tool.write_safetensors(p, {"fc.weight": np.ones((2, 2), np.float32)})
+    write_safetensors(p, {"fc.weight": np.ones((2, 2), np.float32)})
     with pytest.raises(grulite.GruliteError, match="no GRU tensors found"):
         from_safetensors(p)
     arrays = {**gru_arrays(4, prefix="a."), **gru_arrays(5, prefix="b.", head=0)}
     q = str(tmp_path / "two.safetensors")
-    tool.write_safetensors(q, arrays)
+    write_safetensors(q, arrays)
     with pytest.raises(grulite.GruliteError, match="several GRUs"):
         from_safetensors(q)
     m = from_safetensors(q, prefix="b")
@@ -244,7 +225,7 @@ def test_missing_file(tmp_path):
     ({"w": F32_4, "__metadata__": [1]}, b"\0" * 16, None, "__metadata__"),
 ])
 def test_bad_files(tmp_path, header, data, n, match):
-    p = raw_file(tmp_path / "bad.safetensors", header, data, n)
+    p = raw_safetensors(tmp_path / "bad.safetensors", header, data, n)
     for fn in (from_safetensors, read_safetensors):
         with pytest.raises(grulite.GruliteError, match=match):
             fn(p)
@@ -272,7 +253,7 @@ def test_header_over_100mb(tmp_path):
 def test_truncated_file(tmp_path):
     arrays = gru_arrays(6)
     p = str(tmp_path / "t.safetensors")
-    tool.write_safetensors(p, arrays)
+    write_safetensors(p, arrays)
     raw = open(p, "rb").read()
     (n,) = struct.unpack("<Q", raw[:8])
     for cut in (len(raw) - 1, 8 + n + 10, 8 + n // 2, 4):
@@ -290,7 +271,7 @@ def test_header_padding_and_order(tmp_path):
     header = {"b": {"dtype": "F64", "shape": [2], "data_offsets": [16, 32]},
               "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}
     hb = json.dumps(header).encode() + b"       "
-    p = raw_file(tmp_path / "p.safetensors", hb, a.tobytes() + b.tobytes())
+    p = raw_safetensors(tmp_path / "p.safetensors", hb, a.tobytes() + b.tobytes())
     back = read_safetensors(p)
     np.testing.assert_array_equal(back["a"], a)
     np.testing.assert_array_equal(back["b"], b)
@@ -334,7 +315,7 @@ def test_live_writer_matches_package(tmp_path):
     stn = pytest.importorskip("safetensors.numpy")
     arrays = {**gru_arrays(8), "i": np.arange(3, dtype=np.int32)}
     p = str(tmp_path / "w.safetensors")
-    tool.write_safetensors(p, arrays, {"k": "v"})
+    write_safetensors(p, arrays, {"k": "v"})
     back = stn.load_file(p)
     for k, v in arrays.items():
         np.testing.assert_array_equal(back[k], v)

@@ -29,6 +29,23 @@ import grulite
 from conftest import ROOT, TOOLS_DIR, record_error
 from grulite._convert import build_image
 from grulite._torchfile import from_torch_file, read_torch_file, torchfile_image
+from support.files import (
+    PROTO2,
+    STOP,
+    Evil,
+    pk_call,
+    pk_dict,
+    pk_global,
+    pk_int,
+    pk_ordered_dict,
+    pk_str,
+    pk_tensor,
+    pk_tuple,
+    torch_state_dict_parts,
+    torch_zip,
+    write_torch_state_dict,
+)
+from support.models import random_state_dict
 
 TOL = 2e-5
 FIX = os.path.join(ROOT, "tests", "fixtures", "torchfile")
@@ -63,126 +80,10 @@ def check_case(m: grulite.Model, case: dict, kind: str, where: str) -> None:
         assert e <= TOL, f"{where}: head max abs error {e:.3e}"
 
 
-# ---------------------------------------------------------------------------
-# a torch.save-format writer, opcode by opcode (no torch needed)
-
-PROTO2 = b"\x80\x02"
-STOP = b"."
-
-
-def _s(text: str) -> bytes:
-    b = text.encode()
-    return b"X" + struct.pack("<I", len(b)) + b
-
-
-def _i(v: int) -> bytes:
-    if 0 <= v < 256:
-        return b"K" + bytes([v])
-    if -2 ** 31 <= v < 2 ** 31:
-        return b"J" + struct.pack("<i", v)
-    enc = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
-    return b"\x8a" + bytes([len(enc)]) + enc                      # LONG1
-
-
-def _g(module: str, name: str) -> bytes:
-    return b"c" + f"{module}\n{name}\n".encode()                   # GLOBAL
-
-
-def _t(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"                           # MARK ... TUPLE
-
-
-def _call(fn: bytes, *args: bytes) -> bytes:
-    return fn + _t(*args) + b"R"                                   # REDUCE
-
-
-def _od(items) -> bytes:
-    """collections.OrderedDict() then SETITEMS, as torch writes a state_dict."""
-    body = _call(_g("collections", "OrderedDict"))
-    if items:
-        body += b"(" + b"".join(k + v for k, v in items) + b"u"
-    return body
-
-
-def _dict(items) -> bytes:
-    return b"}" + (b"(" + b"".join(k + v for k, v in items) + b"u" if items else b"")
-
-
-def _tensor(key: str, numel: int, offset: int, size, stride, storage="FloatStorage",
-            location="cpu") -> bytes:
-    pid = _t(_s("storage"), _g("torch", storage), _s(key), _s(location), _i(numel)) + b"Q"
-    return _call(_g("torch._utils", "_rebuild_tensor_v2"), pid, _i(offset),
-                 _t(*map(_i, size)), _t(*map(_i, stride)), b"\x89",
-                 _call(_g("collections", "OrderedDict")))
-
-
-_STORAGE_OF = {"float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
-               "int64": "LongStorage", "int32": "IntStorage", "uint8": "ByteStorage",
-               "bool": "BoolStorage"}
-
-
-def _strides(shape) -> tuple:
-    out, acc = [], 1
-    for d in reversed(shape):
-        out.append(acc)
-        acc *= d
-    return tuple(reversed(out))
-
-
-def torch_zip(path, pkl: bytes, records: dict, prefix="archive", byteorder=b"little",
-              compress=()) -> str:
-    """A zip laid out as torch.save writes it."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{prefix}/data.pkl", pkl)
-        if byteorder is not None:
-            zf.writestr(f"{prefix}/byteorder", byteorder)
-        for key, raw in records.items():
-            zf.writestr(f"{prefix}/data/{key}", raw,
-                        compress_type=zipfile.ZIP_DEFLATED if key in compress else None)
-        zf.writestr(f"{prefix}/version", b"3\n")
-    return str(path)
-
-
-def state_dict_parts(arrays: dict, big_endian=False, location="cpu"):
-    """(pickled items, records) of a state_dict of numpy arrays."""
-    items, records = [], {}
-    for n, (k, a) in enumerate(arrays.items()):
-        a = np.asarray(a, order="C")
-        key = str(n)
-        records[key] = a.astype(a.dtype.newbyteorder(">" if big_endian else "<")).tobytes()
-        items.append((_s(k), _tensor(key, a.size, 0, a.shape, _strides(a.shape),
-                                     _STORAGE_OF[a.dtype.name], location)))
-    return items, records
-
-
-def write_state_dict(path, arrays: dict, extra=(), wrap=None, big_endian=False, **kw) -> str:
-    items, records = state_dict_parts(arrays, big_endian=big_endian,
-                                      location=kw.pop("location", "cpu"))
-    body = _od(items + list(extra))
-    if wrap is not None:
-        body = wrap(body)
-    return torch_zip(path, PROTO2 + body + STOP, records,
-                     byteorder=b"big" if big_endian else b"little", **kw)
-
-
 def gru_arrays(seed=0, I=3, H=4, layers=1, bidir=False, prefix="encoder.", head=2) -> dict:
-    rng = np.random.default_rng(seed)
-
-    def w(*shape):
-        return (rng.standard_normal(shape) * .5).astype(np.float32)
-
-    sd = {}
-    for k in range(layers):
-        for sfx in ["", "_reverse"][:1 + bidir]:
-            inp = I if k == 0 else H * (1 + bidir)
-            sd[f"{prefix}weight_ih_l{k}{sfx}"] = w(3 * H, inp)
-            sd[f"{prefix}weight_hh_l{k}{sfx}"] = w(3 * H, H)
-            sd[f"{prefix}bias_ih_l{k}{sfx}"] = w(3 * H)
-            sd[f"{prefix}bias_hh_l{k}{sfx}"] = w(3 * H)
-    if head:
-        sd["fc.weight"] = rng.standard_normal((head, H * (1 + bidir))).astype(np.float32)
-        sd["fc.bias"] = rng.standard_normal(head).astype(np.float32)
-    return sd
+    return random_state_dict(seed, I, (H,) * layers, bidir, head=(head,) if head else (), prefix=prefix,
+                             head_names=["fc"], head_scale=1.0, head_bias_scale=1.0, normal=True,
+                             scale=0.5)
 
 
 def same_model(m: grulite.Model, arrays: dict, head=None, I=3) -> None:
@@ -279,7 +180,7 @@ def test_fixture_bf16_views_are_views():
 
 def test_written_state_dict_loads(tmp_path):
     arrays = gru_arrays(1, layers=2, bidir=True)
-    p = write_state_dict(tmp_path / "m.pt", arrays)
+    p = write_torch_state_dict(tmp_path / "m.pt", arrays)
     same_model(from_torch_file(p, head="fc:softmax"), arrays, head="fc:softmax")
     loaded = read_torch_file(p)
     assert list(loaded) == list(arrays)
@@ -289,7 +190,7 @@ def test_written_state_dict_loads(tmp_path):
 
 def test_image_equals_build_image(tmp_path):
     arrays = gru_arrays(2)
-    p = write_state_dict(tmp_path / "weights.pt", arrays)
+    p = write_torch_state_dict(tmp_path / "weights.pt", arrays)
     image, summary = torchfile_image(p, head="fc")
     want, _ = build_image(arrays, head="fc", source="weights.pt")
     assert image == want
@@ -300,9 +201,9 @@ def test_checkpoint_dict_and_prefix(tmp_path):
     arrays = gru_arrays(3)
     other = {"decoder.weight_ih_l0": arrays["encoder.weight_ih_l0"],
              "decoder.weight_hh_l0": arrays["encoder.weight_hh_l0"]}
-    items, records = state_dict_parts({**arrays, **other})
-    ck = _dict([(_s("epoch"), _i(7)), (_s("model"), _od(items)),
-                (_s("note"), _s("hello")), (_s("lr"), b"G" + struct.pack(">d", 0.1))])
+    items, records = torch_state_dict_parts({**arrays, **other})
+    ck = pk_dict([(pk_str("epoch"), pk_int(7)), (pk_str("model"), pk_ordered_dict(items)),
+                (pk_str("note"), pk_str("hello")), (pk_str("lr"), b"G" + struct.pack(">d", 0.1))])
     p = torch_zip(tmp_path / "ck.pt", PROTO2 + ck + STOP, records)
     with pytest.raises(grulite.GruliteError, match="several GRUs"):
         from_torch_file(p)
@@ -312,7 +213,7 @@ def test_checkpoint_dict_and_prefix(tmp_path):
 
 def test_big_endian_archive(tmp_path):
     arrays = gru_arrays(4, layers=2)
-    p = write_state_dict(tmp_path / "be.pt", arrays, big_endian=True)
+    p = write_torch_state_dict(tmp_path / "be.pt", arrays, big_endian=True)
     with zipfile.ZipFile(p) as zf:
         assert zf.read("archive/byteorder") == b"big"
     same_model(from_torch_file(p, head="fc"), arrays, head="fc")
@@ -320,21 +221,21 @@ def test_big_endian_archive(tmp_path):
 
 def test_any_archive_name_and_no_byteorder_record(tmp_path):
     arrays = gru_arrays(5)
-    items, records = state_dict_parts(arrays)
-    p = torch_zip(tmp_path / "x.pt", PROTO2 + _od(items) + STOP, records,
+    items, records = torch_state_dict_parts(arrays)
+    p = torch_zip(tmp_path / "x.pt", PROTO2 + pk_ordered_dict(items) + STOP, records,
                   prefix="my_model_v2", byteorder=None)
     same_model(from_torch_file(p), arrays)
 
 
 def test_device_location_ignored(tmp_path):
     arrays = gru_arrays(6)
-    p = write_state_dict(tmp_path / "cuda.pt", arrays, location="cuda:0")
+    p = write_torch_state_dict(tmp_path / "cuda.pt", arrays, location="cuda:0")
     same_model(from_torch_file(p), arrays)
 
 
 def test_deflated_storage_is_read(tmp_path):
     arrays = gru_arrays(7)
-    p = write_state_dict(tmp_path / "z.pt", arrays, compress=("0", "1"))
+    p = write_torch_state_dict(tmp_path / "z.pt", arrays, compress=("0", "1"))
     same_model(from_torch_file(p), arrays)
 
 
@@ -344,13 +245,13 @@ def test_views_offsets_strides_and_shared_storage(tmp_path):
     rng = np.random.default_rng(0)
     flat = rng.standard_normal(200).astype(np.float32)
     items = [
-        (_s("a"), _tensor("0", 200, 10, (3, 4), (4, 1))),          # offset, contiguous
-        (_s("t"), _tensor("0", 200, 50, (4, 3), (1, 4))),          # transposed
-        (_s("e"), _tensor("0", 200, 7, (5, 3), (0, 1))),           # expanded (stride 0)
-        (_s("s"), _tensor("0", 200, 199, (), ())),                 # 0-d, last element
-        (_s("z"), _tensor("0", 200, 0, (0, 5), (5, 1))),           # empty
+        (pk_str("a"), pk_tensor("0", 200, 10, (3, 4), (4, 1))),          # offset, contiguous
+        (pk_str("t"), pk_tensor("0", 200, 50, (4, 3), (1, 4))),          # transposed
+        (pk_str("e"), pk_tensor("0", 200, 7, (5, 3), (0, 1))),           # expanded (stride 0)
+        (pk_str("s"), pk_tensor("0", 200, 199, (), ())),                 # 0-d, last element
+        (pk_str("z"), pk_tensor("0", 200, 0, (0, 5), (5, 1))),           # empty
     ]
-    p = torch_zip(tmp_path / "v.pt", PROTO2 + _od(items) + STOP, {"0": flat.tobytes()})
+    p = torch_zip(tmp_path / "v.pt", PROTO2 + pk_ordered_dict(items) + STOP, {"0": flat.tobytes()})
     d = read_torch_file(p)
     np.testing.assert_array_equal(d["a"], flat[10:22].reshape(3, 4))
     np.testing.assert_array_equal(d["t"], flat[50:62].reshape(3, 4).T)
@@ -365,7 +266,7 @@ def test_integer_bool_and_half_tensors(tmp_path):
               "i32": np.array([1, -2], np.int32), "u8": np.array([0, 255], np.uint8),
               "b": np.array([True, False, True]), "f64": np.array([1.5, -2.25]),
               "f16": np.array([0.5, -1.0, 65504.0], np.float16), "zero_d": np.array(2.5, np.float32)}
-    d = read_torch_file(write_state_dict(tmp_path / "t.pt", arrays))
+    d = read_torch_file(write_torch_state_dict(tmp_path / "t.pt", arrays))
     for k, v in arrays.items():
         assert d[k].dtype == v.dtype, k
         np.testing.assert_array_equal(d[k], v)
@@ -376,7 +277,7 @@ def test_unused_damaged_tensor_is_not_read(tmp_path):
     does not stop the model, but read_torch_file (which reads all) reports it."""
     arrays = gru_arrays(8)
     junk = np.arange(100, dtype=np.float32)
-    p = write_state_dict(tmp_path / "d.pt", {**arrays, "optim.buf": junk})
+    p = write_torch_state_dict(tmp_path / "d.pt", {**arrays, "optim.buf": junk})
     key = f"archive/data/{len(arrays)}"
     off = _entry_data_offset(p, key)
     raw = bytearray(open(p, "rb").read())
@@ -388,15 +289,15 @@ def test_unused_damaged_tensor_is_not_read(tmp_path):
 
 
 def test_no_gru_lists_keys(tmp_path):
-    items, records = state_dict_parts({"fc.weight": np.ones((2, 2), np.float32)})
-    p = torch_zip(tmp_path / "n.pt", PROTO2 + _dict([(_s("model"), _od(items)),
-                                                     (_s("epoch"), _i(1))]) + STOP, records)
+    items, records = torch_state_dict_parts({"fc.weight": np.ones((2, 2), np.float32)})
+    p = torch_zip(tmp_path / "n.pt", PROTO2 + pk_dict([(pk_str("model"), pk_ordered_dict(items)),
+                                                     (pk_str("epoch"), pk_int(1))]) + STOP, records)
     with pytest.raises(grulite.GruliteError, match="no GRU tensors found.*model, epoch"):
         from_torch_file(p)
 
 
 def test_single_tensor_is_not_a_state_dict(tmp_path):
-    p = torch_zip(tmp_path / "t.pt", PROTO2 + _tensor("0", 4, 0, (4,), (1,)) + STOP,
+    p = torch_zip(tmp_path / "t.pt", PROTO2 + pk_tensor("0", 4, 0, (4,), (1,)) + STOP,
                   {"0": np.ones(4, np.float32).tobytes()})
     with pytest.raises(grulite.GruliteError, match="holds a single tensor, not a state_dict"):
         from_torch_file(p)
@@ -410,53 +311,44 @@ def test_single_tensor_is_not_a_state_dict(tmp_path):
 def _payloads(marker: str) -> dict:
     """data.pkl bodies that create `marker` when unpickled by plain pickle."""
     cmd = f"touch {marker}"
-    legit_items, _ = state_dict_parts(gru_arrays(0))
-    evil_reduce = _call(_g("os", "system"), _s(cmd))
+    legit_items, _ = torch_state_dict_parts(gru_arrays(0))
+    evil_reduce = pk_call(pk_global("os", "system"), pk_str(cmd))
     return {
         "os_system": PROTO2 + evil_reduce + STOP,
         "posix_system_by_pickler": None,           # filled in below, from pickle.dumps
-        "builtins_eval": PROTO2 + _call(_g("builtins", "eval"),
-                                        _s(f"__import__('os').system({cmd!r})")) + STOP,
-        "py2_builtin_exec": PROTO2 + _call(_g("__builtin__", "exec"),
-                                           _s(f"import os; os.system({cmd!r})")) + STOP,
-        "subprocess": PROTO2 + _call(_g("subprocess", "call"),
-                                     _t(_s("touch"), _s(marker))) + STOP,
-        "nested_in_checkpoint": PROTO2 + _dict([
-            (_s("model"), _od(legit_items)), (_s("epoch"), _i(3)),
-            (_s("optimizer"), _dict([(_s("state"), _dict([(_s("x"), evil_reduce)]))]))]) + STOP,
-        "after_tensors_in_state_dict": PROTO2 + _od(legit_items + [(_s("evil"), evil_reduce)]) + STOP,
-        "stack_global_proto4": b"\x80\x04" + _s("os") + _s("system") + b"\x93"
-                                + _t(_s(cmd)) + b"R" + STOP,
-        "inst_opcode": b"(" + _s(cmd) + b"ios\nsystem\n" + STOP,
-        "getattr_chain": PROTO2 + _call(_call(_g("builtins", "getattr"),
-                                              _call(_g("builtins", "__import__"), _s("os")),
-                                              _s("system")), _s(cmd)) + STOP,
+        "builtins_eval": PROTO2 + pk_call(pk_global("builtins", "eval"),
+                                        pk_str(f"__import__('os').system({cmd!r})")) + STOP,
+        "py2_builtin_exec": PROTO2 + pk_call(pk_global("__builtin__", "exec"),
+                                           pk_str(f"import os; os.system({cmd!r})")) + STOP,
+        "subprocess": PROTO2 + pk_call(pk_global("subprocess", "call"),
+                                     pk_tuple(pk_str("touch"), pk_str(marker))) + STOP,
+        "nested_in_checkpoint": PROTO2 + pk_dict([
+            (pk_str("model"), pk_ordered_dict(legit_items)), (pk_str("epoch"), pk_int(3)),
+            (pk_str("optimizer"), pk_dict([(pk_str("state"), pk_dict([(pk_str("x"), evil_reduce)]))]))]) + STOP,
+        "after_tensors_in_state_dict": PROTO2 + pk_ordered_dict(legit_items + [(pk_str("evil"), evil_reduce)]) + STOP,
+        "stack_global_proto4": b"\x80\x04" + pk_str("os") + pk_str("system") + b"\x93"
+                                + pk_tuple(pk_str(cmd)) + b"R" + STOP,
+        "inst_opcode": b"(" + pk_str(cmd) + b"ios\nsystem\n" + STOP,
+        "getattr_chain": PROTO2 + pk_call(pk_call(pk_global("builtins", "getattr"),
+                                              pk_call(pk_global("builtins", "__import__"), pk_str("os")),
+                                              pk_str("system")), pk_str(cmd)) + STOP,
     }
-
-
-class _Evil:
-    def __init__(self, cmd):
-        self.cmd = cmd
-
-    def __reduce__(self):
-        return (os.system, (self.cmd,))
 
 
 def _payload_files(tmp_path, marker: str) -> dict:
     import pickle
 
-    legit_items, records = state_dict_parts(gru_arrays(0))
+    legit_items, records = torch_state_dict_parts(gru_arrays(0))
     out = {}
     for name, pkl in _payloads(marker).items():
         if pkl is None:
-            pkl = pickle.dumps({"model": 1, "evil": _Evil(f"touch {marker}")}, protocol=2)
+            pkl = pickle.dumps({"model": 1, "evil": Evil(f"touch {marker}")}, protocol=2)
         out[name] = torch_zip(tmp_path / f"{name}.pt", pkl, records)
     return out
 
 
 def test_payloads_are_live(tmp_path):
     """Control: plain pickle.loads runs each payload (in a child process)."""
-    import pickle
 
     marker = tmp_path / "control"
     files = _payload_files(tmp_path, str(marker))
@@ -526,25 +418,26 @@ def test_message_names_the_global(tmp_path):
 
 @pytest.mark.parametrize("body,match", [
     # an allowed name used as something else
-    (_call(_g("torch", "FloatStorage"), _i(10 ** 12)), "refusing to call torch.FloatStorage"),
-    (_g("torch", "FloatStorage") + b")\x81", "could not be unpickled"),            # NEWOBJ
-    (_call(_g("torch._tensor", "_rebuild_from_type_v2"), _g("collections", "OrderedDict"),
-           _g("torch", "Tensor"), _t(), _dict([])), "only the tensor rebuild functions"),
-    (_call(_g("torch._utils", "_rebuild_tensor_v2"), _s("not a storage"), _i(0), _t(_i(1)),
-           _t(_i(1)), b"\x89", _dict([])), "needs a typed storage"),
-    (_call(_g("_codecs", "encode"), _s("x"), _s("rot13")), "only latin-1"),
-    (_call(_g("builtins", "bytearray"), _i(10 ** 12)), "only bytes"),
-    (_call(_g("numpy", "dtype"), _s("O8")) + b"0" + _call(_g("numpy._core.multiarray", "_reconstruct"),
-           _g("builtins", "object"), _t(_i(0)), _s("b")), "refusing to load builtins.object"),
+    (pk_call(pk_global("torch", "FloatStorage"), pk_int(10 ** 12)), "refusing to call torch.FloatStorage"),
+    (pk_global("torch", "FloatStorage") + b")\x81", "could not be unpickled"),            # NEWOBJ
+    (pk_call(pk_global("torch._tensor", "_rebuild_from_type_v2"), pk_global("collections", "OrderedDict"),
+           pk_global("torch", "Tensor"), pk_tuple(), pk_dict([])), "only the tensor rebuild functions"),
+    (pk_call(pk_global("torch._utils", "_rebuild_tensor_v2"), pk_str("not a storage"), pk_int(0), pk_tuple(pk_int(1)),
+           pk_tuple(pk_int(1)), b"\x89", pk_dict([])), "needs a typed storage"),
+    (pk_call(pk_global("_codecs", "encode"), pk_str("x"), pk_str("rot13")), "only latin-1"),
+    (pk_call(pk_global("builtins", "bytearray"), pk_int(10 ** 12)), "only bytes"),
+    (pk_call(pk_global("numpy", "dtype"), pk_str("O8")) + b"0"
+     + pk_call(pk_global("numpy._core.multiarray", "_reconstruct"),
+               pk_global("builtins", "object"), pk_tuple(pk_int(0)), pk_str("b")), "refusing to load builtins.object"),
     # BUILD on a tensor (to rewrite its shape after the checks) or a rebuild function
-    (_tensor("0", 4, 0, (4,), (1,)) + _dict([(_s("shape"), _t(_i(10 ** 9)))]) + b"b",
+    (pk_tensor("0", 4, 0, (4,), (1,)) + pk_dict([(pk_str("shape"), pk_tuple(pk_int(10 ** 9)))]) + b"b",
      "refusing to set the state"),
-    (_g("torch._utils", "_rebuild_tensor_v2") + _dict([(_s("__defaults__"), _t())]) + b"b",
+    (pk_global("torch._utils", "_rebuild_tensor_v2") + pk_dict([(pk_str("__defaults__"), pk_tuple())]) + b"b",
      "refusing to set the state"),
     # a storage persistent id that is not one
-    (_t(_s("storage"), _g("torch", "FloatStorage"), _s("../../etc/passwd"), _s("cpu"), _i(1))
-     + b"Q", "not a plain name"),
-    (_s("just a string") + b"Q", "unexpected persistent id"),
+    (pk_tuple(pk_str("storage"), pk_global("torch", "FloatStorage"), pk_str("../../etc/passwd"), pk_str("cpu"),
+              pk_int(1)) + b"Q", "not a plain name"),
+    (pk_str("just a string") + b"Q", "unexpected persistent id"),
 ])
 def test_misused_allowed_names(tmp_path, body, match):
     p = torch_zip(tmp_path / "x.pt", PROTO2 + body + STOP, {"0": b"\0" * 16})
@@ -554,10 +447,10 @@ def test_misused_allowed_names(tmp_path, body, match):
 
 def test_allowed_callables_survive_hostile_files(tmp_path):
     """A refused file cannot have changed the loader for the next one."""
-    test_misused_allowed_names(tmp_path, _g("torch._utils", "_rebuild_tensor_v2")
-                               + _dict([(_s("x"), _i(1))]) + b"b", "refusing to set the state")
+    test_misused_allowed_names(tmp_path, pk_global("torch._utils", "_rebuild_tensor_v2")
+                               + pk_dict([(pk_str("x"), pk_int(1))]) + b"b", "refusing to set the state")
     arrays = gru_arrays(9)
-    same_model(from_torch_file(write_state_dict(tmp_path / "ok.pt", arrays)), arrays)
+    same_model(from_torch_file(write_torch_state_dict(tmp_path / "ok.pt", arrays)), arrays)
 
 
 # ---------------------------------------------------------------------------
@@ -587,7 +480,7 @@ def test_not_torch_files(tmp_path, content, match):
 
 
 def test_truncated_zip(tmp_path):
-    p = write_state_dict(tmp_path / "t.pt", gru_arrays(0))
+    p = write_torch_state_dict(tmp_path / "t.pt", gru_arrays(0))
     raw = open(p, "rb").read()
     for cut in (len(raw) // 2, len(raw) - 10, 40):
         q = tmp_path / f"cut{cut}.pt"
@@ -599,7 +492,7 @@ def test_truncated_zip(tmp_path):
 def test_damaged_storage_crc(tmp_path):
     """A storage record overwritten in place: its CRC-32 no longer matches."""
     arrays = gru_arrays(0)
-    p = write_state_dict(tmp_path / "t.pt", arrays)
+    p = write_torch_state_dict(tmp_path / "t.pt", arrays)
     with zipfile.ZipFile(p) as zf:
         info = zf.getinfo("archive/data/1")
     off = _entry_data_offset(p, "archive/data/1")
@@ -624,7 +517,7 @@ def test_zip_without_data_pkl(tmp_path):
 
 
 def test_duplicate_entries_refused(tmp_path):
-    p = write_state_dict(tmp_path / "d.pt", gru_arrays(0))
+    p = write_torch_state_dict(tmp_path / "d.pt", gru_arrays(0))
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -636,9 +529,9 @@ def test_duplicate_entries_refused(tmp_path):
 
 def test_storage_key_missing(tmp_path):
     arrays = gru_arrays(0)
-    items, records = state_dict_parts(arrays)
+    items, records = torch_state_dict_parts(arrays)
     del records["2"]
-    p = torch_zip(tmp_path / "m.pt", PROTO2 + _od(items) + STOP, records)
+    p = torch_zip(tmp_path / "m.pt", PROTO2 + pk_ordered_dict(items) + STOP, records)
     with pytest.raises(grulite.GruliteError, match="storage '2' is missing"):
         from_torch_file(p)
 
@@ -654,7 +547,7 @@ def test_storage_key_missing(tmp_path):
     (4, -1, (1,), (1,), "offset must be a non-negative int"),
 ])
 def test_absurd_sizes(tmp_path, numel, offset, size, stride, match):
-    body = _od([(_s("w"), _tensor("0", numel, offset, size, stride))])
+    body = pk_ordered_dict([(pk_str("w"), pk_tensor("0", numel, offset, size, stride))])
     p = torch_zip(tmp_path / "a.pt", PROTO2 + body + STOP, {"0": b"\0" * 16})
     t0 = time.time()
     with pytest.raises(grulite.GruliteError, match=match):
@@ -665,18 +558,18 @@ def test_absurd_sizes(tmp_path, numel, offset, size, stride, match):
 def test_lying_zip_sizes(tmp_path):
     """Declared sizes are checked before anything is read or inflated."""
     arrays = gru_arrays(0)
-    p = write_state_dict(tmp_path / "big.pt", arrays)
+    p = write_torch_state_dict(tmp_path / "big.pt", arrays)
     _patch_sizes(p, "archive/data.pkl", 2 ** 31)
     with pytest.raises(grulite.GruliteError, match="declares 2147483648 bytes"):
         from_torch_file(p)
     # a deflated record claiming far more than deflate can produce (zip bomb)
     n = 1 << 18
-    body = _od([(_s("w"), _tensor("0", n, 0, (n,), (1,)))])
+    body = pk_ordered_dict([(pk_str("w"), pk_tensor("0", n, 0, (n,), (1,)))])
     q = torch_zip(tmp_path / "ok.pt", PROTO2 + body + STOP, {"0": b"\0" * (4 * n)},
                   compress=("0",))
     np.testing.assert_array_equal(read_torch_file(q)["w"], np.zeros(n, np.float32))
     big = 1 << 31
-    body = _od([(_s("w"), _tensor("0", big // 4, 0, (big // 4,), (1,)))])
+    body = pk_ordered_dict([(pk_str("w"), pk_tensor("0", big // 4, 0, (big // 4,), (1,)))])
     q = torch_zip(tmp_path / "bomb.pt", PROTO2 + body + STOP, {"0": b"\0" * (4 * n)},
                   compress=("0",))
     _patch_sizes(q, "archive/data/0", big)
@@ -697,8 +590,8 @@ def test_opcode_budget(tmp_path, monkeypatch):
 
 
 def test_byteorder_record_checked(tmp_path):
-    items, records = state_dict_parts(gru_arrays(0))
-    p = torch_zip(tmp_path / "b.pt", PROTO2 + _od(items) + STOP, records, byteorder=b"middle")
+    items, records = torch_state_dict_parts(gru_arrays(0))
+    p = torch_zip(tmp_path / "b.pt", PROTO2 + pk_ordered_dict(items) + STOP, records, byteorder=b"middle")
     with pytest.raises(grulite.GruliteError, match="byteorder"):
         from_torch_file(p)
 
@@ -708,7 +601,7 @@ def test_hostile_structure_no_hang(tmp_path):
     fast, no RecursionError or memory blow-up."""
     cases = {
         # d = {}; d["a"] = d
-        "cycle": PROTO2 + b"}q\x00" + _s("a") + b"h\x00s" + STOP,
+        "cycle": PROTO2 + b"}q\x00" + pk_str("a") + b"h\x00s" + STOP,
         # 100000 nested lists
         "deep": PROTO2 + b"]" * 100000 + b"a" * 99999 + STOP,
         # LONG_BINPUT 0xFFFFFFF0: CPython would allocate a 64 GiB memo
@@ -719,7 +612,7 @@ def test_hostile_structure_no_hang(tmp_path):
     # 80 levels of {"a": d, "b": d}: 2**80 paths, 80 dicts
     dag = PROTO2 + b"}q\x00"
     for k in range(1, 81):
-        dag += b"}" + b"(" + _s("a") + b"h" + bytes([k - 1]) + _s("b") + b"h" + bytes([k - 1]) \
+        dag += b"}" + b"(" + pk_str("a") + b"h" + bytes([k - 1]) + pk_str("b") + b"h" + bytes([k - 1]) \
             + b"u" + b"q" + bytes([k])
     cases["dag"] = dag + STOP
     for name, pkl in cases.items():
@@ -862,7 +755,7 @@ def test_live_written_format_matches_torch(tmp_path):
     torch = pytest.importorskip("torch")
     arrays = gru_arrays(3, layers=2, bidir=True)
     for be in (False, True):
-        p = write_state_dict(tmp_path / f"w{be}.pt", arrays, big_endian=be)
+        p = write_torch_state_dict(tmp_path / f"w{be}.pt", arrays, big_endian=be)
         back = torch.load(p, weights_only=True)
         assert list(back) == list(arrays)
         for k, v in arrays.items():
@@ -919,7 +812,7 @@ def test_live_torch_payload_in_checkpoint(tmp_path):
     marker = tmp_path / "pwned_torch"
     net, _, _ = tool.build_net(60, 3, 4)
     p = str(tmp_path / "evil.pt")
-    torch.save({"model": net.state_dict(), "hook": _Evil(f"touch {marker}")}, p)
+    torch.save({"model": net.state_dict(), "hook": Evil(f"touch {marker}")}, p)
     with pytest.raises(grulite.GruliteError, match="refusing to load posix.system|"
                                                    "refusing to load os.system"):
         from_torch_file(p)

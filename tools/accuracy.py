@@ -455,7 +455,8 @@ def main(argv=None) -> int:
                      f"{4 * n / nb32:.1%}"])
     md4 = ("### 4. Where the bytes are (m.nbytes)\n\nOnly the GRU weight matrices shrink "
            "(2 or 1 byte per element); \"other bytes\" = file size minus those elements: header, "
-           "tables, float32 biases, the float32 head, int8 per-row scales, 64-byte alignment and any padding in the kernels' layout. "
+           "tables, float32 biases, the float32 head, int8 per-row scales, 64-byte alignment and any "
+           "padding in the kernels' layout. "
            "A model whose matrices are a small share of the file cannot reach 0.27x / 0.52x.\n\n"
            + table(hdr4, trs4))
     if ASTYPE_CHECKS and all(ASTYPE_CHECKS):

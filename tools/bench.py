@@ -547,7 +547,7 @@ def run_sequence(c, threads_list, peers, timer, blas, dtypes=()):
         y_ref, h_ref = m(x)
         fns = {"grulite": lambda: m(x)}
         ntq, diffs = {}, {}
-        for dt, (mq, convert_s) in low.items():
+        for dt, (mq, _) in low.items():
             ntq[dt] = set_grulite_threads(mq, threads)
             yq, hq = mq(x)
             diffs[dt] = max(max_diff(yq, y_ref), max_diff(hq, h_ref))
@@ -570,14 +570,14 @@ def run_sequence(c, threads_list, peers, timer, blas, dtypes=()):
             feed = {"x": x}
             y, h = sess.run(None, feed)
             peer_diff["ort"] = max(max_diff(y, y_ref), max_diff(h, h_ref))
-            fns["ort"] = lambda: sess.run(None, feed)
+            fns["ort"] = lambda sess=sess, feed=feed: sess.run(None, feed)
         if "numpy" in peers:
             res["numpy_blas_threads_set"] = blas.set(threads)
             y, h = npg(x)
             peer_diff["numpy"] = max(max_diff(y, y_ref), max_diff(h, h_ref))
             fns["numpy"] = lambda: npg(x)
         times = timer.rounds_of(fns)
-        del sess
+        del sess, fns                 # the ONNX Runtime session goes now
         r = times["grulite"]
         r.update(num_threads=nt, isa=grulite_isa(m))
         res["grulite"] = r
@@ -666,7 +666,7 @@ def run_stream(c, threads_list, peers, timer, blas):
             sess = onnx_session(gru, (torch.from_numpy(xs3[0]), torch.from_numpy(zeros_h)), ["x", "h0"],
                                 ["y", "h"], threads)
 
-            def o_loop():
+            def o_loop(sess=sess):
                 h = zeros_h
                 for xt_ in xs3:
                     _, h = sess.run(None, {"x": xt_, "h0": h})
@@ -681,7 +681,7 @@ def run_stream(c, threads_list, peers, timer, blas):
             res["numpy_blas_threads_set"] = blas.set(threads)
             zh = np.zeros((B, H), np.float32)
 
-            def n_loop():
+            def n_loop(zh=zh):
                 h = zh
                 for xt_ in xs:
                     h = npg.step(xt_, h)
@@ -693,7 +693,7 @@ def run_stream(c, threads_list, peers, timer, blas):
             peer_diff["numpy"] = max_diff(np.stack(ys, axis=1), y_ref)
             fns["numpy"] = n_loop
         times = timer.rounds_of(fns)
-        del sess
+        del sess, fns                 # the ONNX Runtime session goes now
         per_step = {k: {f: ([w / T for w in v] if f == "round_best_s" else
                             v / T if f.endswith("_s") else v) for f, v in r.items()}
                     for k, r in times.items()}
@@ -728,6 +728,7 @@ def setup_py_build() -> dict:
     """C sources, include dirs and compile flags of setup.py's extension,
     found by running setup.py with setup() and cythonize() stubbed out."""
     import runpy
+
     import setuptools
 
     captured = {}
@@ -1154,7 +1155,7 @@ def main() -> None:
         try:
             threads_list = sorted({int(t) for t in a.threads.split(",") if t.strip()})
         except ValueError:
-            raise SystemExit(f"--threads takes comma-separated integers; got {a.threads!r}")
+            raise SystemExit(f"--threads takes comma-separated integers; got {a.threads!r}") from None
         if not threads_list or min(threads_list) < 1:
             raise SystemExit("--threads: thread counts must be >= 1")
     else:

@@ -316,7 +316,7 @@ def run_cases(cases: list, env: dict, runs: int, log) -> dict:
         except (ChildError, subprocess.TimeoutExpired) as e:
             errors[name] = str(e)
             log(f"  ! {name}: {e}")
-    for r in range(runs):
+    for _ in range(runs):
         for name, code in cases:
             if name in errors:
                 continue
@@ -382,7 +382,8 @@ def section_import(env: dict, env_nopyc: dict, runs: int, log) -> tuple:
           + (" (`PYTHONDONTWRITEBYTECODE=1` here: grulite's `.py` files have no `.pyc` beside "
              "them in a source checkout, so they are compiled at every import)"
              if os.environ.get("PYTHONDONTWRITEBYTECODE") else "") + ".", "",
-          "| child | import (ms) | import range (ms) | child wall (ms) | peak RSS = VmHWM (MiB) | ru_maxrss (MiB) | modules |",
+          "| child | import (ms) | import range (ms) | child wall (ms) | peak RSS = VmHWM (MiB) "
+          "| ru_maxrss (MiB) | modules |",
           "|---|---:|---:|---:|---:|---:|---:|"]
     for n in names + [NOPYC]:
         rows = R.get(n)
@@ -452,7 +453,8 @@ def section_run(env: dict, runs: int, models: dict, log) -> tuple:
           "(`torch.onnx.export(..., dynamo=False)`) and runs once.  Peak RSS is the "
           "child's VmHWM; Δ is against numpy alone.  Σy (sum of the output) checks that all "
           "compute the same thing.", "",
-          "| runtime | peak RSS (MiB) | range (MiB) | Δ vs numpy (MiB) | anon / file RSS at exit (MiB) | import (ms) | load (ms) | run (ms) | child wall (ms) | Σy |",
+          "| runtime | peak RSS (MiB) | range (MiB) | Δ vs numpy (MiB) | anon / file RSS at exit (MiB) "
+          "| import (ms) | load (ms) | run (ms) | child wall (ms) | Σy |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, _ in cases:
         rows = R[name]
@@ -498,7 +500,8 @@ def section_run(env: dict, runs: int, models: dict, log) -> tuple:
 def section_files(models: dict) -> tuple:
     f32 = os.path.getsize(models["grl_float32"])
     md = ["## 3. Model file sizes", "",
-          f"The same random `nn.GRU({I}, {H}, num_layers={L})` ({3 * H * (I + H + 2) + 3 * H * (2 * H + 2) * (L - 1)} parameters).", "",
+          f"The same random `nn.GRU({I}, {H}, num_layers={L})` "
+          f"({3 * H * (I + H + 2) + 3 * H * (2 * H + 2) * (L - 1)} parameters).", "",
           "| file | bytes | ratio to float32 .grl |", "|---|---:|---:|"]
     rows = {}
     for label, key in [("grulite float32 .grl", "grl_float32"), ("grulite float16 .grl", "grl_float16"),
@@ -647,7 +650,8 @@ def section_package(repo: str, tmp: str, use_cache: bool, log) -> tuple:
           "(disk usage in blocks beside).", "",
           "| item | bytes | MiB |", "|---|---:|---:|",
           f"| wheel `{os.path.basename(whl)}` | {whl_size:,} | {whl_size / MiB:.3f} |",
-          f"| wheel without `data/` (minus its {data_c:,} compressed bytes) | {whl_size - data_c:,} | {(whl_size - data_c) / MiB:.3f} |",
+          f"| wheel without `data/` (minus its {data_c:,} compressed bytes) | {whl_size - data_c:,} "
+          f"| {(whl_size - data_c) / MiB:.3f} |",
           f"| installed `grulite/` (disk usage {total_disk:,}) | {total:,} | {total / MiB:.3f} |",
           f"| installed `grulite/` without `data/` | {no_data:,} | {no_data / MiB:.3f} |",
           f"| ↳ extension module `{os.path.basename(sos[0]) if sos else '-'}` | {so:,} | {so / MiB:.3f} |",
@@ -657,7 +661,8 @@ def section_package(repo: str, tmp: str, use_cache: bool, log) -> tuple:
           f"| ↳ `data/` (bundled models, README) | {data:,} | {data / MiB:.3f} |"]
     if stripped is not None:
         md.append(f"| (info) extension module after `strip --strip-debug` | {stripped:,} | {stripped / MiB:.3f} |")
-        md.append(f"| (info) installed without `data/`, stripped module | {no_data - so + stripped:,} | {(no_data - so + stripped) / MiB:.3f} |")
+        md.append(f"| (info) installed without `data/`, stripped module | {no_data - so + stripped:,} "
+                  f"| {(no_data - so + stripped) / MiB:.3f} |")
     md.append("")
     ok = no_data < INSTALLED_NO_DATA_BYTES
     md += ["| target | value | target | result |", "|---|---:|---:|---|",
@@ -749,7 +754,8 @@ def section_shared(env: dict, models: dict, log) -> tuple:
           "run it once on B=1, T=100, then sleep; read while all are alive.  "
           "`grulite.load` maps the file (`MAP_SHARED`, read-only); `grulite.from_bytes` "
           "(a private copy in each process) is shown for contrast.", "",
-          "| mode | Σ RSS (MiB) | Σ PSS (MiB) | Σ RSS − Σ PSS (MiB) | .grl mapping: Σ Rss (MiB) | .grl mapping: Σ Pss (MiB) | Σ Pss of mapping / file |",
+          "| mode | Σ RSS (MiB) | Σ PSS (MiB) | Σ RSS − Σ PSS (MiB) | .grl mapping: Σ Rss (MiB) "
+          "| .grl mapping: Σ Pss (MiB) | Σ Pss of mapping / file |",
           "|---|---:|---:|---:|---:|---:|---:|"]
     checks = []
     for label, copy in (("grulite.load (mmap)", False), ("grulite.from_bytes (copy)", True)):
@@ -780,7 +786,8 @@ def section_shared(env: dict, models: dict, log) -> tuple:
     md.append("")
     md.append("Per child (kB, from `/proc/PID/smaps_rollup` and the `.grl` entry of `/proc/PID/smaps`):")
     md.append("")
-    md += ["| mode | pid | Rss | Pss | Pss_Anon | Pss_File | .grl Rss | .grl Pss | .grl Shared_Clean | .grl Private_Clean |",
+    md += ["| mode | pid | Rss | Pss | Pss_Anon | Pss_File | .grl Rss | .grl Pss | .grl Shared_Clean "
+           "| .grl Private_Clean |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label in ("grulite.load (mmap)", "grulite.from_bytes (copy)"):
         for k in res.get(label, {}).get("children", []):

@@ -8,11 +8,11 @@ input batch and the outputs an independent reference computed for it:
     reset_after=1 model (PyTorch's own variant);
   * for reset_after=0 (the original GRU paper's formula, ONNX
     linear_before_reset=0), which torch does not have, a float64 numpy
-    implementation written below (``np_gru_layer``).  The same numpy code
+    reference (tests/support/reference.py, shared with the Python tests), which,
     run with reset_after=1 is checked against torch here (max |diff| below
     1e-5 on the torch-made fixtures), so that the reference is itself tested.
 
-The C test (tests/c/test_core.c) reads them without Python.  Run from the
+The C tests (tests/c/, the test_core executable) read them without Python.  Run from the
 repository root:
 
     python3 tools/make_c_fixtures.py            # writes tests/c/fixtures/
@@ -53,12 +53,17 @@ from __future__ import annotations
 import argparse
 import os
 import struct
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+# The numpy reference GRU and the file writers the tests use too (tests/support/).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from support.reference import ref_gru, ref_head  # noqa: E402
 
 ACT = {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4}
 
@@ -82,69 +87,23 @@ class Dense:
     b: np.ndarray = None
 
 
-# ---- float64 numpy reference ---------------------------------------------
+# ---- the float64 numpy reference (tests/support/reference.py) -------------
 
-def _sigmoid(v):
-    return 1.0 / (1.0 + np.exp(-v))
-
-
-def np_gru_layer(x, lengths, h0, w_ih, w_hh, b_ih, b_hh, reset_after, reverse):
-    """One direction of one layer in float64.  x (B, T, in); h0 (B, H).
-    Returns y (B, T, H) (zeros past a length) and h_n (B, H)."""
-    B, T, _ = x.shape
-    H = w_hh.shape[1]
-    y = np.zeros((B, T, H))
-    h_n = np.zeros((B, H))
-    for b in range(B):
-        h = h0[b].copy()
-        n_steps = lengths[b]
-        order = range(n_steps - 1, -1, -1) if reverse else range(n_steps)
-        for t in order:
-            xp = w_ih @ x[b, t] + b_ih
-            r = _sigmoid(xp[:H] + w_hh[:H] @ h + b_hh[:H])
-            z = _sigmoid(xp[H:2 * H] + w_hh[H:2 * H] @ h + b_hh[H:2 * H])
-            if reset_after:   # PyTorch: r * (W_hn h + b_hn)
-                n = np.tanh(xp[2 * H:] + r * (w_hh[2 * H:] @ h + b_hh[2 * H:]))
-            else:             # original GRU: W_hn (r * h) + b_hn
-                n = np.tanh(xp[2 * H:] + w_hh[2 * H:] @ (r * h) + b_hh[2 * H:])
-            h = (1.0 - z) * n + z * h
-            y[b, t] = h
-        h_n[b] = h
-    return y, h_n
+def np_forward(layers, x, lengths, h0_list):
+    """float64 forward of the GRU layers; h0_list: per (layer, dir) (B, H).
+    Returns y (B, T, D*H) and h_n per (layer, dir) (B, H)."""
+    ref_layers = [[dict(w_ih=w[0], w_hh=w[1], b_ih=w[2], b_hh=w[3]) for w in L.weights]
+                  for L in layers]
+    h0, k = [], 0
+    for L in layers:
+        h0.append(np.stack(h0_list[k:k + L.dirs]))
+        k += L.dirs
+    y, h_n = ref_gru(ref_layers, x, h0, lengths, reset_after=[bool(L.reset_after) for L in layers])
+    return y, [h for per_layer in h_n for h in per_layer]
 
 
 def np_head(dense, v):
-    for d in dense:
-        v = v @ d.weight.astype(np.float64).T
-        if d.bias:
-            v = v + d.b.astype(np.float64)
-        if d.act == "relu":
-            v = np.maximum(v, 0.0)
-        elif d.act == "tanh":
-            v = np.tanh(v)
-        elif d.act == "sigmoid":
-            v = _sigmoid(v)
-        elif d.act == "softmax":
-            e = np.exp(v - v.max(axis=-1, keepdims=True))
-            v = e / e.sum(axis=-1, keepdims=True)
-    return v
-
-
-def np_forward(layers, dense, x, lengths, h0_list):
-    """float64 forward of the whole model; h0_list: per (layer, dir) (B, H)."""
-    inp = x.astype(np.float64)
-    h_n, k = [], 0
-    for L in layers:
-        outs = []
-        for d in range(L.dirs):
-            w_ih, w_hh, b_ih, b_hh = (a.astype(np.float64) for a in L.weights[d])
-            y, hn = np_gru_layer(inp, lengths, h0_list[k].astype(np.float64),
-                                 w_ih, w_hh, b_ih, b_hh, L.reset_after, d == 1)
-            outs.append(y)
-            h_n.append(hn)
-            k += 1
-        inp = np.concatenate(outs, axis=2)
-    return inp, h_n
+    return ref_head(v, [(d.weight, d.b if d.bias else None, d.act) for d in dense])
 
 
 # ---- torch reference -------------------------------------------------------
@@ -288,7 +247,7 @@ def make(out_dir, name, seed, I, B, T, torch_modules=None, layer_defs=None, head
             h0_list.append((rng.standard_normal((B, L.hidden)) * 0.5 if with_h0
                             else np.zeros((B, L.hidden))).astype(np.float32))
 
-    ref_y, ref_hn = np_forward(layers, dense, x, lens, h0_list)
+    ref_y, ref_hn = np_forward(layers, x, lens, h0_list)
     if modules is not None:
         y, h_n, head, head_all = torch_forward(modules, dense_mod, x, lens, h0_list)
         # The numpy reference must agree with torch (it is the only

@@ -41,13 +41,16 @@ tests/test_parity.py to run live random configurations.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
-import zipfile
 
 import numpy as np
+
+# The numpy reference GRU and the file writers the tests use too (tests/support/).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from support.files import npz_bytes  # noqa: E402
+from support.reference import layers_from_state_dict, ref_gru  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE_DIR = os.path.join(ROOT, "tests", "fixtures")
@@ -349,52 +352,6 @@ def ort_case(name: str, seed: int, input_size: int, hidden_size: int, num_layers
 
 
 # ---------------------------------------------------------------------------
-# an independent float64 reference, used to check ORT's semantics
-
-
-def numpy_gru(sd: dict, prefix: str, num_layers: int, bidirectional: bool, reset_after: bool,
-              x_btI: np.ndarray, h0_layers=None, lengths=None):
-    """Plain float64 GRU (torch / ONNX semantics).  x_btI: (B, T, I).
-    h0_layers: per layer (D, B, H_k).  Returns y (B, T, D*H_top) (0 past a
-    length), [h_n per layer (D, B, H_k)]."""
-    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
-    B, T, _ = x_btI.shape
-    lens = np.full(B, T) if lengths is None else np.asarray(lengths)
-    sfx = ["", "_reverse"] if bidirectional else [""]
-    inp = x_btI.astype(np.float64)
-    hns = []
-    for k in range(num_layers):
-        outs, hk = [], []
-        for d, s in enumerate(sfx):
-            Wi = sd[f"{prefix}weight_ih_l{k}{s}"].astype(np.float64)
-            Wh = sd[f"{prefix}weight_hh_l{k}{s}"].astype(np.float64)
-            H = Wh.shape[1]
-            bi = sd.get(f"{prefix}bias_ih_l{k}{s}", np.zeros(3 * H)).astype(np.float64)
-            bh = sd.get(f"{prefix}bias_hh_l{k}{s}", np.zeros(3 * H)).astype(np.float64)
-            out = np.zeros((B, T, H))
-            hfin = np.zeros((B, H))
-            for b in range(B):
-                h = np.zeros(H) if h0_layers is None else h0_layers[k][d, b].astype(np.float64)
-                order = range(lens[b]) if d == 0 else range(lens[b] - 1, -1, -1)
-                for t in order:
-                    gi = Wi @ inp[b, t] + bi
-                    r = sig(gi[:H] + Wh[:H] @ h + bh[:H])
-                    z = sig(gi[H:2 * H] + Wh[H:2 * H] @ h + bh[H:2 * H])
-                    if reset_after:
-                        n = np.tanh(gi[2 * H:] + r * (Wh[2 * H:] @ h + bh[2 * H:]))
-                    else:
-                        n = np.tanh(gi[2 * H:] + Wh[2 * H:] @ (r * h) + bh[2 * H:])
-                    h = (1 - z) * n + z * h
-                    out[b, t] = h
-                hfin[b] = h
-            outs.append(out)
-            hk.append(hfin)
-        inp = np.concatenate(outs, axis=-1)
-        hns.append(np.stack(hk))
-    return inp, hns
-
-
-# ---------------------------------------------------------------------------
 # the committed cases
 
 TORCH_CASES = [
@@ -479,20 +436,6 @@ def load_cases(path: str) -> list:
     return [cases[k] for k in sorted(cases)]
 
 
-def npz_bytes(arrays: dict) -> bytes:
-    """np.savez_compressed-compatible bytes with fixed member timestamps."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for key in sorted(arrays):
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asanyarray(arrays[key]), allow_pickle=False)
-            zf.writestr(info, member.getvalue())
-    return buf.getvalue()
-
-
 def check_ort_semantics(case: dict, tol: float = 1e-5) -> list:
     """Compares an ORT case with the float64 numpy reference (torch/grulite
     semantics: 0 past a length, reverse starting at each sequence's own
@@ -511,8 +454,8 @@ def check_ort_semantics(case: dict, tol: float = 1e-5) -> list:
     if h0 is not None:
         h0b = h0[:, None] if c["unbatched"] else h0
         h0_layers = [h0b[k * D:(k + 1) * D] for k in range(c["num_layers"])]
-    y_ref, hn_ref = numpy_gru(case["sd"], c["prefix"], c["num_layers"], c["bidirectional"],
-                              c["reset_after"], xb, h0_layers, case["lengths"])
+    y_ref, hn_ref = ref_gru(layers_from_state_dict(case["sd"], c["prefix"]), xb, h0_layers,
+                            case["lengths"], reset_after=c["reset_after"])
     y = case["y"]
     y = y[None] if c["unbatched"] else (y if c["batch_first"] else y.transpose(1, 0, 2))
     hn = case["h_n"][:, None] if c["unbatched"] else case["h_n"]

@@ -23,9 +23,9 @@ computes for a seeded input:
 Reduced-precision cases are judged against torch running in float32 on the
 rounded weights (what grulite computes: it widens them to float32).
 
-The functions ``build_net``, ``reference`` and ``write_safetensors`` are
-also imported by tests/test_torchfile.py and tests/test_safetensors.py for
-their live checks.
+The functions ``build_net`` and ``reference`` are also imported by
+tests/test_torchfile.py and tests/test_safetensors.py for their live checks;
+the file writers are tests/support/files.py's.
 """
 from __future__ import annotations
 
@@ -33,11 +33,14 @@ import argparse
 import io
 import json
 import os
-import struct
 import sys
 import tempfile
 
 import numpy as np
+
+# The numpy reference GRU and the file writers the tests use too (tests/support/).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from support.files import write_npz, write_safetensors  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE_DIR = os.path.join(ROOT, "tests", "fixtures", "torchfile")
@@ -127,46 +130,7 @@ def head_spec(heads) -> str | None:
 
 
 # ---------------------------------------------------------------------------
-# safetensors writer (used when the safetensors package is not installed)
-
-_ST_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
-             "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
-             "bool": "BOOL"}
-
-
-def write_safetensors(path: str, tensors: dict, metadata: dict | None = None) -> None:
-    """Writes a .safetensors file from torch tensors or numpy arrays
-    (8-byte header length, JSON header padded to 8 bytes, C-order data)."""
-    header: dict = {}
-    blobs = []
-    pos = 0
-    for name, t in tensors.items():
-        if hasattr(t, "detach"):                        # torch tensor
-            t = t.detach().contiguous()
-            kind = _ST_CODES[str(t.dtype).replace("torch.", "")]
-            if kind == "BF16":
-                raw = t.view(__import__("torch").int16).numpy().tobytes()
-            else:
-                raw = t.numpy().astype(t.numpy().dtype.newbyteorder("<")).tobytes()
-            shape = list(t.shape)
-        else:
-            a = np.asarray(t, order="C")          # (ascontiguousarray makes 0-d 1-d)
-            kind = _ST_CODES[a.dtype.name]
-            raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
-            shape = list(a.shape)
-        header[name] = {"dtype": kind, "shape": shape, "data_offsets": [pos, pos + len(raw)]}
-        blobs.append(raw)
-        pos += len(raw)
-    if metadata:
-        header["__metadata__"] = dict(metadata)
-    hb = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hb += b" " * (-len(hb) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hb)))
-        f.write(hb)
-        for b in blobs:
-            f.write(b)
-
+# safetensors: the package's writer, or tests/support/files.py's when it is not installed
 
 def save_safetensors(path: str, tensors: dict, metadata: dict | None = None) -> str:
     """With the safetensors package when installed; returns which writer."""
@@ -297,19 +261,6 @@ def case_list() -> list:
             ("st_f32", st_f32), ("st_bf16", st_bf16)]
 
 
-def _write_npz(path: str, arrays: dict) -> None:
-    """np.savez with a fixed timestamp (deterministic bytes): make_fixtures'
-    writer, loaded by path (this file is also imported from the tests)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "grulite_make_fixtures_npz", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  "make_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    with open(path, "wb") as f:
-        f.write(mod.npz_bytes(arrays))
-
-
 def generate(out: str) -> list:
     import torch
 
@@ -325,7 +276,7 @@ def generate(out: str) -> list:
         for k, v in data.items():
             if v is not None:
                 arrays[f"{name}/{k}"] = v
-    _write_npz(os.path.join(out, EXPECTED), arrays)
+    write_npz(os.path.join(out, EXPECTED), arrays)
     return files + [EXPECTED]
 
 

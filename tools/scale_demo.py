@@ -97,6 +97,7 @@ def main(argv=None) -> int:
         import dask
         import dask.array as da
         import distributed
+
         import grulite.dask as gd
     except ImportError as e:
         print(f"needs dask and distributed: pip install \"grulite[dask]\" ({e})", file=sys.stderr)
@@ -175,14 +176,14 @@ def main(argv=None) -> int:
             generated = time.perf_counter() - t0
             client.run(gd.cache_clear)
             m = grulite.load(path, num_threads=threads)
-            t_c, out = best(lambda: gd.predict(m, xs, batch_size=args.batch_size).compute())
+            t_c, out = best(lambda m=m, xs=xs: gd.predict(m, xs, batch_size=args.batch_size).compute())
             assert np.array_equal(out, ref), f"{w} workers: results differ"
             infos = client.run(gd.cache_info)
             sent = ", ".join(f"{i['unpickles']}/{i['loads']}" for i in infos.values())
             print(f"# {w} worker(s): cluster up in {started:.1f} s, input generated and "
                   f"persisted on the workers in {generated:.1f} s; per worker, model unpickled / "
                   f"mapped over {args.repeat} run(s): {sent}")
-            rows.append((f"grulite.dask, LocalCluster", f"{w} worker{'s' if w > 1 else ''} x "
+            rows.append(("grulite.dask, LocalCluster", f"{w} worker{'s' if w > 1 else ''} x "
                          f"{threads} thread{'s' if threads > 1 else ''}", t_c,
                          f"{sent} (per worker, {args.repeat} run(s))"))
 

@@ -105,7 +105,7 @@ def main():
     n_val = int(round(VAL_FRAC * len(Xtr_all)))
     Xfit, Yfit = Xtr_all[:-n_val], Ytr_all[:-n_val]
     Xval, Yval = Xtr_all[-n_val:], Ytr_all[-n_val:]
-    Xte, Yte = X[test_mask], Y[test_mask]
+    Xte = X[test_mask]
     print(f"series: {n} years {years[0]}-{years[-1]}; split at year {years[split]}; "
           f"train windows {len(Xtr_all)} (fit {len(Xfit)}, val {len(Xval)}), test windows {len(Xte)}")
     print(f"standardization (train part only): mean={mean:.4f} std={std:.4f}")

@@ -5,13 +5,11 @@
     y, h_n = m(x)                              # torch.nn.GRU semantics
     m.save("model.grl"); m = grulite.load("model.grl")   # memory-mapped
 """
-from grulite._version import __version__
-from grulite._errors import GruliteError
-from grulite._model import (DenseConfig, LayerConfig, Model, ModelConfig, from_bytes,
-                            from_npz, from_state_dict, load)
 from grulite._core import Stream
 from grulite._core import isa_supported as _isa_supported
-
+from grulite._errors import GruliteError
+from grulite._model import DenseConfig, LayerConfig, Model, ModelConfig, from_bytes, from_npz, from_state_dict, load
+from grulite._version import __version__
 
 # Importers load their modules on first use: `import grulite` stays cheap.
 

@@ -5,15 +5,15 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import platform
+import tempfile
 import threading
 import weakref
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -114,7 +114,7 @@ class Model:
     threads; each thread gets its own scratch memory.
     """
 
-    def __init__(self, core: "_core.CModel", *, num_threads: Optional[int] = None):
+    def __init__(self, core: _core.CModel, *, num_threads: Optional[int] = None):
         self._core = core
         layers = tuple(LayerConfig(input_size=d["input_size"], hidden_size=d["hidden_size"],
                                    bidirectional=d["num_directions"] == 2,
@@ -204,7 +204,7 @@ class Model:
 
     # ---- running -----------------------------------------------------
 
-    def _workspace(self) -> "_core.Workspace":
+    def _workspace(self) -> _core.Workspace:
         try:
             ws = self._local.ws
         except AttributeError:
@@ -365,7 +365,7 @@ class Model:
             return out[0]
         return out
 
-    def stream(self, batch_size: int = 1) -> "_core.Stream":
+    def stream(self, batch_size: int = 1) -> _core.Stream:
         """A streaming state for ``batch_size`` parallel sequences.
 
         ``s.step(x_t)`` takes ``(batch_size, input_size)`` (or a chunk
@@ -414,7 +414,7 @@ class Model:
                 pass
             raise
 
-    def astype(self, dtype: str) -> "Model":
+    def astype(self, dtype: str) -> Model:
         """A copy of the model with its GRU weights stored as ``dtype``
         ("float32", "float16", "int8"), in memory."""
         return from_bytes(self._core.convert(dtype), num_threads=self._num_threads or None)
@@ -449,15 +449,15 @@ class Model:
     def __reduce__(self):
         return (_unpickle_model, (self._pickle_state(),))
 
-    def __copy__(self) -> "Model":
+    def __copy__(self) -> Model:
         return self._independent_copy()
 
-    def __deepcopy__(self, memo: dict) -> "Model":
+    def __deepcopy__(self, memo: dict) -> Model:
         new = self._independent_copy()
         memo[id(self)] = new
         return new
 
-    def _independent_copy(self) -> "Model":
+    def _independent_copy(self) -> Model:
         """A new Model with the same weights and settings that shares no
         state with this one (its own kernel-set choice and thread count).
         A file-backed model maps its file again (the pages are shared) when
@@ -520,9 +520,9 @@ class ModelCache:
     def __init__(self, maxsize: int = 8):
         self.maxsize = maxsize
         self._lock = threading.RLock()
-        self._lru: "OrderedDict[tuple, Model]" = OrderedDict()
-        self._alive: "weakref.WeakValueDictionary[tuple, Model]" = weakref.WeakValueDictionary()
-        self._sig: "weakref.WeakKeyDictionary[Model, Any]" = weakref.WeakKeyDictionary()
+        self._lru: OrderedDict[tuple, Model] = OrderedDict()
+        self._alive: weakref.WeakValueDictionary[tuple, Model] = weakref.WeakValueDictionary()
+        self._sig: weakref.WeakKeyDictionary[Model, Any] = weakref.WeakKeyDictionary()
         self.unpickles = 0      # models unpickled in this process
         self.loads = 0          # of which mapped / loaded anew (cache misses)
         self.hits = 0           # of which found in the cache
@@ -565,7 +565,7 @@ class ModelCache:
             return self._from_file(state)
         return self._from_image(state)
 
-    def _finish(self, core: "_core.CModel", state: dict) -> Model:
+    def _finish(self, core: _core.CModel, state: dict) -> Model:
         m = Model(core, num_threads=state.get("num_threads"))
         if state.get("isa"):
             m.isa = state["isa"]
@@ -867,7 +867,7 @@ class _NpzArchive:
             self._zip.close()
             self._zip = None
 
-    def __enter__(self) -> "_NpzArchive":
+    def __enter__(self) -> _NpzArchive:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numbers
 import threading
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
@@ -35,6 +36,9 @@ except ImportError as e:  # pragma: no cover - exercised without dask installed
 
 from grulite._errors import GruliteError
 from grulite._model import Model, model_cache
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
 
 __all__ = ["predict", "OUTPUTS", "cache_info", "cache_clear"]
 
@@ -126,9 +130,9 @@ def _normalize_outputs(model: Model, outputs: Union[None, str, Sequence[str]]) -
 def _empty(model: Model, name: str, n: int, T: int) -> np.ndarray:
     c = model.config
     if name == "head":
-        return np.zeros((n, c.head_size), np.float32)
+        return np.zeros((n, c.head_size or 0), np.float32)   # (asked for only when there is a head)
     if name == "head_steps":
-        return np.zeros((n, T, c.head_size), np.float32)
+        return np.zeros((n, T, c.head_size or 0), np.float32)
     if name == "y":
         return np.zeros((n, T, c.output_size), np.float32)
     LD = sum(l.num_directions for l in c.layers)
@@ -192,7 +196,7 @@ def _layout(model: Model, name: str, T: int) -> tuple:
     return "lnh", {"l": LD, "h": c.layers[0].hidden_size}
 
 
-def model_node(model: Model) -> "dask.delayed.Delayed":
+def model_node(model: Model) -> Delayed:
     """The model as one dask graph node (a ``Delayed``) for ``map_blocks`` /
     ``blockwise`` / ``delayed`` code of your own: pass it as an argument
     and call ``.get()`` on what the task receives to have the Model.  Every

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs the C core tests (no Python needed).  From the repo root:
 #
-#     bash tests/c/run.sh                 # build with the strict warning set, run
+#     bash tests/c/run.sh                 # build with the strict warning set
+#                                         # (cmake/warnings.txt), -Werror, run
 #     VALGRIND=1 bash tests/c/run.sh      # also run once under valgrind memcheck
 #     SANITIZE=1 bash tests/c/run.sh      # also an ASan + UBSan build (gcc / clang)
 #
@@ -21,11 +22,14 @@ else
     trap 'rm -rf "$BUILD_DIR"' EXIT
 fi
 FIXTURES="tests/c/fixtures"
-CFLAGS=(-std=c99 -O2 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wpointer-arith
-        -Wcast-align -Werror -Iinclude)
+# test_core: the harness and one file per area (tests/c/test_main.c lists them).
+TEST_SOURCES=(tests/c/harness.c tests/c/test_*.c)
+# The strict warning set, shared with CMake, setup.py and tools/sanitize.sh.
+mapfile -t WARNINGS < <(sed -n '/^\[pending\]/q; /^-/p' cmake/warnings.txt)
+CFLAGS=(-std=c99 -O2 "${WARNINGS[@]}" -Werror -Iinclude)
 
 echo "== build ($CC)"
-"$CC" "${CFLAGS[@]}" src/core/*.c src/core/*/*.c tests/c/test_core.c -lm -lpthread -o "$BUILD_DIR/test_core"
+"$CC" "${CFLAGS[@]}" src/core/*.c src/core/*/*.c "${TEST_SOURCES[@]}" -lm -lpthread -o "$BUILD_DIR/test_core"
 
 echo "== run"
 "$BUILD_DIR/test_core" "$FIXTURES"
@@ -58,7 +62,7 @@ fi
 if [ "${SANITIZE:-0}" = "1" ]; then
     echo "== ASan + UBSan build"
     "$CC" "${CFLAGS[@]}" -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-          -fno-sanitize-recover=all -DGRULITE_TEST_SANITIZE src/core/*.c src/core/*/*.c tests/c/test_core.c -lm -lpthread \
+          -fno-sanitize-recover=all -DGRULITE_TEST_SANITIZE src/core/*.c src/core/*/*.c "${TEST_SOURCES[@]}" -lm -lpthread \
           -o "$BUILD_DIR/test_core_san"
     "$BUILD_DIR/test_core_san" "$FIXTURES"
     for t in ${REGRESS_TARGETS[@]+"${REGRESS_TARGETS[@]}"}; do

@@ -369,7 +369,8 @@ static void gru_run(const gl_seq_job *j)
 {
     const int D = j->L->u.gru.cfg.num_directions;
     if (D == 2 && j->sc2 && j->pool) {
-        gl_pool_run(j->pool, 2, run_dir_task, (void *)j);
+        gl_seq_job both = *j;                  /* the pool's tasks read it */
+        gl_pool_run(j->pool, 2, run_dir_task, &both);
         return;
     }
     for (int d = 0; d < D; d++) {
