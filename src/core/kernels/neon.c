@@ -146,26 +146,7 @@ static inline gl_v16 vq_get(gl_vq raw, int kk)
 
 #define GL_NAME neon
 #define GL_PREFIX neon_
-#define GL_V gl_v16
-#define GL_V_LOAD(p) v16_load(p)
-#define GL_V_STORE(p, v) v16_store((p), (v))
-#define GL_V_ZERO() v16_set1(0.0f)
-#define GL_V_SET1(f) v16_set1(f)
-#define GL_V_ADD(a, b) v16_add((a), (b))
-#define GL_V_SUB(a, b) v16_sub((a), (b))
-#define GL_V_MUL(a, b) v16_mul((a), (b))
-#define GL_V_FMA(a, b, c) v16_fma((a), (b), (c))
-#define GL_V_FNMA(a, b, c) v16_fnma((a), (b), (c))
-#define GL_V_RCP(a) v16_rcp(a)
-#define GL_V_MIN(a, b) v16_min((a), (b))
-#define GL_V_MAX(a, b) v16_max((a), (b))
-#define GL_V_ROUND(a) v16_round(a)
-#define GL_V_LDEXP(a, n) v16_ldexp((a), (n))
 #define GL_EXP_MIN (-87.3365447505531f)          /* n >= -126: 2^n stays normal */
-#define GL_V_LOAD_F16(p) v16_load_f16(p)
-#define GL_VQ gl_vq
-#define GL_VQ_LOAD(p) vq_load(p)
-#define GL_VQ_GET(raw, kk) vq_get((raw), (kk))
 /* 32 registers: 2 rows x 2 vectors = 16 accumulators + 8 weights + the
  * broadcast x; one row x 4 vectors = 16 accumulators, weights streamed.
  * (With GCC 12, 2x2 keeps the accumulators in registers better than 4x1.) */
@@ -173,6 +154,7 @@ static inline gl_v16 vq_get(gl_vq raw, int kk)
 #define GL_NV_MR 2
 #define GL_NV1 4
 
+#include "v16.h"
 #include "simd.h"
 
 #endif /* GL_HAVE_NEON_KERNELS */

@@ -1,5 +1,6 @@
 /* kernels/simd.h - the SIMD kernels, written once over a 16-lane vector
- * type and included by each ISA's file (kernels/avx2.c, kernels/avx512.c)
+ * type and included by each ISA's file (kernels/avx2.c, kernels/avx512.c,
+ * kernels/neon.c; the first and last through kernels/v16.h)
  * after it defines:
  *
  *   GL_V                 the 16-float vector type
