@@ -67,7 +67,7 @@ extern "C" {
 #define GRULITE_VERSION_STRING "0.1.0"
 
 /* Version of the .grl model file format this library reads and writes. */
-#define GRULITE_FORMAT_VERSION 2
+#define GRULITE_FORMAT_VERSION 3   /* version 2 files are still read */
 
 /* ---- Error codes (0 is success) ------------------------------------- */
 
@@ -212,6 +212,11 @@ GRULITE_API int grulite_model_layer(const grulite_model *model, int layer,
 GRULITE_API int grulite_model_dense(const grulite_model *model, int index,
                                     grulite_dense_info *info);
 
+/* Kind (GRULITE_LAYER_*) of the model's layer 0 <= index < num_layers +
+ * num_dense, in the model's order (GRU layers, then the head); GRULITE_E_ARG
+ * outside.  grulite_model_layer / _dense count layers of one kind. */
+GRULITE_API int grulite_model_layer_kind(const grulite_model *model, int index);
+
 /* The free-form UTF-8 metadata stored with the model (not NUL-terminated;
  * *len gets its length).  Valid while the model lives. */
 GRULITE_API const char *grulite_model_metadata(const grulite_model *model, size_t *len);
@@ -221,7 +226,8 @@ GRULITE_API const char *grulite_model_metadata(const grulite_model *model, size_
 GRULITE_API const void *grulite_model_image(const grulite_model *model, size_t *size);
 
 /* Writes the model image to `path` (atomically: a temporary file renamed
- * over `path`). */
+ * over `path`).  A model loaded from an older format version is written in
+ * the current one, with the same weights. */
 GRULITE_API int grulite_model_save(const grulite_model *model, const char *path);
 
 /* ---- Kernels ---------------------------------------------------------- */

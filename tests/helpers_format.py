@@ -1,10 +1,11 @@
 """Helpers for the .grl format and CLI tests.
 
 An independent reader of the .grl layout (written from the layout
-documented at the top of src/core/format.c, not from the library), image
-patching helpers, and a child-process runner that loads many (hostile) files with grulite.load and
-reports what happened to each, so that a crash cannot take pytest down and
-is pinned to the file that caused it.
+documented in docs/format.md and src/core/format/format.h, not from the
+library), image patching helpers, and a child-process runner that loads
+many (hostile) files with grulite.load and reports what happened to each,
+so that a crash cannot take pytest down and is pinned to the file that
+caused it.
 """
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from typing import Optional
 
 import numpy as np
 
-# ---- the documented layout (src/core/format.c) -----------------------------
+# ---- the documented layout (docs/format.md) ---------------------------------
 
 MAGIC = b"GRULITE\0"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3          # version 2 files are still read
 HEADER_SIZE = 64
-LAYER_REC = 32
-DENSE_REC = 16
+LAYER_REC = 32              # v3: kind word + 7 fields; v2: a GRU record (6 fields)
+DENSE_REC_V2 = 16           # v2 only: a head record
+KIND_GRU, KIND_DENSE = 1, 2
 TENSOR_REC = 64
 NAME_LEN = 32
 CRC_START = 16
@@ -44,8 +46,8 @@ OFF_FILE_SIZE = 16        # u64
 OFF_HEADER_SIZE = 24
 OFF_FLAGS = 28
 OFF_INPUT_SIZE = 32
-OFF_NUM_LAYERS = 36
-OFF_NUM_DENSE = 40
+OFF_NUM_LAYERS = 36       # v3: every layer (GRU and head); v2: GRU layers
+OFF_LAYER_REC = 40        # v3: bytes per layer record (32); v2: head layers
 OFF_NUM_TENSORS = 44
 OFF_META_OFF = 48         # u64
 OFF_META_LEN = 56         # u64
@@ -73,20 +75,30 @@ def parse_grl(b: bytes) -> dict:
     h = dict(version=u32(b, OFF_VERSION), crc=u32(b, OFF_CRC), file_size=u64(b, OFF_FILE_SIZE),
              header_size=u32(b, OFF_HEADER_SIZE), flags=u32(b, OFF_FLAGS),
              input_size=u32(b, OFF_INPUT_SIZE), num_layers=u32(b, OFF_NUM_LAYERS),
-             num_dense=u32(b, OFF_NUM_DENSE), num_tensors=u32(b, OFF_NUM_TENSORS),
+             layer_rec=u32(b, OFF_LAYER_REC), num_tensors=u32(b, OFF_NUM_TENSORS),
              meta_off=u64(b, OFF_META_OFF), meta_len=u64(b, OFF_META_LEN))
+    # Records: v3 has a kind word, then the kind's fields; v2 has GRU records
+    # then head records, kinds implied.  "pos" is each record's first field.
+    if h["version"] == 2:
+        kinds = [KIND_GRU] * h["num_layers"] + [KIND_DENSE] * h["layer_rec"]
+    else:
+        kinds = [u32(b, HEADER_SIZE + i * LAYER_REC) for i in range(h["num_layers"])]
     p = HEADER_SIZE
-    layers = []
-    for _ in range(h["num_layers"]):
-        hs, nd, ra, bias, dt, rev = struct.unpack_from("<6I", b, p)
-        layers.append(dict(pos=p, hidden_size=hs, num_directions=nd, reset_after=ra,
-                           has_bias=bias, dtype=dt, reverse=rev))
-        p += LAYER_REC
-    dense = []
-    for _ in range(h["num_dense"]):
-        of, act, bias = struct.unpack_from("<3I", b, p)
-        dense.append(dict(pos=p, out_features=of, activation=act, has_bias=bias))
-        p += DENSE_REC
+    layers, dense = [], []
+    for kind in kinds:
+        if h["version"] != 2:
+            p += 4
+        if kind == KIND_GRU:
+            hs, nd, ra, bias, dt, rev = struct.unpack_from("<6I", b, p)
+            layers.append(dict(pos=p, hidden_size=hs, num_directions=nd, reset_after=ra,
+                               has_bias=bias, dtype=dt, reverse=rev))
+        else:
+            of, act, bias = struct.unpack_from("<3I", b, p)
+            dense.append(dict(pos=p, out_features=of, activation=act, has_bias=bias))
+        if h["version"] == 2:
+            p += LAYER_REC if kind == KIND_GRU else DENSE_REC_V2
+        else:
+            p += LAYER_REC - 4
     table = p
     tensors = []
     for i in range(h["num_tensors"]):
@@ -98,8 +110,42 @@ def parse_grl(b: bytes) -> dict:
                             dims=(u32(b, e + T_D0), u32(b, e + T_D1)), offset=u64(b, e + T_OFFSET)))
     tables_end = table + h["num_tensors"] * TENSOR_REC
     meta = bytes(b[h["meta_off"]:h["meta_off"] + h["meta_len"]])
-    return dict(header=h, layers=layers, dense=dense, table=table, tables_end=tables_end,
+    return dict(header=h, kinds=kinds, layers=layers, dense=dense, table=table, tables_end=tables_end,
                 tensors=tensors, metadata=meta)
+
+
+def to_version_2(b: bytes) -> bytes:
+    """A version-3 image rewritten as the version-2 layout it replaced (GRU
+    records, then 16-byte head records; head tensors named "head<j>."),
+    tensors and metadata where they were, CRC fixed: what an older
+    grulite wrote for the same model."""
+    P = parse_grl(b)
+    h = P["header"]
+    assert h["version"] == 3
+    out = bytearray(b)
+    n_gru = len(P["layers"])
+    struct.pack_into("<I", out, OFF_VERSION, 2)
+    struct.pack_into("<I", out, OFF_NUM_LAYERS, n_gru)
+    struct.pack_into("<I", out, OFF_LAYER_REC, len(P["dense"]))        # v2: head layers
+    p = HEADER_SIZE
+    out[p:P["tables_end"]] = bytes(P["tables_end"] - p)
+    for r in P["layers"]:
+        struct.pack_into("<6I", out, p, r["hidden_size"], r["num_directions"], r["reset_after"],
+                         r["has_bias"], r["dtype"], r["reverse"])
+        p += LAYER_REC
+    for r in P["dense"]:
+        struct.pack_into("<3I", out, p, r["out_features"], r["activation"], r["has_bias"])
+        p += DENSE_REC_V2
+    for i in range(h["num_tensors"]):
+        e = P["table"] + i * TENSOR_REC
+        entry = bytearray(b[e:e + TENSOR_REC])
+        name = P["tensors"][i]["name"]
+        layer, rest = name.split(".", 1)
+        if int(layer[1:]) >= n_gru:                                     # a head tensor
+            new = f"head{int(layer[1:]) - n_gru}.{rest}".encode()
+            entry[:NAME_LEN] = new + bytes(NAME_LEN - len(new))
+        out[p + i * TENSOR_REC:p + (i + 1) * TENSOR_REC] = entry
+    return with_crc(out)
 
 
 def tensor_nbytes(t: dict) -> int:

@@ -623,7 +623,7 @@ def test_stream_shared_between_threads_does_not_crash():
 
 def test_hidden_unit_split_with_more_threads_than_cores():
     """Single sequences of a large layer run its hidden units on two threads
-    that meet at a spinning barrier once a step (engine.c); with several
+    that meet at a spinning barrier once a step (src/core/layers/gru.c); with several
     callers, each with its own pool, there are more threads than cores and
     the waiters park instead of spinning (threads.c).  Every call must still
     finish with the serial bits."""

@@ -3,7 +3,7 @@ torch.nn.GRU, and hostile files (each loaded in a child process, so that a
 crash is a test failure naming the file, not a dead test run).
 
 The layout is parsed here independently of the library (tests/helpers_format.py,
-from the layout documented in src/core/format.c).
+from the layout documented in docs/format.md).
 """
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ from helpers_format import (
     DTYPE_F32,
     FORMAT_VERSION,
     HEADER_SIZE,
+    KIND_DENSE,
+    KIND_GRU,
+    LAYER_REC,
     LAYOUT_PANEL16,
     MAGIC,
     OFF_CRC,
@@ -31,9 +34,9 @@ from helpers_format import (
     OFF_FLAGS,
     OFF_HEADER_SIZE,
     OFF_INPUT_SIZE,
+    OFF_LAYER_REC,
     OFF_META_LEN,
     OFF_META_OFF,
-    OFF_NUM_DENSE,
     OFF_NUM_LAYERS,
     OFF_NUM_TENSORS,
     OFF_VERSION,
@@ -49,6 +52,7 @@ from helpers_format import (
     patch,
     tensor_array,
     tensor_nbytes,
+    to_version_2,
     u32,
     with_crc,
 )
@@ -197,8 +201,9 @@ def test_layout_parsed_independently(tmp_path, case):
     c = m.config
     assert h["flags"] == (0 if c.batch_first else 1)
     assert h["input_size"] == c.input_size
-    assert h["num_layers"] == c.num_layers
-    assert h["num_dense"] == len(c.head)
+    assert h["num_layers"] == c.num_layers + len(c.head)       # typed records, GRU then head
+    assert h["layer_rec"] == LAYER_REC
+    assert P["kinds"] == [KIND_GRU] * c.num_layers + [KIND_DENSE] * len(c.head)
     assert [_layer_fields(rec) for rec in P["layers"]] == [
         (lay.hidden_size, lay.num_directions, int(lay.reset_after), int(lay.bias), DTYPE_F32, 0)
         for lay in c.layers]
@@ -215,7 +220,7 @@ def test_layout_parsed_independently(tmp_path, case):
         assert t["offset"] % ALIGN == 0, t
         assert t["offset"] >= end, f"{t['name']} overlaps the previous tensor or the metadata"
         assert t["dtype"] == DTYPE_F32 and t["layout"] == LAYOUT_PANEL16
-        assert t["gates"] == (1 if t["name"].startswith("head") else 3), t
+        assert t["gates"] == (3 if ".d" in t["name"] else 1), t      # GRU "l<i>.d<d>.", head "l<i>."
         end = t["offset"] + tensor_nbytes(t)
         assert end <= len(b)
     assert len(b) % ALIGN == 0
@@ -241,10 +246,11 @@ def test_layout_parsed_independently(tmp_path, case):
             if lay.bias:
                 expect[f"l{k}.d{d}.b_ih"] = sd[f"{prefix}bias_ih_l{k}{sfx}"]
                 expect[f"l{k}.d{d}.b_hh"] = sd[f"{prefix}bias_hh_l{k}{sfx}"]
+    n_gru = len(c.layers)                 # head layers follow the GRU layers
     for j, (name, _) in enumerate(meta["head"]):
-        expect[f"head{j}.w"] = sd[f"{name}.weight"]
+        expect[f"l{n_gru + j}.w"] = sd[f"{name}.weight"]
         if f"{name}.bias" in sd:
-            expect[f"head{j}.b"] = sd[f"{name}.bias"]
+            expect[f"l{n_gru + j}.b"] = sd[f"{name}.bias"]
     assert sorted(stored) == sorted(expect)
     for name in expect:
         assert_array_equal(stored[name], expect[name], err_msg=name)
@@ -461,9 +467,11 @@ def test_truncated_with_consistent_header(tmp_path, bidir_model):
             assert any(w in r["msg"] for w in ("tensor table", "metadata", "outside the data area")), r
 
 
-def _expected_flip_check(offset):
+def _expected_flip_check(offset, mask=0xFF):
     if offset < 8:
         return "bad magic"
+    if offset == 8 and mask == 0x01:
+        return ""        # version 3 -> 2, still read: refused by version 2's structure checks
     if offset < 12:
         return "format version"
     if OFF_FILE_SIZE <= offset < OFF_FILE_SIZE + 8:
@@ -483,9 +491,9 @@ def test_every_byte_flip_is_refused(tmp_path, small_model):
             cases.append((f"byte {off} ^ {mask:#04x}", bytes(data)))
     results = _run_cases(tmp_path / "cases", cases)
     for (label, _), r in zip(cases, results):
-        off = int(label.split()[1])
+        off, mask = int(label.split()[1]), int(label.split()[3], 16)
         assert _refused(r), (label, r)
-        assert _expected_flip_check(off) in r["msg"], (label, r)
+        assert _expected_flip_check(off, mask) in r["msg"], (label, r)
 
 
 def _always_checked_bytes(b):
@@ -497,10 +505,10 @@ def _always_checked_bytes(b):
     offs = set(range(OFF_FILE_SIZE, OFF_FLAGS)) | set(range(OFF_INPUT_SIZE, OFF_META_OFF))
     for rec in P["layers"]:
         p = rec["pos"]
-        offs |= set(range(p, p + 8)) | set(range(p + 12, p + 20))
+        offs |= set(range(p - 4, p + 8)) | set(range(p + 12, p + 20))    # kind word too
     for rec in P["dense"]:
         p = rec["pos"]
-        offs |= set(range(p, p + 4)) | set(range(p + 8, p + 12))
+        offs |= set(range(p - 4, p + 4)) | set(range(p + 8, p + 12))
     for t in P["tensors"]:
         e = t["entry"]
         offs |= set(range(e, e + len(t["name"]) + 1)) | set(range(e + T_DTYPE, e + 44)) | \
@@ -539,10 +547,10 @@ def test_random_field_values_behind_a_valid_crc(tmp_path, bidir_model):
     """A small fuzz: header, record and table fields set to edge values."""
     _, b = bidir_model
     P = parse_grl(b)
-    fields32 = [OFF_HEADER_SIZE, OFF_FLAGS, OFF_INPUT_SIZE, OFF_NUM_LAYERS, OFF_NUM_DENSE,
+    fields32 = [OFF_HEADER_SIZE, OFF_FLAGS, OFF_INPUT_SIZE, OFF_NUM_LAYERS, OFF_LAYER_REC,
                 OFF_NUM_TENSORS]
     for rec in P["layers"]:
-        fields32 += [rec["pos"] + 4 * i for i in range(5)]
+        fields32 += [rec["pos"] + 4 * i for i in range(-1, 6)]      # the kind word, the fields
     for t in P["tensors"]:
         fields32 += [t["entry"] + f for f in (T_DTYPE, T_LAYOUT, T_NDIM, T_D0, T_D1)]
     fields64 = [OFF_FILE_SIZE, OFF_META_OFF, OFF_META_LEN] + \
@@ -587,11 +595,14 @@ def _absurd_cases(b):
         ("num_tensors 0", patch(b, OFF_NUM_TENSORS, 0), "tensors in the table"),
         ("num_tensors one short", patch(b, OFF_NUM_TENSORS, h["num_tensors"] - 1),
          "tensors in the table"),
-        ("num_layers 10^6", patch(b, OFF_NUM_LAYERS, 10**6), "num_layers"),
-        ("num_layers 0", patch(b, OFF_NUM_LAYERS, 0), "num_layers"),
-        ("num_layers 65", patch(b, OFF_NUM_LAYERS, 65), "num_layers"),
-        ("num_layers 2^32-1", patch(b, OFF_NUM_LAYERS, 2**32 - 1), "num_layers"),
-        ("num_dense 10^6", patch(b, OFF_NUM_DENSE, 10**6), "num_dense"),
+        ("num_layers 10^6", patch(b, OFF_NUM_LAYERS, 10**6), "a model has 1 to 128"),
+        ("num_layers 0", patch(b, OFF_NUM_LAYERS, 0), "a model has 1 to 128"),
+        ("num_layers 129", patch(b, OFF_NUM_LAYERS, 129), "a model has 1 to 128"),
+        ("num_layers 2^32-1", patch(b, OFF_NUM_LAYERS, 2**32 - 1), "a model has 1 to 128"),
+        ("layer record size 10^6", patch(b, OFF_LAYER_REC, 10**6), "layer records of 1000000 bytes"),
+        ("layer kind 0", patch(b, l0 - 4, 0), "unknown layer kind 0"),
+        ("head before the GRU", patch(b, l0 - 4, KIND_DENSE), "layer 0"),
+        ("layer unused field", patch(b, l0 + 24, 1), "unused record field 6"),
         ("input_size 2^31", patch(b, OFF_INPUT_SIZE, 2**31), "input_size"),
         ("input_size 0", patch(b, OFF_INPUT_SIZE, 0), "input_size"),
         ("input_size 4 (shape)", patch(b, OFF_INPUT_SIZE, 4), "shape"),
@@ -701,3 +712,49 @@ def test_child_runner_reports_a_crash(tmp_path, monkeypatch):
     boom.write_bytes(b"")
     with pytest.raises(helpers_format.ChildCrash, match="crashed the process.*on boom"):
         helpers_format.load_in_child([good, boom, good], ["good", "boom", "good again"])
+
+
+def test_version_2_files_still_load(tmp_path):
+    """A version-2 file (GRU and head records apart, head tensors named
+    "head<j>."; tests/c/fixtures/digits.grl, kept at version 2 on purpose)
+    loads, gives the outputs grulite wrote with it, and re-saves as
+    version 3 with the same numbers."""
+    fx = os.path.join(os.path.dirname(__file__), "c", "fixtures")
+    src = os.path.join(fx, "digits.grl")
+    with open(src, "rb") as f:
+        assert parse_grl(f.read())["header"]["version"] == 2
+    m2 = grulite.load(src)
+    x = np.load(os.path.join(fx, "digits_x.npy"))
+    head = m2.predict(x)
+    np.testing.assert_allclose(head, np.load(os.path.join(fx, "digits_head.npy")), rtol=0, atol=1e-6)
+    m2.save(tmp_path / "v3.grl")
+    with open(tmp_path / "v3.grl", "rb") as f:
+        P = parse_grl(f.read())
+    assert P["header"]["version"] == FORMAT_VERSION == 3
+    assert P["kinds"] == [KIND_GRU] * m2.config.num_layers + [KIND_DENSE] * len(m2.config.head)
+    m3 = grulite.load(tmp_path / "v3.grl")
+    assert m3.config == m2.config
+    np.testing.assert_array_equal(m3.predict(x), head)
+    np.testing.assert_array_equal(m3(x)[0], m2(x)[0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+def test_version_2_layout_of_every_dtype(tmp_path, dtype):
+    """The version-2 layout of a model (written from its version-3 image by
+    tests/helpers_format.to_version_2, the layout older grulite wrote) loads
+    with the same configuration and bits, and saving it writes the
+    version-3 image again, byte for byte (int8 keeps codes and scales)."""
+    rng = np.random.default_rng(11)
+    sd = {**gru_state(rng, 5, 9, layers=2, bidirectional=True, prefix="gru."),
+          **linear_state(rng, 18, 4, "fc"), **linear_state(rng, 4, 3, "out")}
+    m3 = grulite.from_state_dict(sd, head="fc:relu,out:softmax").astype(dtype)
+    b3 = m3.to_bytes()
+    b2 = to_version_2(b3)
+    m2 = grulite.from_bytes(b2)
+    assert m2.config == m3.config
+    x = rng.standard_normal((3, 7, 5)).astype(np.float32)
+    np.testing.assert_array_equal(m2(x)[0], m3(x)[0])
+    np.testing.assert_array_equal(m2.predict(x), m3.predict(x))
+    m2.save(tmp_path / "up.grl")
+    with open(tmp_path / "up.grl", "rb") as f:
+        assert f.read() == b3

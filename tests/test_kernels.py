@@ -184,7 +184,7 @@ def _layers(rng, I, hs, reverse=(), reset_after=True):
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_hidden_units_in_parallel_bit_identical(isa, dtype, reset_after):
     """One sequence of a model with a large W_hh runs each layer's hidden
-    units on two threads (engine.c, run_direction_split), meeting once a
+    units on two threads (src/core/layers/gru.c, run_direction_split), meeting once a
     step: the same bits as one thread.  Layers: H=264 (17 blocks, split
     8 + 9, the last block padded) backwards in time, then H=144 (9 blocks)
     forwards; with float16 / int8 weights too (whose smaller W_hh of the

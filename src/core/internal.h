@@ -1,5 +1,8 @@
-/* internal.h - structures and helpers shared by the grulite core.
- * Not installed; nothing here is part of the public API. */
+/* internal.h - helpers every part of the grulite core shares: compiler
+ * macros, checked size arithmetic, aligned memory, threads, the checksum.
+ * The model's structures are in model.h, the kernel interface in
+ * kernels/kernels.h, the engine's in engine/engine.h.  Not installed;
+ * nothing here is part of the public API. */
 #ifndef GRULITE_INTERNAL_H
 #define GRULITE_INTERNAL_H
 
@@ -58,48 +61,16 @@ static inline int gl_align_up(size_t x, size_t *out)
     return 0;
 }
 
-/* ---- The loaded model (read-only after load) ------------------------ */
-
 #include "kernels/kernels.h"
 
-/* Weights of one direction of one layer, packed for the kernels
- * (kernels.h): panels with G = 3 gates r, z, n. */
-typedef struct gl_direction {
-    gl_panel ih;        /* K = layer input, H = hidden: W_ih, b_ih */
-    gl_panel hh;        /* K = H: W_hh, b_hh */
-} gl_direction;
+/* Formats a detail line into msg (when not NULL) and returns code: how
+ * every check that can explain itself fails (names.c). */
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+GL_HIDDEN int gl_fail(char *msg, size_t msg_size, int code, const char *fmt, ...);
 
-typedef struct gl_layer {
-    grulite_layer_info cfg;
-    gl_direction dir[2];     /* [0] forward, [1] reverse (when D == 2) */
-} gl_layer;
-
-typedef struct gl_dense {
-    grulite_dense_info cfg;
-    gl_panel p;              /* G = 1: nn.Linear weight and bias */
-} gl_dense;
-
-struct grulite_model {
-    grulite_info info;
-    gl_layer layer[GRULITE_MAX_LAYERS];
-    gl_dense dense[GRULITE_MAX_DENSE];
-    const gl_kernels *k;     /* chosen at load */
-    int32_t max_hidden;      /* max H over layers */
-    int32_t max_width;       /* max D*H over layers */
-    int32_t max_dense;       /* max out_features over head layers (0 if none) */
-    int32_t bidirectional;   /* 1 if any layer runs backwards in time (two
-                                directions, or reverse): no streaming */
-    int32_t quantized;       /* 1 if any layer stores int8 weights */
-    const char *metadata;    /* UTF-8, not NUL-terminated */
-    size_t metadata_len;
-    const unsigned char *image; /* the validated .grl image */
-    size_t image_size;
-    void *owned;             /* aligned copy we free, or NULL */
-    void *mapping;           /* mmap'd region we unmap, or NULL */
-    size_t mapping_size;
-};
-
-/* ---- Threads (threads.c) -------------------------------------------- */
+/* ---- Threads (engine/threads.c) -------------------------------------------- */
 
 typedef void (*gl_task_fn)(void *ctx, int task);
 typedef struct gl_pool gl_pool;
@@ -154,32 +125,7 @@ GL_HIDDEN int gl_workspace_reserve(grulite_workspace *ws, size_t floats);
 GL_HIDDEN void *gl_alloc_aligned(size_t bytes);
 GL_HIDDEN void gl_free_aligned(void *p);
 
-/* ---- The engine (engine.c) ------------------------------------------ */
-
-/* One pass over T steps for B rows, shared by grulite_forward and the
- * streams so that both give the same numbers.  `state` (B*state_size, h0's
- * layout) is read as the initial state and overwritten with the final one.
- * y / head may be NULL. */
-typedef struct gl_pass {
-    int32_t batch, steps, batch_first, head_all_steps;
-    const float *x;
-    const int32_t *lengths;   /* NULL: every row runs T steps */
-    float *y;
-    float *head;
-    int hh_first;             /* T = 1: recurrent product before the input one */
-} gl_pass;
-
-/* Floats of scratch gl_run needs for this pass. */
-GL_HIDDEN int gl_scratch_floats(const grulite_model *m, const gl_pass *p, size_t *out);
-
-/* Runs the pass on the calling thread; returns 0 or a negative code. */
-GL_HIDDEN int gl_run(const grulite_model *m, float *scratch, const gl_pass *p,
-                     float *state);
-
-/* In-place activation of one row of n floats (kernels/ref.c). */
-GL_HIDDEN void gl_ref_activate(int act, size_t n, float *v);
-
-/* ---- Checksum -------------------------------------------------------- */
+/* ---- Checksum (format/crc32.c) ------------------------------------------------- */
 
 /* CRC-32 (IEEE 802.3, the zlib polynomial), continuing from `crc`. */
 GL_HIDDEN uint32_t gl_crc32(uint32_t crc, const void *data, size_t len);

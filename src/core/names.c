@@ -1,6 +1,8 @@
 /* names.c - the one list of every name the library gives a code: error
  * texts, weight dtypes, activations, layer kinds.  Python and the command
  * line ask these functions; they keep no copies. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
@@ -99,4 +101,15 @@ int grulite_code(int table, const char *name)
     for (int i = 0; t && name && t[i].name; i++)
         if (!strcmp(t[i].name, name)) return t[i].code;
     return GRULITE_E_ARG;
+}
+
+int gl_fail(char *msg, size_t msg_size, int code, const char *fmt, ...)
+{
+    if (msg && msg_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, msg_size, fmt, ap);
+        va_end(ap);
+    }
+    return code;
 }

@@ -86,6 +86,7 @@ int run_fixture(const grulite_model *m, grulite_workspace *ws, const fixture *f,
 
 /* test_load.c: error text, version, serialize / load / save, hostile images */
 void test_basics(void);
+void test_names(const fixture *f);
 void test_model_io(const fixture *f);
 void test_serialize_errors(const fixture *f);
 void test_hostile(const fixture *f);

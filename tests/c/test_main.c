@@ -2,7 +2,8 @@
  * test_main.c - tests of the grulite C core through its public header only.
  *
  * The executable test_core is harness.c, this file and one file per area:
- * test_load.c, test_forward.c, test_stream.c, test_threads.c, test_kernels.c.
+ * test_load.c, test_names.c, test_forward.c, test_stream.c, test_threads.c,
+ * test_kernels.c.
  *
  * Plain C99 + pthreads, no Python at run time.  Usage:
  *
@@ -86,6 +87,7 @@ int main(int argc, char **argv)
         g_isa = NULL;
     }
     test_kernel_sets_all();
+    if (loaded[2]) test_names(&fx[2]);     /* two layers and a two-layer head */
     if (loaded[0]) test_model_io(&fx[0]);
     if (loaded[2]) test_model_io(&fx[2]);
     if (loaded[5]) test_hostile(&fx[5]);   /* small: two layers, a head, with and without bias */

@@ -53,29 +53,6 @@ static inline gl_v16 v16_fma(gl_v16 a, gl_v16 b, gl_v16 c)
     return v;
 }
 
-/* e^x for 8 lanes: Cephes expf; 2^n built in the exponent field.  Clamped
- * to [-87.34, 88.38] so n stays in [-126, 128] (128 gives +inf). */
-static inline __m256 avx2_exp8(__m256 x)
-{
-    x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);   /* NaN kept */
-    x = _mm256_max_ps(_mm256_set1_ps(-87.3365447505531f), x);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
-    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
-                                                         _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 static inline gl_v16 v16_fnma(gl_v16 a, gl_v16 b, gl_v16 c)
 {
     gl_v16 v = { _mm256_fnmadd_ps(a.lo, b.lo, c.lo), _mm256_fnmadd_ps(a.hi, b.hi, c.hi) };
@@ -115,34 +92,39 @@ static inline gl_v16 vq_get(gl_vq raw, int kk)
     return v;
 }
 
-static inline gl_v16 v16_exp(gl_v16 a)
+GL_V16_BINOP(min, _mm256_min_ps)     /* NaN in b out (vminps) */
+GL_V16_BINOP(max, _mm256_max_ps)
+
+static inline gl_v16 v16_round(gl_v16 a)
 {
-    gl_v16 v = { avx2_exp8(a.lo), avx2_exp8(a.hi) };
+    gl_v16 v = { _mm256_round_ps(a.lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                 _mm256_round_ps(a.hi, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) };
+    return v;
+}
+
+/* a * 2^n, 2^n built in the exponent field: n in [-126, 128] (128 gives
+ * +inf). */
+static inline __m256 avx2_ldexp8(__m256 a, __m256 n)
+{
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+                                                         _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(a, _mm256_castsi256_ps(e));
+}
+
+static inline gl_v16 v16_ldexp(gl_v16 a, gl_v16 n)
+{
+    gl_v16 v = { avx2_ldexp8(a.lo, n.lo), avx2_ldexp8(a.hi, n.hi) };
     return v;
 }
 
 #define GL_NAME avx2
 #define GL_PREFIX avx2_
-#define GL_V gl_v16
-#define GL_V_LOAD(p) v16_load(p)
-#define GL_V_STORE(p, v) v16_store((p), (v))
-#define GL_V_ZERO() v16_set1(0.0f)
-#define GL_V_SET1(f) v16_set1(f)
-#define GL_V_ADD(a, b) v16_add((a), (b))
-#define GL_V_SUB(a, b) v16_sub((a), (b))
-#define GL_V_MUL(a, b) v16_mul((a), (b))
-#define GL_V_FMA(a, b, c) v16_fma((a), (b), (c))
-#define GL_V_FNMA(a, b, c) v16_fnma((a), (b), (c))
-#define GL_V_RCP(a) v16_rcp(a)
-#define GL_V_EXP(v) v16_exp(v)
-#define GL_V_LOAD_F16(p) v16_load_f16(p)
-#define GL_VQ gl_vq
-#define GL_VQ_LOAD(p) vq_load(p)
-#define GL_VQ_GET(raw, kk) vq_get((raw), (kk))
+#define GL_EXP_MIN (-87.3365447505531f)          /* n >= -126: 2^n stays normal */
 #define GL_MR 4
 #define GL_NV_MR 1
 #define GL_NV1 4
 
+#include "v16.h"
 #include "simd.h"
 
 #if defined(__clang__)

@@ -180,9 +180,11 @@ static void vnni_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p
                       size_t g0, size_t gc, float *y, size_t ldy, void *tmp)
 {
     const size_t K = p->K, ldq = 4 * gl_panel_k4(K);
+    /* tmp: xq (rows * ldq bytes, a multiple of 4), then sx, then sumq. */
+    unsigned char *base = tmp;
     int8_t *xq = tmp;
-    float *sx = (float *)(void *)(xq + rows * ldq);      /* rows * ldq is a multiple of 4 */
-    int32_t *sumq = (int32_t *)(void *)(sx + rows);
+    float *sx = (float *)(void *)(base + rows * ldq);
+    int32_t *sumq = (int32_t *)(void *)(base + rows * ldq + rows * sizeof(float));
     if (p->dtype != GRULITE_DTYPE_I8 || !tmp || K > VNNI_MAX_K) {
         gl_kernels_avx512.gemm(rows, x, ldx, p, g0, gc, y, ldy, tmp);
         return;

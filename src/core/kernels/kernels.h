@@ -133,6 +133,9 @@ typedef struct gl_kernels {
     void (*gates_n)(size_t nb, const float *xp, const float *hp, const float *z, float *h);
 } gl_kernels;
 
+/* In-place activation (GRULITE_ACT_*) of one row of n floats (kernels/ref.c). */
+void gl_ref_activate(int act, size_t n, float *v);
+
 /* Scratch a gemm over `rows` rows of K inputs may need. */
 static inline size_t gl_gemm_tmp_bytes(size_t rows, size_t K)
 {

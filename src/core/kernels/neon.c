@@ -74,32 +74,27 @@ static inline gl_v16 v16_rcp(gl_v16 x)
     return v;
 }
 
-/* e^x for 4 lanes: Cephes expf as in the x86 files; 2^n built in the
- * exponent field.  Clamped to [-87.34, 88.38] so n stays in [-126, 127].
- * vminq_f32 / vmaxq_f32 return NaN when either input is NaN, so NaN is
- * kept (and vcvtnq_s32_f32(NaN) = 0 only scales a NaN). */
-static inline float32x4_t neon_exp4(float32x4_t x)
+GL_V16_BINOP(min, vminq_f32)      /* NaN if either is NaN */
+GL_V16_BINOP(max, vmaxq_f32)
+
+static inline gl_v16 v16_round(gl_v16 x)
 {
-    x = vminq_f32(vdupq_n_f32(88.3762626647949f), x);
-    x = vmaxq_f32(vdupq_n_f32(-87.3365447505531f), x);
-    const float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(1.44269504088896341f)));
-    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
-    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
-    float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
-    p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
-    p = vfmaq_f32(r, p, vmulq_f32(r, r));
-    p = vaddq_f32(p, vdupq_n_f32(1.0f));
-    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
-    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+    gl_v16 v = { vrndnq_f32(x.a), vrndnq_f32(x.b), vrndnq_f32(x.c), vrndnq_f32(x.d) };
+    return v;
 }
 
-static inline gl_v16 v16_exp(gl_v16 x)
+/* x * 2^n, 2^n built in the exponent field: n in [-126, 128] (128 gives
+ * +inf; vcvtnq_s32_f32(NaN) = 0 only scales a NaN). */
+static inline float32x4_t neon_ldexp4(float32x4_t x, float32x4_t n)
 {
-    gl_v16 v = { neon_exp4(x.a), neon_exp4(x.b), neon_exp4(x.c), neon_exp4(x.d) };
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(x, vreinterpretq_f32_s32(e));
+}
+
+static inline gl_v16 v16_ldexp(gl_v16 x, gl_v16 n)
+{
+    gl_v16 v = { neon_ldexp4(x.a, n.a), neon_ldexp4(x.b, n.b), neon_ldexp4(x.c, n.c),
+                 neon_ldexp4(x.d, n.d) };
     return v;
 }
 
@@ -151,22 +146,7 @@ static inline gl_v16 vq_get(gl_vq raw, int kk)
 
 #define GL_NAME neon
 #define GL_PREFIX neon_
-#define GL_V gl_v16
-#define GL_V_LOAD(p) v16_load(p)
-#define GL_V_STORE(p, v) v16_store((p), (v))
-#define GL_V_ZERO() v16_set1(0.0f)
-#define GL_V_SET1(f) v16_set1(f)
-#define GL_V_ADD(a, b) v16_add((a), (b))
-#define GL_V_SUB(a, b) v16_sub((a), (b))
-#define GL_V_MUL(a, b) v16_mul((a), (b))
-#define GL_V_FMA(a, b, c) v16_fma((a), (b), (c))
-#define GL_V_FNMA(a, b, c) v16_fnma((a), (b), (c))
-#define GL_V_RCP(a) v16_rcp(a)
-#define GL_V_EXP(v) v16_exp(v)
-#define GL_V_LOAD_F16(p) v16_load_f16(p)
-#define GL_VQ gl_vq
-#define GL_VQ_LOAD(p) vq_load(p)
-#define GL_VQ_GET(raw, kk) vq_get((raw), (kk))
+#define GL_EXP_MIN (-87.3365447505531f)          /* n >= -126: 2^n stays normal */
 /* 32 registers: 2 rows x 2 vectors = 16 accumulators + 8 weights + the
  * broadcast x; one row x 4 vectors = 16 accumulators, weights streamed.
  * (With GCC 12, 2x2 keeps the accumulators in registers better than 4x1.) */
@@ -174,6 +154,7 @@ static inline gl_v16 vq_get(gl_vq raw, int kk)
 #define GL_NV_MR 2
 #define GL_NV1 4
 
+#include "v16.h"
 #include "simd.h"
 
 #endif /* GL_HAVE_NEON_KERNELS */

@@ -1,5 +1,6 @@
 /* kernels/simd.h - the SIMD kernels, written once over a 16-lane vector
- * type and included by each ISA's file (kernels/avx2.c, kernels/avx512.c)
+ * type and included by each ISA's file (kernels/avx2.c, kernels/avx512.c,
+ * kernels/neon.c; the first and last through kernels/v16.h)
  * after it defines:
  *
  *   GL_V                 the 16-float vector type
@@ -13,7 +14,10 @@
  *   GL_V_FMA(a, b, c)    a*b + c, one rounding
  *   GL_V_FNMA(a, b, c)   c - a*b, one rounding
  *   GL_V_RCP(a)          an estimate of 1/a (>= 12 bits)
- *   GL_V_EXP(v)          e^v, NaN in -> NaN out
+ *   GL_V_MIN, GL_V_MAX (a, b)  lane-wise min / max; a NaN in b comes out
+ *   GL_V_ROUND(a)        to the nearest integer, ties to even
+ *   GL_V_LDEXP(a, n)     a * 2^n for integral n from GL_EXP_MIN / ln2 up to 128
+ *   GL_EXP_MIN           the lowest exponent argument kept (GL_V_LDEXP's range)
  *   GL_V_LOAD_F16(p)     load 16 IEEE halves as floats
  *   GL_VQ, GL_VQ_LOAD(p) 64 raw bytes of an int8 panel (16 lanes x 4 inputs)
  *   GL_VQ_GET(raw, kk)   input kk (0..3) of each lane, as floats (q = byte ^ 0x80)
@@ -35,6 +39,29 @@
 
 /* ---- Activations ------------------------------------------------------ */
 
+/* e^v for every kernel set: the Cephes expf.  v = n ln2 + r with
+ * |r| <= ln2/2 (ln2 in two parts, so r is exact), a degree-5 polynomial in
+ * r, times 2^n.  v is clamped to [GL_EXP_MIN, 88.38] (so 1 + e^v stays
+ * finite below FLT_MAX and 2^n stays in GL_V_LDEXP's range); NaN is kept:
+ * the clamps take v as the operand whose NaN comes out. */
+static inline GL_V GL_FN(exp)(GL_V v)
+{
+    v = GL_V_MIN(GL_V_SET1(88.3762626647949f), v);
+    v = GL_V_MAX(GL_V_SET1(GL_EXP_MIN), v);
+    const GL_V n = GL_V_ROUND(GL_V_MUL(v, GL_V_SET1(1.44269504088896341f)));
+    GL_V r = GL_V_FNMA(n, GL_V_SET1(0.693359375f), v);
+    r = GL_V_FNMA(n, GL_V_SET1(-2.12194440e-4f), r);
+    GL_V p = GL_V_SET1(1.9875691500e-4f);
+    p = GL_V_FMA(p, r, GL_V_SET1(1.3981999507e-3f));
+    p = GL_V_FMA(p, r, GL_V_SET1(8.3334519073e-3f));
+    p = GL_V_FMA(p, r, GL_V_SET1(4.1665795894e-2f));
+    p = GL_V_FMA(p, r, GL_V_SET1(1.6666665459e-1f));
+    p = GL_V_FMA(p, r, GL_V_SET1(5.0000001201e-1f));
+    p = GL_V_FMA(p, GL_V_MUL(r, r), r);
+    p = GL_V_ADD(p, GL_V_SET1(1.0f));
+    return GL_V_LDEXP(p, n);
+}
+
 /* 1 / a for a >= 1 (finite, or NaN): the hardware estimate refined by one
  * Newton step, r + r*(1 - a*r), about 1 ulp; cheaper than a division. */
 static inline GL_V GL_FN(recip)(GL_V a)
@@ -43,18 +70,18 @@ static inline GL_V GL_FN(recip)(GL_V a)
     return GL_V_FMA(r, GL_V_FNMA(a, r, GL_V_SET1(1.0f)), r);
 }
 
-/* e^v is clamped below FLT_MAX (GL_V_EXP), so 1 + e stays finite. */
+/* e^v is clamped below FLT_MAX (exp above), so 1 + e stays finite. */
 static inline GL_V GL_FN(sigmoid)(GL_V v)
 {
     const GL_V one = GL_V_SET1(1.0f);
-    return GL_FN(recip)(GL_V_ADD(one, GL_V_EXP(GL_V_SUB(GL_V_ZERO(), v))));
+    return GL_FN(recip)(GL_V_ADD(one, GL_FN(exp)(GL_V_SUB(GL_V_ZERO(), v))));
 }
 
 /* tanh(v) = 2 / (1 + e^(-2v)) - 1: exact limits at +-inf, NaN kept. */
 static inline GL_V GL_FN(tanh)(GL_V v)
 {
     const GL_V one = GL_V_SET1(1.0f), two = GL_V_SET1(2.0f);
-    const GL_V e = GL_V_EXP(GL_V_MUL(GL_V_SET1(-2.0f), v));
+    const GL_V e = GL_FN(exp)(GL_V_MUL(GL_V_SET1(-2.0f), v));
     return GL_V_FMA(two, GL_FN(recip)(GL_V_ADD(one, e)), GL_V_SET1(-1.0f));
 }
 

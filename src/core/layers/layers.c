@@ -1,0 +1,71 @@
+/* layers/layers.c - the table of layer kinds, and the checks of a model's
+ * layers as a whole: which kinds may follow which, widths, limits, and
+ * the summary (grulite_info) they add up to. */
+#include "layers.h"
+
+static const gl_kind *const gl_kinds[] = { &gl_kind_gru, &gl_kind_dense };
+
+const gl_kind *gl_kind_of(int32_t code)
+{
+    for (size_t i = 0; i < sizeof gl_kinds / sizeof gl_kinds[0]; i++)
+        if (gl_kinds[i]->code == code) return gl_kinds[i];
+    return NULL;
+}
+
+int gl_model_configure(grulite_model *m, char *msg, size_t msg_size)
+{
+    int32_t in = m->info.input_size;
+    int32_t state = 0;
+    if (in < 1 || in > GRULITE_MAX_FEATURES)
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "input_size %ld is outside [1, %d]",
+                       (long)in, GRULITE_MAX_FEATURES);
+    m->max_hidden = m->max_width = m->max_dense = 0;
+    m->bidirectional = m->quantized = 0;
+    m->n_seq = 0;
+    int32_t n_gru = 0, n_dense = 0;
+    for (int i = 0; i < m->n; i++) {
+        gl_layer *L = &m->layer[i];
+        const int seq = L->kind->sequence;
+        /* Today's engine: sequence layers (GRU), then row layers (the head). */
+        if (seq && i != m->n_seq)
+            return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
+                           "layer %d: a %s layer after a head layer is not supported", i,
+                           grulite_name(GRULITE_NAMES_LAYER_KIND, L->kind->code));
+        if (!seq && m->n_seq == 0)
+            return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
+                           "layer %d: a model starts with a GRU layer", i);
+        const int index = seq ? i : i - m->n_seq;   /* messages count GRU and head layers apart */
+        int rc = L->kind->configure(L, index, in, msg, msg_size);
+        if (rc) return rc;
+        if (state > INT32_MAX - L->state)
+            return gl_fail(msg, msg_size, GRULITE_E_TOO_LARGE, "state size overflows");
+        state += L->state;
+        if (L->kind == &gl_kind_gru) {
+            const grulite_layer_info *c = &L->u.gru.cfg;
+            if (c->hidden_size > m->max_hidden) m->max_hidden = c->hidden_size;
+            if (c->num_directions == 2 || c->reverse) m->bidirectional = 1;
+            if (c->dtype == GRULITE_DTYPE_I8) m->quantized = 1;
+            n_gru++;
+        } else {
+            n_dense++;
+        }
+        if (seq) {
+            m->n_seq = i + 1;
+            if (L->out > m->max_width) m->max_width = L->out;
+            m->info.output_size = L->out;
+        } else if (L->out > m->max_dense) {
+            m->max_dense = L->out;
+        }
+        in = L->out;
+    }
+    if (m->n_seq == 0)
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "a model needs at least one GRU layer");
+    if (n_gru > GRULITE_MAX_LAYERS || n_dense > GRULITE_MAX_DENSE)
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "%ld GRU and %ld head layers; at most %d and %d",
+                       (long)n_gru, (long)n_dense, GRULITE_MAX_LAYERS, GRULITE_MAX_DENSE);
+    m->info.num_layers = n_gru;
+    m->info.num_dense = n_dense;
+    m->info.state_size = state;
+    m->info.head_size = m->n > m->n_seq ? in : 0;
+    return GRULITE_OK;
+}
