@@ -217,6 +217,11 @@ GRULITE_API int grulite_model_dense(const grulite_model *model, int index,
  * outside.  grulite_model_layer / _dense count layers of one kind. */
 GRULITE_API int grulite_model_layer_kind(const grulite_model *model, int index);
 
+/* Multiply-adds one batch row costs per time step in the model's GRU
+ * layers (every direction; the head aside): 3*H*(input + H) per layer
+ * direction.  Twice this is the FLOP count benchmarks report.  0 for NULL. */
+GRULITE_API double grulite_model_macs(const grulite_model *model);
+
 /* The free-form UTF-8 metadata stored with the model (not NUL-terminated;
  * *len gets its length).  Valid while the model lives. */
 GRULITE_API const char *grulite_model_metadata(const grulite_model *model, size_t *len);

@@ -54,3 +54,18 @@ def test_check_config_input_size():
     with pytest.raises(grulite.GruliteError, match=r"input_size 0 is outside \[1, 1048576\]"):
         _core.check_config(0, [_layer()], [])
     _core.check_config(4, [_layer()], [])          # a valid one passes
+
+
+def test_kinds_and_macs_come_from_c():
+    """The layer kinds in the model's order, and the multiply-adds per row and
+    step (the one FLOP count: 3*H*(in + H) per layer direction), from C."""
+    rng = np.random.default_rng(3)
+    sd = {}
+    for k, (I, H) in enumerate([(5, 7), (14, 7)]):
+        for sfx in ("", "_reverse"):
+            sd[f"weight_ih_l{k}{sfx}"] = rng.standard_normal((3 * H, I)).astype(np.float32)
+            sd[f"weight_hh_l{k}{sfx}"] = rng.standard_normal((3 * H, H)).astype(np.float32)
+    sd["fc.weight"] = rng.standard_normal((3, 14)).astype(np.float32)
+    m = grulite.from_state_dict(sd, head="fc:softmax")
+    assert m._core.kinds == ["gru", "gru", "dense"]
+    assert m._core.macs == 2 * 3 * 7 * (5 + 7) + 2 * 3 * 7 * (14 + 7)

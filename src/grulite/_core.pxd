@@ -96,6 +96,7 @@ cdef extern from "grulite.h" nogil:
     int grulite_model_layer(const grulite_model *model, int layer, grulite_layer_info *info)
     int grulite_model_dense(const grulite_model *model, int index, grulite_dense_info *info)
     int grulite_model_layer_kind(const grulite_model *model, int index)
+    double grulite_model_macs(const grulite_model *model)
     const char *grulite_model_metadata(const grulite_model *model, size_t *len)
     const void *grulite_model_image(const grulite_model *model, size_t *size)
     int grulite_model_save(const grulite_model *model, const char *path)

@@ -44,6 +44,7 @@ _ACT_NAMES = {v: k for k, v in ACTIVATIONS.items()}
 DTYPES = _table(GRULITE_NAMES_DTYPE)
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 LAYER_KINDS = _table(GRULITE_NAMES_LAYER_KIND)
+_KIND_NAMES = {v: k for k, v in LAYER_KINDS.items()}
 
 
 def _isa_names():
@@ -233,6 +234,19 @@ cdef class CModel:
     @property
     def checksum(self):
         return self.info.checksum
+
+    @property
+    def macs(self):
+        """Multiply-adds per batch row and time step in the GRU layers
+        (grulite_model_macs); twice this is the FLOP count."""
+        return grulite_model_macs(self.ptr)
+
+    @property
+    def kinds(self):
+        """The kind of each layer, in the model's order ("gru", ..., "dense", ...)."""
+        cdef int i
+        return [_KIND_NAMES[grulite_model_layer_kind(self.ptr, i)]
+                for i in range(self.info.num_layers + self.info.num_dense)]
 
     @property
     def nbytes(self):

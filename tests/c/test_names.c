@@ -75,6 +75,15 @@ void test_names(const fixture *f)
     CHECK_RC(grulite_model_layer_kind(m, f->L + f->N), GRULITE_E_ARG);
     CHECK_RC(grulite_model_layer_kind(m, -1), GRULITE_E_ARG);
     CHECK_RC(grulite_model_layer_kind(NULL, 0), GRULITE_E_ARG);
+    double macs = 0.0;
+    int32_t in = f->I;
+    for (int l = 0; l < f->L; l++) {
+        const grulite_layer_spec *ls = &f->layers[l];
+        macs += ls->num_directions * 3.0 * ls->hidden_size * (in + ls->hidden_size);
+        in = ls->num_directions * ls->hidden_size;
+    }
+    CHECK(grulite_model_macs(m) == macs);
+    CHECK(grulite_model_macs(NULL) == 0.0);
     grulite_dense_info di;
     CHECK_RC(grulite_model_dense(m, f->N, &di), GRULITE_E_ARG);
     grulite_layer_info li;

@@ -207,14 +207,6 @@ int gl_check_pass(const grulite_model *m, const gl_pass *p)
     return GRULITE_OK;
 }
 
-/* Multiply-adds of one call's sequence layers, to decide whether threads
- * pay off. */
-static double call_work(const grulite_model *m, const gl_pass *p)
-{
-    double w = 0.0;
-    for (int l = 0; l < m->n_seq; l++) w += m->layer[l].kind->macs(&m->layer[l]);
-    return w * (double)p->batch * (double)p->steps;
-}
 
 /* Whether some sequence layer gains from a second thread for this batch. */
 static int model_pairs(const grulite_model *m, int32_t batch)
@@ -241,7 +233,7 @@ int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite
      * same numbers. */
     const int threads = grulite_workspace_threads(ws);
     int tasks = threads < p.batch ? threads : p.batch;
-    const int small = call_work(m, &p) < 1e6;
+    const int small = grulite_model_macs(m) * (double)p.batch * (double)p.steps < 1e6;
     if (small) tasks = 1;
     const int pair = !small && tasks == 1 && threads >= 2 && model_pairs(m, p.batch);
     const int pool_size = pair ? 2 : tasks;

@@ -405,6 +405,13 @@ int grulite_model_dense(const grulite_model *m, int index, grulite_dense_info *i
     return GRULITE_OK;
 }
 
+double grulite_model_macs(const grulite_model *m)
+{
+    double w = 0.0;
+    for (int l = 0; m && l < m->n_seq; l++) w += m->layer[l].kind->macs(&m->layer[l]);
+    return w;
+}
+
 int grulite_model_layer_kind(const grulite_model *m, int index)
 {
     if (!m || index < 0 || index >= m->n) return GRULITE_E_ARG;
