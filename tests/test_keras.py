@@ -13,7 +13,6 @@ Tolerance: 2e-5 max-abs on every output (float32 both sides; ~1e-7 seen).
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 
 import grulite
-from conftest import ROOT, TOOLS_DIR, record_error
+from conftest import ROOT, load_tool, record_error
 from grulite._keras import from_keras, image_from_keras
 
 h5py = pytest.importorskip("h5py")
@@ -37,15 +36,7 @@ TOL = 2e-5
 KERAS_DIR = os.path.join(ROOT, "tests", "fixtures", "keras")
 
 
-def _load_tool():
-    path = os.path.join(TOOLS_DIR, "make_keras_fixtures.py")
-    spec = importlib.util.spec_from_file_location("grulite_make_keras_fixtures", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tool = _load_tool()
+tool = load_tool("make_keras_fixtures")
 CASES = list(tool.CASES)
 
 

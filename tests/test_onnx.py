@@ -14,7 +14,6 @@ h0 / h_n (L*D, B, H) (layout 1's (B, D, H) transposed).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 import grulite
+from conftest import load_tool
 from grulite import GruliteError
 
 onnx = pytest.importorskip("onnx")
@@ -36,15 +36,7 @@ FIX_DIR = os.path.join(TESTS_DIR, "fixtures", "onnx")
 ATOL = 2e-5
 
 
-def _load_tool():
-    path = os.path.join(ROOT, "tools", "make_onnx_fixtures.py")
-    spec = importlib.util.spec_from_file_location("grulite_make_onnx_fixtures", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tool = _load_tool()
+tool = load_tool("make_onnx_fixtures")
 
 
 def _expected():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import grulite
-from conftest import FIXTURE_DIR, batch_major, fixture_cases, make_fixtures, record_error
+from conftest import FIXTURE_DIR, batch_major, fixture_cases, make_fixtures, max_err, record_error
 from support.reference import layers_from_state_dict, ref_gru
 
 # Max abs error allowed against torch / ORT.  Both sides compute in float32;
@@ -52,10 +52,6 @@ def build(case: dict, how: str, tmp_path=None, prefix="auto", with_head=True) ->
     path = os.path.join(str(tmp_path), "weights.npz")
     np.savez(path, **case["sd"])
     return grulite.from_npz(path, prefix=p, **kw)
-
-
-def max_err(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 def check_model(model: grulite.Model, case: dict, kind: str, how: str, call_kw=None) -> None:

@@ -12,7 +12,6 @@ checked.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import struct
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 
 import grulite
-from conftest import ROOT, TOOLS_DIR, record_error
+from conftest import ROOT, check_case, load_tool, same_model
 from grulite._convert import build_image
 from grulite._safetensors import from_safetensors, read_safetensors, safetensors_image
 from support.files import raw_safetensors, write_safetensors
@@ -31,48 +30,14 @@ TOL = 2e-5
 FIX = os.path.join(ROOT, "tests", "fixtures", "torchfile")
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "grulite_make_torchfile_fixtures_st",
-        os.path.join(TOOLS_DIR, "make_torchfile_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tool = _load_tool()
+tool = load_tool("make_torchfile_fixtures")
 ST_CASES = [c for c in tool.load_expected(os.path.join(FIX, tool.EXPECTED))
             if c["config"]["file"].endswith(".safetensors")]
-
-
-def max_err(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
-def check_case(m, case, kind, where):
-    y, h_n = m(case["x"], lengths=case["lengths"])
-    for name, got, want in (("y", y, case["y"]), ("h_n", h_n, case["h_n"])):
-        assert got.shape == want.shape, where
-        e = record_error(kind, max_err(got, want), f"{where} [{name}]")
-        assert e <= TOL, f"{where}: {name} max abs error {e:.3e}"
-    if case.get("head_out") is not None:
-        out = m.predict(case["x"], lengths=case["lengths"])
-        e = record_error(kind + " head", max_err(out, case["head_out"]), f"{where} [head]")
-        assert e <= TOL, f"{where}: head max abs error {e:.3e}"
 
 
 def gru_arrays(seed=0, I=3, H=4, layers=1, bidir=False, prefix="gru.", head=2) -> dict:
     return random_state_dict(seed, I, (H,) * layers, bidir, head=(head,) if head else (), prefix=prefix,
                              head_names=["fc"], head_scale=1.0, head_bias_scale=1.0, normal=True)
-
-
-def same_model(m, arrays, head=None, I=3):
-    ref = grulite.from_state_dict(arrays, head=head)
-    x = np.random.default_rng(7).standard_normal((2, 5, I)).astype(np.float32)
-    np.testing.assert_array_equal(m(x)[0], ref(x)[0])
-    np.testing.assert_array_equal(m(x)[1], ref(x)[1])
-    if head:
-        np.testing.assert_array_equal(m.predict(x), ref.predict(x))
 
 
 # ---------------------------------------------------------------------------

@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import struct
 import subprocess
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 
 import grulite
-from conftest import ROOT, TOOLS_DIR, record_error
+from conftest import ROOT, check_case, load_tool, same_model
 from grulite._convert import build_image
 from grulite._torchfile import from_torch_file, read_torch_file, torchfile_image
 from support.files import (
@@ -51,50 +50,15 @@ TOL = 2e-5
 FIX = os.path.join(ROOT, "tests", "fixtures", "torchfile")
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "grulite_make_torchfile_fixtures", os.path.join(TOOLS_DIR, "make_torchfile_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tool = _load_tool()
+tool = load_tool("make_torchfile_fixtures")
 CASES = tool.load_expected(os.path.join(FIX, tool.EXPECTED))
 PT_CASES = [c for c in CASES if c["config"]["file"].endswith(".pt")]
-
-
-def max_err(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-
-
-def check_case(m: grulite.Model, case: dict, kind: str, where: str) -> None:
-    y, h_n = m(case["x"], lengths=case["lengths"])
-    assert y.shape == case["y"].shape and h_n.shape == case["h_n"].shape, where
-    for name, got, want in (("y", y, case["y"]), ("h_n", h_n, case["h_n"])):
-        e = record_error(kind, max_err(got, want), f"{where} [{name}]")
-        assert e <= TOL, f"{where}: {name} max abs error {e:.3e}"
-    if case.get("head_out") is not None:
-        out = m.predict(case["x"], lengths=case["lengths"])
-        e = record_error(kind + " head", max_err(out, case["head_out"]), f"{where} [head]")
-        assert e <= TOL, f"{where}: head max abs error {e:.3e}"
 
 
 def gru_arrays(seed=0, I=3, H=4, layers=1, bidir=False, prefix="encoder.", head=2) -> dict:
     return random_state_dict(seed, I, (H,) * layers, bidir, head=(head,) if head else (), prefix=prefix,
                              head_names=["fc"], head_scale=1.0, head_bias_scale=1.0, normal=True,
                              scale=0.5)
-
-
-def same_model(m: grulite.Model, arrays: dict, head=None, I=3) -> None:
-    ref = grulite.from_state_dict(arrays, head=head)
-    x = np.random.default_rng(7).standard_normal((2, 5, I)).astype(np.float32)
-    y1, h1 = m(x)
-    y2, h2 = ref(x)
-    np.testing.assert_array_equal(y1, y2)
-    np.testing.assert_array_equal(h1, h2)
-    if head:
-        np.testing.assert_array_equal(m.predict(x), ref.predict(x))
 
 
 def _entry_data_offset(path, name) -> int:

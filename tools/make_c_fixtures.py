@@ -63,7 +63,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 # The numpy reference GRU and the file writers the tests use too (tests/support/).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-from support.reference import ref_gru, ref_head  # noqa: E402
+from support.reference import last_step, ref_gru, ref_head  # noqa: E402
 
 ACT = {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4}
 
@@ -130,7 +130,7 @@ def torch_forward(modules, dense_mod, x, lengths, h0_list):
             head_all = dense_mod(inp).numpy()
             for b in range(B):
                 head_all[b, lengths[b]:] = 0.0
-            head = np.stack([head_all[b, lengths[b] - 1] for b in range(B)])
+            head = last_step(head_all, lengths)
     return y, h_n, head, head_all
 
 
@@ -262,10 +262,10 @@ def make(out_dir, name, seed, I, B, T, torch_modules=None, layer_defs=None, head
             head_all = np_head(dense, ref_y).astype(np.float32)
             for b in range(B):
                 head_all[b, lens[b]:] = 0.0
-            head = np.stack([head_all[b, lens[b] - 1] for b in range(B)])
+            head = last_step(head_all, lens)
     if dense and modules is not None:
         ref_head = np_head(dense, ref_y)
-        err = max(np.abs(ref_head[b, lens[b] - 1] - head[b]).max() for b in range(B))
+        err = np.abs(last_step(ref_head, lens) - head).max()
         assert err < 1e-5, f"{name}: numpy head differs from torch by {err}"
 
     path = os.path.join(out_dir, name + ".bin")
