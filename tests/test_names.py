@@ -35,6 +35,9 @@ def _layer(**kw):
 @pytest.mark.parametrize("layers, dense, match", [
     ([], [], r"1 to 64 GRU layers; got 0"),
     ([_layer()] * 65, [], r"1 to 64 GRU layers; got 65"),
+    ([_layer()] * 5000, [], r"1 to 64 GRU layers; got 5000"),
+    ([_layer()], [dict(in_features=8, out_features=2, activation="none", bias=None)] * 70,
+     r"at most 64 head layers; got 70"),
     ([_layer(hidden_size=0)], [], r"layer 0: hidden_size 0 is outside \[1, 1048576\]"),
     ([_layer(hidden_size=2 ** 21)], [], r"layer 0: hidden_size 2097152 is outside"),
     ([_layer(hidden_size=2 ** 40)], [], r"layer 0: hidden_size = 1099511627776 does not fit"),

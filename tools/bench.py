@@ -388,9 +388,10 @@ def make_weights(I, H, L, bidir, seed=0) -> dict:
     return sd
 
 
-def flops_per_step_row(I, H, L, bidir) -> float:
-    D = 2 if bidir else 1
-    return sum(D * 2.0 * 3 * H * ((I if l == 0 else D * H) + H) for l in range(L))
+def flops_per_step_row(m) -> float:
+    """FLOPs one batch row costs per step: twice the C core's multiply-add
+    count (grulite_model_macs), 3H(in + H) per layer direction."""
+    return 2.0 * m._core.macs
 
 
 def set_grulite_threads(m, n: int):
@@ -526,7 +527,7 @@ def run_sequence(c, threads_list, peers, timer, blas, dtypes=()):
     sd = make_weights(I, H, L, bidir)
     x = np.random.default_rng(1).standard_normal((B, T, I)).astype(np.float32)
     m = grulite.from_state_dict(sd)
-    flops = flops_per_step_row(I, H, L, bidir) * B * T
+    flops = flops_per_step_row(m) * B * T
     npg = NumpyGRU(sd, L, bidir)
     low = {}                      # dtype -> (model, seconds astype took)
     for dt in dtypes:
@@ -604,7 +605,7 @@ def run_stream(c, threads_list, peers, timer, blas):
     xs = [np.ascontiguousarray(x[:, t]) for t in range(T)]             # (B, I) each
     xs3 = [np.ascontiguousarray(x[:, t:t + 1]) for t in range(T)]      # (B, 1, I) each
     m = grulite.from_state_dict(sd)
-    flops = flops_per_step_row(I, H, 1, False) * B
+    flops = flops_per_step_row(m) * B
     npg = NumpyGRU(sd, 1, False)
     y_seq, _ = m(x)
     s = m.stream(B)

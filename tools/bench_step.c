@@ -212,8 +212,8 @@ static void bench_read_floor(int H)
 static void bench_hidden(int H)
 {
     const int I = INPUT_SIZE;
-    const double flops_step = 2.0 * 3.0 * H * (double)(I + H);
     grulite_model *model = make_model(I, H);
+    const double flops_step = 2.0 * grulite_model_macs(model);     /* the core's one count */
     const char *isa = grulite_model_isa(model);
 
     /* ---- streaming, one step per call, batch 1 ---- */

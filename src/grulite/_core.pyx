@@ -458,9 +458,9 @@ cdef class _Spec:
             raise MemoryError()
         memset(&self.spec, 0, sizeof(self.spec))
         self.spec.input_size = _int32(input_size, "input_size")
-        self.spec.num_layers = <int32_t>min(nl, GRULITE_MAX_LAYERS + 1)
+        self.spec.num_layers = <int32_t>min(nl, 0x7FFFFFFF)    # C refuses > 64 before reading
         self.spec.layers = self.ls
-        self.spec.num_dense = <int32_t>min(nd, GRULITE_MAX_DENSE + 1)
+        self.spec.num_dense = <int32_t>min(nd, 0x7FFFFFFF)
         self.spec.dense = self.ds
         self.spec.dtype = dtype_code(dtype)
         self.spec.batch_first = batch_first
