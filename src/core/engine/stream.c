@@ -13,6 +13,8 @@ struct grulite_stream {
     float *state;            /* (batch * state_size) */
     grulite_workspace ws;    /* scratch, grown to the largest chunk */
     int flip;                /* alternates the order of a step's products */
+    int32_t sized_steps;     /* the last call's steps, y and head given: ws fits a */
+    int sized_outputs;       /* call like it (0: none yet) */
 };
 
 int grulite_stream_new(const grulite_model *m, int32_t batch, grulite_stream **out)
@@ -64,9 +66,16 @@ int grulite_stream_step(grulite_stream *s, const float *x, int32_t steps,
     gl_pass p = { s->batch, steps, 1, 1, x, NULL, y, head, s->flip };
     int rc = gl_check_pass(m, &p);
     if (rc) return rc;
-    size_t need;
-    if ((rc = gl_scratch_floats(m, &p, &need))) return rc;
-    if ((rc = gl_workspace_reserve(&s->ws, need))) return rc;
+    /* A stream is mostly stepped alike call after call: size the scratch
+     * only when the call differs from the last one. */
+    const int outputs = 1 | (y ? 2 : 0) | (head ? 4 : 0);
+    if (steps != s->sized_steps || outputs != s->sized_outputs) {
+        size_t need;
+        if ((rc = gl_scratch_floats(m, &p, &need))) return rc;
+        if ((rc = gl_workspace_reserve(&s->ws, need))) return rc;
+        s->sized_steps = steps;
+        s->sized_outputs = outputs;
+    }
     s->flip ^= 1;
     return gl_run(m, s->ws.buf, &p, s->state);
 }
