@@ -8,12 +8,7 @@
 
 #if defined(GL_HAVE_X86_KERNELS)
 
-#if defined(__clang__)
-#  pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
-#else
-#  pragma GCC push_options
-#  pragma GCC target("avx2,fma,f16c")
-#endif
+GL_TARGET_BEGIN("avx2,fma,f16c")
 
 #include <immintrin.h>
 
@@ -127,10 +122,6 @@ static inline gl_v16 v16_ldexp(gl_v16 a, gl_v16 n)
 #include "v16.h"
 #include "simd.h"
 
-#if defined(__clang__)
-#  pragma clang attribute pop
-#else
-#  pragma GCC pop_options
-#endif
+GL_TARGET_END
 
 #endif /* GL_HAVE_X86_KERNELS */

@@ -7,12 +7,7 @@
 
 #if defined(GL_HAVE_X86_KERNELS)
 
-#if defined(__clang__)
-#  pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
-#else
-#  pragma GCC push_options
-#  pragma GCC target("avx512f,avx2,fma")
-#endif
+GL_TARGET_BEGIN("avx512f,avx2,fma")
 
 #include <immintrin.h>
 
@@ -47,10 +42,6 @@
 
 #include "simd.h"
 
-#if defined(__clang__)
-#  pragma clang attribute pop
-#else
-#  pragma GCC pop_options
-#endif
+GL_TARGET_END
 
 #endif /* GL_HAVE_X86_KERNELS */

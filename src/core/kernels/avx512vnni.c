@@ -20,20 +20,18 @@
 
 #if defined(GL_HAVE_X86_KERNELS)
 
-#if defined(__clang__)
-#  pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma"))), apply_to = function)
-#else
-#  pragma GCC push_options
-#  pragma GCC target("avx512f,avx512bw,avx512vnni,avx2,fma")
-#endif
+GL_TARGET_BEGIN("avx512f,avx512bw,avx512vnni,avx2,fma")
 
 #include <immintrin.h>
 
 #define VNNI_MAX_K 16384
-#define VNNI_MR 4
-#define VNNI_NV_MR 4
-#define VNNI_NV1 8
 #define VNNI_MC 64
+/* Micro-kernel sizes, for kernels/blocking.h: 4 rows x 4 vectors, and one
+ * row x 8 vectors. */
+#define GL_MR 4
+#define GL_NV_MR 4
+#define GL_NV1 8
+#include "blocking.h"
 
 /* Quantizes each row of x: xq (ldq bytes a row, zero past K), its scale
  * sx and sum of xq.  Returns -1 if a row holds NaN or inf. */
@@ -70,7 +68,8 @@ static int quantize_rows(size_t rows, const float *x, size_t ldx, size_t K,
     return 0;
 }
 
-#define VNNI_MK(MR, NV) vnni_mk_##MR##x##NV
+#define VNNI_MK(MR, NV) VNNI_MK_(MR, NV)          /* MR, NV may be macros */
+#define VNNI_MK_(MR, NV) vnni_mk_##MR##x##NV
 #define VNNI_DEFINE_MK(MR, NV)                                                        \
 static void VNNI_MK(MR, NV)(size_t K4, const int8_t *xq, size_t ldq, const uint8_t *w, \
                             size_t qs, const size_t *woff, const size_t *yoff,         \
@@ -121,7 +120,7 @@ __attribute__((noinline)) static void vnni_gemv_q(const int8_t *xq, const float 
     const size_t K4 = gl_panel_k4(p->K), ldq = 4 * K4;
     const size_t nv = p->nb * gc, qs = p->G * GL_LANES * 4;
     const uint8_t *w = p->w;
-    size_t woff[VNNI_NV1], yoff[VNNI_NV1];
+    size_t woff[GL_NV1], yoff[GL_NV1];
     size_t v = 0;
 #define VNNI_ROW_GROUP(N)                                                               \
     do {                                                                                \
@@ -129,10 +128,7 @@ __attribute__((noinline)) static void vnni_gemv_q(const int8_t *xq, const float 
         VNNI_MK(1, N)(K4, xq, ldq, w, qs, woff, yoff, p->b, p->scale, sx, sumq, y, 0);  \
         v += N;                                                                         \
     } while (0)
-    while (v + VNNI_NV1 <= nv) VNNI_ROW_GROUP(8);
-    if (v + 4 <= nv) VNNI_ROW_GROUP(4);
-    if (v + 2 <= nv) VNNI_ROW_GROUP(2);
-    while (v < nv) VNNI_ROW_GROUP(1);
+    GL_ROW_GROUPS(VNNI_ROW_GROUP);
 #undef VNNI_ROW_GROUP
 }
 
@@ -144,36 +140,19 @@ static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *
     const size_t K4 = gl_panel_k4(p->K);
     const size_t nv = p->nb * gc, qs = p->G * GL_LANES * 4;
     const uint8_t *w = p->w;
-    size_t woff[VNNI_NV1], yoff[VNNI_NV1];
+    size_t woff[GL_NV1], yoff[GL_NV1];
     if (rows == 1) {
         vnni_gemv_q(xq, sx, sumq, p, g0, gc, y);
         return;
     }
-    for (size_t r0 = 0; r0 < rows; r0 += VNNI_MC) {
-        const size_t rc = rows - r0 < VNNI_MC ? rows - r0 : VNNI_MC;
-        const size_t rfull = rc - rc % VNNI_MR;
-        /* Groups of VNNI_NV_MR vectors, then one at a time, each over
-         * the rows: 4 at a time, then 2 and 1 while the group is in cache. */
-        for (size_t v = 0; v < nv;) {
-            const size_t nvg = v + VNNI_NV_MR <= nv ? VNNI_NV_MR : 1;
-            gl_panel_offsets_q(p, g0, gc, v, nvg, woff, yoff);
-#define VNNI_ROWS(R, r)                                                                 \
-            do {                                                                        \
-                if (nvg == VNNI_NV_MR)                                                  \
-                    VNNI_MK(R, 4)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b,     \
-                                  p->scale, sx + (r), sumq + (r), y + (r) * ldy, ldy);  \
-                else                                                                    \
-                    VNNI_MK(R, 1)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b,     \
-                                  p->scale, sx + (r), sumq + (r), y + (r) * ldy, ldy);  \
-            } while (0)
-            size_t r = r0;
-            for (; r < r0 + rfull; r += VNNI_MR) VNNI_ROWS(4, r);
-            if ((rc - rfull) & 2) { VNNI_ROWS(2, r); r += 2; }
-            if ((rc - rfull) & 1) VNNI_ROWS(1, r);
-#undef VNNI_ROWS
-            v += nvg;
-        }
-    }
+#define VNNI_OFFSETS(v, n) gl_panel_offsets_q(p, g0, gc, (v), (n), woff, yoff)
+#define VNNI_REST(R, NV, r) VNNI_MK(R, NV)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b,  \
+                                           p->scale, sx + (r), sumq + (r), y + (r) * ldy, ldy)
+#define VNNI_FULL(NV, r) VNNI_REST(GL_MR, NV, r)
+    GL_ROW_BLOCKS(rows, VNNI_MC, VNNI_OFFSETS, VNNI_FULL, VNNI_REST)
+#undef VNNI_OFFSETS
+#undef VNNI_REST
+#undef VNNI_FULL
 }
 
 static void vnni_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
@@ -228,10 +207,6 @@ const gl_kernels gl_kernels_avx512vnni = {
     "avx512vnni", vnni_gemm, vnni_gates_after, vnni_gates_rz, vnni_gates_n
 };
 
-#if defined(__clang__)
-#  pragma clang attribute pop
-#else
-#  pragma GCC pop_options
-#endif
+GL_TARGET_END
 
 #endif /* GL_HAVE_X86_KERNELS */

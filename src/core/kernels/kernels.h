@@ -146,6 +146,19 @@ extern const gl_kernels gl_kernels_generic;
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #  if defined(__GNUC__) || defined(__clang__)
 #    define GL_HAVE_X86_KERNELS 1
+/* Everything between GL_TARGET_BEGIN("avx2,fma") and GL_TARGET_END is
+ * compiled for those instruction-set extensions (function attributes):
+ * each kernel file builds for any x86-64 target, and runs only where
+ * dispatch.c found the CPU has them. */
+#    define GL_PRAGMA(x) _Pragma(#x)
+#    if defined(__clang__)
+#      define GL_TARGET_BEGIN(t) \
+           GL_PRAGMA(clang attribute push(__attribute__((target(t))), apply_to = function))
+#      define GL_TARGET_END GL_PRAGMA(clang attribute pop)
+#    else
+#      define GL_TARGET_BEGIN(t) GL_PRAGMA(GCC push_options) GL_PRAGMA(GCC target(t))
+#      define GL_TARGET_END GL_PRAGMA(GCC pop_options)
+#    endif
 extern const gl_kernels gl_kernels_avx2;
 extern const gl_kernels gl_kernels_avx512;
 extern const gl_kernels gl_kernels_avx512vnni;

@@ -121,47 +121,7 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
 #define GL_PREFETCH_BYTES (1u << 20)
 #define GL_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 
-/* The vectors of one row of a product, in groups: GL_NV1 at a time, then
- * the rest in groups of 4, 2, 1 (one vector at a time would leave a single
- * FMA chain waiting on its own latency: H = 64 has 12 vectors = 8 + 4).
- * GROUP(N) handles vectors v .. v+N-1 and advances v. */
-#if GL_NV1 > 4
-#  define GL_IF_NV1_ABOVE_4(x) x
-#else
-#  define GL_IF_NV1_ABOVE_4(x)
-#endif
-#if GL_NV1 > 2
-#  define GL_IF_NV1_ABOVE_2(x) x
-#else
-#  define GL_IF_NV1_ABOVE_2(x)
-#endif
-#define GL_ROW_GROUPS(GROUP)                                    \
-    do {                                                        \
-        while (v + GL_NV1 <= nv) GROUP(GL_NV1);                 \
-        GL_IF_NV1_ABOVE_4(if (v + 4 <= nv) GROUP(4);)           \
-        GL_IF_NV1_ABOVE_2(if (v + 2 <= nv) GROUP(2);)           \
-        while (v < nv) GROUP(1);                                \
-    } while (0)
-
-/* The rows of a product after its last whole group of GL_MR rows, 4, 2
- * and 1 at a time (rem < GL_MR of them, from row r; GL_MR is 8, 4 or 2).
- * GROUP(R) handles rows r .. r+R-1; r advances. */
-#if GL_MR > 4
-#  define GL_IF_MR_ABOVE_4(x) x
-#else
-#  define GL_IF_MR_ABOVE_4(x)
-#endif
-#if GL_MR > 2
-#  define GL_IF_MR_ABOVE_2(x) x
-#else
-#  define GL_IF_MR_ABOVE_2(x)
-#endif
-#define GL_REST_ROWS(rem, r, GROUP)                                 \
-    do {                                                            \
-        GL_IF_MR_ABOVE_4(if ((rem) & 4) { GROUP(4); (r) += 4; })    \
-        GL_IF_MR_ABOVE_2(if ((rem) & 2) { GROUP(2); (r) += 2; })    \
-        if ((rem) & 1) { GROUP(1); (r) += 1; }                      \
-    } while (0)
+#include "blocking.h"
 
 /* One product per weight type (kernels/gemm.h). */
 #define GL_WT float
@@ -278,38 +238,18 @@ static void GL_FN(gemm_i8)(size_t rows, const float *x, size_t ldx, const gl_pan
         GL_FN(gemv_i8)(x, p, g0, gc, y);
         return;
     }
-    for (size_t r0 = 0; r0 < rows; r0 += GL_MC_Q) {
-        const size_t rc = rows - r0 < GL_MC_Q ? rows - r0 : GL_MC_Q;
-        const size_t rfull = rc - rc % GL_MR;
-        /* As the float product (kernels/gemm.h): groups of GL_NV_MR
-         * vectors, then one at a time, each over the rows MR at a time and
-         * then 4, 2 and 1 at a time. */
-        for (size_t v = 0; v < nv;) {
-            const size_t nvg = v + GL_NV_MR <= nv ? GL_NV_MR : 1;
-            gl_panel_offsets_q(p, g0, gc, v, nvg, woff, yoff);
-            size_t r = r0;
-            for (; r < r0 + rfull; r += GL_MR) {
-                if (nvg == GL_NV_MR)
-                    GL_MKQ(GL_MR, GL_NV_MR)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b,
-                                            p->scale, y + r * ldy, ldy);
-                else
-                    GL_MKQ(GL_MR, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale,
-                                     y + r * ldy, ldy);
-            }
-#define GL_REST_GROUP(R)                                                                  \
-            do {                                                                          \
-                if (nvg == GL_NV_MR)                                                      \
-                    GL_MKQR(R, GL_NV_MR)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b,    \
-                                         p->scale, y + r * ldy, ldy);                     \
-                else                                                                      \
-                    GL_MKQR(R, 1)(K, x + r * ldx, ldx, w, qs, woff, yoff, p->b, p->scale, \
-                                  y + r * ldy, ldy);                                      \
-            } while (0)
-            GL_REST_ROWS(rc - rfull, r, GL_REST_GROUP);
-#undef GL_REST_GROUP
-            v += nvg;
-        }
-    }
+    /* As the float product (kernels/gemm.h): groups of GL_NV_MR vectors,
+     * then one at a time, each over the rows GL_MR at a time and then 4, 2
+     * and 1 at a time (the "r" kernels). */
+#define GL_Q_OFFSETS(v, n) gl_panel_offsets_q(p, g0, gc, (v), (n), woff, yoff)
+#define GL_Q_FULL(NV, r) GL_MKQ(GL_MR, NV)(K, x + (r) * ldx, ldx, w, qs, woff, yoff, p->b, \
+                                           p->scale, y + (r) * ldy, ldy)
+#define GL_Q_REST(R, NV, r) GL_MKQR(R, NV)(K, x + (r) * ldx, ldx, w, qs, woff, yoff, p->b, \
+                                           p->scale, y + (r) * ldy, ldy)
+    GL_ROW_BLOCKS(rows, GL_MC_Q, GL_Q_OFFSETS, GL_Q_FULL, GL_Q_REST)
+#undef GL_Q_OFFSETS
+#undef GL_Q_FULL
+#undef GL_Q_REST
 }
 
 static void GL_FN(gemm)(size_t rows, const float *x, size_t ldx, const gl_panel *p,
