@@ -131,7 +131,9 @@ GRULITE_API int grulite_code(int table, const char *name);
  * returned; GRULITE_E_ARG past the last entry.  Lists a table in order. */
 GRULITE_API int grulite_name_at(int table, int index, const char **name);
 
-/* Limits; larger values are refused with GRULITE_E_TOO_LARGE. */
+/* Limits.  A configuration beyond them is refused with GRULITE_E_CONFIG;
+ * sizes that overflow size_t, or scratch beyond what a machine could
+ * hold, with GRULITE_E_TOO_LARGE. */
 #define GRULITE_MAX_LAYERS  64
 #define GRULITE_MAX_DENSE   64
 #define GRULITE_MAX_FEATURES (1 << 20)  /* any input / hidden / dense width */
@@ -226,7 +228,8 @@ GRULITE_API double grulite_model_macs(const grulite_model *model);
  * *len gets its length).  Valid while the model lives. */
 GRULITE_API const char *grulite_model_metadata(const grulite_model *model, size_t *len);
 
-/* The whole validated .grl image (what grulite_model_save writes).  Valid
+/* The whole validated .grl image, as loaded (what grulite_model_save writes,
+ * except for a version-2 image: that is written as version 3).  Valid
  * while the model lives. */
 GRULITE_API const void *grulite_model_image(const grulite_model *model, size_t *size);
 

@@ -758,3 +758,24 @@ def test_version_2_layout_of_every_dtype(tmp_path, dtype):
     m2.save(tmp_path / "up.grl")
     with open(tmp_path / "up.grl", "rb") as f:
         assert f.read() == b3
+
+
+def test_version_2_save_keeps_stored_bits(tmp_path):
+    """Saving a version-2 model copies each tensor as stored: int8 codes that
+    do not reach 127 in a row (another writer's scales: here every code of a
+    matrix halved) survive, and so do the outputs, bit for bit."""
+    rng = np.random.default_rng(12)
+    sd = {**gru_state(rng, 6, 20, layers=2, prefix="gru."), **linear_state(rng, 20, 3, "fc")}
+    b3 = bytearray(grulite.from_state_dict(sd, head="fc:none").astype("int8").to_bytes())
+    t = next(t for t in parse_grl(bytes(b3))["tensors"] if t["name"] == "l0.d0.w_hh")
+    n = tensor_nbytes(t) // 4                                   # int8: one byte a weight
+    q = np.frombuffer(b3, np.uint8, count=n, offset=t["offset"]).astype(np.int16) - 128
+    b3[t["offset"]:t["offset"] + n] = ((q // 2) + 128).astype(np.uint8).tobytes()
+    b3 = with_crc(b3)
+    m3 = grulite.from_bytes(b3)
+    m2 = grulite.from_bytes(to_version_2(b3))
+    x = rng.standard_normal((2, 5, 6)).astype(np.float32)
+    np.testing.assert_array_equal(m2(x)[0], m3(x)[0])
+    m2.save(tmp_path / "up.grl")
+    with open(tmp_path / "up.grl", "rb") as f:
+        assert f.read() == b3

@@ -139,7 +139,11 @@ EOF
         "$PY" setup.py build_ext --build-lib "$WORK/pylib" --build-temp "$WORK/pybuild" \
         >"$WORK/pybuild.log" 2>&1 || { tail -n 40 "$WORK/pybuild.log"; exit 1; }
     mkdir -p "$WORK/pylib/grulite"
-    cp src/grulite/*.py src/grulite/py.typed "$WORK/pylib/grulite/"
+    # The package's Python files, subpackages (importers/...) included.
+    (cd src/grulite && find . -name '*.py' -o -name py.typed) | while read -r f; do
+        mkdir -p "$WORK/pylib/grulite/$(dirname "$f")"
+        cp "src/grulite/$f" "$WORK/pylib/grulite/$f"
+    done
     cp -r src/grulite/data "$WORK/pylib/grulite/"
     ext=$(ls "$WORK"/pylib/grulite/_core*.so)
     if ! (ldd "$ext" | grep -q libasan) && ! nm -D "$ext" | grep -q __asan_init; then

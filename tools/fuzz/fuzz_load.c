@@ -8,7 +8,7 @@
  * 256 bytes, 1 byte, 7 bytes or none), then the image.
  *
  *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
- *           src/core/[a-z]*.c tools/fuzz/fuzz_load.c -lm -lpthread -o fuzz_load
+ *           $(find src/core -name '*.c') tools/fuzz/fuzz_load.c -lm -lpthread -o fuzz_load
  *
  * tools/fuzz/run.sh builds and runs it; tools/fuzz/README.md. */
 #include "fuzz_common.h"

@@ -3,7 +3,7 @@
  * them, sorted).  Used to replay corpora and crash inputs under valgrind or
  * a gcc sanitizer build, and by the C regression test (tests/c/run.sh):
  *
- *     cc -g -Iinclude src/core/[a-z]*.c tools/fuzz/fuzz_load.c tools/fuzz/replay.c \
+ *     cc -g -Iinclude $(find src/core -name '*.c') tools/fuzz/fuzz_load.c tools/fuzz/replay.c \
  *        -lm -lpthread -o replay_load
  *     ./replay_load tests/c/fuzz_regress/load crash-1234...
  *

@@ -22,6 +22,8 @@ typedef struct gl_writer {
     unsigned char *buf;      /* NULL: measuring only */
     size_t table_pos;        /* next tensor-table entry */
     size_t data_pos;         /* next tensor payload, 64-aligned */
+    int verbatim;            /* 1: copy each panel's stored bytes (a loaded model);
+                                0: pack its spec source (ref->src) */
 } gl_writer;
 
 /* int8 scale of output j (within gate g) of a PyTorch (G*H, K) matrix:
@@ -63,7 +65,7 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
         return GRULITE_E_TOO_LARGE;
     if (w->buf) {
         const float *src = ref->src ? *ref->src : NULL;
-        if (!src) return GRULITE_E_ARG;
+        if (!src && !w->verbatim) return GRULITE_E_ARG;
         const gl_panel *p = ref->panel;
         unsigned char *e = w->buf + w->table_pos;
         memset(e, 0, GL_TENSOR_REC);
@@ -75,35 +77,40 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
         gl_wr32(e + GL_T_DIM0, gl_ref_dim0(ref));
         gl_wr32(e + GL_T_DIM1, gl_ref_dim1(ref));
         gl_wr64(e + GL_T_OFFSET, (uint64_t)w->data_pos);
-        /* Pack from PyTorch's (G*H outputs, K inputs) into (nb, K, G, 16);
-         * biases and int8 scales into (nb, G, 16); zeros past H.  One value
-         * at a time through memcpy: the buffer need not be aligned. */
         unsigned char *dst = w->buf + w->data_pos;
-        const size_t L = GL_LANES;
-        float *scales = NULL;                 /* int8: per output g*H + j */
-        if (dtype == GRULITE_DTYPE_I8 || ref->kind == GL_SCALE) {
-            scales = malloc(p->G * p->H * sizeof(float));
-            if (!scales) return GRULITE_E_NOMEM;
-            for (size_t g = 0; g < p->G; g++)
-                for (size_t j = 0; j < p->H; j++) scales[g * p->H + j] = row_scale(src, p, g, j);
-        }
-        if (ref->kind == GL_MATRIX) {
-            memset(dst, dtype == GRULITE_DTYPE_I8 ? 128 : 0, bytes);   /* padding: 0 */
-            for (size_t g = 0; g < p->G; g++)
-                for (size_t j = 0; j < p->H; j++)
-                    for (size_t k = 0; k < p->K; k++)
-                        put_value(dst, gl_panel_index(p, j / L, k, g, j % L), dtype,
-                                  src[(g * p->H + j) * p->K + k],
-                                  scales ? scales[g * p->H + j] : 0.0f);
-        } else {
-            memset(dst, 0, bytes);
-            for (size_t g = 0; g < p->G; g++)
-                for (size_t j = 0; j < p->H; j++)
-                    put_value(dst, ((j / L) * p->G + g) * L + j % L, GRULITE_DTYPE_F32,
-                              ref->kind == GL_BIAS ? src[g * p->H + j] : scales[g * p->H + j], 0.0f);
-        }
-        free(scales);
         memset(w->buf + w->data_pos + bytes, 0, next - w->data_pos - bytes);
+        if (w->verbatim) {                    /* the panel as stored, bit for bit */
+            memcpy(dst, ref->kind == GL_BIAS ? (const void *)p->b
+                        : ref->kind == GL_SCALE ? (const void *)p->scale : p->w, bytes);
+        } else {
+            /* Packed from PyTorch's (G*H outputs, K inputs) into (nb, K, G, 16);
+             * biases and int8 scales into (nb, G, 16); zeros past H.  One
+             * value at a time through memcpy: the buffer need not be aligned. */
+            const size_t L = GL_LANES;
+            float *scales = NULL;                 /* int8: per output g*H + j */
+            if (dtype == GRULITE_DTYPE_I8 || ref->kind == GL_SCALE) {
+                scales = malloc(p->G * p->H * sizeof(float));
+                if (!scales) return GRULITE_E_NOMEM;
+                for (size_t g = 0; g < p->G; g++)
+                    for (size_t j = 0; j < p->H; j++) scales[g * p->H + j] = row_scale(src, p, g, j);
+            }
+            if (ref->kind == GL_MATRIX) {
+                memset(dst, dtype == GRULITE_DTYPE_I8 ? 128 : 0, bytes);   /* padding: 0 */
+                for (size_t g = 0; g < p->G; g++)
+                    for (size_t j = 0; j < p->H; j++)
+                        for (size_t k = 0; k < p->K; k++)
+                            put_value(dst, gl_panel_index(p, j / L, k, g, j % L), dtype,
+                                      src[(g * p->H + j) * p->K + k],
+                                      scales ? scales[g * p->H + j] : 0.0f);
+            } else {
+                memset(dst, 0, bytes);
+                for (size_t g = 0; g < p->G; g++)
+                    for (size_t j = 0; j < p->H; j++)
+                        put_value(dst, ((j / L) * p->G + g) * L + j % L, GRULITE_DTYPE_F32,
+                                  ref->kind == GL_BIAS ? src[g * p->H + j] : scales[g * p->H + j], 0.0f);
+            }
+            free(scales);
+        }
     }
     w->table_pos += GL_TENSOR_REC;
     w->data_pos = next;
@@ -186,32 +193,28 @@ static int has_source(const gl_tensor_ref *ref, void *ctx)
     return ref->src && *ref->src ? 0 : GRULITE_E_ARG;
 }
 
-int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t cap,
-                            size_t *size)
+/* The image of the configured model m in the current format: header,
+ * typed records, tensor table, metadata, then each tensor 64-byte aligned,
+ * packed from the layers' specs or (verbatim) copied from m's panels.
+ * With buf == NULL only *size is set. */
+static int emit_image(grulite_model *m, const char *metadata, size_t metadata_len, int verbatim,
+                      void *buf, size_t cap, size_t *size)
 {
-    if (!spec || !size) return GRULITE_E_ARG;
-    gl_spec_model *sm = calloc(1, sizeof(*sm));
-    if (!sm) return GRULITE_E_NOMEM;
-    grulite_model *m = &sm->m;
-    int rc = spec_model(spec, m, sm->ls, sm->ds, NULL, 0);
-    if (rc || (rc = gl_each_tensor(m, GRULITE_FORMAT_VERSION, has_source, NULL))) goto done;
-
     const uint32_t n_tensors = gl_count_tensors(m);
     const size_t table = gl_records_end(m);
     const size_t meta_off = table + (size_t)n_tensors * GL_TENSOR_REC;
     size_t data0;
-    if (gl_add(meta_off, spec->metadata_len, &data0) || gl_align_up(data0, &data0)) {
-        rc = GRULITE_E_TOO_LARGE;
-        goto done;
-    }
+    if (gl_add(meta_off, metadata_len, &data0) || gl_align_up(data0, &data0))
+        return GRULITE_E_TOO_LARGE;
 
     /* Pass 1 measures; pass 2 (if a buffer was given) writes. */
-    gl_writer w = { NULL, table, data0 };
-    if ((rc = gl_each_tensor(m, GRULITE_FORMAT_VERSION, write_fn, &w))) goto done;
+    gl_writer w = { NULL, table, data0, verbatim };
+    int rc = gl_each_tensor(m, GRULITE_FORMAT_VERSION, write_fn, &w);
+    if (rc) return rc;
     const size_t total = w.data_pos;
     *size = total;
-    if (!buf) goto done;
-    if (cap < total) { rc = GRULITE_E_BUFFER; goto done; }
+    if (!buf) return GRULITE_OK;
+    if (cap < total) return GRULITE_E_BUFFER;
 
     unsigned char *out = buf;
     memset(out, 0, data0);
@@ -226,7 +229,7 @@ int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t ca
     gl_wr32(out + GL_OFF_LAYER_REC, GL_LAYER_REC);
     gl_wr32(out + GL_OFF_TENSORS, n_tensors);
     gl_wr64(out + GL_OFF_META_OFF, (uint64_t)meta_off);
-    gl_wr64(out + GL_OFF_META_LEN, (uint64_t)spec->metadata_len);
+    gl_wr64(out + GL_OFF_META_LEN, (uint64_t)metadata_len);
     unsigned char *p = out + GL_HEADER_SIZE;
     for (int i = 0; i < m->n; i++, p += GL_LAYER_REC) {
         uint32_t f[GL_FIELDS] = { 0 };
@@ -234,12 +237,22 @@ int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t ca
         gl_wr32(p, (uint32_t)m->layer[i].kind->code);
         for (int k = 0; k < GL_FIELDS; k++) gl_wr32(p + 4 + 4 * k, f[k]);
     }
-    if (spec->metadata_len) memcpy(out + meta_off, spec->metadata, spec->metadata_len);
-    gl_writer w2 = { out, table, data0 };
-    if ((rc = gl_each_tensor(m, GRULITE_FORMAT_VERSION, write_fn, &w2))) goto done;
+    if (metadata_len) memcpy(out + meta_off, metadata, metadata_len);
+    gl_writer w2 = { out, table, data0, verbatim };
+    if ((rc = gl_each_tensor(m, GRULITE_FORMAT_VERSION, write_fn, &w2))) return rc;
     gl_wr32(out + GL_OFF_CRC, gl_crc32(0, out + GL_CRC_START, total - GL_CRC_START));
+    return GRULITE_OK;
+}
 
-done:
+int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t cap,
+                            size_t *size)
+{
+    if (!spec || !size) return GRULITE_E_ARG;
+    gl_spec_model *sm = calloc(1, sizeof(*sm));
+    if (!sm) return GRULITE_E_NOMEM;
+    int rc = spec_model(spec, &sm->m, sm->ls, sm->ds, NULL, 0);
+    if (!rc) rc = gl_each_tensor(&sm->m, GRULITE_FORMAT_VERSION, has_source, NULL);
+    if (!rc) rc = emit_image(&sm->m, spec->metadata, spec->metadata_len, 0, buf, cap, size);
     free(sm);
     return rc;
 }
@@ -390,14 +403,17 @@ int grulite_model_save(const grulite_model *m, const char *path)
     if (!m || !path) return GRULITE_E_ARG;
     if (gl_rd32(m->image + GL_OFF_VERSION) == GRULITE_FORMAT_VERSION)
         return write_file(m->image, m->image_size, path);
-    /* An older version: written anew in the current one, same weights
-     * (re-packed from the stored values; int8 keeps its codes and scales). */
+    /* An older version: written anew in the current one, every tensor
+     * copied as stored (same bits, whatever dtype or scales each layer has). */
+    grulite_model *copy = malloc(sizeof(*copy));
+    if (!copy) return GRULITE_E_NOMEM;
+    *copy = *m;
     size_t size = 0;
-    int rc = grulite_model_convert(m, m->layer[0].u.gru.cfg.dtype, NULL, 0, &size);
-    if (rc) return rc;
-    void *buf = malloc(size);
-    if (!buf) return GRULITE_E_NOMEM;
-    rc = grulite_model_convert(m, m->layer[0].u.gru.cfg.dtype, buf, size, &size);
+    void *buf = NULL;
+    int rc = emit_image(copy, m->metadata, m->metadata_len, 1, NULL, 0, &size);
+    if (!rc && !(buf = malloc(size))) rc = GRULITE_E_NOMEM;
+    if (!rc) rc = emit_image(copy, m->metadata, m->metadata_len, 1, buf, size, &size);
+    free(copy);
     if (!rc) rc = write_file(buf, size, path);
     free(buf);
     return rc;

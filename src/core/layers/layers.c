@@ -33,7 +33,8 @@ int gl_model_configure(grulite_model *m, char *msg, size_t msg_size)
                            grulite_name(GRULITE_NAMES_LAYER_KIND, L->kind->code));
         if (!seq && m->n_seq == 0)
             return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
-                           "layer %d: a model starts with a GRU layer", i);
+                           "layer %d: a %s layer before any GRU layer", i,
+                           grulite_name(GRULITE_NAMES_LAYER_KIND, L->kind->code));
         const int index = seq ? i : i - m->n_seq;   /* messages count GRU and head layers apart */
         int rc = L->kind->configure(L, index, in, msg, msg_size);
         if (rc) return rc;
