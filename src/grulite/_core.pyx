@@ -425,8 +425,8 @@ def load_bytes(data):
 cdef class _Spec:
     """A grulite_model_spec built from the model description of
     :func:`serialize`; owns the C arrays and keeps the weight arrays it
-    points at alive.  Without weights, only the configuration is filled
-    (what grulite_spec_check reads)."""
+    points at alive.  The configuration is filled first (what
+    grulite_spec_check reads); attach_weights() adds the weights."""
     cdef grulite_model_spec spec
     cdef grulite_layer_spec *ls
     cdef grulite_dense_spec *ds
@@ -442,11 +442,9 @@ cdef class _Spec:
         free(self.ds)
 
     def __init__(self, object input_size, list layers, list dense, bytes metadata=b"",
-                 bint batch_first=True, object dtype="float32", bint head_from_state=False,
-                 bint weights=False):
+                 bint batch_first=True, object dtype="float32", bint head_from_state=False):
         cdef Py_ssize_t nl = len(layers), nd = len(dense)
-        cdef int i, j, d
-        cdef cnp.ndarray a
+        cdef int i, j
         # Counts beyond the format's are C's to refuse: allocate none of them.
         cdef Py_ssize_t nl_alloc = nl if 0 < nl <= GRULITE_MAX_LAYERS else 1
         cdef Py_ssize_t nd_alloc = nd if 0 < nd <= GRULITE_MAX_DENSE else 1
@@ -475,8 +473,18 @@ cdef class _Spec:
             self.ls[i].reset_after = 1 if L["reset_after"] else 0
             self.ls[i].reverse = 1 if L.get("reverse") else 0
             self.ls[i].has_bias = 1 if L["bias"] else 0
-            if not weights:
-                continue
+        for j, D in enumerate(dense):
+            self.ds[j].out_features = _int32(D["out_features"], f"head layer {j}: out_features")
+            act = D["activation"]
+            self.ds[j].activation = ACTIVATIONS[act] if act in ACTIVATIONS else -1
+            self.ds[j].has_bias = 0 if D["bias"] is None else 1
+
+    cdef attach_weights(self, list layers, list dense):
+        """Points the spec at the weight arrays (after check(): the shapes
+        follow from a valid configuration)."""
+        cdef int i, j, d
+        cdef cnp.ndarray a
+        for i, L in enumerate(layers):
             H = L["hidden_size"]
             for d in range(L["num_directions"]):
                 a = _checked(L["weight_ih"][d], (3 * H, L["input_size"]), self.keep)
@@ -489,12 +497,6 @@ cdef class _Spec:
                     a = _checked(L["bias_hh"][d], (3 * H,), self.keep)
                     self.ls[i].bias_hh[d] = fptr(a)
         for j, D in enumerate(dense):
-            self.ds[j].out_features = _int32(D["out_features"], f"head layer {j}: out_features")
-            act = D["activation"]
-            self.ds[j].activation = ACTIVATIONS[act] if act in ACTIVATIONS else -1
-            self.ds[j].has_bias = 0 if D["bias"] is None else 1
-            if not weights:
-                continue
             a = _checked(D["weight"], (D["out_features"], D["in_features"]), self.keep)
             self.ds[j].weight = fptr(a)
             if D["bias"] is not None:
@@ -535,9 +537,9 @@ def serialize(object input_size, list layers, list dense, bytes metadata,
     weight, bias (or None).  The configuration is checked by C first.
     """
     cdef _Spec sp = _Spec(input_size, layers, dense, metadata, batch_first, dtype,
-                          head_from_state, False)
+                          head_from_state)
     sp.check()
-    sp = _Spec(input_size, layers, dense, metadata, batch_first, dtype, head_from_state, True)
+    sp.attach_weights(layers, dense)
     cdef size_t size = 0
     cdef int rc
     cdef cnp.ndarray a

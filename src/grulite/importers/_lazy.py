@@ -7,6 +7,7 @@ dtypes on these, and only then reads the tensors the model uses.
 """
 from __future__ import annotations
 
+import abc
 import os
 from typing import Any, Optional, Union
 
@@ -50,7 +51,7 @@ class WeightsFile:
         self.close()
 
 
-class LazyTensor:
+class LazyTensor(abc.ABC):
     """A tensor whose shape and stored dtype are known; its data are read
     from the file by :meth:`numpy` (or ``np.asarray``) and kept.
 
@@ -87,9 +88,10 @@ class LazyTensor:
             return np.dtype(bool)
         return np.dtype(self.code).newbyteorder("=")
 
+    @abc.abstractmethod
     def _read(self) -> np.ndarray:
-        """The stored elements, shape ``self.shape``, dtype ``self.code``."""
-        raise NotImplementedError
+        """The stored elements, shape ``self.shape``, dtype ``self.code``:
+        each format's reader implements it."""
 
     def _finish(self, a: np.ndarray) -> np.ndarray:
         """Whatever the format applies after decoding (none by default)."""
