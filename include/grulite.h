@@ -88,6 +88,7 @@ extern "C" {
 #define GRULITE_E_ALIGN      (-14)  /* borrowed buffer not 64-byte aligned */
 #define GRULITE_E_TOO_LARGE  (-15)  /* a size overflows or exceeds limits */
 #define GRULITE_E_BUFFER     (-16)  /* output buffer too small */
+#define GRULITE_E_TOKEN      (-17)  /* a token id outside [0, vocab_size) */
 
 /* Static English text for an error code; never NULL.  Thread-safe. */
 GRULITE_API const char *grulite_strerror(int code);
@@ -109,16 +110,18 @@ GRULITE_API const char *grulite_version(void);
 #define GRULITE_DTYPE_F16 2   /* IEEE half; about half the size */
 #define GRULITE_DTYPE_I8  3   /* int8, one symmetric float32 scale per output row */
 
-/* Kinds of layer.  A model is a sequence of typed layers: today GRU
- * layers followed by an optional head of dense layers. */
-#define GRULITE_LAYER_GRU   1
-#define GRULITE_LAYER_DENSE 2
+/* Kinds of layer.  A model is a sequence of typed layers: an optional
+ * embedding (token ids in), one or more GRU layers, then an optional head
+ * of dense layers. */
+#define GRULITE_LAYER_GRU       1
+#define GRULITE_LAYER_DENSE     2
+#define GRULITE_LAYER_EMBEDDING 3
 
 /* ---- Names: the one list of them (Python and the CLI ask here) ------- */
 
 #define GRULITE_NAMES_DTYPE      1   /* "float32", "float16", "int8" */
 #define GRULITE_NAMES_ACTIVATION 2   /* "none", "relu", "tanh", "sigmoid", "softmax" */
-#define GRULITE_NAMES_LAYER_KIND 3   /* "gru", "dense" */
+#define GRULITE_NAMES_LAYER_KIND 3   /* "gru", "dense", "embedding" */
 
 /* Name of `code` in a table (GRULITE_NAMES_*), or NULL if the table has no
  * such code.  Static strings; thread-safe. */
@@ -149,7 +152,20 @@ typedef struct grulite_layer_info {
     int32_t dtype;           /* GRULITE_DTYPE_* of its weights */
     int32_t reverse;         /* 1: a one-direction layer that runs backwards in time
                                 (ONNX direction="reverse", Keras go_backwards) */
+    int32_t projected;       /* 1: the layer's input already is its input projection
+                                W_ih x + b_ih (D*3*H features, directions then gates
+                                r, z, n): an embedding folded into layer 0; the layer
+                                stores no W_ih, b_ih.  Only the first GRU layer. */
 } grulite_layer_info;
+
+/* The embedding of a model whose input is token ids (nn.Embedding): step
+ * t of row b reads row tokens[b, t] of a (vocab_size, width) table. */
+typedef struct grulite_embedding_info {
+    int32_t vocab_size;      /* V: ids are in [0, V) */
+    int32_t width;           /* features out: the embedding size, or D*3*H of
+                                GRU layer 0 when folded into it (projected) */
+    int32_t dtype;           /* GRULITE_DTYPE_* of the table */
+} grulite_embedding_info;
 
 /* One dense (Linear) layer of the head. */
 typedef struct grulite_dense_info {
@@ -174,6 +190,9 @@ typedef struct grulite_info {
                                 backward directions */
     uint32_t checksum;       /* CRC-32 of the model image */
     size_t image_size;       /* bytes of the model image (file size) */
+    int32_t vocab_size;      /* > 0: the input is token ids in [0, vocab_size), one
+                                per step (input_size is 1; grulite_run.tokens);
+                                0: float features */
 } grulite_info;
 
 /* ---- Models --------------------------------------------------------- */
@@ -214,9 +233,14 @@ GRULITE_API int grulite_model_layer(const grulite_model *model, int layer,
 GRULITE_API int grulite_model_dense(const grulite_model *model, int index,
                                     grulite_dense_info *info);
 
+/* Fills *info for a model with an embedding; GRULITE_E_ARG without one. */
+GRULITE_API int grulite_model_embedding(const grulite_model *model,
+                                        grulite_embedding_info *info);
+
 /* Kind (GRULITE_LAYER_*) of the model's layer 0 <= index < num_layers +
- * num_dense, in the model's order (GRU layers, then the head); GRULITE_E_ARG
- * outside.  grulite_model_layer / _dense count layers of one kind. */
+ * num_dense (+ 1 with an embedding), in the model's order (embedding, GRU
+ * layers, head); GRULITE_E_ARG outside.  grulite_model_layer / _dense
+ * count layers of one kind. */
 GRULITE_API int grulite_model_layer_kind(const grulite_model *model, int index);
 
 /* Multiply-adds one batch row costs per time step in the model's GRU
@@ -281,7 +305,25 @@ typedef struct grulite_layer_spec {
     const float *weight_hh[2];         /* (3*H, H) */
     const float *bias_ih[2];           /* (3*H), ignored when !has_bias */
     const float *bias_hh[2];           /* (3*H), ignored when !has_bias */
+    int32_t projected;                 /* layer 0 only: the embedding's table already is
+                                          the input projection (grulite_layer_info);
+                                          weight_ih / bias_ih are then ignored */
 } grulite_layer_spec;
+
+/* Folding an embedding into GRU layer 0's input projection: the table
+ * becomes (V, D*3*H) rows of W_ih e + b_ih, and a step's input product a
+ * row lookup.  AUTO folds when that table is no larger than the embedding
+ * and W_ih it replaces. */
+#define GRULITE_FOLD_AUTO   0
+#define GRULITE_FOLD_NEVER  1
+#define GRULITE_FOLD_ALWAYS 2
+
+typedef struct grulite_embedding_spec {
+    int32_t vocab_size;                /* V */
+    int32_t fold;                      /* GRULITE_FOLD_* */
+    const float *weight;               /* (V, width) row-major, nn.Embedding.weight;
+                                          width is the spec's input_size */
+} grulite_embedding_spec;
 
 typedef struct grulite_dense_spec {
     int32_t out_features;              /* in_features follows from the layer below */
@@ -303,6 +345,8 @@ typedef struct grulite_model_spec {
     int32_t head_from_state;           /* see grulite_info */
     const char *metadata;              /* UTF-8, or NULL */
     size_t metadata_len;
+    const grulite_embedding_spec *embedding;  /* token ids in, or NULL: float features.
+                                          input_size is then the embedding's width */
 } grulite_model_spec;
 
 /* Checks a spec's configuration (counts, sizes, flags, dtype, activations)
@@ -364,9 +408,13 @@ typedef struct grulite_run {
     float *y;                  /* B*T*output_size, or NULL; 0 past a length */
     float *h_n;                /* B*state_size, or NULL */
     float *head;               /* B*head_size (or B*T*head_size), or NULL */
+    const int32_t *tokens;     /* models with an embedding: B*T token ids (same row
+                                  order as x), and x NULL.  Ids past a row's length
+                                  are not read.  An id outside [0, vocab_size):
+                                  GRULITE_E_TOKEN, before anything runs */
 } grulite_run;
 
-/* Runs the model.  x, h0 and lengths are read; y, h_n and head written.
+/* Runs the model.  x (or tokens), h0 and lengths are read; y, h_n and head written.
  * The model is only read: many threads may call this at once on one model,
  * each with its own workspace.  Allocates only to grow `ws`. */
 GRULITE_API int grulite_forward(const grulite_model *model, grulite_workspace *ws,
@@ -394,6 +442,35 @@ GRULITE_API int grulite_stream_step(grulite_stream *s, const float *x, int32_t s
 /* Sets the state to zero. */
 GRULITE_API int grulite_stream_reset(grulite_stream *s);
 
+/* One call of grulite_stream_run(): `steps` steps for some or all rows. */
+typedef struct grulite_step {
+    int32_t steps;             /* >= 1 */
+    int32_t n;                 /* rows stepped: with rows, how many; else ignored (all) */
+    const int32_t *rows;       /* n distinct stream rows in [0, batch), or NULL for
+                                  every row; rows not listed keep their state */
+    const float *x;            /* (n, steps, input_size), or NULL with tokens */
+    const int32_t *tokens;     /* models with an embedding: (n, steps) ids */
+    float *y;                  /* (n, steps, output_size), or NULL */
+    float *head;               /* (n, steps, head_size), or NULL */
+} grulite_step;
+
+/* Advances the listed rows (in the order listed: row i of x is stream row
+ * rows[i]) and leaves the others untouched: a server stepping streams that
+ * start and stop at different times.  Same numbers as grulite_stream_step
+ * for those rows.  GRULITE_E_ARG for a row out of range or listed twice. */
+GRULITE_API int grulite_stream_run(grulite_stream *s, const grulite_step *step);
+
+/* Sets the state of the n listed rows to zero (rows NULL: all rows). */
+GRULITE_API int grulite_stream_reset_rows(grulite_stream *s, const int32_t *rows, int32_t n);
+
+/* Copies the state of the n listed rows out / in: h holds n*state_size
+ * floats in h0's layout for a batch of n (blocks of (n, H_l) per layer
+ * and direction).  rows NULL: every row, n = batch. */
+GRULITE_API int grulite_stream_get_rows(const grulite_stream *s, const int32_t *rows, int32_t n,
+                                        float *h);
+GRULITE_API int grulite_stream_set_rows(grulite_stream *s, const int32_t *rows, int32_t n,
+                                        const float *h);
+
 /* Copies the state (B*state_size floats, h0's layout) out / in; n is the
  * number of floats available / given and must equal B*state_size. */
 GRULITE_API int grulite_stream_get_state(const grulite_stream *s, float *h, size_t n);
@@ -405,6 +482,54 @@ GRULITE_API int32_t grulite_stream_batch(const grulite_stream *s);
 /* Bytes the stream holds: its state plus scratch for the largest chunk
  * stepped so far.  The model's own memory is its mapping (image_size). */
 GRULITE_API size_t grulite_stream_bytes(const grulite_stream *s);
+
+/* ---- Generation and forecasting (forward-only models) ---------------- */
+
+/* Arguments of grulite_generate().  The model has an embedding and a head
+ * of vocab_size outputs (the next token's scores).  Each row reads its
+ * prompt (the whole prompt, from h0 or zeros), then repeatedly picks a
+ * token from the head's output at its last step and reads it, until it
+ * picks `stop` (not written) or has written max_steps tokens.  Finished
+ * rows leave the batch: they cost nothing more. */
+typedef struct grulite_generation {
+    int32_t batch;             /* B >= 1 */
+    int32_t steps;             /* prompt columns, >= 1 */
+    const int32_t *prompt;     /* (B, steps) token ids, batch-first */
+    const int32_t *lengths;    /* B prompt lengths in [1, steps], or NULL (all steps) */
+    const float *h0;           /* B*state_size (grulite_run's layout), or NULL */
+    int32_t stop;              /* the token that ends a row, or -1 for none */
+    int32_t max_steps;         /* tokens to write at most per row, >= 0 */
+    int32_t sample;            /* 0: greedy (the highest score, the lowest id on
+                                  ties); 1: draw from softmax(logits / temperature) */
+    float temperature;         /* > 0, sampling only */
+    int32_t top_k;             /* sampling: keep the k most likely tokens; 0: all */
+    float top_p;               /* sampling: keep the fewest most likely tokens whose
+                                  probabilities reach top_p, in (0, 1]; 1: all */
+    uint64_t seed;             /* sampling: row b's draws are a function of
+                                  (seed, b, step) only (a counter-based generator):
+                                  the same whatever the thread count, or which
+                                  other rows run */
+    const uint64_t *seeds;     /* or NULL; else B seeds: row b draws as row 0 of a
+                                  call with seed seeds[b] (one row reproduced in any
+                                  batch) */
+    int32_t *tokens;           /* out: (B, max_steps); slots past a row's count: -1 */
+    int32_t *counts;           /* out: B, tokens written per row */
+} grulite_generation;
+
+/* Generates.  Sampling needs a head whose last layer has no activation
+ * (logits) or softmax (its logits are used); others: GRULITE_E_UNSUPPORTED.
+ * Greedy works with any head.  Uses ws's threads for each step's batch. */
+GRULITE_API int grulite_generate(const grulite_model *model, grulite_workspace *ws,
+                                 const grulite_generation *gen);
+
+/* Forecasting: runs the model over run->x (lengths, h0 as grulite_forward;
+ * y and head ignored), takes the head's output at each row's last valid
+ * step as the first prediction, then feeds each prediction back as the
+ * next input, `horizon` predictions in all.  The head's size must equal
+ * input_size.  out: (B, horizon, head_size).  run->h_n (or NULL) gets the
+ * state after the last input read. */
+GRULITE_API int grulite_forecast(const grulite_model *model, grulite_workspace *ws,
+                                 const grulite_run *run, int32_t horizon, float *out);
 
 #ifdef __cplusplus
 }

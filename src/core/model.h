@@ -3,10 +3,10 @@
  * its weight panels sit side by side, scratch lives in engine/engine.h).
  *
  * A layer has a kind (layers/layers.h): the kind knows its record in the
- * file, its checks, its tensors and how to run.  Today's models are one or
- * more GRU layers (sequence layers: rows are (batch, step)) followed by an
- * optional head of dense layers (row layers: one row per sequence, or per
- * step when asked). */
+ * file, its checks, its tensors and how to run.  Today's models are an
+ * optional embedding (token ids in), one or more GRU layers (sequence
+ * layers: rows are (batch, step)), then an optional head of dense layers
+ * (row layers: one row per sequence, or per step when asked). */
 #ifndef GRULITE_MODEL_H
 #define GRULITE_MODEL_H
 
@@ -29,6 +29,12 @@ typedef struct gl_dense {
     gl_panel p;              /* (K = in_features, out_features), G = 1: nn.Linear */
 } gl_dense;
 
+typedef struct gl_embedding {
+    grulite_embedding_info cfg;
+    gl_panel p;              /* (K = vocab_size, width), G = 1: row v of the table is
+                                input k = v of the panel */
+} gl_embedding;
+
 struct gl_kind;
 
 typedef struct gl_layer {
@@ -41,16 +47,18 @@ typedef struct gl_layer {
     union {
         gl_gru gru;
         gl_dense dense;
+        gl_embedding emb;
     } u;
 } gl_layer;
 
-/* Layers a model may have: GRU layers plus head layers. */
-#define GL_MAX_MODEL_LAYERS (GRULITE_MAX_LAYERS + GRULITE_MAX_DENSE)
+/* Layers a model may have: an embedding, GRU layers, head layers. */
+#define GL_MAX_MODEL_LAYERS (1 + GRULITE_MAX_LAYERS + GRULITE_MAX_DENSE)
 
 struct grulite_model {
     grulite_info info;       /* num_layers counts GRU layers, num_dense head layers */
     int32_t n;               /* layers in layer[] */
     int32_t n_seq;           /* the first n_seq layers are sequence layers */
+    int32_t first_gru;       /* index of the first GRU layer (1 after an embedding) */
     gl_layer layer[GL_MAX_MODEL_LAYERS];
     const gl_kernels *k;     /* chosen at load */
     int32_t max_hidden;      /* max H over GRU layers */

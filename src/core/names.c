@@ -27,6 +27,7 @@ const char *grulite_strerror(int code)
     case GRULITE_E_ALIGN: return "borrowed model buffer is not 64-byte aligned";
     case GRULITE_E_TOO_LARGE: return "size too large";
     case GRULITE_E_BUFFER: return "output buffer too small";
+    case GRULITE_E_TOKEN: return "token id outside [0, vocab_size)";
     default: return "unknown error";
     }
 }
@@ -61,6 +62,7 @@ static const gl_name gl_activations[] = {
 static const gl_name gl_kinds[] = {
     { GRULITE_LAYER_GRU, "gru" },
     { GRULITE_LAYER_DENSE, "dense" },
+    { GRULITE_LAYER_EMBEDDING, "embedding" },
     { 0, NULL },
 };
 

@@ -1,7 +1,7 @@
 # cython: language_level=3
 # Declarations of include/grulite.h, in the header's order.
 
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 
 cdef extern from "grulite.h" nogil:
     int GRULITE_VERSION_MAJOR
@@ -27,6 +27,7 @@ cdef extern from "grulite.h" nogil:
     int GRULITE_E_ALIGN
     int GRULITE_E_TOO_LARGE
     int GRULITE_E_BUFFER
+    int GRULITE_E_TOKEN
 
     const char *grulite_strerror(int code)
     const char *grulite_version()
@@ -43,6 +44,7 @@ cdef extern from "grulite.h" nogil:
 
     int GRULITE_LAYER_GRU
     int GRULITE_LAYER_DENSE
+    int GRULITE_LAYER_EMBEDDING
 
     int GRULITE_NAMES_DTYPE
     int GRULITE_NAMES_ACTIVATION
@@ -64,6 +66,12 @@ cdef extern from "grulite.h" nogil:
         int32_t has_bias
         int32_t dtype
         int32_t reverse
+        int32_t projected
+
+    ctypedef struct grulite_embedding_info:
+        int32_t vocab_size
+        int32_t width
+        int32_t dtype
 
     ctypedef struct grulite_dense_info:
         int32_t in_features
@@ -82,6 +90,7 @@ cdef extern from "grulite.h" nogil:
         int32_t head_from_state
         uint32_t checksum
         size_t image_size
+        int32_t vocab_size
 
     ctypedef struct grulite_model:
         pass
@@ -95,6 +104,7 @@ cdef extern from "grulite.h" nogil:
     int grulite_model_info(const grulite_model *model, grulite_info *info)
     int grulite_model_layer(const grulite_model *model, int layer, grulite_layer_info *info)
     int grulite_model_dense(const grulite_model *model, int index, grulite_dense_info *info)
+    int grulite_model_embedding(const grulite_model *model, grulite_embedding_info *info)
     int grulite_model_layer_kind(const grulite_model *model, int index)
     double grulite_model_macs(const grulite_model *model)
     const char *grulite_model_metadata(const grulite_model *model, size_t *len)
@@ -117,6 +127,16 @@ cdef extern from "grulite.h" nogil:
         const float *weight_hh[2]
         const float *bias_ih[2]
         const float *bias_hh[2]
+        int32_t projected
+
+    int GRULITE_FOLD_AUTO
+    int GRULITE_FOLD_NEVER
+    int GRULITE_FOLD_ALWAYS
+
+    ctypedef struct grulite_embedding_spec:
+        int32_t vocab_size
+        int32_t fold
+        const float *weight
 
     ctypedef struct grulite_dense_spec:
         int32_t out_features
@@ -136,6 +156,7 @@ cdef extern from "grulite.h" nogil:
         int32_t head_from_state
         const char *metadata
         size_t metadata_len
+        const grulite_embedding_spec *embedding
 
     int grulite_spec_check(const grulite_model_spec *spec, char *msg, size_t msg_size)
     int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t cap,
@@ -163,6 +184,7 @@ cdef extern from "grulite.h" nogil:
         float *y
         float *h_n
         float *head
+        const int32_t *tokens
 
     int grulite_forward(const grulite_model *model, grulite_workspace *ws,
                         const grulite_run *run)
@@ -179,3 +201,39 @@ cdef extern from "grulite.h" nogil:
     int grulite_stream_set_state(grulite_stream *s, const float *h, size_t n)
     int32_t grulite_stream_batch(const grulite_stream *s)
     size_t grulite_stream_bytes(const grulite_stream *s)
+
+    ctypedef struct grulite_step:
+        int32_t steps
+        int32_t n
+        const int32_t *rows
+        const float *x
+        const int32_t *tokens
+        float *y
+        float *head
+
+    int grulite_stream_run(grulite_stream *s, const grulite_step *step)
+    int grulite_stream_reset_rows(grulite_stream *s, const int32_t *rows, int32_t n)
+    int grulite_stream_get_rows(const grulite_stream *s, const int32_t *rows, int32_t n, float *h)
+    int grulite_stream_set_rows(grulite_stream *s, const int32_t *rows, int32_t n, const float *h)
+
+    ctypedef struct grulite_generation:
+        int32_t batch
+        int32_t steps
+        const int32_t *prompt
+        const int32_t *lengths
+        const float *h0
+        int32_t stop
+        int32_t max_steps
+        int32_t sample
+        float temperature
+        int32_t top_k
+        float top_p
+        uint64_t seed
+        const uint64_t *seeds
+        int32_t *tokens
+        int32_t *counts
+
+    int grulite_generate(const grulite_model *model, grulite_workspace *ws,
+                         const grulite_generation *gen)
+    int grulite_forecast(const grulite_model *model, grulite_workspace *ws,
+                         const grulite_run *run, int32_t horizon, float *out)

@@ -9,7 +9,7 @@ pointer to C, so no call from Python can make the core read out of bounds.
 """
 
 cimport numpy as cnp
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
@@ -246,7 +246,24 @@ cdef class CModel:
         """The kind of each layer, in the model's order ("gru", ..., "dense", ...)."""
         cdef int i
         return [_KIND_NAMES[grulite_model_layer_kind(self.ptr, i)]
-                for i in range(self.info.num_layers + self.info.num_dense)]
+                for i in range(self.info.num_layers + self.info.num_dense +
+                               (1 if self.info.vocab_size else 0))]
+
+    @property
+    def vocab_size(self):
+        """Token ids the embedding takes (0: the input is float features)."""
+        return self.info.vocab_size
+
+    def embedding(self):
+        """The embedding as a dict (vocab_size, width, dtype, folded), or None."""
+        cdef grulite_embedding_info ei
+        cdef grulite_layer_info li
+        if not self.info.vocab_size:
+            return None
+        check(grulite_model_embedding(self.ptr, &ei))
+        check(grulite_model_layer(self.ptr, 0, &li))
+        return dict(vocab_size=ei.vocab_size, width=ei.width,
+                    dtype=_DTYPE_NAMES.get(ei.dtype, "?"), folded=bool(li.projected))
 
     @property
     def nbytes(self):
@@ -261,7 +278,8 @@ cdef class CModel:
             out.append(dict(input_size=li.input_size, hidden_size=li.hidden_size,
                             num_directions=li.num_directions,
                             reset_after=bool(li.reset_after), bias=bool(li.has_bias),
-                            dtype=_DTYPE_NAMES.get(li.dtype, "?"), reverse=bool(li.reverse)))
+                            dtype=_DTYPE_NAMES.get(li.dtype, "?"), reverse=bool(li.reverse),
+                            projected=bool(li.projected)))
         return out
 
     def head(self):
@@ -327,14 +345,18 @@ cdef class CModel:
         cdef cnp.ndarray len_a = None, h0_a = None
         cdef Py_ssize_t B, T
         cdef int rc
-        if cnp.PyArray_NDIM(x) != 3 or cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or \
+        if self.info.vocab_size:
+            if cnp.PyArray_NDIM(x) != 2 or cnp.PyArray_TYPE(x) != cnp.NPY_INT32 or \
+                    not cnp.PyArray_IS_C_CONTIGUOUS(x):
+                raise GruliteError("internal: tokens must be a C-contiguous int32 2-D array")
+        elif cnp.PyArray_NDIM(x) != 3 or cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or \
                 not cnp.PyArray_IS_C_CONTIGUOUS(x):
             raise GruliteError("internal: x must be a C-contiguous float32 3-D array")
         if batch_first:
             B, T = x.shape[0], x.shape[1]
         else:
             T, B = x.shape[0], x.shape[1]
-        if x.shape[2] != self.info.input_size:
+        if not self.info.vocab_size and x.shape[2] != self.info.input_size:
             raise GruliteError(f"x has {x.shape[2]} features; the model expects input_size="
                                f"{self.info.input_size}")
         if B < 1 or T < 1:
@@ -346,7 +368,10 @@ cdef class CModel:
         run.steps = <int32_t>T
         run.batch_first = batch_first
         run.head_all_steps = head_all_steps
-        run.x = fptr(x)
+        if self.info.vocab_size:
+            run.tokens = <const int32_t *>cnp.PyArray_DATA(x)
+        else:
+            run.x = fptr(x)
         if lengths is not None:
             len_a = lengths
             if len_a.dtype != np.int32 or len_a.ndim != 1 or len_a.shape[0] != B \
@@ -380,8 +405,119 @@ cdef class CModel:
             run.head = fptr(hd)
         with nogil:
             rc = grulite_forward(self.ptr, ws.ptr, &run)
+        if rc == GRULITE_E_TOKEN:
+            _bad_token(x, lengths, batch_first, self.info.vocab_size)
         check(rc)
         return y, hn, hd
+
+    def generate(self, Workspace ws not None, cnp.ndarray prompt not None, object lengths,
+                 object h0, int stop, int max_steps, bint sample, double temperature,
+                 int top_k, double top_p, object seed):
+        """grulite_generate.  prompt: int32 C-contiguous (B, T); lengths:
+        int32 (B,) or None; h0: float32 (B * state_size,) or None.  Returns
+        (tokens (B, max_steps) int32 with -1 past each count, counts (B,))."""
+        cdef grulite_generation g
+        cdef cnp.ndarray toks, counts, len_a = None, h0_a = None, seeds_a = None
+        cdef int rc
+        if cnp.PyArray_NDIM(prompt) != 2 or cnp.PyArray_TYPE(prompt) != cnp.NPY_INT32 or \
+                not cnp.PyArray_IS_C_CONTIGUOUS(prompt):
+            raise GruliteError("internal: prompt must be a C-contiguous int32 2-D array")
+        B, T = prompt.shape[0], prompt.shape[1]
+        if B < 1 or T < 1 or B > MAX_INT32 or T > MAX_INT32 or not 0 <= max_steps:
+            raise GruliteError(f"internal: prompt {B}x{T}, max_steps {max_steps}")
+        memset(&g, 0, sizeof(g))
+        g.batch = <int32_t>B
+        g.steps = <int32_t>T
+        g.prompt = <const int32_t *>cnp.PyArray_DATA(prompt)
+        if lengths is not None:
+            len_a = lengths
+            if len_a.dtype != np.int32 or len_a.ndim != 1 or len_a.shape[0] != B \
+                    or not len_a.flags.c_contiguous:
+                raise GruliteError("internal: lengths must be int32 of shape (B,)")
+            g.lengths = <const int32_t *>cnp.PyArray_DATA(len_a)
+        if h0 is not None:
+            h0_a = h0
+            if h0_a.dtype != np.float32 or h0_a.ndim != 1 or \
+                    h0_a.shape[0] != B * self.info.state_size or not h0_a.flags.c_contiguous:
+                raise GruliteError("internal: h0 must be float32 of shape (B*state_size,)")
+            g.h0 = fptr(h0_a)
+        g.stop = stop
+        g.max_steps = max_steps
+        g.sample = sample
+        g.temperature = <float>temperature
+        g.top_k = top_k
+        g.top_p = <float>top_p
+        if isinstance(seed, np.ndarray):
+            seeds_a = np.ascontiguousarray(seed, dtype=np.uint64)
+            if (<object>seeds_a).shape != (B,):
+                raise GruliteError(f"internal: seeds must be ({B},)")
+            g.seeds = <const uint64_t *>cnp.PyArray_DATA(seeds_a)
+        else:
+            g.seed = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
+        toks = np.empty((B, max_steps), dtype=np.int32)
+        counts = np.empty(B, dtype=np.int32)
+        g.tokens = <int32_t *>cnp.PyArray_DATA(toks)
+        g.counts = <int32_t *>cnp.PyArray_DATA(counts)
+        with nogil:
+            rc = grulite_generate(self.ptr, ws.ptr, &g)
+        if rc == GRULITE_E_TOKEN:
+            _bad_token(prompt, lengths, True, self.info.vocab_size)
+        check(rc)
+        return toks, counts
+
+    def forecast(self, Workspace ws not None, cnp.ndarray x not None, bint batch_first,
+                 object lengths, object h0, int horizon, bint want_h_n):
+        """grulite_forecast.  x as for forward; returns (out (B, horizon,
+        head_size), h_n_flat or None)."""
+        cdef grulite_run run
+        cdef cnp.ndarray out, hn = None, len_a = None, h0_a = None
+        cdef int rc
+        if cnp.PyArray_NDIM(x) != 3 or cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or \
+                not cnp.PyArray_IS_C_CONTIGUOUS(x) or x.shape[2] != self.info.input_size:
+            raise GruliteError("internal: x must be a C-contiguous float32 (B, T, I) array")
+        B, T = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
+        if B < 1 or T < 1 or B > MAX_INT32 or T > MAX_INT32 or horizon < 1:
+            raise GruliteError(f"internal: x {B}x{T}, horizon {horizon}")
+        memset(&run, 0, sizeof(run))
+        run.batch = <int32_t>B
+        run.steps = <int32_t>T
+        run.batch_first = batch_first
+        run.x = fptr(x)
+        if lengths is not None:
+            len_a = lengths
+            if len_a.dtype != np.int32 or len_a.ndim != 1 or len_a.shape[0] != B:
+                raise GruliteError("internal: lengths must be int32 of shape (B,)")
+            run.lengths = <const int32_t *>cnp.PyArray_DATA(len_a)
+        if h0 is not None:
+            h0_a = h0
+            if h0_a.dtype != np.float32 or h0_a.ndim != 1 or \
+                    h0_a.shape[0] != B * self.info.state_size:
+                raise GruliteError("internal: h0 must be float32 of shape (B*state_size,)")
+            run.h0 = fptr(h0_a)
+        out = np.empty((B, horizon, self.info.head_size), dtype=np.float32)
+        if want_h_n:
+            hn = np.empty(B * self.info.state_size, dtype=np.float32)
+            run.h_n = fptr(hn)
+        cdef float *op = fptr(out)
+        with nogil:
+            rc = grulite_forecast(self.ptr, ws.ptr, &run, horizon, op)
+        check(rc)
+        return out, hn
+
+
+cdef int _bad_token(cnp.ndarray tokens, object lengths, bint batch_first, int vocab) except -1:
+    """Raises a GruliteError naming the first token id C refused
+    (GRULITE_E_TOKEN): the first one outside [0, vocab) within a length."""
+    t = tokens if batch_first else tokens.T
+    B, T = t.shape
+    lens = np.full(B, T) if lengths is None else np.asarray(lengths)
+    valid = np.arange(T)[None, :] < lens[:, None]
+    bad = valid & ((t < 0) | (t >= vocab))
+    if bad.any():
+        b, s = np.argwhere(bad)[0]
+        raise GruliteError(f"token id {int(t[b, s])} at row {int(b)}, step {int(s)} is outside "
+                           f"the vocabulary [0, {vocab})")
+    raise GruliteError(f"a token id is outside the vocabulary [0, {vocab})")
 
 
 def load_path(path):
@@ -430,6 +566,7 @@ cdef class _Spec:
     cdef grulite_model_spec spec
     cdef grulite_layer_spec *ls
     cdef grulite_dense_spec *ds
+    cdef grulite_embedding_spec es
     cdef list keep
     cdef bytes metadata
 
@@ -442,7 +579,8 @@ cdef class _Spec:
         free(self.ds)
 
     def __init__(self, object input_size, list layers, list dense, bytes metadata=b"",
-                 bint batch_first=True, object dtype="float32", bint head_from_state=False):
+                 bint batch_first=True, object dtype="float32", bint head_from_state=False,
+                 object embedding=None):
         cdef Py_ssize_t nl = len(layers), nd = len(dense)
         cdef int i, j
         # Counts beyond the format's are C's to refuse: allocate none of them.
@@ -465,6 +603,14 @@ cdef class _Spec:
         self.spec.head_from_state = head_from_state
         self.spec.metadata = self.metadata
         self.spec.metadata_len = len(self.metadata)
+        if embedding is not None:
+            # embedding: dict with vocab_size and fold (None: auto, True, False).
+            memset(&self.es, 0, sizeof(self.es))
+            self.es.vocab_size = _int32(embedding["vocab_size"], "embedding: vocab_size")
+            fold = embedding.get("fold")
+            self.es.fold = (GRULITE_FOLD_AUTO if fold is None else
+                            GRULITE_FOLD_ALWAYS if fold else GRULITE_FOLD_NEVER)
+            self.spec.embedding = &self.es
         if nl > GRULITE_MAX_LAYERS or nd > GRULITE_MAX_DENSE:
             return
         for i, L in enumerate(layers):
@@ -479,11 +625,15 @@ cdef class _Spec:
             self.ds[j].activation = ACTIVATIONS[act] if act in ACTIVATIONS else -1
             self.ds[j].has_bias = 0 if D["bias"] is None else 1
 
-    cdef attach_weights(self, list layers, list dense):
+    cdef attach_weights(self, list layers, list dense, object embedding=None):
         """Points the spec at the weight arrays (after check(): the shapes
         follow from a valid configuration)."""
         cdef int i, j, d
         cdef cnp.ndarray a
+        if embedding is not None:
+            a = _checked(embedding["weight"], (embedding["vocab_size"], self.spec.input_size),
+                         self.keep)
+            self.es.weight = fptr(a)
         for i, L in enumerate(layers):
             H = L["hidden_size"]
             for d in range(L["num_directions"]):
@@ -519,27 +669,32 @@ cdef int32_t _int32(object v, str name) except? -1:
     return <int32_t>n
 
 
-def check_config(input_size, layers, dense):
+def check_config(input_size, layers, dense, embedding=None):
     """Checks a model description against the format and the C core's
     limits (grulite_spec_check) before any tensor is copied; raises a
-    GruliteError naming the field.  layers / dense as for :func:`serialize`."""
-    _Spec(input_size, layers, dense).check()
+    GruliteError naming the field.  layers / dense / embedding as for
+    :func:`serialize`."""
+    _Spec(input_size, layers, dense, embedding=embedding).check()
 
 
 def serialize(object input_size, list layers, list dense, bytes metadata,
-              bint batch_first=True, dtype="float32", bint head_from_state=False):
+              bint batch_first=True, dtype="float32", bint head_from_state=False,
+              object embedding=None):
     """Builds a .grl image (bytes).
 
     layers: list of dicts with input_size, hidden_size, num_directions,
     reset_after, bias, and per direction lists weight_ih, weight_hh,
     bias_ih, bias_hh of float32 C-contiguous arrays in PyTorch layout.
     dense: list of dicts with in_features, out_features, activation (name),
-    weight, bias (or None).  The configuration is checked by C first.
+    weight, bias (or None).  embedding: None, or a dict with vocab_size,
+    fold (None: when it pays, True, False) and weight, a float32 (V,
+    input_size) array (the model then reads token ids).  The configuration
+    is checked by C first.
     """
     cdef _Spec sp = _Spec(input_size, layers, dense, metadata, batch_first, dtype,
-                          head_from_state)
+                          head_from_state, embedding)
     sp.check()
-    sp.attach_weights(layers, dense)
+    sp.attach_weights(layers, dense, embedding)
     cdef size_t size = 0
     cdef int rc
     cdef cnp.ndarray a
@@ -573,7 +728,7 @@ cdef class Stream:
     cdef readonly object model       # the grulite.Model, kept alive
     cdef CModel core
     cdef readonly int batch_size
-    cdef int input_size, out_size, state_size
+    cdef int input_size, out_size, state_size, vocab_size
     cdef bint has_head
     cdef object _state_split         # callable: flat state -> user form
     cdef object _state_join          # callable: user form -> flat state
@@ -599,6 +754,7 @@ cdef class Stream:
         self.core = core
         self.batch_size = batch_size
         self.input_size = core.info.input_size
+        self.vocab_size = core.info.vocab_size
         self.has_head = core.info.num_dense > 0
         self.out_size = core.info.head_size if self.has_head else core.info.output_size
         self.state_size = core.info.state_size
@@ -608,51 +764,73 @@ cdef class Stream:
     def __dealloc__(self):
         grulite_stream_free(self.ptr)
 
-    def step(self, x, out=None):
+    def step(self, x, out=None, rows=None):
         """Advances the stream.
 
         x: (B, I) for one step, (B, T, I) for a chunk of T steps, or (I,)
         when batch_size is 1; float32 C-contiguous arrays are used as they
-        are, anything else is converted.  Returns the top layer's output
-        (or the head's, for a model with a head) for each step: (B, H),
-        (B, T, H) or (H,) to match x.  With ``out`` (a C-contiguous float32
-        array of that shape) the result is written there and nothing is
-        allocated.
+        are, anything else is converted.  For a model with an embedding, x
+        holds token ids: (B,) for one step or (B, T).  Returns the top
+        layer's output (or the head's, for a model with a head) for each
+        step: (B, H), (B, T, H) or (H,) to match x.  With ``out`` (a
+        C-contiguous float32 array of that shape) the result is written
+        there and nothing is allocated.
+
+        rows: step only these stream rows (distinct, in [0, batch_size));
+        x then has len(rows) rows, row i for stream row rows[i], and the
+        other rows keep their state.
         """
-        cdef cnp.ndarray xa, res
-        cdef Py_ssize_t T
+        cdef cnp.ndarray xa, res, rows_a = None
+        cdef Py_ssize_t T, n
         cdef int nd, rc
-        cdef float *dst
-        cdef const float *xp
+        cdef grulite_step st
         cdef cnp.npy_intp dims[3]
-        cdef bint ready = cnp.PyArray_Check(x) and \
-            cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32 and \
-            cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x)          # contiguous, aligned, native order
-        # Shapes are checked on x as given; the float32 copy (if any) comes after.
-        xa = <cnp.ndarray>x if ready else as_float(x, "x")
-        nd = cnp.PyArray_NDIM(xa)
-        if nd == 1 and self.batch_size == 1 and xa.shape[0] == self.input_size:
-            T = 1
-        elif nd == 2 and xa.shape[0] == self.batch_size and xa.shape[1] == self.input_size:
-            T = 1
-        elif nd == 3 and xa.shape[0] == self.batch_size and xa.shape[2] == self.input_size \
-                and xa.shape[1] >= 1:
-            T = xa.shape[1]
+        n = self.batch_size
+        if rows is not None:
+            rows_a = self._rows(rows)
+            n = rows_a.shape[0]
+        if self.vocab_size:
+            xa = _token_array(x, "x", self.vocab_size)
+            nd = cnp.PyArray_NDIM(xa)
+            if nd == 1 and xa.shape[0] == n:
+                T = 1
+            elif nd == 2 and xa.shape[0] == n and xa.shape[1] >= 1:
+                T = xa.shape[1]
+            else:
+                raise GruliteError(
+                    f"step expects token ids of shape ({n},) for one step or ({n}, steps); "
+                    f"got {(<object>xa).shape}")
+            nd += 1                      # the result adds a feature axis
         else:
-            raise GruliteError(
-                f"step expects x of shape (batch_size, input_size) = ({self.batch_size}, "
-                f"{self.input_size}) or (batch_size, steps, input_size); got {(<object>xa).shape}")
+            ready = cnp.PyArray_Check(x) and \
+                cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT32 and \
+                cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x)          # contiguous, aligned, native order
+            # Shapes are checked on x as given; the float32 copy (if any) comes after.
+            xa = <cnp.ndarray>x if ready else as_float(x, "x")
+            nd = cnp.PyArray_NDIM(xa)
+            if nd == 1 and n == 1 and xa.shape[0] == self.input_size:
+                T = 1
+            elif nd == 2 and xa.shape[0] == n and xa.shape[1] == self.input_size:
+                T = 1
+            elif nd == 3 and xa.shape[0] == n and xa.shape[2] == self.input_size \
+                    and xa.shape[1] >= 1:
+                T = xa.shape[1]
+            else:
+                raise GruliteError(
+                    f"step expects x of shape ({'len(rows)' if rows is not None else 'batch_size'}, "
+                    f"input_size) = ({n}, {self.input_size}) or (rows, steps, input_size); "
+                    f"got {(<object>xa).shape}")
+            if not ready:
+                xa = np.require(xa, np.float32, ["C", "A"])
         if T > MAX_INT32:
             raise GruliteError(f"x holds {T} steps; a chunk may hold at most 2**31 - 1")
-        if not ready:
-            xa = np.require(xa, np.float32, ["C", "A"])
         # The result has x's shape with the last axis replaced by out_size.
         if nd == 3:
-            dims[0] = self.batch_size
+            dims[0] = n
             dims[1] = T
             dims[2] = self.out_size
         elif nd == 2:
-            dims[0] = self.batch_size
+            dims[0] = n
             dims[1] = self.out_size
         else:
             dims[0] = self.out_size
@@ -667,20 +845,43 @@ cdef class Stream:
                                    f"in native byte order, of shape "
                                    f"{tuple(dims[i] for i in range(nd))}")
             res = <cnp.ndarray>out
-        dst = fptr(res)
-        xp = fptr(xa)
+        memset(&st, 0, sizeof(st))
+        st.steps = <int32_t>T
+        if rows_a is not None:
+            st.n = <int32_t>n
+            st.rows = <const int32_t *>cnp.PyArray_DATA(rows_a)
+        if self.vocab_size:
+            st.tokens = <const int32_t *>cnp.PyArray_DATA(xa)
+        else:
+            st.x = fptr(xa)
+        if self.has_head:
+            st.head = fptr(res)
+        else:
+            st.y = fptr(res)
         self._enter()
         try:
-            if self.has_head:
-                with nogil:
-                    rc = grulite_stream_step(self.ptr, xp, <int32_t>T, NULL, dst)
-            else:
-                with nogil:
-                    rc = grulite_stream_step(self.ptr, xp, <int32_t>T, dst, NULL)
+            with nogil:
+                rc = grulite_stream_run(self.ptr, &st)
         finally:
             self.busy = False
+        if rc == GRULITE_E_TOKEN:
+            _bad_token(xa.reshape(n, T), None, True, self.vocab_size)
         check(rc)
         return res
+
+    cdef cnp.ndarray _rows(self, object rows):
+        """rows as a C-contiguous int32 array, checked: 1-D, in range, distinct."""
+        r = as_array(rows, "rows")
+        if r.ndim != 1 or r.shape[0] < 1 or (r.dtype.kind not in "iu"):
+            raise GruliteError(f"rows must be a non-empty 1-D sequence of integer stream rows; "
+                               f"got shape {r.shape}, dtype {r.dtype}")
+        if r.min() < 0 or r.max() >= self.batch_size:
+            bad = int(r[(r < 0) | (r >= self.batch_size)][0])
+            raise GruliteError(f"row {bad} is outside the stream's rows [0, {self.batch_size})")
+        u, c = np.unique(r, return_counts=True)
+        if (c > 1).any():
+            raise GruliteError(f"row {int(u[c > 1][0])} is listed twice in rows")
+        return np.ascontiguousarray(r, dtype=np.int32)
 
     cdef int _enter(self) except -1:
         # Checked and set with the GIL held: a second thread cannot slip in.
@@ -690,13 +891,59 @@ cdef class Stream:
         self.busy = True
         return 0
 
-    def reset(self):
-        """Sets the state back to zeros."""
+    def reset(self, rows=None):
+        """Sets the state back to zeros: every row's, or the listed rows'."""
+        cdef cnp.ndarray r = None
+        cdef int rc
+        if rows is not None:
+            r = self._rows(rows)
         self._enter()
         try:
-            check(grulite_stream_reset(self.ptr))
+            if r is None:
+                rc = grulite_stream_reset(self.ptr)
+            else:
+                rc = grulite_stream_reset_rows(self.ptr, <const int32_t *>cnp.PyArray_DATA(r),
+                                               <int32_t>r.shape[0])
         finally:
             self.busy = False
+        check(rc)
+
+    def get_state(self, rows=None):
+        """The hidden state of every row, or of the listed rows (as a batch
+        of len(rows)), in the form of ``h0`` (a copy)."""
+        cdef cnp.ndarray r = None, flat
+        cdef Py_ssize_t n = self.batch_size
+        cdef int rc
+        if rows is not None:
+            r = self._rows(rows)
+            n = r.shape[0]
+        flat = np.empty(n * self.state_size, dtype=np.float32)
+        self._enter()
+        try:
+            rc = grulite_stream_get_rows(self.ptr, NULL if r is None else
+                                         <const int32_t *>cnp.PyArray_DATA(r), <int32_t>n, fptr(flat))
+        finally:
+            self.busy = False
+        check(rc)
+        return self._state_split(flat, n)
+
+    def set_state(self, value, rows=None):
+        """Sets the state of every row, or of the listed rows (value: a
+        batch of len(rows), in the form of ``h0``)."""
+        cdef cnp.ndarray r = None, flat
+        cdef Py_ssize_t n = self.batch_size
+        cdef int rc
+        if rows is not None:
+            r = self._rows(rows)
+            n = r.shape[0]
+        flat = self._state_join(value, n)
+        self._enter()
+        try:
+            rc = grulite_stream_set_rows(self.ptr, NULL if r is None else
+                                         <const int32_t *>cnp.PyArray_DATA(r), <int32_t>n, fptr(flat))
+        finally:
+            self.busy = False
+        check(rc)
 
     @property
     def nbytes(self):
@@ -706,19 +953,26 @@ cdef class Stream:
     @property
     def state(self):
         """The hidden state, in the form of ``h0`` (a copy)."""
-        cdef cnp.ndarray flat = np.empty(self.batch_size * self.state_size, dtype=np.float32)
-        self._enter()
-        try:
-            check(grulite_stream_get_state(self.ptr, fptr(flat), flat.shape[0]))
-        finally:
-            self.busy = False
-        return self._state_split(flat, self.batch_size)
+        return self.get_state()
 
     @state.setter
     def state(self, value):
-        cdef cnp.ndarray flat = self._state_join(value, self.batch_size)
-        self._enter()
-        try:
-            check(grulite_stream_set_state(self.ptr, fptr(flat), flat.shape[0]))
-        finally:
-            self.busy = False
+        self.set_state(value)
+
+
+cdef cnp.ndarray _token_array(object x, str name, int vocab):
+    """Token ids as a C-contiguous int32 array: any integer array whose
+    values fit (range is checked by C, which names nothing; callers then
+    say which id).  Floats, bools and other dtypes are refused."""
+    a = as_array(x, name)
+    if a.dtype.kind not in "iu":
+        raise GruliteError(f"{name} must hold integer token ids (the model has an embedding of "
+                           f"{vocab} tokens); got dtype {a.dtype}")
+    if a.size and (a.min() < -0x80000000 or a.max() > 0x7FFFFFFF):
+        bad = a.min() if a.min() < 0 else a.max()
+        raise GruliteError(f"token id {int(bad)} is outside the vocabulary [0, {vocab})")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def token_array(x, name, vocab):
+    return _token_array(x, name, vocab)

@@ -35,6 +35,7 @@ class LayerConfig:
     bias: bool
     dtype: str = "float32"
     reverse: bool = False         # one direction, run backwards in time
+    projected: bool = False       # an embedding folded into it: no W_ih of its own
 
     @property
     def num_directions(self) -> int:
@@ -59,6 +60,12 @@ class ModelConfig:
     batch_first: bool
     dtype: str
     head_from: str = "output"     # or "state": the head reads the final states
+    embedding: Optional[dict] = None   # vocab_size, width, dtype, folded: token ids in
+
+    @property
+    def vocab_size(self) -> Optional[int]:
+        """Token ids the embedding takes, or None for float features."""
+        return self.embedding["vocab_size"] if self.embedding else None
 
     @property
     def num_layers(self) -> int:
@@ -94,7 +101,8 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return dict(input_size=self.input_size, batch_first=self.batch_first, dtype=self.dtype,
                     layers=[l.__dict__.copy() for l in self.layers],
-                    head=[d.__dict__.copy() for d in self.head])
+                    head=[d.__dict__.copy() for d in self.head],
+                    embedding=None if self.embedding is None else dict(self.embedding))
 
 
 class Model:
@@ -110,12 +118,13 @@ class Model:
         layers = tuple(LayerConfig(input_size=d["input_size"], hidden_size=d["hidden_size"],
                                    bidirectional=d["num_directions"] == 2,
                                    reset_after=d["reset_after"], bias=d["bias"], dtype=d["dtype"],
-                                   reverse=d["reverse"])
+                                   reverse=d["reverse"], projected=d["projected"])
                        for d in core.layers())
         head = tuple(DenseConfig(**d) for d in core.head())
         self.config = ModelConfig(input_size=core.input_size, layers=layers, head=head,
                                   batch_first=core.batch_first, dtype=layers[0].dtype,
-                                  head_from="state" if core.head_from_state else "output")
+                                  head_from="state" if core.head_from_state else "output",
+                                  embedding=core.embedding())
         self._input_size = core.input_size
         uniform = self.config.uniform
         self._state_shape = ((sum(l.num_directions for l in layers), layers[0].hidden_size)
@@ -208,6 +217,8 @@ class Model:
 
     def _prepare(self, x: Any, lengths: Any, batch_first: Optional[bool]):
         bf = self.config.batch_first if batch_first is None else bool(batch_first)
+        if self.config.embedding:
+            return self._prepare_tokens(x, lengths, bf)
         if (lengths is None and type(x) is np.ndarray and x.dtype == np.float32
                 and x.ndim == 3 and x.flags.c_contiguous and x.flags.aligned
                 and x.shape[2] == self._input_size and x.shape[0] and x.shape[1]):
@@ -235,23 +246,46 @@ class Model:
             raise GruliteError(f"x needs at least one sequence and one step; got batch={B}, steps={T}")
         if B > _core.MAX_INT32 or T > _core.MAX_INT32:     # checked before x is copied
             raise GruliteError(f"x has batch={B}, steps={T}; each must be at most 2**31 - 1")
-        len_a = None
-        if lengths is not None:
-            la = _core.as_array(_np(lengths), "lengths")
-            if la.dtype.kind not in "iu":
-                raise GruliteError(f"lengths must be integers; got dtype {la.dtype}")
-            if unbatched and la.ndim == 0:
-                la = la.reshape(1)
-            if la.shape != (B,):
-                raise GruliteError(f"lengths has shape {la.shape}; expected ({B},), one per sequence")
-            bad = (la < 1) | (la > T)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise GruliteError(f"lengths[{i}] = {int(la[i])} is outside [1, {T}] "
-                                   f"(steps in x = {T})")
-            len_a = np.require(la, np.int32, ["C", "A"])
         xa = np.require(xa, np.float32, ["C", "A"])       # contiguous, aligned, native
-        return xa, bf, unbatched, B, T, len_a
+        return xa, bf, unbatched, B, T, self._lengths(lengths, B, T, unbatched)
+
+    def _lengths(self, lengths: Any, B: int, T: int, unbatched: bool) -> Optional[np.ndarray]:
+        if lengths is None:
+            return None
+        la = _core.as_array(_np(lengths), "lengths")
+        if la.dtype.kind not in "iu":
+            raise GruliteError(f"lengths must be integers; got dtype {la.dtype}")
+        if unbatched and la.ndim == 0:
+            la = la.reshape(1)
+        if la.shape != (B,):
+            raise GruliteError(f"lengths has shape {la.shape}; expected ({B},), one per sequence")
+        bad = (la < 1) | (la > T)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise GruliteError(f"lengths[{i}] = {int(la[i])} is outside [1, {T}] "
+                               f"(steps in x = {T})")
+        return np.require(la, np.int32, ["C", "A"])
+
+    def _prepare_tokens(self, x: Any, lengths: Any, bf: bool):
+        """Token ids: (B, T) (or (T, B) time-major), or unbatched (T,)."""
+        V = self.config.embedding["vocab_size"]
+        xa = _core.token_array(_np(x), "x", V)
+        if xa.ndim == 1:
+            unbatched = True
+            xa = xa[None] if bf else xa[:, None]
+        elif xa.ndim == 2:
+            unbatched = False
+        else:
+            layout = "(batch, steps)" if bf else "(steps, batch)"
+            raise GruliteError(f"this model reads token ids (an embedding of {V} tokens): x must "
+                               f"have shape {layout} or (steps,); got shape {xa.shape}")
+        B, T = (xa.shape[0], xa.shape[1]) if bf else (xa.shape[1], xa.shape[0])
+        if T < 1 or B < 1:
+            raise GruliteError(f"x needs at least one sequence and one step; got batch={B}, steps={T}")
+        if B > _core.MAX_INT32 or T > _core.MAX_INT32:
+            raise GruliteError(f"x has batch={B}, steps={T}; each must be at most 2**31 - 1")
+        xa = np.ascontiguousarray(xa)
+        return xa, bf, unbatched, B, T, self._lengths(lengths, B, T, unbatched)
 
     def _join_state(self, h: Any, B: int, unbatched: bool = False, name: str = "h0") -> np.ndarray:
         """User-form state -> flat float32 (layer, direction, batch, hidden)."""
@@ -358,14 +392,211 @@ class Model:
             return out[0]
         return out
 
+    @property
+    def vocab(self) -> Optional[list]:
+        """The tokens stored with the model (``grulite convert --vocab``,
+        ``vocab=`` of the ``from_*`` functions), id order; None without."""
+        v = self.metadata.get("vocab")
+        return list(v) if isinstance(v, list) else None
+
+    def _needs_generator(self) -> int:
+        c = self.config
+        if not c.embedding:
+            raise GruliteError("generate needs a model that reads token ids (an embedding as its "
+                               "first layer); this one reads float features")
+        V = c.embedding["vocab_size"]
+        if not c.head or c.head_size != V:
+            raise GruliteError(f"generate needs a head giving one score per token ({V}); this "
+                               f"model's head gives {c.head_size or 'nothing'} (convert with "
+                               f"head=[('fc', 'none')] or similar)")
+        if c.bidirectional or any(l.reverse for l in c.layers):
+            raise GruliteError("generate needs a forward-only model; this one has a "
+                               "bidirectional or reverse layer")
+        return V
+
+    def generate(self, prompt: Any = None, h0: Any = None, start: Any = None,
+                 stop: Optional[int] = None, max_steps: int = 100, strategy: str = "greedy",
+                 temperature: float = 1.0, top_k: Optional[int] = None,
+                 top_p: Optional[float] = None, seed: Optional[int] = None) -> list:
+        """Generates token ids, one row per prompt, in C.
+
+        Each row reads its prompt (from ``h0``, or zeros), then repeatedly
+        picks a token from the head's scores at its last step and reads it,
+        until it picks ``stop`` (left out of the result) or has
+        ``max_steps`` tokens.  Finished rows leave the batch.
+
+        Parameters
+        ----------
+        prompt : sequence of int, or list of sequences of int
+            One prompt, or several of different lengths (one row each).
+        h0 : array_like, optional
+            Initial state, as for ``model(x, h0)`` (the encoder's ``h_n``
+            for a decoder).
+        start : int or sequence of int, optional
+            Instead of a prompt: the one token each row starts from (with
+            ``h0``, the encoder -> decoder case; the batch is h0's).
+        stop : int, optional
+            The token that ends a row.
+        strategy : {"greedy", "sample"}
+            greedy: the highest score (the lowest id on ties); sample: a
+            draw from softmax(logits / temperature), restricted to the
+            ``top_k`` most likely tokens and then to the fewest whose
+            probabilities reach ``top_p``.  A head ending in softmax is
+            sampled from its logits; one ending in another activation
+            cannot be sampled from.
+        seed : int or sequence of int, optional
+            Row b's draws depend on (seed, b) only: the same tokens for
+            any thread count, and whichever other rows run.  One seed per
+            row: row b draws as a lone row with seed ``seed[b]`` would, in
+            any batch.  None: a fresh random seed.
+
+        Returns
+        -------
+        list of int64 arrays, one per row.
+        """
+        V = self._needs_generator()
+        if strategy not in ("greedy", "sample"):
+            raise GruliteError(f"strategy must be 'greedy' or 'sample'; got {strategy!r}")
+        sample = strategy == "sample"
+        if not sample and (top_k is not None or top_p is not None or temperature != 1.0):
+            raise GruliteError("temperature, top_k and top_p apply to strategy='sample'")
+        t = float(temperature)
+        if not (np.isfinite(t) and t > 0):
+            raise GruliteError(f"temperature must be a finite number > 0; got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+                                  or top_k < 1):
+            raise GruliteError(f"top_k must be an int >= 1 (or None for all); got {top_k!r}")
+        p = 1.0 if top_p is None else float(top_p)
+        if not (0.0 < p <= 1.0):
+            raise GruliteError(f"top_p must be in (0, 1] (or None); got {top_p!r}")
+        if sample and self.config.head[-1].activation not in ("none", "softmax"):
+            raise GruliteError(f"sampling needs scores a softmax can take: the head's last layer "
+                               f"ends in {self.config.head[-1].activation!r} (only 'none' or "
+                               f"'softmax' can be sampled from); use strategy='greedy'")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) \
+                or not 0 <= max_steps <= _core.MAX_INT32:
+            raise GruliteError(f"max_steps must be an int >= 0; got {max_steps!r}")
+        stop_id = -1
+        if stop is not None:
+            if isinstance(stop, bool) or not isinstance(stop, (int, np.integer)) \
+                    or not 0 <= stop < V:
+                raise GruliteError(f"stop must be a token id in [0, {V}); got {stop!r}")
+            stop_id = int(stop)
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
+        elif isinstance(seed, (list, tuple, np.ndarray)):
+            sa = _core.as_array(seed, "seed")
+            if sa.ndim != 1 or sa.dtype.kind not in "iu" or (sa < 0).any():
+                raise GruliteError("seed must be an int, or one int >= 0 per row")
+            seed = sa.astype(np.uint64)
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise GruliteError(f"seed must be an int (or one per row); got {seed!r}")
+
+        if (prompt is None) == (start is None):
+            raise GruliteError("give a prompt (token sequences) or a start token (with h0), "
+                               "one of the two")
+        if prompt is not None:
+            rows = self._prompt_rows(prompt, V)
+        else:
+            B = None
+            if h0 is not None:
+                ha = _core.as_array(_np(h0 if not isinstance(h0, (tuple, list)) else h0[0]), "h0")
+                B = ha.shape[1] if ha.ndim == 3 else None
+            st = _core.token_array(_np(start), "start", V)
+            if st.ndim == 0:
+                st = np.full(B or 1, int(st), dtype=np.int32)
+            if st.ndim != 1 or (B is not None and st.shape[0] != B):
+                raise GruliteError(f"start must be one token id or one per row"
+                                   f"{f' ({B}, the batch of h0)' if B else ''}; got shape {st.shape}")
+            rows = [st[i:i + 1] for i in range(st.shape[0])]
+        B = len(rows)
+        if isinstance(seed, np.ndarray) and seed.shape != (B,):
+            raise GruliteError(f"seed has {seed.shape[0]} entries; one per row ({B}) or one int")
+        T = max(len(r) for r in rows)
+        tokens = np.zeros((B, T), dtype=np.int32)
+        lengths = np.empty(B, dtype=np.int32)
+        for i, r in enumerate(rows):
+            tokens[i, :len(r)] = r
+            lengths[i] = len(r)
+        h0f = None if h0 is None else self._join_state(h0, B)
+        toks, counts = self._core.generate(self._workspace(), tokens,
+                                           None if (lengths == T).all() else lengths, h0f,
+                                           stop_id, int(max_steps), sample, t,
+                                           0 if top_k is None else min(int(top_k), V), p,
+                                           seed if isinstance(seed, np.ndarray) else int(seed))
+        return [toks[i, :counts[i]].astype(np.int64) for i in range(B)]
+
+    @staticmethod
+    def _prompt_rows(prompt: Any, V: int) -> list:
+        """A prompt as a list of int32 rows: one sequence of ints, a list of
+        them, or a 2-D integer array (one row each)."""
+        if isinstance(prompt, np.ndarray) or hasattr(prompt, "detach"):
+            a = _core.token_array(_np(prompt), "prompt", V)
+            rows = [a] if a.ndim == 1 else list(a) if a.ndim == 2 else None
+            if rows is None:
+                raise GruliteError(f"prompt must be 1-D or 2-D; got shape {a.shape}")
+        elif isinstance(prompt, (list, tuple)) and prompt and \
+                all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in prompt):
+            rows = [_core.token_array(np.asarray(prompt), "prompt", V)]
+        elif isinstance(prompt, (list, tuple)) and prompt:
+            rows = [_core.token_array(_np(r), f"prompt[{i}]", V) for i, r in enumerate(prompt)]
+        else:
+            raise GruliteError("prompt must be a sequence of token ids or a non-empty list of them")
+        for i, r in enumerate(rows):
+            if r.ndim != 1 or r.shape[0] < 1:
+                raise GruliteError(f"prompt row {i} must be a non-empty 1-D sequence of token ids; "
+                                   f"got shape {r.shape}")
+            bad = (r < 0) | (r >= V)
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                raise GruliteError(f"token id {int(r[j])} at prompt row {i}, step {j} is outside "
+                                   f"the vocabulary [0, {V})")
+        return rows
+
+    def forecast(self, x: Any, horizon: int, lengths: Any = None, *, h0: Any = None,
+                 batch_first: Optional[bool] = None) -> np.ndarray:
+        """Forecasts ``horizon`` steps ahead, in C.
+
+        Runs over the window ``x`` (as ``model(x, lengths=...)``), takes the
+        head's output at each row's last valid step as the first
+        prediction, then feeds each prediction back as the next input.
+        The head's size must equal the input size.  Returns ``(batch,
+        horizon, head_size)`` (``(horizon, head_size)`` for unbatched x).
+        """
+        c = self.config
+        if c.embedding:
+            raise GruliteError("forecast feeds predictions back as float inputs; this model reads "
+                               "token ids (use generate)")
+        if not c.head:
+            raise GruliteError("forecast needs a head whose output is the next input; this model "
+                               "has none")
+        if c.head_size != c.input_size:
+            raise GruliteError(f"forecast feeds each prediction back as the next input: the head "
+                               f"gives {c.head_size} values, the model reads input_size="
+                               f"{c.input_size}")
+        if c.bidirectional or any(l.reverse for l in c.layers):
+            raise GruliteError("forecast needs a forward-only model; this one has a "
+                               "bidirectional or reverse layer")
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) \
+                or not 1 <= horizon <= _core.MAX_INT32:
+            raise GruliteError(f"horizon must be an int >= 1; got {horizon!r}")
+        xa, bf, unbatched, B, T, len_a = self._prepare(x, lengths, batch_first)
+        h0f = None if h0 is None else self._join_state(h0, B, unbatched)
+        out, _ = self._core.forecast(self._workspace(), xa, bf, len_a, h0f, int(horizon), False)
+        return out[0] if unbatched else out
+
     def stream(self, batch_size: int = 1) -> _core.Stream:
         """A streaming state for ``batch_size`` parallel sequences.
 
         ``s.step(x_t)`` takes ``(batch_size, input_size)`` (or a chunk
-        ``(batch_size, steps, input_size)``) and returns the top layer's
-        output, or the head's for a model with a head; ``s.state`` gets and
-        sets the hidden state in the form of ``h0``; ``s.reset()`` zeros
-        it.  Unidirectional models only.
+        ``(batch_size, steps, input_size)``; token ids ``(batch_size,)`` or
+        ``(batch_size, steps)`` for a model with an embedding) and returns
+        the top layer's output, or the head's for a model with a head;
+        ``s.state`` gets and sets the hidden state in the form of ``h0``;
+        ``s.reset()`` zeros it.  For servers, ``s.step(x, rows=idx)``
+        advances only the listed rows, ``s.reset(rows=idx)`` zeros them,
+        ``s.get_state(rows=idx)`` / ``s.set_state(h, rows=idx)`` read and
+        write them.  Unidirectional models only.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
             raise GruliteError(f"batch_size must be an int; got {batch_size!r}")

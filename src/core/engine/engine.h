@@ -14,11 +14,13 @@
  * y / head may be NULL. */
 typedef struct gl_pass {
     int32_t batch, steps, batch_first, head_all_steps;
-    const float *x;
+    const float *x;           /* float input, or NULL for a model with an embedding */
     const int32_t *lengths;   /* NULL: every row runs T steps */
     float *y;
     float *head;
     int hh_first;             /* T = 1: recurrent product before the input one */
+    const int32_t *tokens;    /* token ids (B*T, x's row order) for an embedding */
+    int head_raw;             /* the head's last layer without its activation */
 } gl_pass;
 
 /* A task runs batch rows [b0, b0 + n) through every layer.  Its scratch: */
@@ -79,5 +81,9 @@ GL_HIDDEN int gl_run(const grulite_model *m, float *scratch, const gl_pass *p, f
 
 /* Checks a pass's arguments against the model. */
 GL_HIDDEN int gl_check_pass(const grulite_model *m, const gl_pass *p);
+
+/* grulite_forward, with the head's logits when raw (see gl_pass). */
+GL_HIDDEN int gl_forward(const grulite_model *m, grulite_workspace *ws, const grulite_run *run,
+                         int raw);
 
 #endif /* GRULITE_ENGINE_H */

@@ -72,7 +72,7 @@ static void run_head(const grulite_model *m, const gl_pass *p, const gl_scratch 
                 memcpy(sc->hd[0] + gl_row_at(rw, 0, b, t) * hw,
                        top + gl_row_at(rw, top_global, b, t) * ow, ow * sizeof(float));
         } else if (m->info.head_from_state) {
-            const grulite_layer_info *c = &m->layer[m->n_seq - 1].u.gru.cfg;
+            const grulite_layer_info *c = &m->layer[m->n_seq - 1].u.gru.cfg;   /* a GRU layer */
             const size_t H = (size_t)c->hidden_size;
             for (size_t d = 0; d < (size_t)c->num_directions; d++)
                 memcpy(sc->hd[0] + i * hw + d * H, top_state + (d * rw->B + b) * H,
@@ -85,7 +85,8 @@ static void run_head(const grulite_model *m, const gl_pass *p, const gl_scratch 
     int cur = 0;
     for (int l = m->n_seq; l < m->n; l++) {
         const gl_layer *L = &m->layer[l];
-        L->kind->rows(L, m->k, rows, sc->hd[cur], hw, sc->hd[cur ^ 1], hw, sc->tmp);
+        L->kind->rows(L, m->k, rows, sc->hd[cur], hw, sc->hd[cur ^ 1], hw, sc->tmp,
+                      p->head_raw && l == m->n - 1);
         cur ^= 1;
     }
     /* Scatter to the caller's rows; steps past a length give 0. */
@@ -197,12 +198,22 @@ int gl_run(const grulite_model *m, float *scratch, const gl_pass *p, float *stat
 
 int gl_check_pass(const grulite_model *m, const gl_pass *p)
 {
-    if (!p->x) return GRULITE_E_ARG;
+    /* Float features or token ids, as the model reads. */
+    if (m->info.vocab_size ? (!p->tokens || p->x) : (!p->x || p->tokens)) return GRULITE_E_ARG;
     if (p->batch < 1 || p->steps < 1) return GRULITE_E_SHAPE;
     if (p->head && m->info.num_dense == 0) return GRULITE_E_ARG;
     if (p->lengths) {
         for (int32_t b = 0; b < p->batch; b++)
             if (p->lengths[b] < 1 || p->lengths[b] > p->steps) return GRULITE_E_LENGTHS;
+    }
+    if (p->tokens) {              /* every id the pass reads: those within a length */
+        const gl_rows rw = { (size_t)p->batch, (size_t)p->steps, (size_t)p->batch, 0, p->batch_first };
+        const uint32_t V = (uint32_t)m->info.vocab_size;
+        for (size_t b = 0; b < rw.B; b++) {
+            const size_t len = gl_length_of(p, b);
+            for (size_t t = 0; t < len; t++)
+                if ((uint32_t)p->tokens[gl_row_at(&rw, 1, b, t)] >= V) return GRULITE_E_TOKEN;
+        }
     }
     return GRULITE_OK;
 }
@@ -220,9 +231,15 @@ static int model_pairs(const grulite_model *m, int32_t batch)
 
 int grulite_forward(const grulite_model *m, grulite_workspace *ws, const grulite_run *run)
 {
+    return gl_forward(m, ws, run, 0);
+}
+
+int gl_forward(const grulite_model *m, grulite_workspace *ws, const grulite_run *run, int raw)
+{
     if (!m || !ws || !run) return GRULITE_E_ARG;
     gl_pass p = { run->batch, run->steps, run->batch_first ? 1 : 0,
-                  run->head_all_steps ? 1 : 0, run->x, run->lengths, run->y, run->head, 0 };
+                  run->head_all_steps ? 1 : 0, run->x, run->lengths, run->y, run->head, 0,
+                  run->tokens, raw };
     int rc = gl_check_pass(m, &p);
     if (rc) return rc;
 

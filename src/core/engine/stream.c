@@ -1,6 +1,8 @@
 /* engine/stream.c - per-stream state: a batch of sequences advanced a step
  * (or a chunk of steps) at a time, with exactly the numbers of the whole
- * sequence (the same pass, engine/forward.c's gl_run). */
+ * sequence (the same pass, engine/forward.c's gl_run).  Some rows may be
+ * stepped while the others wait (grulite_stream_run with rows): their
+ * states are gathered into a batch of their own, stepped, and put back. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,10 +13,14 @@ struct grulite_stream {
     int32_t batch;
     size_t state_n;          /* batch * state_size */
     float *state;            /* (batch * state_size) */
+    float *sub;              /* the listed rows' states (batch * state_size), or NULL
+                                until rows are first listed */
+    unsigned char *seen;     /* batch flags: checking rows are distinct */
     grulite_workspace ws;    /* scratch, grown to the largest chunk */
     int flip;                /* alternates the order of a step's products */
-    int32_t sized_steps;     /* the last call's steps, y and head given: ws fits a */
-    int sized_outputs;       /* call like it (0: none yet) */
+    int32_t sized_steps;     /* the last call's steps, rows, y and head given: ws */
+    int32_t sized_rows;      /* fits a call like it (0: none yet) */
+    int sized_outputs;
 };
 
 int grulite_stream_new(const grulite_model *m, int32_t batch, grulite_stream **out)
@@ -43,6 +49,8 @@ void grulite_stream_free(grulite_stream *s)
 {
     if (!s) return;
     gl_free_aligned(s->state);
+    gl_free_aligned(s->sub);
+    free(s->seen);
     gl_free_aligned(s->ws.buf);
     free(s);
 }
@@ -55,29 +63,95 @@ int32_t grulite_stream_batch(const grulite_stream *s)
 size_t grulite_stream_bytes(const grulite_stream *s)
 {
     if (!s) return 0;
-    return sizeof(*s) + s->state_n * sizeof(float) + s->ws.cap * sizeof(float);
+    return sizeof(*s) + s->state_n * sizeof(float) * (s->sub ? 2 : 1) +
+           (s->seen ? (size_t)s->batch : 0) + s->ws.cap * sizeof(float);
+}
+
+/* ---- Rows of the state ---------------------------------------------------- */
+
+/* Checks n listed rows: in [0, batch), and (distinct) none twice.  rows
+ * NULL: all. */
+static int check_rows(grulite_stream *s, const int32_t *rows, int32_t n, int distinct)
+{
+    if (!rows) return GRULITE_OK;
+    if (n < 1 || n > s->batch) return GRULITE_E_ARG;
+    for (int32_t i = 0; i < n; i++)
+        if (rows[i] < 0 || rows[i] >= s->batch) return GRULITE_E_ARG;
+    if (!distinct) return GRULITE_OK;
+    if (!s->seen && !(s->seen = calloc((size_t)s->batch, 1))) return GRULITE_E_NOMEM;
+    int rc = GRULITE_OK;
+    int32_t i = 0;
+    for (; i < n; i++) {
+        if (s->seen[rows[i]]) { rc = GRULITE_E_ARG; break; }
+        s->seen[rows[i]] = 1;
+    }
+    while (i-- > 0) s->seen[rows[i]] = 0;
+    return rc;
+}
+
+/* Copies the listed rows' states between a stream's state (B rows) and a
+ * state of n rows in h0's layout: blocks of (rows, H) per layer and
+ * direction.  With out: state -> out; else in -> state (in NULL: zeros). */
+static void move_rows(const grulite_model *m, float *state, size_t B, const int32_t *rows,
+                      int32_t n, const float *in, float *out)
+{
+    size_t off = 0;                      /* floats of earlier blocks, n rows each */
+    for (int l = m->first_gru; l < m->n_seq; l++) {
+        const grulite_layer_info *c = &m->layer[l].u.gru.cfg;
+        const size_t H = (size_t)c->hidden_size;
+        for (int d = 0; d < c->num_directions; d++) {
+            for (int32_t i = 0; i < n; i++) {
+                float *row = state + (size_t)(rows ? rows[i] : i) * H;
+                const size_t at = off + (size_t)i * H;
+                if (out) memcpy(out + at, row, H * sizeof(float));
+                else if (in) memcpy(row, in + at, H * sizeof(float));
+                else memset(row, 0, H * sizeof(float));
+            }
+            state += B * H;
+            off += (size_t)n * H;
+        }
+    }
+}
+
+/* ---- Stepping -------------------------------------------------------------- */
+
+int grulite_stream_run(grulite_stream *s, const grulite_step *st)
+{
+    if (!s || !st) return GRULITE_E_ARG;
+    const grulite_model *m = s->model;
+    const int32_t n = st->rows ? st->n : s->batch;
+    int rc = check_rows(s, st->rows, st->n, 1);
+    if (rc) return rc;
+    gl_pass p = { n, st->steps, 1, 1, st->x, NULL, st->y, st->head, s->flip, st->tokens, 0 };
+    if ((rc = gl_check_pass(m, &p))) return rc;
+    /* A stream is mostly stepped alike call after call: size the scratch
+     * only when the call differs from the last one. */
+    const int outputs = 1 | (st->y ? 2 : 0) | (st->head ? 4 : 0);
+    if (st->steps != s->sized_steps || n != s->sized_rows || outputs != s->sized_outputs) {
+        size_t need;
+        if ((rc = gl_scratch_floats(m, &p, &need))) return rc;
+        if ((rc = gl_workspace_reserve(&s->ws, need))) return rc;
+        s->sized_steps = st->steps;
+        s->sized_rows = n;
+        s->sized_outputs = outputs;
+    }
+    s->flip ^= 1;
+    if (!st->rows) return gl_run(m, s->ws.buf, &p, s->state);
+    if (!s->sub && !(s->sub = gl_alloc_aligned(s->state_n * sizeof(float) + 1)))
+        return GRULITE_E_NOMEM;
+    const size_t B = (size_t)s->batch;
+    move_rows(m, s->state, B, st->rows, n, NULL, s->sub);
+    if ((rc = gl_run(m, s->ws.buf, &p, s->sub))) return rc;
+    move_rows(m, s->state, B, st->rows, n, s->sub, NULL);
+    return GRULITE_OK;
 }
 
 int grulite_stream_step(grulite_stream *s, const float *x, int32_t steps,
                         float *y, float *head)
 {
     if (!s || !x) return GRULITE_E_ARG;
-    const grulite_model *m = s->model;
-    gl_pass p = { s->batch, steps, 1, 1, x, NULL, y, head, s->flip };
-    int rc = gl_check_pass(m, &p);
-    if (rc) return rc;
-    /* A stream is mostly stepped alike call after call: size the scratch
-     * only when the call differs from the last one. */
-    const int outputs = 1 | (y ? 2 : 0) | (head ? 4 : 0);
-    if (steps != s->sized_steps || outputs != s->sized_outputs) {
-        size_t need;
-        if ((rc = gl_scratch_floats(m, &p, &need))) return rc;
-        if ((rc = gl_workspace_reserve(&s->ws, need))) return rc;
-        s->sized_steps = steps;
-        s->sized_outputs = outputs;
-    }
-    s->flip ^= 1;
-    return gl_run(m, s->ws.buf, &p, s->state);
+    const grulite_step st = { steps, 0, NULL, x, NULL, y, head };
+    return grulite_stream_run(s, &st);
 }
 
 int grulite_stream_reset(grulite_stream *s)
@@ -85,6 +159,33 @@ int grulite_stream_reset(grulite_stream *s)
     if (!s) return GRULITE_E_ARG;
     memset(s->state, 0, s->state_n * sizeof(float));
     return GRULITE_OK;
+}
+
+int grulite_stream_reset_rows(grulite_stream *s, const int32_t *rows, int32_t n)
+{
+    if (!s) return GRULITE_E_ARG;
+    if (!rows) return grulite_stream_reset(s);
+    const int rc = check_rows(s, rows, n, 0);
+    if (!rc) move_rows(s->model, s->state, (size_t)s->batch, rows, n, NULL, NULL);
+    return rc;
+}
+
+int grulite_stream_get_rows(const grulite_stream *s, const int32_t *rows, int32_t n, float *h)
+{
+    if (!s || !h) return GRULITE_E_ARG;
+    if (rows && (n < 1 || n > s->batch)) return GRULITE_E_ARG;
+    for (int32_t i = 0; rows && i < n; i++)
+        if (rows[i] < 0 || rows[i] >= s->batch) return GRULITE_E_ARG;
+    move_rows(s->model, s->state, (size_t)s->batch, rows, rows ? n : s->batch, NULL, h);
+    return GRULITE_OK;
+}
+
+int grulite_stream_set_rows(grulite_stream *s, const int32_t *rows, int32_t n, const float *h)
+{
+    if (!s || !h) return GRULITE_E_ARG;
+    const int rc = check_rows(s, rows, n, 1);       /* a row set twice: which value? */
+    if (!rc) move_rows(s->model, s->state, (size_t)s->batch, rows, rows ? n : s->batch, h, NULL);
+    return rc;
 }
 
 int grulite_stream_get_state(const grulite_stream *s, float *h, size_t n)

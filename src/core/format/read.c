@@ -107,7 +107,7 @@ static int read_records(grulite_model *m, const unsigned char *img, uint32_t ver
                         uint32_t n_layers, uint32_t n_dense, char *msg, size_t msg_size)
 {
     const unsigned char *p = img + GL_HEADER_SIZE;
-    int32_t n_seq = 0;
+    int32_t n_seq = 0, n_head = 0;       /* GRU and head layers so far, for messages */
     m->n = (int32_t)(n_layers + n_dense);
     for (int32_t i = 0; i < m->n; i++) {
         gl_layer *L = &m->layer[i];
@@ -122,10 +122,13 @@ static int read_records(grulite_model *m, const unsigned char *img, uint32_t ver
                                "layer %ld: unknown layer kind %lu", (long)i, (unsigned long)code);
             p += 4;
         }
-        const int nf = L->kind->fields;
+        /* Version 2 GRU records end at the reverse flag (field 5). */
+        const int nf = version == GL_VERSION_2 && L->kind->fields > 6 ? 6 : L->kind->fields;
         /* Messages count GRU and head layers apart, as the checks do. */
-        const char *what = L->kind->sequence ? "layer" : "head layer";
-        const long index = L->kind->sequence ? (long)n_seq++ : (long)(i - n_seq);
+        const char *what = L->kind == &gl_kind_embedding ? "embedding"
+                           : L->kind->sequence ? "layer" : "head layer";
+        const long index = L->kind == &gl_kind_embedding ? 0
+                           : L->kind->sequence ? (long)n_seq++ : (long)n_head++;
         for (int k = 0; k < nf; k++) {
             f[k] = gl_rd32(p + 4 * k);
             if (f[k] > GRULITE_MAX_FEATURES)
@@ -402,6 +405,14 @@ int grulite_model_dense(const grulite_model *m, int index, grulite_dense_info *i
     const gl_layer *L = m && info ? nth_of_kind(m, &gl_kind_dense, index) : NULL;
     if (!L) return GRULITE_E_ARG;
     *info = L->u.dense.cfg;
+    return GRULITE_OK;
+}
+
+int grulite_model_embedding(const grulite_model *m, grulite_embedding_info *info)
+{
+    const gl_layer *L = m && info ? nth_of_kind(m, &gl_kind_embedding, 0) : NULL;
+    if (!L) return GRULITE_E_ARG;
+    *info = L->u.emb.cfg;
     return GRULITE_OK;
 }
 

@@ -26,14 +26,21 @@ typedef struct gl_writer {
                                 0: pack its spec source (ref->src) */
 } gl_writer;
 
-/* int8 scale of output j (within gate g) of a PyTorch (G*H, K) matrix:
- * max |w| / 127 over its row; 0 for an all-zero row. */
-static float row_scale(const float *src, const gl_panel *p, size_t g, size_t j)
+/* Element (output g*H + j, input k) of a matrix source: PyTorch's
+ * (G*H, K), or (K, G*H) for a kmajor one (an embedding table). */
+static float src_at(const gl_tensor_ref *ref, const float *src, size_t g, size_t j, size_t k)
+{
+    const gl_panel *p = ref->panel;
+    return ref->kmajor ? src[k * p->G * p->H + g * p->H + j] : src[(g * p->H + j) * p->K + k];
+}
+
+/* int8 scale of output j (within gate g) of a matrix: max |w| / 127 over
+ * its inputs; 0 for all zeros. */
+static float row_scale(const gl_tensor_ref *ref, const float *src, size_t g, size_t j)
 {
     float mx = 0.0f;
-    const float *row = src + (g * p->H + j) * p->K;
-    for (size_t k = 0; k < p->K; k++) {
-        const float a = fabsf(row[k]);
+    for (size_t k = 0; k < ref->panel->K; k++) {
+        const float a = fabsf(src_at(ref, src, g, j, k));
         mx = a > mx ? a : mx;
     }
     return mx / 127.0f;
@@ -83,7 +90,7 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
             memcpy(dst, ref->kind == GL_BIAS ? (const void *)p->b
                         : ref->kind == GL_SCALE ? (const void *)p->scale : p->w, bytes);
         } else {
-            /* Packed from PyTorch's (G*H outputs, K inputs) into (nb, K, G, 16);
+            /* Packed from PyTorch's (G*H outputs, K inputs) (or kmajor) into (nb, K, G, 16);
              * biases and int8 scales into (nb, G, 16); zeros past H.  One
              * value at a time through memcpy: the buffer need not be aligned. */
             const size_t L = GL_LANES;
@@ -92,7 +99,7 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
                 scales = malloc(p->G * p->H * sizeof(float));
                 if (!scales) return GRULITE_E_NOMEM;
                 for (size_t g = 0; g < p->G; g++)
-                    for (size_t j = 0; j < p->H; j++) scales[g * p->H + j] = row_scale(src, p, g, j);
+                    for (size_t j = 0; j < p->H; j++) scales[g * p->H + j] = row_scale(ref, src, g, j);
             }
             if (ref->kind == GL_MATRIX) {
                 memset(dst, dtype == GRULITE_DTYPE_I8 ? 128 : 0, bytes);   /* padding: 0 */
@@ -100,7 +107,7 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
                     for (size_t j = 0; j < p->H; j++)
                         for (size_t k = 0; k < p->K; k++)
                             put_value(dst, gl_panel_index(p, j / L, k, g, j % L), dtype,
-                                      src[(g * p->H + j) * p->K + k],
+                                      src_at(ref, src, g, j, k),
                                       scales ? scales[g * p->H + j] : 0.0f);
             } else {
                 memset(dst, 0, bytes);
@@ -117,12 +124,35 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
     return 0;
 }
 
-/* The typed layers of a spec, in m (configured): its GRU layers, then its
- * head; each layer points at its spec entry in ls / ds, the caller's
- * copies (gl_layer.spec). */
-static int spec_model(const grulite_model_spec *spec, grulite_model *m, grulite_layer_spec *ls,
-                      grulite_dense_spec *ds, char *msg, size_t msg_size)
+/* A model built from a spec, and the spec copies its layers point at
+ * (gl_layer.spec), freed together. */
+typedef struct gl_spec_model {
+    grulite_model m;
+    grulite_embedding_spec es;
+    grulite_layer_spec ls[GRULITE_MAX_LAYERS];
+    grulite_dense_spec ds[GRULITE_MAX_DENSE];
+    int fold;                /* 1: the embedding is to be folded into layer 0 */
+    float *folded;           /* its folded table, once computed */
+} gl_spec_model;
+
+/* Whether to fold the embedding into GRU layer 0: asked, or (auto) when
+ * the (V, D*3*H) table is no larger than the embedding and W_ih. */
+static int fold_pays(const grulite_embedding_spec *es, const grulite_layer_spec *l0, int32_t E)
 {
+    if (es->fold == GRULITE_FOLD_ALWAYS) return 1;
+    if (es->fold != GRULITE_FOLD_AUTO) return 0;
+    const double V = es->vocab_size, G = 3.0 * l0->num_directions * l0->hidden_size;
+    return V * G <= V * E + G * E;
+}
+
+/* The typed layers of a spec, in sm->m (configured): its embedding, GRU
+ * layers, then its head; each layer points at its entry in sm's copies. */
+static int spec_model(const grulite_model_spec *spec, gl_spec_model *sm, char *msg, size_t msg_size)
+{
+    grulite_model *m = &sm->m;
+    grulite_layer_spec *ls = sm->ls;
+    grulite_dense_spec *ds = sm->ds;
+    const grulite_embedding_spec *es = spec->embedding;
     if (!gl_host_is_little_endian())
         return gl_fail(msg, msg_size, GRULITE_E_UNSUPPORTED, "big-endian hosts are not supported");
     if (spec->num_layers < 1 || spec->num_layers > GRULITE_MAX_LAYERS)
@@ -140,10 +170,11 @@ static int spec_model(const grulite_model_spec *spec, grulite_model *m, grulite_
                        (long)spec->dtype);
     if (spec->metadata_len > UINT32_MAX || (spec->metadata_len && !spec->metadata))
         return gl_fail(msg, msg_size, GRULITE_E_ARG, "metadata: NULL, or above 4 GiB");
-    m->info.input_size = spec->input_size;
-    m->n = spec->num_layers + spec->num_dense;
+    const int e = es ? 1 : 0;
+    m->info.input_size = es ? 1 : spec->input_size;
+    m->n = e + spec->num_layers + spec->num_dense;
     for (int l = 0; l < spec->num_layers; l++) {
-        gl_layer *L = &m->layer[l];
+        gl_layer *L = &m->layer[e + l];
         ls[l] = spec->layers[l];
         L->kind = &gl_kind_gru;
         L->spec = &ls[l];
@@ -153,9 +184,34 @@ static int spec_model(const grulite_model_spec *spec, grulite_model *m, grulite_
         L->u.gru.cfg.reverse = ls[l].reverse;
         L->u.gru.cfg.has_bias = ls[l].has_bias;
         L->u.gru.cfg.dtype = spec->dtype;
+        L->u.gru.cfg.projected = ls[l].projected;
+    }
+    if (es) {
+        if (es->fold != GRULITE_FOLD_AUTO && es->fold != GRULITE_FOLD_NEVER &&
+            es->fold != GRULITE_FOLD_ALWAYS)
+            return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "embedding: fold %ld is not one of "
+                           "GRULITE_FOLD_AUTO, _NEVER, _ALWAYS", (long)es->fold);
+        gl_layer *L = &m->layer[0];
+        sm->es = *es;
+        L->kind = &gl_kind_embedding;
+        L->spec = &sm->es;
+        L->u.emb.cfg.vocab_size = es->vocab_size;
+        L->u.emb.cfg.width = spec->input_size;
+        L->u.emb.cfg.dtype = spec->dtype;
+        /* Folding: the table becomes layer 0's input projection (D*3*H wide). */
+        if (!ls[0].projected && fold_pays(es, &ls[0], spec->input_size) &&
+            ls[0].hidden_size >= 1 && ls[0].hidden_size <= GRULITE_MAX_FEATURES &&
+            (ls[0].num_directions == 1 || ls[0].num_directions == 2)) {
+            sm->fold = 1;
+            L->u.emb.cfg.width = 3 * ls[0].num_directions * ls[0].hidden_size;
+            m->layer[1].u.gru.cfg.projected = 1;
+        }
+    } else if (spec->num_layers >= 1 && ls[0].projected) {
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
+                       "layer 0: projected needs an embedding (the table holds the projection)");
     }
     for (int j = 0; j < spec->num_dense; j++) {
-        gl_layer *L = &m->layer[spec->num_layers + j];
+        gl_layer *L = &m->layer[e + spec->num_layers + j];
         ds[j] = spec->dense[j];
         L->kind = &gl_kind_dense;
         L->spec = &ds[j];
@@ -168,22 +224,45 @@ static int spec_model(const grulite_model_spec *spec, grulite_model *m, grulite_
     return gl_model_configure(m, msg, msg_size);
 }
 
-/* A model and the spec copies its layers point at, freed together. */
-typedef struct gl_spec_model {
-    grulite_model m;
-    grulite_layer_spec ls[GRULITE_MAX_LAYERS];
-    grulite_dense_spec ds[GRULITE_MAX_DENSE];
-} gl_spec_model;
-
 int grulite_spec_check(const grulite_model_spec *spec, char *msg, size_t msg_size)
 {
     if (msg && msg_size) msg[0] = '\0';
     if (!spec) return gl_fail(msg, msg_size, GRULITE_E_ARG, "spec is NULL");
     gl_spec_model *sm = calloc(1, sizeof(*sm));
     if (!sm) return gl_fail(msg, msg_size, GRULITE_E_NOMEM, "out of memory");
-    const int rc = spec_model(spec, &sm->m, sm->ls, sm->ds, msg, msg_size);
+    const int rc = spec_model(spec, sm, msg, msg_size);
     free(sm);
     return rc;
+}
+
+/* The folded table of sm's embedding: row v is W_ih e_v + b_ih of layer 0,
+ * directions then gates r, z, n (what copy_projection in layers/gru.c
+ * reads), summed in double.  The embedding's spec then points at it. */
+static int fold_table(gl_spec_model *sm, int32_t E)
+{
+    const grulite_layer_spec *l0 = &sm->ls[0];
+    const size_t V = (size_t)sm->es.vocab_size, R = 3 * (size_t)l0->hidden_size;
+    const size_t D = (size_t)l0->num_directions, W = D * R;
+    size_t n;
+    if (!sm->es.weight) return GRULITE_E_ARG;
+    for (size_t d = 0; d < D; d++)
+        if (!l0->weight_ih[d] || (l0->has_bias && !l0->bias_ih[d])) return GRULITE_E_ARG;
+    if (gl_mul(V, W, &n) || n > SIZE_MAX / sizeof(float)) return GRULITE_E_TOO_LARGE;
+    float *t = malloc(n ? n * sizeof(float) : 1);
+    if (!t) return GRULITE_E_NOMEM;
+    for (size_t v = 0; v < V; v++) {
+        const float *e = sm->es.weight + v * (size_t)E;
+        for (size_t d = 0; d < D; d++)
+            for (size_t r = 0; r < R; r++) {
+                const float *w = l0->weight_ih[d] + r * (size_t)E;
+                double acc = l0->has_bias ? (double)l0->bias_ih[d][r] : 0.0;
+                for (size_t k = 0; k < (size_t)E; k++) acc += (double)w[k] * (double)e[k];
+                t[v * W + d * R + r] = (float)acc;
+            }
+    }
+    sm->folded = t;
+    sm->es.weight = t;
+    return GRULITE_OK;
 }
 
 /* Every weight pointer a tensor needs (scales read their matrix). */
@@ -250,18 +329,20 @@ int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t ca
     if (!spec || !size) return GRULITE_E_ARG;
     gl_spec_model *sm = calloc(1, sizeof(*sm));
     if (!sm) return GRULITE_E_NOMEM;
-    int rc = spec_model(spec, &sm->m, sm->ls, sm->ds, NULL, 0);
+    int rc = spec_model(spec, sm, NULL, 0);
+    if (!rc && sm->fold) rc = fold_table(sm, spec->input_size);
     if (!rc) rc = gl_each_tensor(&sm->m, GRULITE_FORMAT_VERSION, has_source, NULL);
     if (!rc) rc = emit_image(&sm->m, spec->metadata, spec->metadata_len, 0, buf, cap, size);
+    free(sm->folded);
     free(sm);
     return rc;
 }
 
 /* ---- Converting a loaded model to another weight dtype ------------------- */
 
-/* Unpacks panel p into PyTorch's (G*H, K) layout (dequantized).  Returns a
- * malloc'd array or NULL. */
-static float *unpack_matrix(const gl_panel *p)
+/* Unpacks panel p into PyTorch's (G*H, K) layout, or (K, G*H) when kmajor
+ * (dequantized).  Returns a malloc'd array or NULL. */
+static float *unpack_matrix(const gl_panel *p, int kmajor)
 {
     size_t n;
     if (gl_mul3(p->G, p->H, p->K, &n) || n > SIZE_MAX / sizeof(float)) return NULL;
@@ -281,7 +362,7 @@ static float *unpack_matrix(const gl_panel *p)
                         v = (float)((int)((const uint8_t *)p->w)[i] - 128) *
                             p->scale[(b * p->G + g) * L + l];
                     else v = ((const float *)p->w)[i];
-                    out[(g * p->H + j) * p->K + k] = v;
+                    out[kmajor ? k * p->G * p->H + g * p->H + j : (g * p->H + j) * p->K + k] = v;
                 }
     return out;
 }
@@ -306,7 +387,8 @@ static int unpack_fn(const gl_tensor_ref *ref, void *ctx)
 {
     gl_unpacker *u = ctx;
     if (ref->kind == GL_SCALE) return 0;          /* the writer derives new ones */
-    float *t = ref->kind == GL_MATRIX ? unpack_matrix(ref->panel) : unpack_bias(ref->panel);
+    float *t = ref->kind == GL_MATRIX ? unpack_matrix(ref->panel, ref->kmajor)
+                                      : unpack_bias(ref->panel);
     if (!t) return GRULITE_E_NOMEM;
     u->owned[u->n++] = t;
     *ref->src = t;
@@ -332,7 +414,12 @@ int grulite_model_convert(const grulite_model *m, int dtype, void *buf, size_t c
             g->reset_after = L->u.gru.cfg.reset_after;
             g->reverse = L->u.gru.cfg.reverse;
             g->has_bias = L->u.gru.cfg.has_bias;
+            g->projected = L->u.gru.cfg.projected;
             L->spec = g;
+        } else if (L->kind == &gl_kind_embedding) {
+            sm->es.vocab_size = L->u.emb.cfg.vocab_size;
+            sm->es.fold = GRULITE_FOLD_NEVER;        /* as it is: folded or not */
+            L->spec = &sm->es;
         } else {
             grulite_dense_spec *d = &sm->ds[nd++];
             d->out_features = L->u.dense.cfg.out_features;
@@ -344,7 +431,8 @@ int grulite_model_convert(const grulite_model *m, int dtype, void *buf, size_t c
     if ((rc = gl_each_tensor(&sm->m, GRULITE_FORMAT_VERSION, unpack_fn, u))) goto done;
     grulite_model_spec spec;
     memset(&spec, 0, sizeof spec);
-    spec.input_size = m->info.input_size;
+    spec.input_size = m->info.vocab_size ? m->layer[0].u.emb.cfg.width : m->info.input_size;
+    spec.embedding = m->info.vocab_size ? &sm->es : NULL;
     spec.num_layers = nl;
     spec.layers = sm->ls;
     spec.num_dense = nd;

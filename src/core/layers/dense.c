@@ -58,6 +58,7 @@ static int dense_tensors(gl_layer *L, const char *prefix, gl_tensor_fn fn, void 
     t.panel = &L->u.dense.p;
     t.kind = GL_MATRIX;
     t.src = s ? &s->weight : NULL;
+    t.kmajor = 0;
     if ((rc = fn(&t, ctx))) return rc;
     if (!L->u.dense.cfg.has_bias) return 0;
     snprintf(t.name, sizeof t.name, "%sb", prefix);
@@ -72,10 +73,11 @@ static double dense_macs(const gl_layer *L)
 }
 
 static void dense_rows(const gl_layer *L, const gl_kernels *k, size_t rows, const float *in,
-                       size_t ldi, float *out, size_t ldo, void *tmp)
+                       size_t ldi, float *out, size_t ldo, void *tmp, int raw)
 {
     const grulite_dense_info *c = &L->u.dense.cfg;
     k->gemm(rows, in, ldi, &L->u.dense.p, 0, 1, out, ldo, tmp);
+    if (raw) return;
     for (size_t r = 0; r < rows; r++)
         gl_ref_activate(c->activation, (size_t)c->out_features, out + r * ldo);
 }

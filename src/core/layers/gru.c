@@ -20,8 +20,9 @@
 
 /* ---- Record, checks, tensors ------------------------------------------- */
 
-/* Record fields, in the order version 2 files stored them too. */
-enum { F_HIDDEN, F_DIRECTIONS, F_RESET_AFTER, F_BIAS, F_DTYPE, F_REVERSE };
+/* Record fields, in the order version 2 files stored them too (they end
+ * at F_REVERSE). */
+enum { F_HIDDEN, F_DIRECTIONS, F_RESET_AFTER, F_BIAS, F_DTYPE, F_REVERSE, F_PROJECTED };
 
 static void gru_to_fields(const gl_layer *L, uint32_t f[GL_FIELDS])
 {
@@ -32,6 +33,7 @@ static void gru_to_fields(const gl_layer *L, uint32_t f[GL_FIELDS])
     f[F_BIAS] = (uint32_t)c->has_bias;
     f[F_DTYPE] = (uint32_t)c->dtype;
     f[F_REVERSE] = (uint32_t)c->reverse;
+    f[F_PROJECTED] = (uint32_t)c->projected;
 }
 
 static void gru_from_fields(gl_layer *L, const uint32_t f[GL_FIELDS])
@@ -44,6 +46,7 @@ static void gru_from_fields(gl_layer *L, const uint32_t f[GL_FIELDS])
     c->has_bias = (int32_t)f[F_BIAS];
     c->dtype = (int32_t)f[F_DTYPE];
     c->reverse = (int32_t)f[F_REVERSE];
+    c->projected = (int32_t)f[F_PROJECTED];
 }
 
 static int gru_configure(gl_layer *L, int l, int32_t in, char *msg, size_t msg_size)
@@ -71,10 +74,17 @@ static int gru_configure(gl_layer *L, int l, int32_t in, char *msg, size_t msg_s
     if (width > GRULITE_MAX_FEATURES)
         return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: output width %ld above %d",
                        l, (long)width, GRULITE_MAX_FEATURES);
+    if (c->projected != 0 && c->projected != 1)
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: projected %ld is not 0 or 1",
+                       l, (long)c->projected);
+    if (c->projected && (int64_t)in != 3 * (int64_t)width)
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
+                       "layer %d: a projected input has D*3*H = %ld features; the layer below "
+                       "gives %ld", l, (long)(3 * (int64_t)width), (long)in);
     c->input_size = in;
     for (int d = 0; d < 2; d++) {
         gl_panel *ih = &L->u.gru.dir[d].ih, *hh = &L->u.gru.dir[d].hh;
-        ih->K = (size_t)in;
+        ih->K = c->projected ? 0 : (size_t)in;     /* projected: no W_ih */
         hh->K = (size_t)c->hidden_size;
         ih->G = hh->G = 3;
         ih->H = hh->H = (size_t)c->hidden_size;
@@ -106,10 +116,12 @@ static int gru_tensors(gl_layer *L, const char *prefix, gl_tensor_fn fn, void *c
         for (int i = 0; i < 6; i++) {
             if (items[i].kind == GL_BIAS && !c->has_bias) continue;
             if (items[i].kind == GL_SCALE && c->dtype != GRULITE_DTYPE_I8) continue;
+            if (c->projected && items[i].panel == &w->ih) continue;   /* folded away */
             snprintf(t.name, sizeof t.name, "%sd%d.%s", prefix, d, items[i].suffix);
             t.panel = items[i].panel;
             t.kind = items[i].kind;
             t.src = items[i].src;
+            t.kmajor = 0;
             if ((rc = fn(&t, ctx))) return rc;
         }
     }
@@ -119,7 +131,8 @@ static int gru_tensors(gl_layer *L, const char *prefix, gl_tensor_fn fn, void *c
 static double gru_macs(const gl_layer *L)
 {
     const grulite_layer_info *c = &L->u.gru.cfg;
-    return (double)c->num_directions * 3.0 * c->hidden_size * (c->input_size + c->hidden_size);
+    const double in = c->projected ? 0.0 : (double)c->input_size;   /* projected: a copy */
+    return (double)c->num_directions * 3.0 * c->hidden_size * (in + c->hidden_size);
 }
 
 /* ---- One direction on one thread ---------------------------------------- */
@@ -133,6 +146,7 @@ typedef struct gl_dir {
     size_t col;
     float *state;
     int reverse;
+    size_t d;                /* 0 forward, 1 reverse */
 } gl_dir;
 
 /* Input projection of every step at once, xp = x W_ih^T + b_ih, for the
@@ -154,6 +168,30 @@ static void input_projection(const gl_kernels *k, const gl_panel *ih, const gl_s
     }
     const size_t ldx = time_major && n == 1 ? rw->B * in_w : in_w;
     k->gemm(n * T, j->in + gl_row_at(rw, j->in_global, b0, 0) * in_w, ldx, ih, 0, 3, xp, ld, tmp);
+}
+
+/* A projected layer's input rows already hold W_ih x + b_ih (an embedding
+ * folded into the layer): (D, 3, H) floats a row, copied into the xp
+ * layout of direction d for blocks [c0, c1) (xp points at block c0's
+ * slots; lanes past H get 0, as a product's would). */
+static void copy_projection(const gl_seq_job *j, size_t d, size_t c0, size_t c1, float *xp,
+                            size_t ld)
+{
+    const gl_rows *rw = j->rw;
+    const size_t H = (size_t)j->L->u.gru.cfg.hidden_size, in_w = j->in_w;
+    for (size_t b = rw->b0; b < rw->b0 + rw->n; b++)
+        for (size_t t = 0; t < rw->T; t++) {
+            const float *src = j->in + gl_row_at(rw, j->in_global, b, t) * in_w + d * 3 * H;
+            float *dst = xp + gl_row_at(rw, 0, b, t) * ld;
+            for (size_t blk = c0; blk < c1; blk++)
+                for (size_t g = 0; g < 3; g++) {
+                    float *o = dst + ((blk - c0) * 3 + g) * GL_LANES;
+                    for (size_t l = 0; l < GL_LANES; l++) {
+                        const size_t u = blk * GL_LANES + l;
+                        o[l] = u < H ? src[g * H + u] : 0.0f;
+                    }
+                }
+        }
 }
 
 /* Recurrent products of one step for every row (rows that have ended are
@@ -189,7 +227,8 @@ static void run_direction(const gl_dir *dj)
     const int hh_first = T == 1 && p->hh_first;
     if (hh_first) recurrent_product(k, g, w, sc, n, Hp, ld);
 
-    input_projection(k, &w->ih, j, sc->xp, ld, sc->tmp);
+    if (g->cfg.projected) copy_projection(j, dj->d, 0, nb, sc->xp, ld);
+    else input_projection(k, &w->ih, j, sc->xp, ld, sc->tmp);
 
     for (size_t s = 0; s < T; s++) {
         if (!hh_first) recurrent_product(k, g, w, sc, n, Hp, ld);
@@ -253,7 +292,7 @@ static void run_direction(const gl_dir *dj)
 static gl_panel sub_panel(const gl_panel *p, size_t c0, size_t c1)
 {
     gl_panel s = *p;
-    s.w = (const unsigned char *)p->w + c0 * (gl_panel_bytes(p) / p->nb);   /* blocks are equal */
+    if (p->w) s.w = (const unsigned char *)p->w + c0 * (gl_panel_bytes(p) / p->nb);   /* blocks are equal */
     if (p->b) s.b = p->b + c0 * p->G * GL_LANES;
     if (p->scale) s.scale = p->scale + c0 * p->G * GL_LANES;
     s.nb = c1 - c0;
@@ -286,7 +325,8 @@ static void run_split_task(void *ctx, int task)
     float *hbuf[2] = { sc->h, j->sc2->h };
 
     /* This half's columns of the input projection, every step. */
-    input_projection(k, &ih, j, sc->xp + x0, ld, tmp);
+    if (j->L->u.gru.cfg.projected) copy_projection(j, dj->d, c0, c1, sc->xp + x0, ld);
+    else input_projection(k, &ih, j, sc->xp + x0, ld, tmp);
     /* No wait here: each task reads only its own columns of xp, and the
      * caller filled hbuf[0] before the run. */
 
@@ -352,7 +392,7 @@ static gl_dir direction(const gl_seq_job *j, int d, const gl_scratch *sc)
     const grulite_layer_info *c = &j->L->u.gru.cfg;
     const size_t H = (size_t)c->hidden_size;
     gl_dir dj = { j, &j->L->u.gru.dir[d], sc, (size_t)d * H, j->state + (size_t)d * j->rw->B * H,
-                  d || c->reverse };
+                  d || c->reverse, (size_t)d };
     return dj;
 }
 
@@ -388,6 +428,6 @@ static int gru_pair(const gl_layer *L, int32_t batch)
 }
 
 const gl_kind gl_kind_gru = {
-    GRULITE_LAYER_GRU, 1, 6, gru_to_fields, gru_from_fields, gru_configure, gru_tensors,
+    GRULITE_LAYER_GRU, 1, 7, gru_to_fields, gru_from_fields, gru_configure, gru_tensors,
     gru_macs, gru_pair, gru_run, NULL,
 };

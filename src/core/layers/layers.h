@@ -1,5 +1,5 @@
 /* layers.h - layer kinds.  A kind is one file in this folder (gru.c,
- * dense.c) plus a line in layers.c's table: its record in the file, its
+ * dense.c, embedding.c) plus a line in layers.c's table: its record in the file, its
  * checks, its tensors and how it runs.  The format reads and writes
  * records and tensors through these functions; the engine runs the model
  * as a loop over its layers calling them.  Adding a kind: docs/architecture.md. */
@@ -25,6 +25,8 @@ typedef struct gl_tensor_ref {
     int kind;                /* GL_MATRIX, GL_BIAS or GL_SCALE */
     const float **src;       /* serialize / convert: the layer spec's field holding
                                 it in PyTorch's layout (a scale: its matrix), else NULL */
+    int kmajor;              /* a matrix source laid out (K, G*H) (an embedding table:
+                                one row per input) instead of PyTorch's (G*H, K) */
 } gl_tensor_ref;
 
 typedef int (*gl_tensor_fn)(const gl_tensor_ref *ref, void *ctx);
@@ -60,13 +62,15 @@ typedef struct gl_kind {
     /* Sequence layers: runs the job (engine/engine.h). */
     void (*run)(const gl_seq_job *j);
 
-    /* Row layers: out rows = f(in rows); ld* are row strides in floats. */
+    /* Row layers: out rows = f(in rows); ld* are row strides in floats.
+     * raw: leave out the activation (a head's logits, for sampling). */
     void (*rows)(const gl_layer *L, const gl_kernels *k, size_t rows, const float *in,
-                 size_t ldi, float *out, size_t ldo, void *tmp);
+                 size_t ldi, float *out, size_t ldo, void *tmp, int raw);
 } gl_kind;
 
 GL_HIDDEN extern const gl_kind gl_kind_gru;
 GL_HIDDEN extern const gl_kind gl_kind_dense;
+GL_HIDDEN extern const gl_kind gl_kind_embedding;
 
 /* The kind of a GRULITE_LAYER_* code, or NULL. */
 GL_HIDDEN const gl_kind *gl_kind_of(int32_t code);

@@ -26,7 +26,7 @@ def _f32(a: Any) -> np.ndarray:
 
 def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
                       batch_first: bool = True, dtype: str = "float32",
-                      head_from: str = "output") -> bytes:
+                      head_from: str = "output", embedding: dict | None = None) -> bytes:
     """The .grl image of a GRU described layer by layer (the importers' one
     way in).
 
@@ -43,6 +43,12 @@ def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
     directions concatenated: ``fc(cat(h_n[-2], h_n[-1]))``, Keras'
     Bidirectional / go_backwards ``return_sequences=False``).
 
+    embedding: None (the model reads float features), or a dict with
+    ``weight`` (V, input_size) (nn.Embedding.weight: the model then reads
+    token ids), ``fold`` (None: fold it into layer 0's input projection
+    when the folded table is no larger; True; False) and optionally
+    ``name``.
+
     Tensors may be anything ``np.asarray`` takes (lazy tensors of a file
     are read here, after the C core has checked every size).
     """
@@ -50,7 +56,17 @@ def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
 
     if head_from not in ("output", "state"):
         raise GruliteError(f"head_from must be 'output' or 'state'; got {head_from!r}")
-    _core.check_config(input_size, layers, dense)     # the limits, before any copy
+    emb = None
+    if embedding is not None:
+        w = embedding["weight"]
+        shape = tuple(np.shape(w))
+        if len(shape) != 2 or shape[1] != input_size:
+            raise GruliteError(f"embedding {embedding.get('name') or ''} has shape {shape}; "
+                               f"expected (vocab_size, {input_size}) to feed layer 0")
+        emb = dict(vocab_size=shape[0], fold=embedding.get("fold"))
+    _core.check_config(input_size, layers, dense, emb)     # the limits, before any copy
+    if emb is not None:
+        emb["weight"] = _f32(embedding["weight"])
     fixed = [dict(lay, **{f: [_f32(a) for a in lay.get(f, [])] for f in WEIGHT_FIELDS})
              for lay in layers]
     dense = [dict(d, weight=_f32(d["weight"]),
@@ -59,13 +75,13 @@ def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
     meta.setdefault("converter", f"grulite {__version__}")
     return _core.serialize(int(input_size), fixed, dense,
                            json.dumps(meta, sort_keys=True, default=str).encode("utf-8"),
-                           bool(batch_first), dtype, head_from == "state")
+                           bool(batch_first), dtype, head_from == "state", emb)
 
 
-def count_parameters(layers: list, dense: list) -> int:
+def count_parameters(layers: list, dense: list, embedding: dict | None = None) -> int:
     """Weights and biases of a description as :func:`image_from_layers`
     takes it."""
     n = sum(int(np.size(a)) for lay in layers for f in WEIGHT_FIELDS for a in lay.get(f, []))
     n += sum(int(np.size(d["weight"])) + (0 if d.get("bias") is None else int(np.size(d["bias"])))
              for d in dense)
-    return n
+    return n + (0 if embedding is None else int(np.size(embedding["weight"])))
