@@ -113,7 +113,7 @@ def test_convert_names_the_tensors_it_does_not_use(tmp_path, capsys, fmt):
     stderr (a note, not an error) instead of dropping them silently."""
     from grulite._cli import main
     rng = np.random.default_rng(7)
-    sd = {"embedding.weight": rng.standard_normal((10, 3)).astype(np.float32),
+    sd = {"embedding.weight": rng.standard_normal((10, 5)).astype(np.float32),   # feeds nothing
           **gru_state(rng, 3, 4), **linear_state(rng, 4, 5), **linear_state(rng, 5, 2, name="fc2")}
     src = WRITERS[fmt](tmp_path / ("m" + by_name(fmt).extensions[0]), sd)
     assert main(["convert", str(src), "-o", str(tmp_path / "m.grl"), "--head", "fc:relu"]) == 0

@@ -22,6 +22,8 @@ from grulite._version import __version__
 
 _Path = Union[str, os.PathLike]
 _HeadSpec = Union[None, str, Sequence[Any]]
+_Embedding = Union[None, bool, str]
+_Vocab = Union[None, str, os.PathLike, Sequence[str]]
 
 
 def _from_file(importer: str, path: _Path, num_threads: Optional[int], **options: Any) -> Model:
@@ -34,7 +36,9 @@ def _from_file(importer: str, path: _Path, num_threads: Optional[int], **options
 def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
                     reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
                     *, batch_first: bool = True, dtype: str = "float32",
-                    head_from: str = "output", num_threads: Optional[int] = None) -> Model:
+                    head_from: str = "output", embedding: _Embedding = None,
+                    fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
+                    num_threads: Optional[int] = None) -> Model:
     """Builds a model from a PyTorch ``state_dict`` (or a checkpoint holding one).
 
     Parameters
@@ -44,7 +48,9 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
         ``model.state_dict()`` or ``np.load("model.npz")``.
     prefix : str, optional
         Module path of the GRU (``"gru"``, ``"encoder.rnn"``); found
-        automatically when the mapping holds a single GRU.
+        automatically when the mapping holds a single GRU.  An
+        ``nn.GRUCell`` (``cell.weight_ih``, ``cell.weight_hh``, no ``_l0``)
+        loads as a one-layer GRU; LSTMCell / RNNCell tensors are refused.
     reset_after : bool or sequence of bool
         True for PyTorch's GRU; False for the original formulation (Keras
         ``reset_after=False``, ONNX ``linear_before_reset=0``).  One value
@@ -61,20 +67,38 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
         valid step (``fc(y[:, -1])``), or its final states with directions
         concatenated (``fc(torch.cat([h_n[-2], h_n[-1]], 1))``); they differ
         only for backward directions.
+    embedding : None, str, bool
+        The ``nn.Embedding`` feeding the GRU, whose model then takes token
+        ids: None finds it (a 2-D ``<name>.weight`` of width input_size
+        named ``emb``, ``embed``, ``embedding``, ``embeddings`` or
+        ``*_emb`` / ``*_embed`` / ``*_embedding``; of several, the one
+        beside the GRU), a module name (``"decoder.embedding"``) takes that
+        one, True requires one, False takes none.
+    fold_embedding : bool, optional
+        Fold the embedding into layer 0's input projection (a (V, 3H)
+        table): None when the folded table is no bigger, True always,
+        False never.  The outputs are the same either way.
+    vocab : list of str or path, optional
+        The token of each id (or a vocabulary file, see
+        ``docs/sequence-models.md``), stored in the model's metadata for
+        ``grulite generate``; needs an embedding of as many rows.
     num_threads : int, optional
         Threads for whole-sequence calls (see :attr:`Model.num_threads`).
     """
     from grulite.importers._state_dict import build_image
 
     image, _ = build_image(mapping, prefix, reset_after, head, batch_first, dtype=dtype,
-                           head_from=head_from)
+                           head_from=head_from, embedding=embedding,
+                           fold_embedding=fold_embedding, vocab=vocab)
     return from_bytes(image, num_threads=num_threads)
 
 
 def from_npz(path: _Path, prefix: Optional[str] = None,
              reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
              *, batch_first: bool = True, dtype: str = "float32",
-             head_from: str = "output", num_threads: Optional[int] = None) -> Model:
+             head_from: str = "output", embedding: _Embedding = None,
+             fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
+             num_threads: Optional[int] = None) -> Model:
     """Builds a model from a state_dict saved with ``np.savez``.
 
     ``np.savez("model.npz", **{k: v.numpy() for k, v in model.state_dict().items()})``
@@ -83,13 +107,16 @@ def from_npz(path: _Path, prefix: Optional[str] = None,
     of :func:`from_state_dict`.
     """
     return _from_file("npz", path, num_threads, prefix=prefix, reset_after=reset_after,
-                      head=head, batch_first=batch_first, dtype=dtype, head_from=head_from)
+                      head=head, batch_first=batch_first, dtype=dtype, head_from=head_from,
+                      embedding=embedding, fold_embedding=fold_embedding, vocab=vocab)
 
 
 def from_torch_file(path: _Path, prefix: Optional[str] = None,
                     reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
                     *, batch_first: bool = True, dtype: str = "float32",
-                    head_from: str = "output", num_threads: Optional[int] = None) -> Model:
+                    head_from: str = "output", embedding: _Embedding = None,
+                    fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
+                    num_threads: Optional[int] = None) -> Model:
     """Imports a ``torch.save``'d state_dict or checkpoint without torch.
 
     ``torch.save(model.state_dict(), path)`` or a checkpoint dict such as
@@ -101,13 +128,16 @@ def from_torch_file(path: _Path, prefix: Optional[str] = None,
     """
     return _from_file("pt", path, num_threads, prefix=prefix, reset_after=reset_after,
                       head=head, batch_first=batch_first, dtype=dtype,
-                      head_from=head_from)
+                      head_from=head_from, embedding=embedding,
+                      fold_embedding=fold_embedding, vocab=vocab)
 
 
 def from_safetensors(path: _Path, prefix: Optional[str] = None,
                      reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
                      *, batch_first: bool = True, dtype: str = "float32",
-                     head_from: str = "output", num_threads: Optional[int] = None) -> Model:
+                     head_from: str = "output", embedding: _Embedding = None,
+                    fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
+                    num_threads: Optional[int] = None) -> Model:
     """Imports a ``.safetensors`` file of a state_dict (parsed directly; no
     extra package): ``safetensors.torch.save_file(model.state_dict(), path)``.
 
@@ -115,7 +145,43 @@ def from_safetensors(path: _Path, prefix: Optional[str] = None,
     """
     return _from_file("safetensors", path, num_threads, prefix=prefix,
                       reset_after=reset_after, head=head, batch_first=batch_first, dtype=dtype,
-                      head_from=head_from)
+                      head_from=head_from, embedding=embedding,
+                      fold_embedding=fold_embedding, vocab=vocab)
+
+
+def from_arrays(layers: Sequence[Mapping[str, Any]], *, embedding: Any = None,
+                head: Sequence[Any] = (), reset_after: Union[bool, Sequence[bool]] = True,
+                batch_first: bool = True, dtype: str = "float32", vocab: _Vocab = None,
+                fold_embedding: Optional[bool] = None, head_from: str = "output",
+                num_threads: Optional[int] = None) -> Model:
+    """Builds a model from arrays that do not carry PyTorch's names.
+
+    Parameters
+    ----------
+    layers : list of dict
+        One dict per GRU layer: ``weight_ih`` (3H, input), ``weight_hh``
+        (3H, H), optionally ``bias_ih`` and ``bias_hh`` (3H,) (both or
+        neither), and ``weight_ih_reverse`` ... for a second direction;
+        PyTorch's layout and gate order r, z, n.  Arrays may be numpy
+        arrays, torch tensors or anything ``np.asarray`` takes.
+    embedding : array_like, optional
+        A (vocab_size, width) table: the model then takes token ids, and
+        layer 0's weight_ih is (3H, width).
+    head : list of (weight, bias or None, activation)
+        Linear layers after the GRU: weight (out, in), bias (out,).
+    reset_after : bool or sequence of bool
+        As for :func:`from_state_dict`, one value or one per layer.
+    batch_first, dtype, head_from, fold_embedding, vocab, num_threads
+        As for :func:`from_state_dict`.
+
+    Every shape is checked; a GruliteError names the layer and the array.
+    """
+    from grulite.importers._arrays import image
+
+    img, _ = image(layers, embedding=embedding, head=head, reset_after=reset_after,
+                   batch_first=batch_first, dtype=dtype, head_from=head_from, vocab=vocab,
+                   fold_embedding=fold_embedding)
+    return from_bytes(img, num_threads=num_threads)
 
 
 def from_onnx(path: _Path, *, dtype: str = "float32", num_threads: Optional[int] = None) -> Model:
@@ -167,4 +233,4 @@ def available_isas() -> list:
 
 __all__ = ["__version__", "GruliteError", "Model", "ModelConfig", "LayerConfig",
            "DenseConfig", "Stream", "load", "from_bytes", "from_state_dict", "from_npz",
-           "from_onnx", "from_keras", "from_torch_file", "from_safetensors", "available_isas"]
+           "from_arrays", "from_onnx", "from_keras", "from_torch_file", "from_safetensors", "available_isas"]

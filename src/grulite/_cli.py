@@ -1,4 +1,4 @@
-"""The grulite command line: convert, info, run, bench, demo."""
+"""The grulite command line: convert, info, run, bench, generate, demo."""
 from __future__ import annotations
 
 import argparse
@@ -31,25 +31,81 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def _describe_layers(layers: Sequence[Any]) -> list:
-    """One line per layer of a model's config (LayerConfig)."""
+def _describe_layers(layers: Sequence[Any], embedding_width: Optional[int] = None) -> list:
+    """One line per layer of a model's config (LayerConfig).  A layer with
+    an embedding folded into it (``projected``) shows the embedding's width
+    when known."""
     lines = []
     for k, lay in enumerate(layers):
         way = "bidirectional" if lay.bidirectional else "backward" if lay.reverse else "forward"
-        lines.append(f"  layer {k}: input {lay.input_size:>5} -> hidden {lay.hidden_size:>5}"
+        folded = bool(getattr(lay, "projected", False))
+        width = (embedding_width or "ids") if folded else lay.input_size
+        lines.append(f"  layer {k}: input {width:>5} -> hidden {lay.hidden_size:>5}"
                      f"  {way}"
                      f"  reset_{'after' if lay.reset_after else 'before'}"
-                     f"  {'bias' if lay.bias else 'no bias'}")
+                     f"  {'bias' if lay.bias else 'no bias'}"
+                     f"{'  (embedding folded in)' if folded else ''}")
     return lines
+
+
+def _field(obj: Any, name: str) -> Any:
+    """obj[name] of a dict, obj.name of anything else (None when absent)."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _embedding_line(name: Optional[str], vocab_size: int, width: Optional[int], config: Any) -> str:
+    """The report of an embedding: "emb (37 tokens x 24), folded into layer 0
+    (a 37 x 144 table)".  width: the nn.Embedding's (None if unknown);
+    config: the model's ``config.embedding`` (whether it was folded, the
+    table's width)."""
+    folded = _field(config, "folded")
+    table = _field(config, "width")
+    if folded:
+        how = ", folded into layer 0" + (f" (a {vocab_size} x {table} table)" if table else "")
+    elif folded is None:
+        how = ""
+    else:
+        how = ", kept as a lookup table"
+    if width is None and not folded:
+        width = table
+    size = f"{vocab_size} tokens" + (f" x {width}" if width else "")
+    return f"{name} ({size}){how}" if name else f"{size}{how}"
+
+
+def _embedding_width(meta: dict, name: Optional[str]) -> Optional[int]:
+    """The nn.Embedding's width recorded in a model's metadata (tensors)."""
+    tensors = meta.get("tensors")
+    if not name or not isinstance(tensors, dict):
+        return None
+    shape = tensors.get(f"{name}.weight", tensors.get(name))
+    if isinstance(shape, list) and len(shape) == 2 and isinstance(shape[1], int):
+        return shape[1]
+    return None
+
+
+def _vocab_line(tokens: Sequence[str]) -> str:
+    from grulite._vocab import is_char_vocab
+
+    return f"{len(tokens)} tokens ({'characters' if is_char_vocab(tokens) else 'words'})"
 
 
 def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optional[str] = None,
                  reset_after: bool = True, dtype: str = "float32", batch_first: bool = True,
-                 out: Optional[TextIO] = None, head_from: str = "output") -> dict:
+                 out: Optional[TextIO] = None, head_from: str = "output",
+                 embedding: Any = None, fold_embedding: Optional[bool] = None,
+                 vocab: Any = None, notes: bool = True) -> dict:
     """Converts a weights file to .grl and prints what was found (to `out`,
-    default stdout; tensors of the file the model does not use, to stderr).
+    default stdout; tensors of the file the model does not use, to stderr,
+    unless `notes` is False).
 
-    The one conversion path: ``grulite convert`` and ``grulite demo`` use it.
+    embedding: None (find an nn.Embedding feeding the GRU), a module name,
+    or False (none); fold_embedding: None (when it pays), True, False;
+    vocab: a vocabulary file (or list of tokens) stored in the model.  The one conversion path:
+    ``grulite convert`` and ``grulite demo`` use it.
     """
     out = out or sys.stdout
     from grulite import from_bytes
@@ -58,40 +114,60 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
     importer = for_path(src)
     if importer.state_dict:
         image, summary = importer.image(src, prefix=prefix, reset_after=reset_after, head=head,
-                                        batch_first=batch_first, dtype=dtype, head_from=head_from)
-    elif prefix or head or not reset_after or not batch_first or head_from != "output":
-        raise GruliteError(f"--prefix, --head, --head-from, --reset-before and --time-major "
+                                        batch_first=batch_first, dtype=dtype, head_from=head_from,
+                                        embedding=embedding, fold_embedding=fold_embedding,
+                                        vocab=vocab)
+    elif prefix or head or not reset_after or not batch_first or head_from != "output" or \
+            embedding is not None or fold_embedding is not None or vocab is not None:
+        raise GruliteError(f"--prefix, --head, --head-from, --reset-before, --time-major, "
+                           f"--embedding, --no-embedding, --fold-embedding and --vocab "
                            f"apply to state_dicts; a {os.path.splitext(src)[1]} file "
                            f"({importer.what}) carries its own structure")
     else:
         image, summary = importer.image(src, dtype=dtype)
     model = from_bytes(image)       # validate with the C loader before writing
     model.save(dst)
-    print(f"found a GRU under prefix {summary['prefix']!r} in {os.path.basename(src)}:", file=out)
-    for line in _describe_layers(model.config.layers):
+    kind = summary.get("kind") or "GRU"
+    print(f"found a {kind} under prefix {summary['prefix']!r} in "
+          f"{os.path.basename(src)}:", file=out)
+    emb = summary.get("embedding")
+    emb_config = getattr(model.config, "embedding", None)
+    if emb is not None:
+        print("  embedding: " + _embedding_line(emb["name"], emb["vocab_size"], emb["width"],
+                                               emb_config), file=out)
+    for line in _describe_layers(model.config.layers, emb["width"] if emb else None):
         print(line, file=out)
     for d in summary["dense"]:
         print(f"  head {d['name']}: {d['in_features']} -> {d['out_features']}, {d['activation']}"
               f"{'' if d['bias'] is not None else ', no bias'}", file=out)
+    if summary.get("vocab"):
+        origin = (f", from {os.path.basename(os.fspath(vocab))}"
+                  if isinstance(vocab, (str, os.PathLike)) else "")
+        print(f"  vocab: {_vocab_line(summary['vocab'])}{origin}", file=out)
     bf = model.config.batch_first
     print(f"  {summary['parameters']:,} parameters, dtype {dtype}, layout "
           f"{'batch-first' if bf else 'time-major'}", file=out)
     print(f"wrote {dst} ({_human(os.path.getsize(dst))}, checksum {model.checksum:08x})", file=out)
     unused = summary.get("unused") or []
-    if unused:
+    if unused and notes:
         shown = ", ".join(unused[:20]) + (f" and {len(unused) - 20} more" if len(unused) > 20 else "")
         print(f"grulite: note: {len(unused)} tensor(s) of {os.path.basename(src)} are not in the "
-              f"model: {shown} (a Linear layer is added with --head NAME:ACTIVATION)",
-              file=sys.stderr)
+              f"model: {shown} (a Linear layer is added with --head NAME:ACTIVATION, an "
+              "nn.Embedding with --embedding NAME)", file=sys.stderr)
     return summary
 
 
 # ---- subcommands -----------------------------------------------------------
 
+_FOLD = {"auto": None, "yes": True, "no": False}
+
+
 def cmd_convert(a: argparse.Namespace) -> int:
     dst = a.output or os.path.splitext(a.input)[0] + ".grl"
+    embedding: Any = False if a.no_embedding else a.embedding
     convert_file(a.input, dst, prefix=a.prefix, head=a.head, reset_after=a.reset_after,
-                 dtype=a.dtype, batch_first=not a.time_major, head_from=a.head_from)
+                 dtype=a.dtype, batch_first=not a.time_major, head_from=a.head_from,
+                 embedding=embedding, fold_embedding=_FOLD[a.fold_embedding], vocab=a.vocab)
     return 0
 
 
@@ -106,20 +182,33 @@ def cmd_info(a: argparse.Namespace) -> int:
         return 0
     print(f"{a.model}: grulite model, {_human(m.nbytes)}")
     print(f"  checksum: ok (CRC-32 {m.checksum:08x}, verified on load)")
-    print(f"  input_size {c.input_size}, {c.num_layers} layer(s), dtype {c.dtype}, "
+    meta = m.metadata
+    emb = getattr(c, "embedding", None)
+    name = meta.get("embedding") if isinstance(meta.get("embedding"), str) else None
+    width = _embedding_width(meta, name) if emb is not None else None
+    inputs = (f"input: token ids 0..{_field(emb, 'vocab_size') - 1}" if emb is not None
+              else f"input_size {c.input_size}")
+    print(f"  {inputs}, {c.num_layers} layer(s), dtype {c.dtype}, "
           f"default layout {'batch-first' if c.batch_first else 'time-major'}")
-    for line in _describe_layers(c.layers):
+    if emb is not None:
+        table_dtype = _field(emb, "dtype")
+        print("  embedding: " + _embedding_line(name, _field(emb, "vocab_size"), width, emb)
+              + (f", {table_dtype}" if table_dtype and table_dtype != c.dtype else ""))
+    if isinstance(meta.get("vocab"), list):
+        print(f"  vocab: {_vocab_line(meta['vocab'])} (grulite generate encodes text with it)")
+    for line in _describe_layers(c.layers, width):
         print(line)
     for k, d in enumerate(c.head):
         print(f"  head {k}: {d.in_features} -> {d.out_features}, {d.activation}"
               f"{'' if d.bias else ', no bias'}")
     print(f"  outputs: y width {c.output_size}" + (f", head {c.head_size}" if c.head else ""))
-    meta = m.metadata
     if meta:
         print("  metadata:")
         for k in sorted(meta):
             v = meta[k]
             text = json.dumps(v) if not isinstance(v, str) else v
+            if k == "vocab" and isinstance(v, list):
+                text = f"[{len(v)} tokens] " + text
             if len(text) > 200:
                 text = text[:197] + "..."
             print(f"    {k}: {text}")
@@ -241,9 +330,141 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def _stored_vocab(m: Any, path: str) -> list:
+    """The vocabulary stored in a model (``grulite convert --vocab``)."""
+    from grulite._vocab import check_vocab
+
+    vocab = m.metadata.get("vocab")
+    if vocab is None:
+        raise GruliteError(f"{path} has no vocabulary to turn text into token ids: convert it "
+                           "with --vocab vocab.txt (one token per line, in id order)")
+    return check_vocab(vocab, what=f"the vocabulary stored in {path}")
+
+
+def _stop_id(stop: Optional[str], vocab: Sequence[str]) -> Optional[int]:
+    """The id of the token --stop names (escapes as in a vocabulary file: \\n, \\s ...)."""
+    from grulite._vocab import unescape_token
+
+    if stop is None:
+        return None
+    token = unescape_token(stop, f"--stop {stop!r}")
+    if token not in vocab:
+        raise GruliteError(f"--stop {stop!r}: the token {token!r} is not in the vocabulary "
+                           f"({len(vocab)} tokens); write a newline as \\n, a space as \\s")
+    return list(vocab).index(token)
+
+
+def generate_text(m: Any, prompts: Sequence[str], vocab: Sequence[str], max_steps: int = 100,
+                  stop: Optional[int] = None, sample: bool = False, temperature: float = 1.0,
+                  top_k: Optional[int] = None, top_p: Optional[float] = None,
+                  seed: Optional[int] = None) -> list:
+    """Runs ``m.generate`` on text prompts (one row each, one batch): a list
+    of dicts with ``prompt``, ``ids`` (the generated token ids, the stop
+    token left out), ``completion`` and ``text`` (prompt and completion)."""
+    from grulite._vocab import decode, encode
+
+    rows = []
+    for text in prompts:
+        try:
+            ids = encode(text, vocab)
+        except GruliteError as e:
+            raise GruliteError(f"prompt {text!r}: {e}") from None
+        if not ids:
+            raise GruliteError(f"prompt {text!r} has no tokens to start from")
+        rows.append(ids)
+    out = m.generate(prompt=rows, max_steps=max_steps, stop=stop,
+                     strategy="sample" if sample else "greedy", temperature=temperature,
+                     top_k=top_k, top_p=top_p, seed=seed)
+    result = []
+    for text, ids, gen in zip(prompts, rows, out):
+        new = [int(t) for t in np.asarray(gen).reshape(-1)]
+        result.append(dict(prompt=text, ids=new, completion=decode(new, vocab),
+                           text=decode(ids + new, vocab)))
+    return result
+
+
+def cmd_generate(a: argparse.Namespace) -> int:
+    import grulite
+
+    if not a.sample:
+        given = [flag for flag, v in (("--temperature", a.temperature), ("--top-k", a.top_k),
+                                      ("--top-p", a.top_p), ("--seed", a.seed)) if v is not None]
+        if given:
+            raise GruliteError(f"{', '.join(given)} apply to sampling: add --sample (the default "
+                               "is greedy, the most likely token at each step)")
+    m = grulite.load(a.model)
+    vocab = _stored_vocab(m, a.model)
+    rows = generate_text(m, a.prompt, vocab, max_steps=a.max_steps, stop=_stop_id(a.stop, vocab),
+                         sample=a.sample, temperature=1.0 if a.temperature is None else a.temperature,
+                         top_k=a.top_k, top_p=a.top_p, seed=a.seed)
+    if a.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for i, row in enumerate(rows):
+        if i:
+            print()
+        print(row["text"])
+    return 0
+
+
+TEXT_DEMO_MODEL = "zen_charlm.npz"
+TEXT_DEMO_VOCAB = "zen_vocab.txt"
+TEXT_DEMO_PROMPTS = ("Beautiful is", "Errors should", "Now is")
+
+
+def _demo_text(a: argparse.Namespace) -> int:
+    import grulite
+
+    src = os.path.join(DATA_DIR, TEXT_DEMO_MODEL)
+    vocab_path = os.path.join(DATA_DIR, TEXT_DEMO_VOCAB)
+    for path in (src, vocab_path):
+        if not os.path.exists(path):
+            raise GruliteError(f"the generative demo's files are not in this installation "
+                               f"({path} is missing)")
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = os.path.join(tmp, "zen.grl")
+        print("Converting the bundled character model (nn.Embedding -> nn.GRU -> nn.Linear, a "
+              "PyTorch state_dict saved with np.savez), as `grulite convert zen_charlm.npz "
+              "--head fc:softmax --vocab zen_vocab.txt` would:")
+        convert_file(src, dst, head="fc:softmax", vocab=vocab_path, notes=False)
+        m = grulite.load(dst)
+        vocab = _stored_vocab(m, dst)
+        stop = vocab.index("\n") if "\n" in vocab else None
+        print()
+        print("It was trained on the Zen of Python (PEP 20, Tim Peters; `import this`; PSF "
+              "license).")
+        print("Greedy: the most likely character at each step, to the end of the line "
+              "(the prompts run as one batch):")
+        print()
+        rows = generate_text(m, TEXT_DEMO_PROMPTS, vocab, max_steps=a.max_steps, stop=stop)
+        t0 = time.perf_counter()            # timed again, warm (threads started, memory sized)
+        generate_text(m, TEXT_DEMO_PROMPTS, vocab, max_steps=a.max_steps, stop=stop)
+        dt = time.perf_counter() - t0
+        for row in rows:
+            print(f"  {row['prompt']}|{row['completion']}")
+        n = sum(len(r["ids"]) for r in rows)
+        print(f"  (| marks where each prompt ends; {n} characters in {dt * 1e3:.2f} ms)")
+        print()
+        prompt, temperature, seed = "If the", 0.8, a.seed
+        print(f"Sampled: temperature {temperature}, seed {seed} (the same seed gives the same "
+              "text), several lines:")
+        print()
+        rows = generate_text(m, [prompt], vocab, max_steps=3 * a.max_steps, sample=True,
+                             temperature=temperature, seed=seed)
+        text = rows[0]["text"]
+        if "\n" in text:
+            text = text[:text.rindex("\n")]      # whole lines only
+        for line in text.split("\n"):
+            print(f"  {line}")
+        del m
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     import grulite
 
+    if a.text:
+        return _demo_text(a)
     src = os.path.join(DATA_DIR, "sunspots_gru.npz")
     ev = np.load(os.path.join(DATA_DIR, "sunspots_eval.npz"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -297,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "inspect it, run it, time it.",
         epilog="examples:\n  grulite demo\n  grulite convert model.npz -o model.grl --head fc:softmax\n"
                "  grulite info model.grl\n  grulite run model.grl input.npy -o output.npy\n"
-               "  grulite bench model.grl")
+               "  grulite bench model.grl\n"
+               "  grulite generate charlm.grl --prompt \"Beautiful is\"")
     p.add_argument("--version", action="version", version=f"grulite {__version__}")
     sub = p.add_subparsers(dest="command", metavar="command")
 
@@ -334,6 +556,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--time-major", action="store_true",
                    help="record (steps, batch, features) as the default input layout "
                         "(nn.GRU batch_first=False)")
+    e = c.add_mutually_exclusive_group()
+    e.add_argument("--embedding", metavar="NAME",
+                   help="the nn.Embedding feeding the GRU (e.g. decoder.embedding); by default "
+                        "one named like emb / embed / embedding of the GRU's input width is found")
+    e.add_argument("--no-embedding", action="store_true",
+                   help="no embedding: the model takes float vectors")
+    c.add_argument("--fold-embedding", choices=list(_FOLD), default="auto",
+                   help="fold the embedding into layer 0's input projection: auto (when the "
+                        "folded table is no bigger; default), yes, no")
+    c.add_argument("--vocab", metavar="FILE",
+                   help="vocabulary stored in the model for grulite generate: one token per "
+                        "line in id order (escapes \\n \\t \\r \\s \\\\)")
     c.set_defaults(fn=cmd_convert)
 
     i = sub.add_parser("info", formatter_class=fmt, help="show a model's configuration",
@@ -373,13 +607,51 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=20, help="minimum timed runs")
     b.set_defaults(fn=cmd_bench)
 
+    gn = sub.add_parser(
+        "generate", formatter_class=fmt, help="generate text with a token model",
+        description="Continue text prompts with a model that takes token ids (an embedding) "
+                    "and ends in a head over its vocabulary (converted with --vocab): the "
+                    "prompt is split into characters (a vocabulary of single characters) or "
+                    "words, run, then the model's choice at each step is fed back. Several "
+                    "--prompt run as one batch.",
+        epilog="example:\n  grulite generate charlm.grl --prompt \"Beautiful is\" --stop '\\n'\n"
+               "  grulite generate charlm.grl --prompt \"Now\" --sample --temperature 0.8 "
+               "--seed 1")
+    gn.add_argument("model")
+    gn.add_argument("--prompt", action="append", required=True,
+                    help="text to continue (repeat for several rows)")
+    gn.add_argument("--max-steps", type=int, default=100,
+                    help="tokens to generate at most (default 100)")
+    gn.add_argument("--stop", metavar="TOKEN",
+                    help="stop a row at this token (not printed); escapes as in a vocabulary "
+                         "file: \\n newline, \\s space")
+    gn.add_argument("--sample", action="store_true",
+                    help="sample from softmax(logits / temperature) instead of taking the most "
+                         "likely token (greedy, the default)")
+    gn.add_argument("--temperature", type=float, help="sampling temperature (default 1.0)")
+    gn.add_argument("--top-k", type=int, help="sample among the K most likely tokens")
+    gn.add_argument("--top-p", type=float,
+                    help="sample among the most likely tokens whose probabilities sum to P")
+    gn.add_argument("--seed", type=int, help="seed: the same seed gives the same text")
+    gn.add_argument("--json", action="store_true",
+                    help="print JSON: prompt, generated ids, completion and text of each row")
+    gn.set_defaults(fn=cmd_generate)
+
     d = sub.add_parser("demo", formatter_class=fmt,
-                       help="run the bundled sunspot model end to end",
+                       help="run a bundled model end to end (sunspots; --text: a character model)",
                        description="Convert the bundled GRU (trained with PyTorch on the yearly "
                                    "sunspot numbers, tools/train_demo.py), then predict the "
-                                   "held-out years and compare with the truth.",
-                       epilog="example:\n  grulite demo --all")
+                                   "held-out years and compare with the truth. With --text: "
+                                   "convert the bundled character-level language model of the "
+                                   "Zen of Python (tools/train_charlm.py) and continue a few "
+                                   "prompts, greedily and sampled.",
+                       epilog="example:\n  grulite demo --all\n  grulite demo --text")
     d.add_argument("--all", action="store_true", help="print every held-out year")
+    d.add_argument("--text", action="store_true",
+                   help="the generative demo: a character model continues text")
+    d.add_argument("--max-steps", type=int, default=80,
+                   help="--text: characters per greedy continuation at most (default 80)")
+    d.add_argument("--seed", type=int, default=1, help="--text: the sampling seed (default 1)")
     d.set_defaults(fn=cmd_demo)
     return p
 

@@ -971,7 +971,7 @@ cdef cnp.ndarray _token_array(object x, str name, int vocab):
     if a.size and (a.min() < -0x80000000 or a.max() > 0x7FFFFFFF):
         bad = a.min() if a.min() < 0 else a.max()
         raise GruliteError(f"token id {int(bad)} is outside the vocabulary [0, {vocab})")
-    return np.ascontiguousarray(a, dtype=np.int32)
+    return np.require(a, np.int32, ["C", "A"])
 
 
 def token_array(x, name, vocab):

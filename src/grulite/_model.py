@@ -268,7 +268,7 @@ class Model:
 
     def _prepare_tokens(self, x: Any, lengths: Any, bf: bool):
         """Token ids: (B, T) (or (T, B) time-major), or unbatched (T,)."""
-        V = self.config.embedding["vocab_size"]
+        V = int(self.config.vocab_size or 0)
         xa = _core.token_array(_np(x), "x", V)
         if xa.ndim == 1:
             unbatched = True
@@ -417,7 +417,7 @@ class Model:
     def generate(self, prompt: Any = None, h0: Any = None, start: Any = None,
                  stop: Optional[int] = None, max_steps: int = 100, strategy: str = "greedy",
                  temperature: float = 1.0, top_k: Optional[int] = None,
-                 top_p: Optional[float] = None, seed: Optional[int] = None) -> list:
+                 top_p: Optional[float] = None, seed: Any = None) -> list:
         """Generates token ids, one row per prompt, in C.
 
         Each row reads its prompt (from ``h0``, or zeros), then repeatedly
@@ -483,7 +483,7 @@ class Model:
                 raise GruliteError(f"stop must be a token id in [0, {V}); got {stop!r}")
             stop_id = int(stop)
         if seed is None:
-            seed = int(np.random.SeedSequence().entropy) & 0xFFFFFFFFFFFFFFFF
+            seed = int.from_bytes(os.urandom(8), "little")
         elif isinstance(seed, (list, tuple, np.ndarray)):
             sa = _core.as_array(seed, "seed")
             if sa.ndim != 1 or sa.dtype.kind not in "iu" or (sa < 0).any():
@@ -539,6 +539,10 @@ class Model:
                 all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in prompt):
             rows = [_core.token_array(np.asarray(prompt), "prompt", V)]
         elif isinstance(prompt, (list, tuple)) and prompt:
+            for i, r in enumerate(prompt):
+                if hasattr(r, "__len__") and len(r) == 0:
+                    raise GruliteError(f"prompt row {i} is empty; every row needs at least one "
+                                       "token (a start token)")
             rows = [_core.token_array(_np(r), f"prompt[{i}]", V) for i, r in enumerate(prompt)]
         else:
             raise GruliteError("prompt must be a sequence of token ids or a non-empty list of them")

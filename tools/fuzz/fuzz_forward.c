@@ -2,7 +2,10 @@
  * grulite_forward() and streaming run whose arguments come from the fuzz
  * data: batch 1-3, steps 1-4, lengths (sometimes out of range), h0,
  * batch- or time-major rows, outputs y / h_n / head (last or every step),
- * the kernel set, and inputs with NaN / Inf / huge values.
+ * the kernel set, and inputs with NaN / Inf / huge values.  A model with an
+ * embedding gets token ids instead (the special values: an id out of
+ * range, where a length may hide it), then greedy generation and a stream
+ * stepped on one row.
  *
  * Input layout:
  *
@@ -104,7 +107,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     float *x = fz_floats(B * T * I), *h0 = fz_floats(B * S);
     for (size_t i = 0; i < B * T * I; i++) x[i] = fz_uniform(&rng, 2.0f);
     for (size_t i = 0; i < B * S; i++) h0[i] = fz_uniform(&rng, 1.0f);
-    if (special) {
+    /* Token models: ids (row order of x), one out of range with special. */
+    const int32_t V = info.vocab_size;
+    int32_t *tok = malloc(B * T * sizeof(int32_t) + 1);
+    if (!tok) abort();
+    size_t bad_at = (size_t)-1;
+    for (size_t i = 0; V && i < B * T; i++) tok[i] = (int32_t)(fz_next(&rng) % (uint64_t)V);
+    if (V && special) {
+        static const int32_t k_bad[3] = { 0, -1, INT32_MIN };   /* by special: 1, 2 */
+        bad_at = fz_next(&rng) % (B * T);
+        tok[bad_at] = special == 3 ? V : k_bad[special];
+    } else if (special) {
         static const float k_vals[4] = { 0.0f, NAN, INFINITY, 1e30f };
         const size_t at = fz_next(&rng) % (B * T * I);
         x[at] = (fz_next(&rng) & 1) ? k_vals[special] : -k_vals[special];
@@ -117,6 +130,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (len[b] < 1 || (size_t)len[b] > T) len_ok = 0;
     }
     if (!use_len) len_ok = 1;
+    /* A bad id is read unless it lies past its row's length. */
+    int tok_ok = 1;
+    if (bad_at != (size_t)-1) {
+        const size_t bb = bf ? bad_at / T : bad_at % B, tt = bf ? bad_at % T : bad_at / B;
+        tok_ok = use_len && tt >= (size_t)len[bb];
+    }
 
     grulite_workspace *ws = grulite_workspace_new();
     if (!ws) abort();
@@ -132,7 +151,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     run.steps = (int32_t)T;
     run.batch_first = bf;
     run.head_all_steps = all_steps;
-    run.x = x;
+    run.x = V ? NULL : x;
+    run.tokens = V ? tok : NULL;
     run.lengths = use_len ? len : NULL;
     run.h0 = use_h0 ? h0 : NULL;
     run.y = want_y ? y : NULL;
@@ -141,6 +161,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = grulite_forward(m, ws, &run);
     if (!len_ok) {
         FZ_REQUIRE(rc == GRULITE_E_LENGTHS, "bad lengths gave %d", rc);
+    } else if (!tok_ok) {
+        FZ_REQUIRE(rc == GRULITE_E_TOKEN, "a bad token id gave %d", rc);
     } else {
         FZ_REQUIRE(rc == GRULITE_OK, "forward: %d %s", rc, grulite_strerror(rc));
         if (want_y && use_len) {
@@ -167,6 +189,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         r2.lengths = NULL;
         r2.steps = 0;
         FZ_REQUIRE(grulite_forward(m, ws, &r2) == GRULITE_E_SHAPE, "0 steps");
+        r2.steps = run.steps;                /* floats for ids, or ids for floats */
+        r2.x = V ? x : NULL;
+        r2.tokens = V ? NULL : tok;
+        FZ_REQUIRE(grulite_forward(m, ws, &r2) == GRULITE_E_ARG, "the wrong kind of input");
+    }
+    if (V && tok_ok) {
+        for (size_t i = 0; i < B * T; i++)     /* from here on, every id valid */
+            if (tok[i] < 0 || tok[i] >= V) tok[i] = 0;
     }
 
     /* 2. Streaming: the same numbers as the whole batch-first sequence. */
@@ -180,16 +210,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         float *xb = fz_floats(B * T * I), *yw = fz_floats(B * T * O), *hw = fz_floats(B * S);
         float *ys = fz_floats(B * T * O), *hs = fz_floats(B * S);
         float *dw = fz_floats(B * T * HS), *ds = fz_floats(B * T * HS);
-        for (size_t b = 0; b < B; b++)          /* x as batch-first rows */
-            for (size_t t = 0; t < T; t++)
+        int32_t *tb = malloc(B * T * sizeof(int32_t) + 1);
+        if (!tb) abort();
+        for (size_t b = 0; b < B; b++)          /* x (ids) as batch-first rows */
+            for (size_t t = 0; t < T; t++) {
                 memcpy(xb + (b * T + t) * I, x + row_of(bf, B, T, b, t) * I, I * sizeof(float));
+                if (V) tb[b * T + t] = tok[row_of(bf, B, T, b, t)] < 0 ||
+                                       tok[row_of(bf, B, T, b, t)] >= V ? 0 : tok[row_of(bf, B, T, b, t)];
+            }
         grulite_run w;
         memset(&w, 0, sizeof w);
         w.batch = (int32_t)B;
         w.steps = (int32_t)T;
         w.batch_first = 1;
         w.head_all_steps = 1;
-        w.x = xb;
+        w.x = V ? NULL : xb;
+        w.tokens = V ? tb : NULL;
         w.h0 = use_h0 ? h0 : NULL;
         w.y = yw;
         w.h_n = hw;
@@ -200,9 +236,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_REQUIRE(grulite_stream_set_state(s, h0, B * S + 1) == GRULITE_E_SHAPE, "set_state size");
         FZ_REQUIRE(grulite_stream_get_state(s, hs, B * S - 1) == GRULITE_E_SHAPE, "get_state size");
         if (use_h0) FZ_REQUIRE(grulite_stream_set_state(s, h0, B * S) == GRULITE_OK, "set_state");
-        FZ_REQUIRE(grulite_stream_step(s, xb, 0, NULL, NULL) == GRULITE_E_SHAPE, "0 steps");
+        FZ_REQUIRE(grulite_stream_step(s, xb, 0, NULL, NULL) == (V ? GRULITE_E_ARG : GRULITE_E_SHAPE),
+                   "0 steps");
         const size_t first = ((e >> 2) & 3u) % T + 1;    /* one chunk, or two */
-        if (first == T) {
+        if (V) {
+            /* Token streams: one chunk through grulite_stream_run. */
+            grulite_step st;
+            memset(&st, 0, sizeof st);
+            st.steps = (int32_t)T;
+            st.tokens = tb;
+            st.y = ys;
+            st.head = info.num_dense ? ds : NULL;
+            FZ_REQUIRE(grulite_stream_run(s, &st) == GRULITE_OK, "token stream step");
+        } else if (first == T) {
             FZ_REQUIRE(grulite_stream_step(s, xb, (int32_t)T, ys, info.num_dense ? ds : NULL) ==
                        GRULITE_OK, "stream step");
         } else {
@@ -234,15 +280,83 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_REQUIRE(same_floats(hs, hw, B * S), "streamed state differs");
         if (info.num_dense)
             FZ_REQUIRE(same_floats(ds, dw, B * T * HS), "streamed head differs");
+        /* One row stepped alone: the others keep their state. */
+        if (B >= 2) {
+            float *before = fz_floats(B * S), *after = fz_floats(B * S);
+            float *y1 = fz_floats(O);
+            const int32_t row = (int32_t)(B - 1), twice[2] = { 0, 0 };
+            grulite_step st;
+            memset(&st, 0, sizeof st);
+            st.steps = 1;
+            st.n = 1;
+            st.rows = &row;
+            st.x = V ? NULL : xb;
+            st.tokens = V ? tb : NULL;
+            st.y = y1;
+            FZ_REQUIRE(grulite_stream_get_state(s, before, B * S) == GRULITE_OK, "get_state");
+            FZ_REQUIRE(grulite_stream_run(s, &st) == GRULITE_OK, "stream row step");
+            FZ_REQUIRE(grulite_stream_get_state(s, after, B * S) == GRULITE_OK, "get_state");
+            /* Blocks of (B, H_l): every row but the last is unchanged. */
+            size_t off = 0;
+            for (int l = 0; l < info.num_layers; l++) {
+                grulite_layer_info li;
+                grulite_model_layer(m, l, &li);
+                const size_t H = (size_t)li.hidden_size;
+                for (int d = 0; d < li.num_directions; d++, off += B * H)
+                    FZ_REQUIRE(!memcmp(before + off, after + off, (B - 1) * H * sizeof(float)),
+                               "a row not listed changed");
+            }
+            st.rows = twice;
+            st.n = 2;
+            FZ_REQUIRE(grulite_stream_run(s, &st) == GRULITE_E_ARG, "a row listed twice");
+            FZ_REQUIRE(grulite_stream_reset_rows(s, &row, 1) == GRULITE_OK, "reset_rows");
+            free(before); free(after); free(y1);
+        }
         FZ_REQUIRE(grulite_stream_reset(s) == GRULITE_OK, "reset");
         FZ_REQUIRE(grulite_stream_get_state(s, hs, B * S) == GRULITE_OK, "get_state");
         for (size_t i = 0; i < B * S; i++) FZ_REQUIRE(hs[i] == 0.0f, "reset state not zero");
         free(xb); free(yw); free(hw); free(ys); free(hs); free(dw); free(ds);
+
+        /* 3. Greedy generation from the same ids: counts and ids in range. */
+        if (V && info.head_size == V) {
+            int32_t out[3 * 3], counts[3];
+            grulite_generation g;
+            memset(&g, 0, sizeof g);
+            g.batch = (int32_t)B;
+            g.steps = (int32_t)T;
+            g.prompt = tb;
+            g.lengths = use_len && len_ok ? len : NULL;
+            g.h0 = use_h0 ? h0 : NULL;
+            g.stop = (int32_t)(e >> 5) % V;
+            g.max_steps = 3;
+            g.sample = (e >> 7) & 1;
+            g.temperature = 0.7f;
+            g.top_p = 0.9f;
+            g.seed = rng.s;
+            g.tokens = out;
+            g.counts = counts;
+            rc = grulite_generate(m, ws, &g);
+            grulite_dense_info last;
+            grulite_model_dense(m, info.num_dense - 1, &last);
+            if (g.sample && last.activation != GRULITE_ACT_NONE && last.activation != GRULITE_ACT_SOFTMAX) {
+                FZ_REQUIRE(rc == GRULITE_E_UNSUPPORTED, "sampling a non-softmax head gave %d", rc);
+            } else {
+                FZ_REQUIRE(rc == GRULITE_OK, "generate: %d", rc);
+                for (size_t b = 0; b < B; b++) {
+                    FZ_REQUIRE(counts[b] >= 0 && counts[b] <= 3, "count %d", (int)counts[b]);
+                    for (int i = 0; i < 3; i++)
+                        FZ_REQUIRE(i < counts[b] ? out[b * 3 + (size_t)i] >= 0 &&
+                                   out[b * 3 + (size_t)i] < V && out[b * 3 + (size_t)i] != g.stop
+                                   : out[b * 3 + (size_t)i] == -1, "generated id");
+                }
+            }
+        }
+        free(tb);
     }
     grulite_stream_free(s);
 
     grulite_workspace_free(ws);
-    free(x); free(h0); free(y); free(hn); free(head);
+    free(x); free(h0); free(y); free(hn); free(head); free(tok);
     grulite_model_free(m);
     return 0;
 }

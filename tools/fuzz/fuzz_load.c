@@ -41,11 +41,22 @@ static grulite_info query(const grulite_model *m, size_t image_size)
                (int)info.head_size, (int)info.num_dense);
 
     int32_t in = info.input_size, state = 0;
+    grulite_embedding_info ei;
+    if (info.vocab_size) {
+        FZ_REQUIRE(info.input_size == 1, "a token model's input_size %d", (int)info.input_size);
+        FZ_REQUIRE(grulite_model_embedding(m, &ei) == GRULITE_OK && ei.vocab_size == info.vocab_size,
+                   "embedding");
+        in = ei.width;
+    } else {
+        FZ_REQUIRE(grulite_model_embedding(m, &ei) == GRULITE_E_ARG, "embedding without one");
+    }
     for (int l = 0; l < info.num_layers; l++) {
         grulite_layer_info li;
         FZ_REQUIRE(grulite_model_layer(m, l, &li) == GRULITE_OK, "layer %d", l);
         FZ_REQUIRE(li.input_size == in, "layer %d input_size %d, expected %d", l,
                    (int)li.input_size, (int)in);
+        FZ_REQUIRE(!li.projected || (l == 0 && info.vocab_size &&
+                                     in == 3 * li.num_directions * li.hidden_size), "projected");
         FZ_REQUIRE(li.hidden_size >= 1 && li.hidden_size <= GRULITE_MAX_FEATURES, "hidden");
         FZ_REQUIRE(li.num_directions == 1 || li.num_directions == 2, "directions");
         FZ_REQUIRE(li.reverse == 0 || (li.reverse == 1 && li.num_directions == 1), "reverse");

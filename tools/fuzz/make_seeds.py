@@ -63,6 +63,12 @@ CONFIGS = [
     (5, [(3, 2, True, False, False), (2, 1, False, True, False)], [(3, "relu", True)], "int8",
      True, "output"),
     (7, [(17, 1, True, True, True)], [], "int8", True, "output"),
+    # Token models: I is the embedding's width; the last entry (vocab size,
+    # fold) adds an embedding in front.
+    (4, [(6, 1, True, True, False)], [(9, "none", True)], "float32", True, "output", (9, True)),
+    (5, [(7, 1, False, True, False), (5, 1, True, True, False)], [(11, "softmax", True)], "int8",
+     False, "output", (11, False)),
+    (3, [(4, 1, True, False, False)], [(6, "relu", True)], "float16", True, "output", (6, None)),
 ]
 
 ACTS = ("none", "relu", "tanh", "sigmoid", "softmax")
@@ -77,7 +83,7 @@ def grl_images():
     from grulite.importers._image import image_from_layers
 
     out = []
-    for k, (I, layers, dense, dtype, bf, head_from) in enumerate(CONFIGS):
+    for k, (I, layers, dense, dtype, bf, head_from, *emb) in enumerate(CONFIGS):
         rng = np.random.default_rng(k)
         lay, inp = [], I
         for (H, D, ra, bias, rev) in layers:
@@ -96,14 +102,15 @@ def grl_images():
                             weight=rnd(rng, o, inp), bias=rnd(rng, o) if bias else None))
             inp = o
         meta = {"seed": k}
+        embedding = dict(weight=rnd(rng, emb[0][0], I), fold=emb[0][1]) if emb else None
         try:
             img = image_from_layers(I, lay, den, meta, batch_first=bf, dtype=dtype,
-                                    head_from=head_from)
+                                    head_from=head_from, **({"embedding": embedding} if emb else {}))
         except TypeError:       # a grulite without head_from
             if head_from != "output":
                 continue
             img = image_from_layers(I, lay, den, meta, batch_first=bf, dtype=dtype)
-        name = f"c{k:02d}_{dtype}_L{len(layers)}_N{len(dense)}"
+        name = f"c{k:02d}_{dtype}_L{len(layers)}_N{len(dense)}" + ("_emb" if emb else "")
         out.append((name, bytes(img)))
     return out
 

@@ -31,7 +31,8 @@ class Importer:
     name: short name (the fuzz target's); extensions: file name endings it
     reads; what: a few words for help texts; module: the module under
     ``grulite.importers`` with ``image()``; state_dict: takes the
-    state_dict options (prefix, head, reset_after, batch_first, head_from);
+    state_dict options (prefix, head, reset_after, batch_first, head_from,
+    embedding, fold_embedding, vocab);
     needs: optional packages it imports (``pip install grulite[...]``).
     """
     name: str

@@ -20,7 +20,7 @@ import numpy as np
 
 from grulite._errors import GruliteError
 from grulite.importers._lazy import LazyTensor, existing_path
-from grulite.importers._state_dict import HeadSpec, build_image
+from grulite.importers._state_dict import EmbeddingSpec, HeadSpec, VocabSpec, build_image
 
 __all__ = ["image"]
 
@@ -174,11 +174,13 @@ class _NpzArchive:
 def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
           reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
           batch_first: bool = True, dtype: str = "float32",
-          head_from: str = "output") -> tuple[bytes, dict]:
+          head_from: str = "output", embedding: EmbeddingSpec = None,
+          fold_embedding: Optional[bool] = None, vocab: VocabSpec = None) -> tuple[bytes, dict]:
     """The .grl image and summary for an ``np.savez``'d state_dict
     (arguments of :func:`grulite.from_state_dict`); only the members the
     model uses are read, after every shape is checked on the headers."""
     p = existing_path(path)
     with _NpzArchive(p) as npz:
         return build_image(npz.tensors(), prefix, reset_after, head, batch_first,
-                           source=os.path.basename(p), dtype=dtype, head_from=head_from)
+                           source=os.path.basename(p), dtype=dtype, head_from=head_from,
+                           embedding=embedding, fold_embedding=fold_embedding, vocab=vocab)

@@ -27,7 +27,7 @@ import numpy as np
 
 from grulite._errors import GruliteError, reading
 from grulite.importers._lazy import LazyTensor, WeightsFile, existing_path
-from grulite.importers._state_dict import HeadSpec, build_image
+from grulite.importers._state_dict import EmbeddingSpec, HeadSpec, VocabSpec, build_image
 
 __all__ = ["image", "read_safetensors"]
 
@@ -176,7 +176,8 @@ def read_safetensors(path: Union[str, os.PathLike]) -> dict:
 def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
           reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
           batch_first: bool = True, dtype: str = "float32",
-          head_from: str = "output") -> tuple[bytes, dict]:
+          head_from: str = "output", embedding: EmbeddingSpec = None,
+          fold_embedding: Optional[bool] = None, vocab: VocabSpec = None) -> tuple[bytes, dict]:
     """The .grl image and summary for a .safetensors file holding a
     state_dict (``safetensors.torch.save_file(model.state_dict(), path)``);
     arguments of :func:`grulite.from_state_dict`.  Only the tensors the
@@ -184,4 +185,5 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     p = existing_path(path)
     with reading(p, "safetensors file"), _Reader(p) as r:
         return build_image(dict(r.tensors), prefix, reset_after, head, batch_first,
-                           source=os.path.basename(p), dtype=dtype, head_from=head_from)
+                           source=os.path.basename(p), dtype=dtype, head_from=head_from,
+                           embedding=embedding, fold_embedding=fold_embedding, vocab=vocab)

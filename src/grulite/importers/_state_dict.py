@@ -1,4 +1,8 @@
-"""Finding the GRU (and head) tensors in a PyTorch state_dict.
+"""Finding the GRU (and embedding, head) tensors in a PyTorch state_dict.
+
+The GRU is an nn.GRU (``<prefix>weight_ih_l0`` ...) or an nn.GRUCell
+(``<prefix>weight_ih`` ..., told from LSTMCell / RNNCell by its shapes);
+the embedding an nn.Embedding feeding it (:func:`find_embedding`).
 
 The result is a plain description of layers and head layers, handed to
 :func:`grulite.importers._image.image_from_layers`: the same path for
@@ -8,9 +12,10 @@ every shape is checked).
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -19,15 +24,23 @@ from grulite._errors import GruliteError
 from grulite.importers._image import count_parameters, image_from_layers
 from grulite.importers._lazy import LazyTensor
 
-__all__ = ["find_gru", "find_head", "parse_head", "build_image", "to_array", "HeadSpec",
-           "CHECKPOINT_KEYS", "GRU_KEY"]
+__all__ = ["find_gru", "find_head", "find_embedding", "parse_head", "build_image", "to_array",
+           "has_gru_keys", "embedding_image_args", "vocab_tokens", "HeadSpec", "EmbeddingSpec",
+           "VocabSpec", "CHECKPOINT_KEYS", "GRU_KEY", "CELL_KEY", "EMBEDDING_NAME"]
 
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net",
                    "network", "weights", "params")
 
 GRU_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)weight_ih_l(?P<layer>\d+)(?P<rev>_reverse)?$")
+# nn.GRUCell, nn.LSTMCell and nn.RNNCell share these names (no _l0): told
+# apart by the shape of weight_hh (3H, 4H or H rows of H).
+CELL_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)weight_hh$")
+# The last module-name component of an nn.Embedding feeding the GRU.
+EMBEDDING_NAME = re.compile(r"^(?:emb|embed|embedding|embeddings|.+_(?:emb|embed|embedding|embeddings))$")
 
 HeadSpec = Union[None, str, Sequence[Any]]
+EmbeddingSpec = Union[None, bool, str]
+VocabSpec = Union[None, str, os.PathLike, Sequence[str]]
 
 ACTIVATION_NAMES = tuple(_core.ACTIVATIONS)
 
@@ -51,20 +64,30 @@ def to_array(value: Any, name: str) -> Any:
     return arr
 
 
+def has_gru_keys(keys: Any) -> bool:
+    """True when `keys` name an nn.GRU layer (``weight_ih_l0``) or a cell
+    (``weight_ih`` and ``weight_hh``: a GRUCell, or an LSTMCell / RNNCell
+    to be refused with a message): the test for "this mapping is the
+    state_dict"."""
+    names = {str(k) for k in keys}
+    return any(GRU_KEY.match(k) or (CELL_KEY.match(k) and k[:-len("weight_hh")] + "weight_ih" in names)
+               for k in names)
+
+
 def _unwrap_checkpoint(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     """The state_dict inside a checkpoint dict, or the mapping itself."""
-    if any(GRU_KEY.match(str(k)) for k in mapping):
+    if has_gru_keys(mapping):
         return mapping
     for key in CHECKPOINT_KEYS:
         inner = mapping.get(key) if hasattr(mapping, "get") else None
         if isinstance(inner, Mapping):
             found = _unwrap_checkpoint(inner)
-            if any(GRU_KEY.match(str(k)) for k in found):
+            if has_gru_keys(found):
                 return found
     for inner in mapping.values():
         if isinstance(inner, Mapping):
             found = _unwrap_checkpoint(inner)
-            if any(GRU_KEY.match(str(k)) for k in found):
+            if has_gru_keys(found):
                 return found
     return mapping
 
@@ -78,38 +101,157 @@ def _groups(mapping: Mapping[str, Any]) -> dict[str, list[str]]:
     return groups
 
 
+def _shape(value: Any) -> Optional[tuple]:
+    """The shape of a tensor-like value without reading it (None if it has
+    none, or if it cannot be read: such a tensor is an error only if used)."""
+    try:
+        shape = getattr(value, "shape", None)
+        if shape is None:
+            shape = np.shape(value)
+        return tuple(int(n) for n in shape)
+    except Exception:                           # noqa: BLE001 - not a readable array: no shape
+        return None
+
+
+def _is_float(value: Any) -> bool:
+    """A float tensor (numpy, torch or lazy), judged without reading it."""
+    try:
+        kind = getattr(getattr(value, "dtype", None), "kind", None)
+        if kind is not None:
+            return kind == "f"
+        if hasattr(value, "is_floating_point"):     # a torch tensor
+            return bool(value.is_floating_point())
+        return np.asarray(value).dtype.kind == "f"
+    except Exception:                           # noqa: BLE001 - not a readable array
+        return False
+
+
+_CELL_KINDS = {3: "GRUCell", 4: "LSTMCell", 1: "RNNCell"}
+
+
+def _cells(mapping: Mapping[str, Any]) -> dict[str, tuple[str, Optional[tuple]]]:
+    """prefix -> (kind, weight_hh shape) of every cell-like group (keys
+    ``<prefix>weight_hh``, no ``_l0``): "GRUCell" when weight_hh is (3H, H),
+    "LSTMCell" for (4H, H), "RNNCell" for (H, H), "" for any other shape."""
+    out: dict[str, tuple[str, Optional[tuple]]] = {}
+    for k, v in mapping.items():
+        m = CELL_KEY.match(str(k))
+        if not m:
+            continue
+        shape = _shape(v)
+        kind = ""
+        if shape is not None and len(shape) == 2 and shape[1] >= 1 and shape[0] % shape[1] == 0:
+            kind = _CELL_KINDS.get(shape[0] // shape[1], "")
+        out[m.group("prefix")] = (kind, shape)
+    return out
+
+
+def _not_a_gru_cell(p: str, kind: str, shape: Optional[tuple]) -> str:
+    if not kind:
+        return f"a tensor {p}weight_hh of shape {shape} (not a GRUCell's 3H x H)"
+    rows = {"LSTMCell": "4H", "RNNCell": "H"}[kind]
+    return f"an {kind}-shaped cell under {p!r} (weight_hh {rows} x H, shape {shape})"
+
+
+def _listed(found: Mapping[str, str]) -> str:
+    return ", ".join(repr(g.rstrip(".")) + ("" if kind == "GRU" else f" ({kind})")
+                     for g, kind in sorted(found.items()))
+
+
+def _variants(reset_after: bool | Sequence[bool], num_layers: int) -> list[bool]:
+    if isinstance(reset_after, (bool, np.bool_, int)):
+        return [bool(reset_after)] * num_layers
+    variants = [bool(v) for v in reset_after]
+    if len(variants) != num_layers:
+        raise GruliteError(f"reset_after has {len(variants)} entries; the GRU has {num_layers} layers")
+    return variants
+
+
+def _cell_layer(sd: Mapping[str, Any], p: str, reset_after: bool | Sequence[bool]) -> dict:
+    """The one-layer description of the nn.GRUCell under `p` (its tensors
+    checked; weight_hh is (3H, H) already)."""
+    def get(name: str) -> Any:
+        key = p + name
+        return to_array(sd[key], key) if key in sd else None
+
+    w_hh = get("weight_hh")
+    H = int(w_hh.shape[1])
+    w_ih = get("weight_ih")
+    if w_ih is None:
+        raise GruliteError(f"{p}weight_ih is missing (found {p}weight_hh of a GRUCell)")
+    if w_ih.ndim != 2 or w_ih.shape[0] != 3 * H or w_ih.shape[1] < 1:
+        raise GruliteError(f"{p}weight_ih has shape {tuple(w_ih.shape)}; expected "
+                           f"(3*hidden_size, input_size) with hidden_size={H} (GRUCell {p}weight_hh "
+                           f"is {tuple(w_hh.shape)})")
+    b_ih, b_hh = get("bias_ih"), get("bias_hh")
+    if (b_ih is None) != (b_hh is None):
+        have, miss = ("bias_ih", "bias_hh") if b_hh is None else ("bias_hh", "bias_ih")
+        raise GruliteError(f"{p}{have} is present but {p}{miss} is not: a GRUCell has both "
+                           "biases or neither (bias=False)")
+    for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
+        if b is not None and tuple(b.shape) != (3 * H,):
+            raise GruliteError(f"{p}{name} has shape {tuple(b.shape)}; expected (3*hidden_size,) "
+                               f"= ({3 * H},) with hidden_size={H}")
+    has_bias = b_ih is not None
+    I = int(w_ih.shape[1])
+    layer = dict(input_size=I, hidden_size=H, num_directions=1,
+                 reset_after=_variants(reset_after, 1)[0], bias=has_bias,
+                 weight_ih=[w_ih], weight_hh=[w_hh], bias_ih=[b_ih] if has_bias else [],
+                 bias_hh=[b_hh] if has_bias else [])
+    names = [p + "weight_ih", p + "weight_hh"] + ([p + "bias_ih", p + "bias_hh"] if has_bias else [])
+    return dict(input_size=I, layers=[layer], kind="GRUCell", tensors=names)
+
+
 def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
              reset_after: bool | Sequence[bool] = True) -> tuple[Mapping[str, Any], str, dict]:
-    """Locates one GRU in a state_dict.
+    """Locates one GRU in a state_dict: an nn.GRU (``<prefix>weight_ih_l0``
+    ...) or an nn.GRUCell (``<prefix>weight_ih``, ``<prefix>weight_hh``,
+    optional ``bias_ih`` / ``bias_hh``: a one-layer, one-direction GRU).
+    Cells are told apart by the shape of weight_hh: (3H, H) is a GRUCell;
+    an LSTMCell's (4H, H) or an RNNCell's (H, H) is refused with a message.
 
     Returns (state_dict, prefix, description) where description holds
-    input_size and a list of layers with their weights in PyTorch layout, as
+    input_size, a list of layers with their weights in PyTorch layout, as
     found (numpy arrays or lazy tensors of a file, not yet read or copied:
     :func:`image_from_layers` does that once the C core has checked the
-    sizes against its limits).  Every shape is checked here.
+    sizes against its limits), ``kind`` ("GRU" or "GRUCell") and
+    ``tensors`` (the names it uses).  Every shape is checked here.
     """
     if not isinstance(mapping, Mapping):
         raise GruliteError(f"expected a mapping of tensor names to arrays (a state_dict); "
                            f"got {type(mapping).__name__}")
     sd = _unwrap_checkpoint(mapping)
     groups = _groups(sd)
+    cells = _cells(sd)
+    found = {c: "GRUCell" for c, (kind, _) in cells.items() if kind == "GRUCell"}
+    found.update({g: "GRU" for g in groups})
+    others = {c: v for c, v in cells.items() if c not in found}
     if prefix is not None:
         p = prefix if prefix == "" or prefix.endswith(".") else prefix + "."
-        if p not in groups:
-            found = ", ".join(repr(g.rstrip(".")) for g in sorted(groups)) or "none"
+        if p in others:
+            raise GruliteError(f"prefix {prefix!r}: found {_not_a_gru_cell(p, *others[p])}; "
+                               "grulite runs GRUs (nn.GRU, nn.GRUCell)")
+        if p not in found:
             raise GruliteError(f"no GRU tensors under prefix {prefix!r} "
-                               f"(looked for {p}weight_ih_l0); GRUs found under: {found}")
+                               f"(looked for {p}weight_ih_l0, or {p}weight_hh of a GRUCell); "
+                               f"GRUs found under: {_listed(found) or 'none'}")
     else:
-        if not groups:
+        if not found:
+            if others:
+                raise GruliteError("found " + "; ".join(_not_a_gru_cell(c, *v) for c, v in
+                                                         sorted(others.items()))
+                                   + "; grulite runs GRUs (nn.GRU, nn.GRUCell: weight_hh 3H x H)")
             sample = ", ".join(list(map(str, sd))[:8])
             raise GruliteError("no GRU tensors found: expected keys like 'gru.weight_ih_l0', "
-                               f"'gru.weight_hh_l0' (PyTorch nn.GRU); the keys are: {sample}"
+                               f"'gru.weight_hh_l0' (PyTorch nn.GRU) or 'cell.weight_ih', "
+                               f"'cell.weight_hh' (nn.GRUCell); the keys are: {sample}"
                                + (" ..." if len(sd) > 8 else ""))
-        if len(groups) > 1:
-            names = ", ".join(repr(g.rstrip(".")) for g in sorted(groups))
-            raise GruliteError(f"several GRUs in this state_dict, under prefixes {names}; "
+        if len(found) > 1:
+            raise GruliteError(f"several GRUs in this state_dict, under prefixes {_listed(found)}; "
                                "choose one with prefix= (--prefix on the command line)")
-        p = next(iter(groups))
+        p = next(iter(found))
+    if found[p] == "GRUCell":
+        return sd, p, _cell_layer(sd, p, reset_after)
 
     def get(name: str) -> Any:
         key = p + name
@@ -121,12 +263,7 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
                            "with none missing")
     num_layers = len(layer_ids)
     bidirectional = (p + "weight_ih_l0_reverse") in sd
-    if isinstance(reset_after, (bool, np.bool_, int)):
-        variants = [bool(reset_after)] * num_layers
-    else:
-        variants = [bool(v) for v in reset_after]
-        if len(variants) != num_layers:
-            raise GruliteError(f"reset_after has {len(variants)} entries; the GRU has {num_layers} layers")
+    variants = _variants(reset_after, num_layers)
     has_bias = (p + "bias_ih_l0") in sd
     suffixes = ["", "_reverse"] if bidirectional else [""]
 
@@ -183,7 +320,8 @@ def find_gru(mapping: Mapping[str, Any], prefix: str | None = None,
              and int(re.search(r"_l(\d+)", str(k)).group(1)) >= num_layers]
     if extra:
         raise GruliteError(f"tensors for layers beyond {num_layers - 1}: {', '.join(map(str, extra))}")
-    desc = dict(input_size=layers[0]["input_size"], layers=layers)
+    desc = dict(input_size=layers[0]["input_size"], layers=layers, kind="GRU",
+                tensors=_gru_names(p, layers))
     return sd, p, desc
 
 
@@ -244,37 +382,204 @@ def find_head(sd: Mapping[str, Any], head: list[tuple[str, str]], in_features: i
     return dense
 
 
+def _describe_tensor(name: str, value: Any) -> str:
+    shape = _shape(value)
+    return f"{name} {' x '.join(map(str, shape)) if shape else '(no shape)'}"
+
+
+def _embedding_candidates(sd: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
+    """(module name, key, tensor) of every 2-D float ``<name>.weight`` whose
+    name's last component is like an embedding's (EMBEDDING_NAME)."""
+    out = []
+    for k, v in sd.items():
+        key = str(k)
+        if not key.endswith(".weight"):
+            continue
+        name = key[:-len(".weight")]
+        if not EMBEDDING_NAME.match(name.rpartition(".")[2]):
+            continue
+        shape = _shape(v)
+        if shape is not None and len(shape) == 2 and _is_float(v):
+            out.append((name, key, v))
+    return out
+
+
+def _closeness(name: str, gru_prefix: str) -> tuple[int, int]:
+    """How close embedding `name` sits to the GRU under `gru_prefix`
+    (smaller is closer): first its module path (the GRU's parent, then an
+    enclosing module, then elsewhere), then its name (``dec_emb`` for the
+    GRU ``dec``, ``decoder_embedding`` for ``decoder_gru``)."""
+    gru_parent, _, gru_name = gru_prefix.rstrip(".").rpartition(".")
+    parent, _, last = name.rpartition(".")
+    if parent == gru_parent:
+        level = 0
+    elif parent == "" or gru_parent.startswith(parent + "."):
+        level = 1
+    else:
+        level = 2
+    stem = re.sub(r"_?(?:emb|embed|embedding|embeddings)$", "", last)
+    named = bool(stem) and (gru_name == stem or gru_name.startswith(stem + "_"))
+    return level, 0 if named else 1
+
+
+def find_embedding(sd: Mapping[str, Any], gru_prefix: str, input_size: int,
+                   embedding: EmbeddingSpec = None) -> Optional[dict]:
+    """The nn.Embedding that feeds the GRU under `gru_prefix`, or None.
+
+    embedding: None looks for one (a 2-D ``<name>.weight`` of width
+    `input_size` whose last name component is ``emb``, ``embed``,
+    ``embedding``, ``embeddings`` or ends in ``_emb`` / ``_embed`` /
+    ``_embedding``; of several, the closest to the GRU, see
+    :func:`_closeness`; a tie is an error asking for embedding=); True does
+    the same but a model without one is an error; a module name
+    (``"decoder.embedding"``) takes that tensor; False takes none.
+    Returns dict(name, key, weight (as found: lazy tensors stay lazy),
+    vocab_size, width).
+    """
+    if embedding is False:
+        return None
+    cands = _embedding_candidates(sd)
+    where = f"the GRU under {gru_prefix.rstrip('.')!r}" if gru_prefix else "the GRU"
+    if embedding is None or embedding is True:
+        fit = [c for c in cands if (_shape(c[2]) or (0, 0))[1] == input_size
+               and (_shape(c[2]) or (0, 0))[0] >= 1]
+        if not fit:
+            if embedding is True:
+                named = ", ".join(_describe_tensor(n, v) for n, _, v in cands) or "none"
+                raise GruliteError(f"embedding=True: no embedding of width {input_size} feeds "
+                                   f"{where} (its input size); tensors named like embeddings: "
+                                   f"{named}")
+            return None
+        scores = {c[0]: _closeness(c[0], gru_prefix) for c in fit}
+        best = min(scores.values())
+        top = [c for c in fit if scores[c[0]] == best]
+        if len(top) > 1:
+            names = ", ".join(_describe_tensor(n, v) for n, _, v in top)
+            raise GruliteError(f"several embeddings of width {input_size} could feed {where}: "
+                               f"{names}; choose one with embedding='NAME' (--embedding NAME on "
+                               "the command line), or embedding=False for none")
+        name, key, value = top[0]
+    elif isinstance(embedding, str):
+        name = embedding.strip().rstrip(".")
+        key = f"{name}.weight" if name else "weight"
+        if key not in sd and name.endswith(".weight") and name in sd:
+            key, name = name, name[:-len(".weight")]
+        if key not in sd:
+            named = ", ".join(_describe_tensor(n, v) for n, _, v in cands) or "none"
+            raise GruliteError(f"embedding={embedding!r}: no tensor {key!r} in the state_dict; "
+                               f"tensors named like embeddings: {named}")
+        value = sd[key]
+        shape = _shape(value)
+        if shape is None or len(shape) != 2:
+            raise GruliteError(f"embedding {key} has shape {shape}; an embedding is a 2-D "
+                               "(vocab_size, width) table")
+        if shape[1] != input_size or shape[0] < 1:
+            raise GruliteError(f"embedding {key} has shape {shape}; to feed {where} it must be "
+                               f"(vocab_size, {input_size}): the GRU's input size is {input_size}")
+    else:
+        raise GruliteError(f"embedding must be None (find it), True (find it, required), False "
+                           f"(none) or a module name like 'decoder.embedding'; got {embedding!r}")
+    weight = to_array(value, key)
+    if weight.dtype.kind != "f":
+        raise GruliteError(f"embedding {key} has dtype {weight.dtype}; expected a float table")
+    V, E = (int(n) for n in weight.shape)
+    return dict(name=name, key=key, weight=weight, vocab_size=V, width=E)
+
+
+def check_fold(fold_embedding: Any, embedding: Optional[dict]) -> Optional[bool]:
+    """fold_embedding checked: None (fold when the folded table is no
+    bigger), True or False; True needs an embedding."""
+    if fold_embedding is not None and not isinstance(fold_embedding, (bool, np.bool_)):
+        raise GruliteError(f"fold_embedding must be None (when it pays), True or False; got "
+                           f"{fold_embedding!r}")
+    if fold_embedding is None:
+        return None
+    if fold_embedding and embedding is None:
+        raise GruliteError("fold_embedding=True, but the model has no embedding to fold")
+    return bool(fold_embedding)
+
+
+def vocab_tokens(vocab: VocabSpec, embedding: Optional[dict]) -> Optional[list]:
+    """The tokens of `vocab` (a list of str, or a vocabulary file's path,
+    see :mod:`grulite._vocab`), checked against the embedding's rows."""
+    from grulite._vocab import check_vocab, read_vocab
+
+    if vocab is None:
+        return None
+    if embedding is None:
+        raise GruliteError("vocab= names the model's token ids, but the model has no embedding "
+                           "(it takes float vectors); give the embedding with embedding='NAME'")
+    if isinstance(vocab, (str, os.PathLike)):
+        tokens = read_vocab(vocab)
+        what = f"vocabulary file {os.fspath(vocab)!r}"
+    else:
+        tokens = check_vocab(vocab)
+        what = "vocab"
+    V = embedding["vocab_size"]
+    if len(tokens) != V:
+        raise GruliteError(f"{what} has {len(tokens)} tokens; the embedding "
+                           f"{embedding['name']!r} has {V} rows (one token per id 0..{V - 1})")
+    return tokens
+
+
+def embedding_image_args(embedding: Optional[dict], fold: Optional[bool]) -> dict:
+    """The keyword arguments of :func:`image_from_layers` for an embedding
+    (none without one, so models without an embedding build as before)."""
+    if embedding is None:
+        return {}
+    return dict(embedding=dict(name=embedding["name"], weight=embedding["weight"], fold=fold))
+
+
 def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
                 reset_after: bool | Sequence[bool] = True, head: HeadSpec = None,
                 batch_first: bool = True, source: str | None = None,
-                dtype: str = "float32", head_from: str = "output") -> tuple[bytes, dict]:
-    """The .grl image of the GRU (and head) in `mapping`, and a summary:
-    ``prefix``, ``layers``, ``dense``, ``parameters``, ``tensors`` (the
-    names used) and ``unused`` (the state_dict's other tensors)."""
+                dtype: str = "float32", head_from: str = "output",
+                embedding: EmbeddingSpec = None, fold_embedding: Optional[bool] = None,
+                vocab: VocabSpec = None) -> tuple[bytes, dict]:
+    """The .grl image of the GRU (and embedding, head) in `mapping`, and a
+    summary: ``prefix``, ``kind`` ("GRU" or "GRUCell"), ``layers``,
+    ``dense``, ``embedding`` (dict name, vocab_size, width; or None),
+    ``vocab`` (the tokens, or None), ``parameters``, ``tensors`` (the names
+    used) and ``unused`` (the state_dict's other tensors)."""
     sd, p, desc = find_gru(mapping, prefix, reset_after)
     layers = desc["layers"]
+    emb = find_embedding(sd, p, desc["input_size"], embedding)
+    fold = check_fold(fold_embedding, emb)
+    tokens = vocab_tokens(vocab, emb)
     dense = find_head(sd, parse_head(head), _output_width(layers))
-    used = _used_names(p, layers, dense)
-    meta = {
+    used = ([emb["key"]] if emb else []) + desc["tensors"] + _head_names(dense)
+    meta: dict = {
         "source": source,
         "prefix": p.rstrip("."),
         "tensors": {k: list(to_array(sd[k], k).shape) for k in used},
         "head": [[d["name"], d["activation"]] for d in dense],
     }
+    if desc["kind"] != "GRU":
+        meta["module"] = desc["kind"]
+    if emb is not None:
+        meta["embedding"] = emb["name"]
+    if tokens is not None:
+        meta["vocab"] = tokens
     try:
         image = image_from_layers(desc["input_size"], layers, dense, meta, batch_first, dtype,
-                                  head_from)
+                                  head_from, **embedding_image_args(emb, fold))
     except GruliteError as e:                  # C names the field; say which tensors it is
         n = len(layers)
-        which = f"GRU {p}*_l0" if n == 1 else f"GRU {p}*_l0 .. {p}*_l{n - 1} ({n} layers)"
+        which = (f"GRUCell {p}*" if desc["kind"] == "GRUCell" else f"GRU {p}*_l0" if n == 1
+                 else f"GRU {p}*_l0 .. {p}*_l{n - 1} ({n} layers)")
+        if emb is not None:
+            which = f"embedding {emb['key']}, " + which
         if dense:
             which += ", head " + ", ".join(d["name"] for d in dense)
         raise GruliteError(f"{which}: {e}") from None
     names = set(used)
     # Tensors by their type (a property of the class: nothing is read or computed).
     unused = [str(k) for k, v in sd.items() if str(k) not in names and hasattr(type(v), "shape")]
-    summary = dict(prefix=p.rstrip("."), layers=layers, dense=dense,
-                   parameters=count_parameters(layers, dense), tensors=used, unused=unused)
+    n_params = count_parameters(layers, dense) + (emb["vocab_size"] * emb["width"] if emb else 0)
+    summary = dict(prefix=p.rstrip("."), kind=desc["kind"], layers=layers, dense=dense,
+                   embedding=None if emb is None else
+                   dict(name=emb["name"], vocab_size=emb["vocab_size"], width=emb["width"]),
+                   vocab=tokens, parameters=n_params, tensors=used, unused=unused)
     return image, summary
 
 
@@ -282,13 +587,18 @@ def _output_width(layers: list) -> int:
     return int(layers[-1]["num_directions"] * layers[-1]["hidden_size"])
 
 
-def _used_names(p: str, layers: list, dense: list) -> list[str]:
+def _gru_names(p: str, layers: list) -> list[str]:
     used = []
     for k, lay in enumerate(layers):
         for sfx in (["", "_reverse"][:lay["num_directions"]]):
             used += [f"{p}weight_ih_l{k}{sfx}", f"{p}weight_hh_l{k}{sfx}"]
             if lay["bias"]:
                 used += [f"{p}bias_ih_l{k}{sfx}", f"{p}bias_hh_l{k}{sfx}"]
+    return used
+
+
+def _head_names(dense: list) -> list[str]:
+    used = []
     for d in dense:
         used.append(f"{d['name']}.weight")
         if d["bias"] is not None:

@@ -62,7 +62,7 @@ import numpy as np
 
 from grulite._errors import GruliteError, reading
 from grulite.importers._lazy import LazyTensor, WeightsFile, existing_path
-from grulite.importers._state_dict import CHECKPOINT_KEYS, GRU_KEY, HeadSpec, build_image
+from grulite.importers._state_dict import CHECKPOINT_KEYS, EmbeddingSpec, HeadSpec, VocabSpec, build_image, has_gru_keys
 
 __all__ = ["image", "read_torch_file"]
 
@@ -869,7 +869,7 @@ class _TorchArchive(WeightsFile):
 
 
 def _has_gru(d: dict) -> bool:
-    return any(isinstance(k, str) and GRU_KEY.match(k) for k in dict.keys(d))
+    return has_gru_keys(k for k in dict.keys(d) if isinstance(k, str))
 
 
 def _find_state_dict(obj: Any) -> Optional[dict]:
@@ -979,7 +979,8 @@ def read_torch_file(path: Union[str, os.PathLike]) -> Any:
 def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
           reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
           batch_first: bool = True, dtype: str = "float32",
-          head_from: str = "output") -> tuple[bytes, dict]:
+          head_from: str = "output", embedding: EmbeddingSpec = None,
+          fold_embedding: Optional[bool] = None, vocab: VocabSpec = None) -> tuple[bytes, dict]:
     """The .grl image and summary for a file written by ``torch.save``
     (torch >= 1.6): ``torch.save(model.state_dict(), path)`` or a checkpoint
     dict such as ``{"model": model.state_dict(), "epoch": 3, ...}``;
@@ -989,4 +990,5 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     with reading(p, "torch.save file"), _TorchArchive(p) as arch:
         mapping = _mapping_for_build(arch.load(), p)
         return build_image(mapping, prefix, reset_after, head, batch_first,
-                           source=os.path.basename(p), dtype=dtype, head_from=head_from)
+                           source=os.path.basename(p), dtype=dtype, head_from=head_from,
+                           embedding=embedding, fold_embedding=fold_embedding, vocab=vocab)
