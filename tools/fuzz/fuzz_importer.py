@@ -5,7 +5,9 @@
 
 TARGET is the name of an importer of grulite's registry
 (``grulite.importers.IMPORTERS``: npz, pt, safetensors, onnx, keras;
-``--list`` prints them).  Each input is written to a file with the
+``--list`` prints them), or ``vocab``: the vocabulary file parser
+(``grulite._vocab.read_vocab``; what it reads must write back and read
+again the same, and encode / decode must round-trip).  Each input is written to a file with the
 importer's first extension and imported through the registry, as
 ``grulite convert`` and the ``grulite.from_*`` functions do; a target whose
 optional package (onnx, h5py) is missing is skipped.
@@ -47,7 +49,14 @@ def _targets() -> list:
     """The importers' names, from grulite's registry (imports grulite: call
     it only where instrumentation does not matter)."""
     from grulite.importers import IMPORTERS
-    return [imp.name for imp in IMPORTERS]
+    return [imp.name for imp in IMPORTERS] + ["vocab"]
+
+
+class _VocabTarget:
+    """The vocabulary parser as a target shaped like an importer."""
+    name = "vocab"
+    extensions = (".txt",)
+    needs = ()
 
 
 def _usage(msg: str) -> None:
@@ -64,6 +73,9 @@ def _load(target: str):
 
     import grulite
     from grulite.importers import IMPORTERS
+    if target == "vocab":
+        import grulite._vocab  # noqa: F401  (instrumented with grulite)
+        return grulite, _VocabTarget()
     imp = next((i for i in IMPORTERS if i.name == target), None)
     if imp is None:
         _usage(f"fuzz_importer.py: unknown target {target!r}")
@@ -88,6 +100,8 @@ def make_test(target: str, instrument: bool):
     import numpy as np
 
     def importer(p: str):
+        if target == "vocab":
+            return _vocab_round_trip(p)
         return grulite.from_bytes(imp.image(p)[0])
 
     ext = imp.extensions[0]
@@ -97,16 +111,29 @@ def make_test(target: str, instrument: bool):
     path = os.path.join(tmpdir, "input" + ext)
 
     def exercise(m) -> None:
+        if m is None:                     # the vocab target: checked already
+            return
         cfg = m.config
-        x = np.linspace(-1.0, 1.0, 2 * 3 * cfg.input_size, dtype=np.float32)
-        x = x.reshape((2, 3, cfg.input_size) if cfg.batch_first else (3, 2, cfg.input_size))
+        V = cfg.vocab_size
+        if V:                             # token ids in (an embedding)
+            x = (np.arange(6) % V).reshape((2, 3) if cfg.batch_first else (3, 2))
+            step = np.zeros(2, np.int64)
+        else:
+            x = np.linspace(-1.0, 1.0, 2 * 3 * cfg.input_size, dtype=np.float32)
+            x = x.reshape((2, 3, cfg.input_size) if cfg.batch_first else (3, 2, cfg.input_size))
+            step = np.zeros((2, cfg.input_size), np.float32)
         y, h_n = m(x)
         assert np.asarray(y).shape[-1] == cfg.output_size, (np.asarray(y).shape, cfg)
         if cfg.head:
             m.predict(x)
-        if not any(l.bidirectional or getattr(l, "reverse", False) for l in cfg.layers):
+        forward_only = not any(l.bidirectional or getattr(l, "reverse", False) for l in cfg.layers)
+        if forward_only:
             s = m.stream(batch_size=2)
-            s.step(np.zeros((2, cfg.input_size), np.float32))
+            s.step(step)
+            s.step(step[:1], rows=[1])
+            if V and cfg.head_size == V:
+                out = m.generate([[0], [V - 1, 0]], max_steps=3)
+                assert all(len(o) <= 3 and ((o >= 0) & (o < V)).all() for o in out), out
         m.to_bytes()
 
     ignore = _ignore_patterns()
@@ -135,6 +162,25 @@ def make_test(target: str, instrument: bool):
             pass
 
     return test_one_input, cleanup
+
+
+def _vocab_round_trip(path: str) -> None:
+    """read_vocab on the input; what it accepts must write back and read
+    again the same, and encode(decode(ids)) give the ids back for a
+    character vocabulary."""
+    from grulite import _vocab
+    tokens = _vocab.read_vocab(path)
+    out = path + ".again"
+    try:
+        _vocab.write_vocab(out, tokens)
+        assert _vocab.read_vocab(out) == tokens, "write_vocab / read_vocab round trip"
+    finally:
+        if os.path.exists(out):
+            os.remove(out)
+    if _vocab.is_char_vocab(tokens):
+        ids = list(range(len(tokens)))
+        assert _vocab.encode(_vocab.decode(ids, tokens), tokens) == ids, "encode(decode(ids))"
+    return None
 
 
 def _ignore_patterns() -> list:

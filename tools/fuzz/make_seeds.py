@@ -173,7 +173,29 @@ def seeds_npz(out):
             os.makedirs(os.path.dirname(p), exist_ok=True)
             (np.savez_compressed if comp else np.savez)(p, **sd)
             n += 1
+    # Sequence models: an embedding feeding the GRU, and a GRUCell.
+    rng = np.random.default_rng(99)
+    lm = state_dict(rng, 4, 5, 1, False, True, "gru.", 7)
+    lm["emb.weight"] = rnd(rng, 7, 4)
+    cell = {"cell.weight_ih": rnd(rng, 9, 2), "cell.weight_hh": rnd(rng, 9, 3),
+            "cell.bias_ih": rnd(rng, 9), "cell.bias_hh": rnd(rng, 9)}
+    for name, sd in (("lm", lm), ("cell", cell)):
+        np.savez(os.path.join(out, "npz", f"{name}.npz"), **sd)
+        n += 1
     return n
+
+
+def seeds_vocab(out):
+    """Vocabulary files: characters with every escape, words, and the demo's."""
+    d = os.path.join(out, "vocab")
+    os.makedirs(d, exist_ok=True)
+    files = {"chars.txt": "a\nb\n\\n\\s\n\\t\n\\\\\nz\n",
+             "words.txt": "hello\nworld\n<eos>\nit\\ss\n"}
+    for name, text in files.items():
+        with open(os.path.join(d, name), "w", encoding="utf-8") as f:
+            f.write(text)
+    shutil.copy(os.path.join(ROOT, "src", "grulite", "data", "zen_vocab.txt"), d)
+    return len(files) + 1
 
 
 def safetensors_bytes(sd, kind="F32", meta=None):
@@ -253,6 +275,7 @@ def main(argv=None):
         "pt": seeds_pt(args.out),
         "onnx": seeds_copy(args.out, "onnx", ("onnx", "*.onnx")),
         "keras": seeds_copy(args.out, "keras", ("keras", "*.keras")),
+        "vocab": seeds_vocab(args.out),
     }
     print("seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
