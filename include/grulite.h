@@ -500,7 +500,8 @@ typedef struct grulite_generation {
     int32_t stop;              /* the token that ends a row, or -1 for none */
     int32_t max_steps;         /* tokens to write at most per row, >= 0 */
     int32_t sample;            /* 0: greedy (the highest score, the lowest id on
-                                  ties); 1: draw from softmax(logits / temperature) */
+                                  ties; a softmax head's logits are the scores);
+                                  1: draw from softmax(logits / temperature) */
     float temperature;         /* > 0, sampling only */
     int32_t top_k;             /* sampling: keep the k most likely tokens; 0: all */
     float top_p;               /* sampling: keep the fewest most likely tokens whose
@@ -512,7 +513,8 @@ typedef struct grulite_generation {
     const uint64_t *seeds;     /* or NULL; else B seeds: row b draws as row 0 of a
                                   call with seed seeds[b] (one row reproduced in any
                                   batch) */
-    int32_t *tokens;           /* out: (B, max_steps); slots past a row's count: -1 */
+    int32_t *tokens;           /* out: (B, max_steps); slots past a row's count are
+                                  left as they were (never touched) */
     int32_t *counts;           /* out: B, tokens written per row */
 } grulite_generation;
 

@@ -335,3 +335,58 @@ def test_live_torch_generation():
     for p, g in zip(prompts, got):
         ref = torch_greedy(p, 15)
         np.testing.assert_array_equal(g[:len(ref)], ref)
+
+
+# ---- edge cases found in review ---------------------------------------------------
+
+def _tiny_lm(bias):
+    """An embedding -> GRU -> Linear model whose head scores are `bias`
+    (zero Linear weights): the scores are known exactly."""
+    rng = np.random.default_rng(0)
+    V = len(bias)
+    sd = {"emb.weight": rng.standard_normal((V, 3)).astype(np.float32),
+          "gru.weight_ih_l0": rng.standard_normal((12, 3)).astype(np.float32),
+          "gru.weight_hh_l0": rng.standard_normal((12, 4)).astype(np.float32),
+          "fc.weight": np.zeros((V, 4), np.float32),
+          "fc.bias": np.asarray(bias, np.float32)}
+    return grulite.from_state_dict(sd, head=[("fc", "none")])
+
+
+def test_infinite_scores_are_drawn_and_never_lost():
+    m = _tiny_lm([0, np.inf, 1, 2, 0, 0])
+    for kw in (dict(), dict(top_k=2), dict(top_p=0.5), dict(temperature=3.0)):
+        out = m.generate([[0]] * 50, max_steps=3, strategy="sample", seed=1, **kw)
+        assert all((o == 1).all() for o in out), kw
+    two = _tiny_lm([np.inf, 0, np.inf, 1])
+    drawn = np.concatenate(two.generate([[0]] * 400, max_steps=1, strategy="sample", seed=2))
+    assert set(drawn.tolist()) == {0, 2}                # the two +inf tokens share the draws
+    assert (two.generate([[0]], max_steps=2)[0] == 0).all()    # greedy: the lowest id on ties
+
+
+def test_large_max_steps_costs_only_what_rows_write():
+    m = _tiny_lm([0, 0, 5, 0])                         # every row picks 2 first
+    out = m.generate([[0], [1], [3]], stop=2, max_steps=2**26)
+    assert all(len(o) == 0 for o in out)
+    with pytest.raises(GruliteError, match=r"max_steps must be an int in \[0, 2\*\*31 - 1\]"):
+        m.generate([[0]], max_steps=2**31)
+
+
+def test_float32_range_of_sampling_parameters():
+    m = _tiny_lm([0, 1, 2])
+    for kw in (dict(temperature=1e-50), dict(temperature=1e39), dict(top_p=1e-50)):
+        with pytest.raises(GruliteError, match="temperature|top_p"):
+            m.generate([[0]], strategy="sample", **kw)
+
+
+def test_unbatched_encoder_state_starts_a_decoder():
+    fx = load("seq2seq.npz")
+    enc = grulite.from_state_dict(weights(fx, "enc_emb", "enc"), prefix="enc", embedding="enc_emb")
+    dec = grulite.from_state_dict(weights(fx, "dec_emb", "dec", "out"), prefix="dec",
+                                  embedding="dec_emb", head=[("out", "none")])
+    n = int(fx["in_src_lengths"][2])
+    _, h = enc(fx["in_src"][2, :n])                    # unbatched: (1, 64)
+    assert h.shape == (1, 64)
+    out = dec.generate(h0=h, start=int(fx["in_start"]), stop=int(fx["in_stop"]), max_steps=10)
+    np.testing.assert_array_equal(out[0], fx["ref_dec"][2, :fx["ref_dec_len"][2]])
+    with pytest.raises(GruliteError, match="one start token"):
+        dec.generate(h0=h, start=[1, 1])

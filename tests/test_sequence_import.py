@@ -687,3 +687,16 @@ def test_unescape_token():
     assert _vocab.escape_token("a b\\\n") == "a\\sb\\\\\\n"
     with pytest.raises(grulite.GruliteError, match=r"--stop: unknown escape \\x"):
         _vocab.unescape_token("\\x", "--stop")
+
+
+def test_character_vocab_with_special_tokens():
+    """A seq2seq character vocabulary with <sos> / <eos>: text still splits
+    into characters, a special token written out counts as one."""
+    from grulite._vocab import decode, encode, is_char_vocab
+
+    v = list("abc ") + ["<sos>", "<eos>"]
+    assert is_char_vocab(v)
+    assert encode("ab c<eos>", v) == [0, 1, 3, 2, 5]
+    assert decode([4, 0, 5], v) == "<sos>a<eos>"
+    assert encode("<a", list("<a")) == [0, 1]
+    assert not is_char_vocab(["hello", "a"])

@@ -454,7 +454,11 @@ cdef class CModel:
             g.seeds = <const uint64_t *>cnp.PyArray_DATA(seeds_a)
         else:
             g.seed = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
-        toks = np.empty((B, max_steps), dtype=np.int32)
+        try:        # pages past what rows write are never touched
+            toks = np.empty((B, max_steps), dtype=np.int32)
+        except MemoryError:
+            raise GruliteError(f"max_steps={max_steps} for {B} rows needs {B * max_steps * 4} "
+                               "bytes for the tokens; ask for fewer steps") from None
         counts = np.empty(B, dtype=np.int32)
         g.tokens = <int32_t *>cnp.PyArray_DATA(toks)
         g.counts = <int32_t *>cnp.PyArray_DATA(counts)
@@ -485,13 +489,14 @@ cdef class CModel:
         run.x = fptr(x)
         if lengths is not None:
             len_a = lengths
-            if len_a.dtype != np.int32 or len_a.ndim != 1 or len_a.shape[0] != B:
+            if len_a.dtype != np.int32 or len_a.ndim != 1 or len_a.shape[0] != B \
+                    or not len_a.flags.c_contiguous:
                 raise GruliteError("internal: lengths must be int32 of shape (B,)")
             run.lengths = <const int32_t *>cnp.PyArray_DATA(len_a)
         if h0 is not None:
             h0_a = h0
             if h0_a.dtype != np.float32 or h0_a.ndim != 1 or \
-                    h0_a.shape[0] != B * self.info.state_size:
+                    h0_a.shape[0] != B * self.info.state_size or not h0_a.flags.c_contiguous:
                 raise GruliteError("internal: h0 must be float32 of shape (B*state_size,)")
             run.h0 = fptr(h0_a)
         out = np.empty((B, horizon, self.info.head_size), dtype=np.float32)

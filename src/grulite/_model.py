@@ -460,13 +460,22 @@ class Model:
         sample = strategy == "sample"
         if not sample and (top_k is not None or top_p is not None or temperature != 1.0):
             raise GruliteError("temperature, top_k and top_p apply to strategy='sample'")
-        t = float(temperature)
+        try:
+            with np.errstate(over="ignore"):
+                t = float(np.float32(temperature))    # what C gets (inf when too large)
+        except (TypeError, ValueError, OverflowError):
+            t = float("nan")
         if not (np.isfinite(t) and t > 0):
-            raise GruliteError(f"temperature must be a finite number > 0; got {temperature!r}")
+            raise GruliteError(f"temperature must be a number > 0 that float32 holds "
+                               f"(about 1e-38 to 3e38); got {temperature!r}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
                                   or top_k < 1):
             raise GruliteError(f"top_k must be an int >= 1 (or None for all); got {top_k!r}")
-        p = 1.0 if top_p is None else float(top_p)
+        try:
+            with np.errstate(over="ignore"):
+                p = 1.0 if top_p is None else float(np.float32(top_p))
+        except (TypeError, ValueError, OverflowError):
+            p = float("nan")
         if not (0.0 < p <= 1.0):
             raise GruliteError(f"top_p must be in (0, 1] (or None); got {top_p!r}")
         if sample and self.config.head[-1].activation not in ("none", "softmax"):
@@ -475,7 +484,7 @@ class Model:
                                f"'softmax' can be sampled from); use strategy='greedy'")
         if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) \
                 or not 0 <= max_steps <= _core.MAX_INT32:
-            raise GruliteError(f"max_steps must be an int >= 0; got {max_steps!r}")
+            raise GruliteError(f"max_steps must be an int in [0, 2**31 - 1]; got {max_steps!r}")
         stop_id = -1
         if stop is not None:
             if isinstance(stop, bool) or not isinstance(stop, (int, np.integer)) \
@@ -495,6 +504,7 @@ class Model:
         if (prompt is None) == (start is None):
             raise GruliteError("give a prompt (token sequences) or a start token (with h0), "
                                "one of the two")
+        unbatched = False
         if prompt is not None:
             rows = self._prompt_rows(prompt, V)
         else:
@@ -502,9 +512,12 @@ class Model:
             if h0 is not None:
                 ha = _core.as_array(_np(h0 if not isinstance(h0, (tuple, list)) else h0[0]), "h0")
                 B = ha.shape[1] if ha.ndim == 3 else None
+                unbatched = ha.ndim == 2           # model(x_1d)'s h_n: one row
             st = _core.token_array(_np(start), "start", V)
             if st.ndim == 0:
                 st = np.full(B or 1, int(st), dtype=np.int32)
+            elif unbatched:
+                raise GruliteError("an unbatched h0 (one row) takes one start token")
             if st.ndim != 1 or (B is not None and st.shape[0] != B):
                 raise GruliteError(f"start must be one token id or one per row"
                                    f"{f' ({B}, the batch of h0)' if B else ''}; got shape {st.shape}")
@@ -518,7 +531,7 @@ class Model:
         for i, r in enumerate(rows):
             tokens[i, :len(r)] = r
             lengths[i] = len(r)
-        h0f = None if h0 is None else self._join_state(h0, B)
+        h0f = None if h0 is None else self._join_state(h0, B, unbatched and B == 1)
         toks, counts = self._core.generate(self._workspace(), tokens,
                                            None if (lengths == T).all() else lengths, h0f,
                                            stop_id, int(max_steps), sample, t,

@@ -120,9 +120,28 @@ def write_vocab(path: Union[str, os.PathLike], tokens: Sequence[str]) -> None:
             f.write(escape_token(t) + "\n")
 
 
+def _special(token: str) -> bool:
+    """A special token of a character vocabulary: ``<eos>``, ``<pad>``, ..."""
+    return len(token) > 2 and token[0] == "<" and token[-1] == ">"
+
+
 def is_char_vocab(vocab: Sequence[str]) -> bool:
-    """True when every token is one character: text splits into characters."""
-    return all(len(t) == 1 for t in vocab)
+    """True when every token is one character, or a special token in angle
+    brackets (``<eos>``, ``<sos>``: seq2seq vocabularies): text splits into
+    characters, a special token written out whole counting as one."""
+    return all(len(t) == 1 or _special(t) for t in vocab)
+
+
+def _split_chars(text: str, vocab: Sequence[str]) -> list:
+    """Characters, except that a special token of the vocabulary written
+    out (``<eos>``) is one piece."""
+    specials = sorted((t for t in vocab if _special(t)), key=len, reverse=True)
+    pieces, i = [], 0
+    while i < len(text):
+        hit = next((t for t in specials if text.startswith(t, i)), None) if text[i] == "<" else None
+        pieces.append(hit or text[i])
+        i += len(hit) if hit else 1
+    return pieces
 
 
 def _quoted(items: Iterable[str], limit: int = 10) -> str:
@@ -139,7 +158,7 @@ def encode(text: str, vocab: Sequence[str]) -> list:
         raise GruliteError(f"text must be a str; got {type(text).__name__}")
     index = {t: i for i, t in enumerate(vocab)}
     chars = is_char_vocab(vocab)
-    pieces = list(text) if chars else text.split()
+    pieces = _split_chars(text, vocab) if chars else text.split()
     missing = [p for p in pieces if p not in index]
     if missing:
         what = "characters" if chars else "words"

@@ -320,6 +320,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* 3. Greedy generation from the same ids: counts and ids in range. */
         if (V && info.head_size == V) {
             int32_t out[3 * 3], counts[3];
+            for (int i = 0; i < 9; i++) out[i] = -1;      /* slots past a count stay as they were */
             grulite_generation g;
             memset(&g, 0, sizeof g);
             g.batch = (int32_t)B;

@@ -78,7 +78,9 @@ static int32_t sample(const grulite_generation *g, const float *logits, size_t V
     double total = 0.0;
     for (size_t i = 0; i < V; i++) {
         const float l = logits[i];
-        c[i].p = l == l ? exp(((double)l - (double)mx) * inv_t) : 0.0;
+        /* The largest scores weigh 1 (also when they are +inf: every finite
+         * score then weighs 0); NaN scores weigh 0. */
+        c[i].p = l == mx ? 1.0 : l == l ? exp(((double)l - (double)mx) * inv_t) : 0.0;
         c[i].id = (int32_t)i;
         total += c[i].p;
     }
@@ -170,8 +172,7 @@ int grulite_generate(const grulite_model *m, grulite_workspace *ws, const grulit
         gl_add(state_n, logits_n, &floats) || floats > SIZE_MAX / sizeof(float) - 1 ||
         V > SIZE_MAX / sizeof(gl_cand) || B > SIZE_MAX / (2 * sizeof(size_t)))
         return GRULITE_E_TOO_LARGE;
-    for (size_t i = 0; i < out_n; i++) g->tokens[i] = -1;
-    for (size_t b = 0; b < B; b++) g->counts[b] = 0;
+    for (size_t b = 0; b < B; b++) g->counts[b] = 0;   /* tokens: only what is written */
     if (T == 0) return gl_check_pass(m, &(gl_pass){ g->batch, g->steps, 1, 0, NULL, g->lengths,
                                                      NULL, NULL, 0, g->prompt, 0 });
     float *state = malloc(floats * sizeof(float) + sizeof(float));
@@ -196,7 +197,10 @@ int grulite_generate(const grulite_model *m, grulite_workspace *ws, const grulit
     r.h_n = state;
     r.head = logits;
     r.tokens = g->prompt;
-    rc = gl_forward(m, ws, &r, g->sample);
+    /* Scores: the logits of a softmax head (its argmax is the same, and
+     * sampling needs them); other heads' outputs as they are. */
+    const int raw = g->sample || head_activation(m) == GRULITE_ACT_SOFTMAX;
+    rc = gl_forward(m, ws, &r, raw);
     size_t n = B;
     for (size_t b = 0; b < B; b++) orig[b] = (int32_t)b;
     while (!rc) {
@@ -231,7 +235,7 @@ int grulite_generate(const grulite_model *m, grulite_workspace *ws, const grulit
         r.h_n = state;
         r.head = logits;
         r.tokens = next;
-        rc = gl_forward(m, ws, &r, g->sample);
+        rc = gl_forward(m, ws, &r, raw);
     }
     free(state); free(keep); free(orig); free(cand);
     return rc;
