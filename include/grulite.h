@@ -385,7 +385,8 @@ GRULITE_API size_t grulite_workspace_bytes(const grulite_workspace *ws);
 
 /* Threads grulite_forward may use with this workspace (it owns a small
  * pool, started on first use).  0 (the default) means the GRULITE_NUM_THREADS
- * environment variable if set, else every online CPU.  Work is split by
+ * environment variable if set, else every online CPU, read when the
+ * workspace is first used after this call (not on every call).  Work is split by
  * batch rows, so results are identical for every thread count. */
 GRULITE_API int grulite_workspace_set_threads(grulite_workspace *ws, int threads);
 

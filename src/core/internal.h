@@ -115,8 +115,14 @@ struct grulite_workspace {
     float *buf;              /* GL_ALIGN-aligned */
     size_t cap;              /* floats */
     int threads;             /* requested; 0 = default */
+    int default_threads;     /* the default, read on first use (0: not yet): reading
+                                it costs a file read (online CPUs) per call */
     gl_pool *pool;           /* created on first threaded call */
 };
+
+/* The threads a call with ws may use (grulite_workspace_threads, with the
+ * default read once). */
+GL_HIDDEN int gl_workspace_threads(grulite_workspace *ws);
 
 /* Makes ws hold at least `floats` floats; returns 0 or GRULITE_E_NOMEM. */
 GL_HIDDEN int gl_workspace_reserve(grulite_workspace *ws, size_t floats);

@@ -492,7 +492,7 @@ class Model:
                 raise GruliteError(f"stop must be a token id in [0, {V}); got {stop!r}")
             stop_id = int(stop)
         if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little")
+            seed = int.from_bytes(os.urandom(8), "little") if sample else 0
         elif isinstance(seed, (list, tuple, np.ndarray)):
             sa = _core.as_array(seed, "seed")
             if sa.ndim != 1 or sa.dtype.kind not in "iu" or (sa < 0).any():

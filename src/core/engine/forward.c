@@ -248,7 +248,7 @@ int gl_forward(const grulite_model *m, grulite_workspace *ws, const grulite_run 
      * bidirectional layer, or the hidden units of a large one.  Below ~1M
      * multiply-adds threads cost more than they save.  Any split gives the
      * same numbers. */
-    const int threads = grulite_workspace_threads(ws);
+    const int threads = gl_workspace_threads(ws);
     int tasks = threads < p.batch ? threads : p.batch;
     const int small = grulite_model_macs(m) * (double)p.batch * (double)p.steps < 1e6;
     if (small) tasks = 1;

@@ -82,12 +82,21 @@ int grulite_workspace_set_threads(grulite_workspace *ws, int threads)
 {
     if (!ws || threads < 0 || threads > GRULITE_MAX_THREADS) return GRULITE_E_ARG;
     ws->threads = threads;
+    ws->default_threads = 0;         /* read the default again on next use */
     return GRULITE_OK;
 }
 
 int grulite_workspace_threads(const grulite_workspace *ws)
 {
     if (!ws) return 1;
-    return ws->threads ? ws->threads : env_threads();
+    if (ws->threads) return ws->threads;
+    return ws->default_threads ? ws->default_threads : env_threads();
+}
+
+int gl_workspace_threads(grulite_workspace *ws)
+{
+    if (ws->threads) return ws->threads;
+    if (!ws->default_threads) ws->default_threads = env_threads();
+    return ws->default_threads;
 }
 
