@@ -342,7 +342,6 @@ cdef class CModel:
         """
         cdef grulite_run run
         cdef cnp.ndarray y = None, hn = None, hd = None
-        cdef cnp.ndarray len_a = None, h0_a = None
         cdef Py_ssize_t B, T
         cdef int rc
         if self.info.vocab_size:
@@ -372,18 +371,8 @@ cdef class CModel:
             run.tokens = <const int32_t *>cnp.PyArray_DATA(x)
         else:
             run.x = fptr(x)
-        if lengths is not None:
-            len_a = lengths
-            if len_a.dtype != np.int32 or len_a.ndim != 1 or len_a.shape[0] != B \
-                    or not len_a.flags.c_contiguous:
-                raise GruliteError("internal: lengths must be int32 of shape (B,)")
-            run.lengths = <const int32_t *>cnp.PyArray_DATA(len_a)
-        if h0 is not None:
-            h0_a = h0
-            if h0_a.dtype != np.float32 or h0_a.ndim != 1 or \
-                    h0_a.shape[0] != B * self.info.state_size or not h0_a.flags.c_contiguous:
-                raise GruliteError("internal: h0 must be float32 of shape (B*state_size,)")
-            run.h0 = fptr(h0_a)
+        run.lengths = _lengths_ptr(lengths, B)
+        run.h0 = _state_ptr(h0, B * self.info.state_size)
         cdef cnp.npy_intp dims[3]
         if want_y:
             dims[0] = x.shape[0]
@@ -417,7 +406,7 @@ cdef class CModel:
         int32 (B,) or None; h0: float32 (B * state_size,) or None.  Returns
         (tokens (B, max_steps) int32 with -1 past each count, counts (B,))."""
         cdef grulite_generation g
-        cdef cnp.ndarray toks, counts, len_a = None, h0_a = None, seeds_a = None
+        cdef cnp.ndarray toks, counts, seeds_a = None
         cdef int rc
         if cnp.PyArray_NDIM(prompt) != 2 or cnp.PyArray_TYPE(prompt) != cnp.NPY_INT32 or \
                 not cnp.PyArray_IS_C_CONTIGUOUS(prompt):
@@ -429,18 +418,8 @@ cdef class CModel:
         g.batch = <int32_t>B
         g.steps = <int32_t>T
         g.prompt = <const int32_t *>cnp.PyArray_DATA(prompt)
-        if lengths is not None:
-            len_a = lengths
-            if len_a.dtype != np.int32 or len_a.ndim != 1 or len_a.shape[0] != B \
-                    or not len_a.flags.c_contiguous:
-                raise GruliteError("internal: lengths must be int32 of shape (B,)")
-            g.lengths = <const int32_t *>cnp.PyArray_DATA(len_a)
-        if h0 is not None:
-            h0_a = h0
-            if h0_a.dtype != np.float32 or h0_a.ndim != 1 or \
-                    h0_a.shape[0] != B * self.info.state_size or not h0_a.flags.c_contiguous:
-                raise GruliteError("internal: h0 must be float32 of shape (B*state_size,)")
-            g.h0 = fptr(h0_a)
+        g.lengths = _lengths_ptr(lengths, B)
+        g.h0 = _state_ptr(h0, B * self.info.state_size)
         g.stop = stop
         g.max_steps = max_steps
         g.sample = sample
@@ -474,7 +453,7 @@ cdef class CModel:
         """grulite_forecast.  x as for forward; returns (out (B, horizon,
         head_size), h_n_flat or None)."""
         cdef grulite_run run
-        cdef cnp.ndarray out, hn = None, len_a = None, h0_a = None
+        cdef cnp.ndarray out, hn = None
         cdef int rc
         if cnp.PyArray_NDIM(x) != 3 or cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or \
                 not cnp.PyArray_IS_C_CONTIGUOUS(x) or x.shape[2] != self.info.input_size:
@@ -487,18 +466,8 @@ cdef class CModel:
         run.steps = <int32_t>T
         run.batch_first = batch_first
         run.x = fptr(x)
-        if lengths is not None:
-            len_a = lengths
-            if len_a.dtype != np.int32 or len_a.ndim != 1 or len_a.shape[0] != B \
-                    or not len_a.flags.c_contiguous:
-                raise GruliteError("internal: lengths must be int32 of shape (B,)")
-            run.lengths = <const int32_t *>cnp.PyArray_DATA(len_a)
-        if h0 is not None:
-            h0_a = h0
-            if h0_a.dtype != np.float32 or h0_a.ndim != 1 or \
-                    h0_a.shape[0] != B * self.info.state_size or not h0_a.flags.c_contiguous:
-                raise GruliteError("internal: h0 must be float32 of shape (B*state_size,)")
-            run.h0 = fptr(h0_a)
+        run.lengths = _lengths_ptr(lengths, B)
+        run.h0 = _state_ptr(h0, B * self.info.state_size)
         out = np.empty((B, horizon, self.info.head_size), dtype=np.float32)
         if want_h_n:
             hn = np.empty(B * self.info.state_size, dtype=np.float32)
@@ -508,6 +477,28 @@ cdef class CModel:
             rc = grulite_forecast(self.ptr, ws.ptr, &run, horizon, op)
         check(rc)
         return out, hn
+
+
+cdef const int32_t *_lengths_ptr(object lengths, Py_ssize_t B) except? NULL:
+    """The data of `lengths` (None: NULL), checked: C-contiguous int32 (B,).
+    The caller keeps the array alive."""
+    if lengths is None:
+        return NULL
+    cdef cnp.ndarray a = lengths
+    if a.dtype != np.int32 or a.ndim != 1 or a.shape[0] != B or not a.flags.c_contiguous:
+        raise GruliteError("internal: lengths must be int32 of shape (B,)")
+    return <const int32_t *>cnp.PyArray_DATA(a)
+
+
+cdef const float *_state_ptr(object h0, Py_ssize_t n) except? NULL:
+    """The data of a flat state `h0` (None: NULL), checked: C-contiguous
+    float32 (n,).  The caller keeps the array alive."""
+    if h0 is None:
+        return NULL
+    cdef cnp.ndarray a = h0
+    if a.dtype != np.float32 or a.ndim != 1 or a.shape[0] != n or not a.flags.c_contiguous:
+        raise GruliteError("internal: h0 must be float32 of shape (B*state_size,)")
+    return fptr(a)
 
 
 cdef int _bad_token(cnp.ndarray tokens, object lengths, bint batch_first, int vocab) except -1:

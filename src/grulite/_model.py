@@ -25,6 +25,17 @@ def _np(value: Any) -> Any:
     return value
 
 
+def _batch_steps(xa: np.ndarray, bf: bool) -> tuple:
+    """(B, T) of an input laid out (B, T, ...) or (T, B, ...), checked: at
+    least one of each, and within C's int32."""
+    B, T = (xa.shape[0], xa.shape[1]) if bf else (xa.shape[1], xa.shape[0])
+    if T < 1 or B < 1:
+        raise GruliteError(f"x needs at least one sequence and one step; got batch={B}, steps={T}")
+    if B > _core.MAX_INT32 or T > _core.MAX_INT32:
+        raise GruliteError(f"x has batch={B}, steps={T}; each must be at most 2**31 - 1")
+    return B, T
+
+
 @dataclass(frozen=True)
 class LayerConfig:
     """One GRU layer."""
@@ -241,11 +252,7 @@ class Model:
         if xa.shape[-1] != I:
             raise GruliteError(f"x has {xa.shape[-1]} features in its last axis; the model "
                                f"expects input_size={I} (x shape {np.shape(x)})")
-        B, T = (xa.shape[0], xa.shape[1]) if bf else (xa.shape[1], xa.shape[0])
-        if T < 1 or B < 1:
-            raise GruliteError(f"x needs at least one sequence and one step; got batch={B}, steps={T}")
-        if B > _core.MAX_INT32 or T > _core.MAX_INT32:     # checked before x is copied
-            raise GruliteError(f"x has batch={B}, steps={T}; each must be at most 2**31 - 1")
+        B, T = _batch_steps(xa, bf)                        # checked before x is copied
         xa = np.require(xa, np.float32, ["C", "A"])       # contiguous, aligned, native
         return xa, bf, unbatched, B, T, self._lengths(lengths, B, T, unbatched)
 
@@ -279,11 +286,7 @@ class Model:
             layout = "(batch, steps)" if bf else "(steps, batch)"
             raise GruliteError(f"this model reads token ids (an embedding of {V} tokens): x must "
                                f"have shape {layout} or (steps,); got shape {xa.shape}")
-        B, T = (xa.shape[0], xa.shape[1]) if bf else (xa.shape[1], xa.shape[0])
-        if T < 1 or B < 1:
-            raise GruliteError(f"x needs at least one sequence and one step; got batch={B}, steps={T}")
-        if B > _core.MAX_INT32 or T > _core.MAX_INT32:
-            raise GruliteError(f"x has batch={B}, steps={T}; each must be at most 2**31 - 1")
+        B, T = _batch_steps(xa, bf)
         xa = np.ascontiguousarray(xa)
         return xa, bf, unbatched, B, T, self._lengths(lengths, B, T, unbatched)
 
