@@ -156,6 +156,9 @@ typedef struct grulite_layer_info {
                                 W_ih x + b_ih (D*3*H features, directions then gates
                                 r, z, n): an embedding folded into layer 0; the layer
                                 stores no W_ih, b_ih.  Only the first GRU layer. */
+    int32_t has_h0;          /* 1: the layer stores a learned initial state (one per
+                                direction, an nn.Parameter h0), used for every batch
+                                row when a call gives no h0 (else zeros) */
 } grulite_layer_info;
 
 /* The embedding of a model whose input is token ids (nn.Embedding): step
@@ -308,6 +311,8 @@ typedef struct grulite_layer_spec {
     int32_t projected;                 /* layer 0 only: the embedding's table already is
                                           the input projection (grulite_layer_info);
                                           weight_ih / bias_ih are then ignored */
+    int32_t has_h0;                    /* 1: a learned initial state, h0[d] (H floats) */
+    const float *h0[2];                /* per direction; ignored when !has_h0 */
 } grulite_layer_spec;
 
 /* Folding an embedding into GRU layer 0's input projection: the table
@@ -405,7 +410,8 @@ typedef struct grulite_run {
     int32_t head_all_steps;    /* head on every valid step instead of the last */
     const float *x;            /* B*T*input_size */
     const int32_t *lengths;    /* B lengths in [1, T], or NULL (all T) */
-    const float *h0;           /* B*state_size, or NULL for zeros */
+    const float *h0;           /* B*state_size, or NULL: the model's initial state
+                                  (layers' learned ones, else zeros) for every row */
     float *y;                  /* B*T*output_size, or NULL; 0 past a length */
     float *h_n;                /* B*state_size, or NULL */
     float *head;               /* B*head_size (or B*T*head_size), or NULL */
@@ -425,7 +431,8 @@ GRULITE_API int grulite_forward(const grulite_model *model, grulite_workspace *w
 
 typedef struct grulite_stream grulite_stream;
 
-/* A per-stream state for `batch` parallel sequences, initially zero.
+/* A per-stream state for `batch` parallel sequences, initially the model's
+ * initial state (its layers' learned ones, else zeros).
  * The model must outlive the stream.  GRULITE_E_UNSUPPORTED for models
  * with a layer that runs backwards (bidirectional or reverse).  Free with grulite_stream_free(). */
 GRULITE_API int grulite_stream_new(const grulite_model *model, int32_t batch,
@@ -440,7 +447,7 @@ GRULITE_API void grulite_stream_free(grulite_stream *s);   /* accepts NULL */
 GRULITE_API int grulite_stream_step(grulite_stream *s, const float *x, int32_t steps,
                                     float *y, float *head);
 
-/* Sets the state to zero. */
+/* Sets the state back to the initial state (learned, else zeros). */
 GRULITE_API int grulite_stream_reset(grulite_stream *s);
 
 /* One call of grulite_stream_run(): `steps` steps for some or all rows. */
@@ -461,7 +468,8 @@ typedef struct grulite_step {
  * for those rows.  GRULITE_E_ARG for a row out of range or listed twice. */
 GRULITE_API int grulite_stream_run(grulite_stream *s, const grulite_step *step);
 
-/* Sets the state of the n listed rows to zero (rows NULL: all rows). */
+/* Sets the state of the n listed rows back to the initial state (rows
+ * NULL: all rows). */
 GRULITE_API int grulite_stream_reset_rows(grulite_stream *s, const int32_t *rows, int32_t n);
 
 /* Copies the state of the n listed rows out / in: h holds n*state_size

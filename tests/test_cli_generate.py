@@ -266,3 +266,23 @@ def test_demo_text(tmp_path):
     assert "Sampled" in out
     # Reproducible: the same seed, the same text.
     assert cli("demo", "--text", cwd=tmp_path).stdout.split("Sampled")[1] == out.split("Sampled")[1]
+
+
+def test_convert_learned_h0_and_seed_update_gate(tmp_path):
+    """--h0 stores a learned initial state; --update-gate seed maps weights
+    written for h' = (1 - z)*h + z*n; both show in the model."""
+    rng = np.random.default_rng(3)
+    sd = {"gru.weight_ih_l0": rng.standard_normal((12, 3)).astype(np.float32),
+          "gru.weight_hh_l0": rng.standard_normal((12, 4)).astype(np.float32),
+          "start": rng.standard_normal((1, 1, 4)).astype(np.float32)}
+    np.savez(tmp_path / "m.npz", **sd)
+    out = cli("convert", "m.npz", "-o", "m.grl", "--h0", "start", "--update-gate", "seed",
+              cwd=tmp_path)
+    assert "learned h0" in out.stdout, out.stdout
+    m = grulite.load(tmp_path / "m.grl")
+    assert m.config.layers[0].h0 and m.metadata["update_gate"] == "seed"
+    ref = grulite.from_state_dict(sd, h0="start", update_gate="seed")
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(m(x)[0], ref(x)[0])
+    bad = cli("convert", "m.npz", "-o", "n.grl", "--h0", "missing", cwd=tmp_path, expect=1)
+    assert "no tensor 'missing'" in bad.stderr

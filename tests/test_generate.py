@@ -390,3 +390,87 @@ def test_unbatched_encoder_state_starts_a_decoder():
     np.testing.assert_array_equal(out[0], fx["ref_dec"][2, :fx["ref_dec_len"][2]])
     with pytest.raises(GruliteError, match="one start token"):
         dec.generate(h0=h, start=[1, 1])
+
+
+# ---- a learned initial state, and the source document's update gate (issue 16 item 3) ----
+
+def test_learned_initial_state_matches_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(4)
+    gru = torch.nn.GRU(5, 7, num_layers=2, bidirectional=True, batch_first=True)
+    h0 = torch.randn(4, 1, 7)                       # an nn.Parameter, saved in the state_dict
+    sd = {**{f"gru.{k}": v for k, v in gru.state_dict().items()}, "init_h": h0}
+    m = grulite.from_state_dict(sd, h0="init_h")
+    assert all(layer.h0 for layer in m.config.layers)
+    x = torch.randn(3, 6, 5)
+    lengths = [6, 2, 4]
+    with torch.no_grad():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
+                                                         enforce_sorted=False)
+        out, hn = gru(packed, h0.expand(-1, 3, -1).contiguous())
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=6)
+    for model in (m, grulite.from_bytes(m.to_bytes()), m.astype("float32")):
+        yy, hh = model(x.numpy(), lengths=lengths)
+        np.testing.assert_allclose(yy, y.numpy(), atol=TOL)
+        np.testing.assert_allclose(hh, hn.numpy(), atol=TOL)
+    # An explicit h0 still wins; (L*D, H) works as well as (L*D, 1, H).
+    zero = np.zeros((4, 3, 7), np.float32)
+    with torch.no_grad():
+        y0, _ = gru(x, torch.from_numpy(zero))
+    np.testing.assert_allclose(m(x.numpy(), zero)[0], y0.numpy(), atol=TOL)
+    flat = grulite.from_state_dict({**sd, "init_h": h0[:, 0]}, h0="init_h")
+    np.testing.assert_array_equal(flat(x.numpy())[0], m(x.numpy())[0])
+    with pytest.raises(GruliteError, match=r"h0 'gru.weight_hh_l0' has shape \(21, 7\)"):
+        grulite.from_state_dict(sd, h0="gru.weight_hh_l0")
+    with pytest.raises(GruliteError, match="no tensor 'nope'.*init_h"):
+        grulite.from_state_dict(sd, h0="nope")
+
+
+def test_learned_initial_state_in_streams():
+    fx = load("forecast.npz")
+    sd = dict(weights(fx, "gru"), h0=np.linspace(-1, 1, 16, dtype=np.float32)[None])
+    m = grulite.from_state_dict(sd, prefix="gru", h0="h0")
+    x = fx["in_x"][:, :4]
+    s = m.stream(2)
+    np.testing.assert_array_equal(s.state[0], np.repeat(sd["h0"], 2, axis=0))
+    np.testing.assert_array_equal(s.step(x), m(x)[0])
+    s.reset(rows=[1])
+    np.testing.assert_array_equal(s.get_state(rows=[1])[0, 0], sd["h0"][0])
+
+
+def _seed_gru_reference(x, w_ih, w_hh, b_ih, b_hh):
+    """The source document's GRU, from its formula: z_s = sigmoid(...),
+    h' = (1 - z_s) * h + z_s * n (numpy, float64)."""
+    sig = lambda a: 1 / (1 + np.exp(-a))               # noqa: E731
+    H = w_hh.shape[1]
+    h = np.zeros((x.shape[0], H))
+    ys = []
+    for t in range(x.shape[1]):
+        gi = x[:, t] @ w_ih.T + b_ih
+        gh = h @ w_hh.T + b_hh
+        r = sig(gi[:, :H] + gh[:, :H])
+        z = sig(gi[:, H:2 * H] + gh[:, H:2 * H])
+        n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+        h = (1 - z) * h + z * n
+        ys.append(h)
+    return np.stack(ys, 1)
+
+
+def test_update_gate_seed_maps_the_source_documents_form(tmp_path):
+    rng = np.random.default_rng(5)
+    H, I = 6, 4
+    sd = {"rnn.weight_ih_l0": rng.standard_normal((3 * H, I)).astype(np.float32),
+          "rnn.weight_hh_l0": rng.standard_normal((3 * H, H)).astype(np.float32),
+          "rnn.bias_ih_l0": rng.standard_normal(3 * H).astype(np.float32),
+          "rnn.bias_hh_l0": rng.standard_normal(3 * H).astype(np.float32)}
+    x = rng.standard_normal((2, 5, I)).astype(np.float32)
+    ref = _seed_gru_reference(x.astype(np.float64), *(sd[k].astype(np.float64) for k in sd))
+    m = grulite.from_state_dict(sd, update_gate="seed")
+    np.testing.assert_allclose(m(x)[0], ref, atol=TOL)
+    assert m.metadata["update_gate"] == "seed"
+    assert np.abs(grulite.from_state_dict(sd)(x)[0] - ref).max() > 0.05   # not the same model
+    np.savez(tmp_path / "seed.npz", **sd)
+    np.testing.assert_allclose(grulite.from_npz(tmp_path / "seed.npz", update_gate="seed")(x)[0],
+                               ref, atol=TOL)
+    with pytest.raises(GruliteError, match="update_gate must be 'torch'.*or 'seed'"):
+        grulite.from_state_dict(sd, update_gate="keras")

@@ -17,6 +17,8 @@
 typedef struct gl_direction {
     gl_panel ih;        /* (K = layer input, 3*H): W_ih, b_ih */
     gl_panel hh;        /* (K = H, 3*H): W_hh, b_hh */
+    gl_panel h0;        /* G = 1, no matrix: its bias vector b is the learned initial
+                           state (H floats, in order), when the layer has one */
 } gl_direction;
 
 typedef struct gl_gru {

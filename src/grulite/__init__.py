@@ -38,6 +38,7 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
                     *, batch_first: bool = True, dtype: str = "float32",
                     head_from: str = "output", embedding: _Embedding = None,
                     fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
+                    h0: Optional[str] = None, update_gate: str = "torch",
                     num_threads: Optional[int] = None) -> Model:
     """Builds a model from a PyTorch ``state_dict`` (or a checkpoint holding one).
 
@@ -82,6 +83,15 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
         The token of each id (or a vocabulary file, see
         ``docs/sequence-models.md``), stored in the model's metadata for
         ``grulite generate``; needs an embedding of as many rows.
+    h0 : str, optional
+        The key of a learned initial state (an ``nn.Parameter`` of shape
+        ``(num_layers*num_directions, H)`` or ``(num_layers*num_directions,
+        1, H)``), stored in the model and used for every row when a call
+        gives no ``h0``.
+    update_gate : {"torch", "seed"}
+        "seed": the weights were written for h' = (1 - z)*h + z*n (the
+        source document's z, which is PyTorch's 1 - z); the z rows are
+        negated at conversion so that PyTorch's formula gives the same.
     num_threads : int, optional
         Threads for whole-sequence calls (see :attr:`Model.num_threads`).
     """
@@ -89,7 +99,8 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
 
     image, _ = build_image(mapping, prefix, reset_after, head, batch_first, dtype=dtype,
                            head_from=head_from, embedding=embedding,
-                           fold_embedding=fold_embedding, vocab=vocab)
+                           fold_embedding=fold_embedding, vocab=vocab, h0=h0,
+                      update_gate=update_gate)
     return from_bytes(image, num_threads=num_threads)
 
 
@@ -98,6 +109,7 @@ def from_npz(path: _Path, prefix: Optional[str] = None,
              *, batch_first: bool = True, dtype: str = "float32",
              head_from: str = "output", embedding: _Embedding = None,
              fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
+                    h0: Optional[str] = None, update_gate: str = "torch",
              num_threads: Optional[int] = None) -> Model:
     """Builds a model from a state_dict saved with ``np.savez``.
 
@@ -108,7 +120,8 @@ def from_npz(path: _Path, prefix: Optional[str] = None,
     """
     return _from_file("npz", path, num_threads, prefix=prefix, reset_after=reset_after,
                       head=head, batch_first=batch_first, dtype=dtype, head_from=head_from,
-                      embedding=embedding, fold_embedding=fold_embedding, vocab=vocab)
+                      embedding=embedding, fold_embedding=fold_embedding, vocab=vocab,
+                      h0=h0, update_gate=update_gate)
 
 
 def from_torch_file(path: _Path, prefix: Optional[str] = None,
@@ -116,6 +129,7 @@ def from_torch_file(path: _Path, prefix: Optional[str] = None,
                     *, batch_first: bool = True, dtype: str = "float32",
                     head_from: str = "output", embedding: _Embedding = None,
                     fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
+                    h0: Optional[str] = None, update_gate: str = "torch",
                     num_threads: Optional[int] = None) -> Model:
     """Imports a ``torch.save``'d state_dict or checkpoint without torch.
 
@@ -129,7 +143,8 @@ def from_torch_file(path: _Path, prefix: Optional[str] = None,
     return _from_file("pt", path, num_threads, prefix=prefix, reset_after=reset_after,
                       head=head, batch_first=batch_first, dtype=dtype,
                       head_from=head_from, embedding=embedding,
-                      fold_embedding=fold_embedding, vocab=vocab)
+                      fold_embedding=fold_embedding, vocab=vocab, h0=h0,
+                      update_gate=update_gate)
 
 
 def from_safetensors(path: _Path, prefix: Optional[str] = None,
@@ -137,6 +152,7 @@ def from_safetensors(path: _Path, prefix: Optional[str] = None,
                      *, batch_first: bool = True, dtype: str = "float32",
                      head_from: str = "output", embedding: _Embedding = None,
                     fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
+                    h0: Optional[str] = None, update_gate: str = "torch",
                     num_threads: Optional[int] = None) -> Model:
     """Imports a ``.safetensors`` file of a state_dict (parsed directly; no
     extra package): ``safetensors.torch.save_file(model.state_dict(), path)``.
@@ -146,7 +162,8 @@ def from_safetensors(path: _Path, prefix: Optional[str] = None,
     return _from_file("safetensors", path, num_threads, prefix=prefix,
                       reset_after=reset_after, head=head, batch_first=batch_first, dtype=dtype,
                       head_from=head_from, embedding=embedding,
-                      fold_embedding=fold_embedding, vocab=vocab)
+                      fold_embedding=fold_embedding, vocab=vocab, h0=h0,
+                      update_gate=update_gate)
 
 
 def from_arrays(layers: Sequence[Mapping[str, Any]], *, embedding: Any = None,

@@ -44,7 +44,8 @@ def _describe_layers(layers: Sequence[Any], embedding_width: Optional[int] = Non
                      f"  {way}"
                      f"  reset_{'after' if lay.reset_after else 'before'}"
                      f"  {'bias' if lay.bias else 'no bias'}"
-                     f"{'  (embedding folded in)' if folded else ''}")
+                     f"{'  (embedding folded in)' if folded else ''}"
+                     f"{'  learned h0' if getattr(lay, 'h0', False) else ''}")
     return lines
 
 
@@ -97,14 +98,17 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
                  reset_after: bool = True, dtype: str = "float32", batch_first: bool = True,
                  out: Optional[TextIO] = None, head_from: str = "output",
                  embedding: Any = None, fold_embedding: Optional[bool] = None,
-                 vocab: Any = None, notes: bool = True) -> dict:
+                 vocab: Any = None, notes: bool = True, h0: Optional[str] = None,
+                 update_gate: str = "torch") -> dict:
     """Converts a weights file to .grl and prints what was found (to `out`,
     default stdout; tensors of the file the model does not use, to stderr,
     unless `notes` is False).
 
     embedding: None (find an nn.Embedding feeding the GRU), a module name,
     or False (none); fold_embedding: None (when it pays), True, False;
-    vocab: a vocabulary file (or list of tokens) stored in the model.  The one conversion path:
+    vocab: a vocabulary file (or list of tokens) stored in the model; h0:
+    the key of a learned initial state; update_gate: "torch" or "seed"
+    (weights for h' = (1 - z)*h + z*n).  The one conversion path:
     ``grulite convert`` and ``grulite demo`` use it.
     """
     out = out or sys.stdout
@@ -116,11 +120,13 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
         image, summary = importer.image(src, prefix=prefix, reset_after=reset_after, head=head,
                                         batch_first=batch_first, dtype=dtype, head_from=head_from,
                                         embedding=embedding, fold_embedding=fold_embedding,
-                                        vocab=vocab)
+                                        vocab=vocab, h0=h0, update_gate=update_gate)
     elif prefix or head or not reset_after or not batch_first or head_from != "output" or \
-            embedding is not None or fold_embedding is not None or vocab is not None:
+            embedding is not None or fold_embedding is not None or vocab is not None or \
+            h0 is not None or update_gate != "torch":
         raise GruliteError(f"--prefix, --head, --head-from, --reset-before, --time-major, "
-                           f"--embedding, --no-embedding, --fold-embedding and --vocab "
+                           f"--embedding, --no-embedding, --fold-embedding, --vocab, --h0 and "
+                           f"--update-gate "
                            f"apply to state_dicts; a {os.path.splitext(src)[1]} file "
                            f"({importer.what}) carries its own structure")
     else:
@@ -167,7 +173,8 @@ def cmd_convert(a: argparse.Namespace) -> int:
     embedding: Any = False if a.no_embedding else a.embedding
     convert_file(a.input, dst, prefix=a.prefix, head=a.head, reset_after=a.reset_after,
                  dtype=a.dtype, batch_first=not a.time_major, head_from=a.head_from,
-                 embedding=embedding, fold_embedding=_FOLD[a.fold_embedding], vocab=a.vocab)
+                 embedding=embedding, fold_embedding=_FOLD[a.fold_embedding], vocab=a.vocab,
+                 h0=a.h0, update_gate=a.update_gate)
     return 0
 
 
@@ -568,6 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--vocab", metavar="FILE",
                    help="vocabulary stored in the model for grulite generate: one token per "
                         "line in id order (escapes \\n \\t \\r \\s \\\\)")
+    c.add_argument("--h0", metavar="KEY",
+                   help="a learned initial state (an nn.Parameter of shape (L*D, H) or "
+                        "(L*D, 1, H)) stored in the model, used when a call gives no h0")
+    c.add_argument("--update-gate", choices=("torch", "seed"), default="torch",
+                   help="torch: h' = (1 - z)*n + z*h (default); seed: the weights were written "
+                        "for h' = (1 - z)*h + z*n, mapped at conversion")
     c.set_defaults(fn=cmd_convert)
 
     i = sub.add_parser("info", formatter_class=fmt, help="show a model's configuration",

@@ -67,6 +67,7 @@ cdef extern from "grulite.h" nogil:
         int32_t dtype
         int32_t reverse
         int32_t projected
+        int32_t has_h0
 
     ctypedef struct grulite_embedding_info:
         int32_t vocab_size
@@ -128,6 +129,8 @@ cdef extern from "grulite.h" nogil:
         const float *bias_ih[2]
         const float *bias_hh[2]
         int32_t projected
+        int32_t has_h0
+        const float *h0[2]
 
     int GRULITE_FOLD_AUTO
     int GRULITE_FOLD_NEVER

@@ -279,7 +279,7 @@ cdef class CModel:
                             num_directions=li.num_directions,
                             reset_after=bool(li.reset_after), bias=bool(li.has_bias),
                             dtype=_DTYPE_NAMES.get(li.dtype, "?"), reverse=bool(li.reverse),
-                            projected=bool(li.projected)))
+                            projected=bool(li.projected), h0=bool(li.has_h0)))
         return out
 
     def head(self):
@@ -615,6 +615,7 @@ cdef class _Spec:
             self.ls[i].reset_after = 1 if L["reset_after"] else 0
             self.ls[i].reverse = 1 if L.get("reverse") else 0
             self.ls[i].has_bias = 1 if L["bias"] else 0
+            self.ls[i].has_h0 = 1 if L.get("h0") is not None else 0
         for j, D in enumerate(dense):
             self.ds[j].out_features = _int32(D["out_features"], f"head layer {j}: out_features")
             act = D["activation"]
@@ -642,6 +643,9 @@ cdef class _Spec:
                     self.ls[i].bias_ih[d] = fptr(a)
                     a = _checked(L["bias_hh"][d], (3 * H,), self.keep)
                     self.ls[i].bias_hh[d] = fptr(a)
+                if L.get("h0") is not None:
+                    a = _checked(L["h0"][d], (H,), self.keep)
+                    self.ls[i].h0[d] = fptr(a)
         for j, D in enumerate(dense):
             a = _checked(D["weight"], (D["out_features"], D["in_features"]), self.keep)
             self.ds[j].weight = fptr(a)

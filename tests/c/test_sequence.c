@@ -36,7 +36,7 @@ typedef struct seq_model {
     grulite_layer_spec layers[2];
     grulite_dense_spec dense;
     grulite_embedding_spec emb;
-    float *w[16];
+    float *w[20];
     int nw;
 } seq_model;
 
@@ -408,9 +408,80 @@ static void test_forecast_and_rows(void)
     seq_free(&s);
 }
 
+/* ---- A learned initial state ------------------------------------------------ */
+
+static void test_learned_h0(void)
+{
+    seq_model s;
+    seq_make(&s, 5, 5, 12, 2, GRULITE_ACT_NONE);
+    float *h0a = own(&s, 12, 0.8f);
+    s.layers[0].has_h0 = 1; s.layers[0].h0[0] = h0a;        /* layer 1 keeps zeros */
+    grulite_model *m = seq_load(&s, 0, 0, GRULITE_DTYPE_F32);
+    set_ctx("learned h0", NULL);
+    CHECK(m != NULL);
+    if (!m) { seq_free(&s); return; }
+    grulite_layer_info li;
+    grulite_model_layer(m, 0, &li);
+    CHECK(li.has_h0 == 1);
+    grulite_model_layer(m, 1, &li);
+    CHECK(li.has_h0 == 0);
+    enum { B = 3, T = 4 };
+    float x[B * T * 5], y0[B * T * 12], y1[B * T * 12], h[B * 24], hn0[B * 24], hn1[B * 24];
+    for (int i = 0; i < B * T * 5; i++) x[i] = rnd(1.0f);
+    /* The explicit state: layer 0's learned one on every row, layer 1 zeros. */
+    memset(h, 0, sizeof h);
+    for (int b = 0; b < B; b++) memcpy(h + b * 12, h0a, 12 * sizeof(float));
+    grulite_workspace *ws = grulite_workspace_new();
+    grulite_run run;
+    memset(&run, 0, sizeof run);
+    run.batch = B; run.steps = T; run.batch_first = 1; run.x = x; run.y = y0; run.h_n = hn0;
+    run.h0 = h;
+    CHECK_RC(grulite_forward(m, ws, &run), GRULITE_OK);
+    run.h0 = NULL; run.y = y1; run.h_n = hn1;
+    CHECK_RC(grulite_forward(m, ws, &run), GRULITE_OK);
+    CHECK(!memcmp(y0, y1, sizeof y0) && !memcmp(hn0, hn1, sizeof hn0));
+    /* A stream starts there, and resets there. */
+    grulite_stream *st = NULL;
+    float got[B * 24];
+    grulite_stream_new(m, B, &st);
+    CHECK_RC(grulite_stream_get_state(st, got, B * 24), GRULITE_OK);
+    CHECK(!memcmp(got, h, sizeof h));
+    grulite_stream_step(st, x, T, y1, NULL);
+    CHECK(!memcmp(y0, y1, sizeof y0));
+    const int32_t row = 1;
+    CHECK_RC(grulite_stream_reset_rows(st, &row, 1), GRULITE_OK);
+    CHECK_RC(grulite_stream_get_state(st, got, B * 24), GRULITE_OK);
+    CHECK(!memcmp(got + 12, h0a, 12 * sizeof(float)) && !memcmp(got, hn0, 12 * sizeof(float)));
+    CHECK_RC(grulite_stream_reset(st), GRULITE_OK);
+    CHECK_RC(grulite_stream_get_state(st, got, B * 24), GRULITE_OK);
+    CHECK(!memcmp(got, h, sizeof h));
+    grulite_stream_free(st);
+    /* Kept by a conversion. */
+    size_t size = 0;
+    CHECK_RC(grulite_model_convert(m, GRULITE_DTYPE_F16, NULL, 0, &size), GRULITE_OK);
+    unsigned char *buf = xalloc_aligned(size);
+    grulite_model *c = NULL;
+    CHECK_RC(grulite_model_convert(m, GRULITE_DTYPE_F16, buf, size, &size), GRULITE_OK);
+    CHECK_RC(grulite_model_load_buffer(buf, size, 0, &c, NULL, 0), GRULITE_OK);
+    if (c) {
+        grulite_model_layer(c, 0, &li);
+        CHECK(li.has_h0 == 1);
+        grulite_stream_new(c, B, &st);
+        grulite_stream_get_state(st, got, B * 24);
+        CHECK(!memcmp(got, h, sizeof h));
+        grulite_stream_free(st);
+        grulite_model_free(c);
+    }
+    free(buf);
+    grulite_model_free(m);
+    grulite_workspace_free(ws);
+    seq_free(&s);
+}
+
 void test_sequence_models(void)
 {
     test_embedding_forward();
     test_generate();
     test_forecast_and_rows();
+    test_learned_h0();
 }

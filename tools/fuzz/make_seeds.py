@@ -96,6 +96,8 @@ def grl_images():
                 d["bias_hh"] = [rnd(rng, 3 * H) for _ in range(D)]
             lay.append(d)
             inp = D * H
+        if k % 4 == 1:                    # a learned initial state on layer 0
+            lay[0]["h0"] = [rnd(rng, lay[0]["hidden_size"]) for _ in range(lay[0]["num_directions"])]
         den = []
         for j, (o, act, bias) in enumerate(dense):
             den.append(dict(name=f"fc{j}", in_features=inp, out_features=o, activation=act,

@@ -82,6 +82,11 @@ GL_HIDDEN int gl_run(const grulite_model *m, float *scratch, const gl_pass *p, f
 /* Checks a pass's arguments against the model. */
 GL_HIDDEN int gl_check_pass(const grulite_model *m, const gl_pass *p);
 
+/* Rows [b0, b1) of a state of B rows (h0's layout) set to the model's
+ * initial state: each layer's learned one, or zeros. */
+GL_HIDDEN void gl_initial_state(const grulite_model *m, float *state, size_t B, size_t b0,
+                                size_t b1);
+
 /* grulite_forward, with the head's logits when raw (see gl_pass). */
 GL_HIDDEN int gl_forward(const grulite_model *m, grulite_workspace *ws, const grulite_run *run,
                          int raw);

@@ -196,6 +196,21 @@ int gl_run(const grulite_model *m, float *scratch, const gl_pass *p, float *stat
 
 /* ---- Whole sequences --------------------------------------------------- */
 
+void gl_initial_state(const grulite_model *m, float *state, size_t B, size_t b0, size_t b1)
+{
+    for (int l = m->first_gru; l < m->n_seq; l++) {
+        const grulite_layer_info *c = &m->layer[l].u.gru.cfg;
+        const size_t H = (size_t)c->hidden_size;
+        for (int d = 0; d < c->num_directions; d++, state += B * H) {
+            const float *h0 = c->has_h0 ? m->layer[l].u.gru.dir[d].h0.b : NULL;
+            for (size_t b = b0; b < b1; b++) {
+                if (h0) memcpy(state + b * H, h0, H * sizeof(float));
+                else memset(state + b * H, 0, H * sizeof(float));
+            }
+        }
+    }
+}
+
 int gl_check_pass(const grulite_model *m, const gl_pass *p)
 {
     /* Float features or token ids, as the model reads. */
@@ -274,7 +289,7 @@ int gl_forward(const grulite_model *m, grulite_workspace *ws, const grulite_run 
 
     float *state = ws->buf + per_task * scratches;
     if (run->h0) memcpy(state, run->h0, state_n * sizeof(float));
-    else memset(state, 0, state_n * sizeof(float));
+    else gl_initial_state(m, state, (size_t)p.batch, 0, (size_t)p.batch);
 
     if (scratches == 2 && tasks == 1) {          /* one task, a layer on two threads */
         size_t t0;

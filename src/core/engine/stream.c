@@ -37,7 +37,7 @@ int grulite_stream_new(const grulite_model *m, int32_t batch, grulite_stream **o
     if (!s) return GRULITE_E_NOMEM;
     s->state = gl_alloc_aligned(bytes ? bytes : 1);
     if (!s->state) { free(s); return GRULITE_E_NOMEM; }
-    memset(s->state, 0, bytes);
+    gl_initial_state(m, s->state, (size_t)batch, 0, (size_t)batch);
     s->model = m;
     s->batch = batch;
     s->state_n = n;
@@ -91,7 +91,8 @@ static int check_rows(grulite_stream *s, const int32_t *rows, int32_t n, int dis
 
 /* Copies the listed rows' states between a stream's state (B rows) and a
  * state of n rows in h0's layout: blocks of (rows, H) per layer and
- * direction.  With out: state -> out; else in -> state (in NULL: zeros). */
+ * direction.  With out: state -> out; else in -> state (in NULL: the
+ * initial state, learned or zeros). */
 static void move_rows(const grulite_model *m, float *state, size_t B, const int32_t *rows,
                       int32_t n, const float *in, float *out)
 {
@@ -100,11 +101,13 @@ static void move_rows(const grulite_model *m, float *state, size_t B, const int3
         const grulite_layer_info *c = &m->layer[l].u.gru.cfg;
         const size_t H = (size_t)c->hidden_size;
         for (int d = 0; d < c->num_directions; d++) {
+            const float *h0 = c->has_h0 ? m->layer[l].u.gru.dir[d].h0.b : NULL;
             for (int32_t i = 0; i < n; i++) {
                 float *row = state + (size_t)(rows ? rows[i] : i) * H;
                 const size_t at = off + (size_t)i * H;
                 if (out) memcpy(out + at, row, H * sizeof(float));
                 else if (in) memcpy(row, in + at, H * sizeof(float));
+                else if (h0) memcpy(row, h0, H * sizeof(float));
                 else memset(row, 0, H * sizeof(float));
             }
             state += B * H;
@@ -157,7 +160,7 @@ int grulite_stream_step(grulite_stream *s, const float *x, int32_t steps,
 int grulite_stream_reset(grulite_stream *s)
 {
     if (!s) return GRULITE_E_ARG;
-    memset(s->state, 0, s->state_n * sizeof(float));
+    gl_initial_state(s->model, s->state, (size_t)s->batch, 0, (size_t)s->batch);
     return GRULITE_OK;
 }
 

@@ -185,6 +185,7 @@ static int spec_model(const grulite_model_spec *spec, gl_spec_model *sm, char *m
         L->u.gru.cfg.has_bias = ls[l].has_bias;
         L->u.gru.cfg.dtype = spec->dtype;
         L->u.gru.cfg.projected = ls[l].projected;
+        L->u.gru.cfg.has_h0 = ls[l].has_h0;
     }
     if (es) {
         if (es->fold != GRULITE_FOLD_AUTO && es->fold != GRULITE_FOLD_NEVER &&
@@ -415,6 +416,7 @@ int grulite_model_convert(const grulite_model *m, int dtype, void *buf, size_t c
             g->reverse = L->u.gru.cfg.reverse;
             g->has_bias = L->u.gru.cfg.has_bias;
             g->projected = L->u.gru.cfg.projected;
+            g->has_h0 = L->u.gru.cfg.has_h0;
             L->spec = g;
         } else if (L->kind == &gl_kind_embedding) {
             sm->es.vocab_size = L->u.emb.cfg.vocab_size;

@@ -21,8 +21,9 @@
 /* ---- Record, checks, tensors ------------------------------------------- */
 
 /* Record fields, in the order version 2 files stored them too (they end
- * at F_REVERSE). */
-enum { F_HIDDEN, F_DIRECTIONS, F_RESET_AFTER, F_BIAS, F_DTYPE, F_REVERSE, F_PROJECTED };
+ * at F_REVERSE); F_FLAGS holds the FLAG_* bits. */
+enum { F_HIDDEN, F_DIRECTIONS, F_RESET_AFTER, F_BIAS, F_DTYPE, F_REVERSE, F_FLAGS };
+enum { FLAG_PROJECTED = 1, FLAG_H0 = 2, FLAGS_KNOWN = 3 };
 
 static void gru_to_fields(const gl_layer *L, uint32_t f[GL_FIELDS])
 {
@@ -33,7 +34,7 @@ static void gru_to_fields(const gl_layer *L, uint32_t f[GL_FIELDS])
     f[F_BIAS] = (uint32_t)c->has_bias;
     f[F_DTYPE] = (uint32_t)c->dtype;
     f[F_REVERSE] = (uint32_t)c->reverse;
-    f[F_PROJECTED] = (uint32_t)c->projected;
+    f[F_FLAGS] = (c->projected ? (uint32_t)FLAG_PROJECTED : 0u) | (c->has_h0 ? (uint32_t)FLAG_H0 : 0u);
 }
 
 static void gru_from_fields(gl_layer *L, const uint32_t f[GL_FIELDS])
@@ -46,7 +47,9 @@ static void gru_from_fields(gl_layer *L, const uint32_t f[GL_FIELDS])
     c->has_bias = (int32_t)f[F_BIAS];
     c->dtype = (int32_t)f[F_DTYPE];
     c->reverse = (int32_t)f[F_REVERSE];
-    c->projected = (int32_t)f[F_PROJECTED];
+    /* Bits beyond the known ones stay visible to configure's check. */
+    c->projected = (int32_t)(f[F_FLAGS] & ~(uint32_t)FLAG_H0);
+    c->has_h0 = (f[F_FLAGS] & FLAG_H0) ? 1 : 0;
 }
 
 static int gru_configure(gl_layer *L, int l, int32_t in, char *msg, size_t msg_size)
@@ -75,8 +78,11 @@ static int gru_configure(gl_layer *L, int l, int32_t in, char *msg, size_t msg_s
         return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: output width %ld above %d",
                        l, (long)width, GRULITE_MAX_FEATURES);
     if (c->projected != 0 && c->projected != 1)
-        return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: projected %ld is not 0 or 1",
-                       l, (long)c->projected);
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: flags / projected %ld: unknown "
+                       "bits (known: 1 projected, 2 learned initial state)", l, (long)c->projected);
+    if (c->has_h0 != 0 && c->has_h0 != 1)
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: has_h0 %ld is not 0 or 1",
+                       l, (long)c->has_h0);
     if (c->projected && (int64_t)in != 3 * (int64_t)width)
         return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
                        "layer %d: a projected input has D*3*H = %ld features; the layer below "
@@ -90,6 +96,12 @@ static int gru_configure(gl_layer *L, int l, int32_t in, char *msg, size_t msg_s
         ih->H = hh->H = (size_t)c->hidden_size;
         ih->nb = hh->nb = ((size_t)c->hidden_size + GL_LANES - 1) / GL_LANES;
         ih->dtype = hh->dtype = c->dtype;
+        gl_panel *h0 = &L->u.gru.dir[d].h0;
+        h0->K = 0;
+        h0->G = 1;
+        h0->H = (size_t)c->hidden_size;
+        h0->nb = hh->nb;
+        h0->dtype = GRULITE_DTYPE_F32;
     }
     L->in = in;
     L->out = width;
@@ -105,16 +117,18 @@ static int gru_tensors(gl_layer *L, const char *prefix, gl_tensor_fn fn, void *c
     int rc;
     for (int d = 0; d < c->num_directions; d++) {
         gl_direction *w = &L->u.gru.dir[d];
-        const struct { const char *suffix; gl_panel *panel; int kind; const float **src; } items[6] = {
+        const struct { const char *suffix; gl_panel *panel; int kind; const float **src; } items[7] = {
             { "w_ih", &w->ih, GL_MATRIX, s ? &s->weight_ih[d] : NULL },
             { "w_ih.s", &w->ih, GL_SCALE, s ? &s->weight_ih[d] : NULL },
             { "w_hh", &w->hh, GL_MATRIX, s ? &s->weight_hh[d] : NULL },
             { "w_hh.s", &w->hh, GL_SCALE, s ? &s->weight_hh[d] : NULL },
             { "b_ih", &w->ih, GL_BIAS, s ? &s->bias_ih[d] : NULL },
             { "b_hh", &w->hh, GL_BIAS, s ? &s->bias_hh[d] : NULL },
+            { "h0", &w->h0, GL_BIAS, s ? &s->h0[d] : NULL },
         };
-        for (int i = 0; i < 6; i++) {
-            if (items[i].kind == GL_BIAS && !c->has_bias) continue;
+        for (int i = 0; i < 7; i++) {
+            const int is_h0 = items[i].panel == &w->h0;
+            if (is_h0 ? !c->has_h0 : items[i].kind == GL_BIAS && !c->has_bias) continue;
             if (items[i].kind == GL_SCALE && c->dtype != GRULITE_DTYPE_I8) continue;
             if (c->projected && items[i].panel == &w->ih) continue;   /* folded away */
             snprintf(t.name, sizeof t.name, "%sd%d.%s", prefix, d, items[i].suffix);

@@ -34,7 +34,8 @@ def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
     ``num_directions`` (1 or 2), ``reverse`` (one direction run backwards),
     ``reset_after``, ``bias`` and, per direction, lists ``weight_ih``
     (3H, in), ``weight_hh`` (3H, H), ``bias_ih`` / ``bias_hh`` (3H,) in
-    PyTorch's layout and gate order r, z, n.  dense: dicts with
+    PyTorch's layout and gate order r, z, n; optionally ``h0``, a list of
+    one (H,) learned initial state per direction.  dense: dicts with
     ``in_features``, ``out_features``, ``activation`` (a name in
     ``_core.ACTIVATIONS``), ``weight`` (out, in) and ``bias`` (out,) or None.
     meta: JSON-serializable metadata (converter version is added).
@@ -69,6 +70,9 @@ def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
         emb["weight"] = _f32(embedding["weight"])
     fixed = [dict(lay, **{f: [_f32(a) for a in lay.get(f, [])] for f in WEIGHT_FIELDS})
              for lay in layers]
+    for lay in fixed:
+        if lay.get("h0") is not None:
+            lay["h0"] = [_f32(a) for a in lay["h0"]]
     dense = [dict(d, weight=_f32(d["weight"]),
                   bias=None if d.get("bias") is None else _f32(d["bias"])) for d in dense]
     meta = dict(meta)

@@ -175,7 +175,8 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
           reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
           batch_first: bool = True, dtype: str = "float32",
           head_from: str = "output", embedding: EmbeddingSpec = None,
-          fold_embedding: Optional[bool] = None, vocab: VocabSpec = None) -> tuple[bytes, dict]:
+          fold_embedding: Optional[bool] = None, vocab: VocabSpec = None,
+          h0: Optional[str] = None, update_gate: str = "torch") -> tuple[bytes, dict]:
     """The .grl image and summary for an ``np.savez``'d state_dict
     (arguments of :func:`grulite.from_state_dict`); only the members the
     model uses are read, after every shape is checked on the headers."""
@@ -183,4 +184,5 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     with _NpzArchive(p) as npz:
         return build_image(npz.tensors(), prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from,
-                           embedding=embedding, fold_embedding=fold_embedding, vocab=vocab)
+                           embedding=embedding, fold_embedding=fold_embedding, vocab=vocab,
+                           h0=h0, update_gate=update_gate)

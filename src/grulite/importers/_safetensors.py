@@ -177,7 +177,8 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
           reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
           batch_first: bool = True, dtype: str = "float32",
           head_from: str = "output", embedding: EmbeddingSpec = None,
-          fold_embedding: Optional[bool] = None, vocab: VocabSpec = None) -> tuple[bytes, dict]:
+          fold_embedding: Optional[bool] = None, vocab: VocabSpec = None,
+          h0: Optional[str] = None, update_gate: str = "torch") -> tuple[bytes, dict]:
     """The .grl image and summary for a .safetensors file holding a
     state_dict (``safetensors.torch.save_file(model.state_dict(), path)``);
     arguments of :func:`grulite.from_state_dict`.  Only the tensors the
@@ -186,4 +187,5 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
     with reading(p, "safetensors file"), _Reader(p) as r:
         return build_image(dict(r.tensors), prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from,
-                           embedding=embedding, fold_embedding=fold_embedding, vocab=vocab)
+                           embedding=embedding, fold_embedding=fold_embedding, vocab=vocab,
+                           h0=h0, update_gate=update_gate)

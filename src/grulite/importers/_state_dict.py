@@ -486,6 +486,61 @@ def find_embedding(sd: Mapping[str, Any], gru_prefix: str, input_size: int,
     return dict(name=name, key=key, weight=weight, vocab_size=V, width=E)
 
 
+class _ZNegated:
+    """A (3H, ...) weight or (3H,) bias with its z rows [H, 2H) negated,
+    read when the image is built (after C's size checks), like the lazy
+    tensors it wraps."""
+
+    def __init__(self, tensor: Any, H: int):
+        self.tensor, self.H = tensor, H
+        self.shape = tuple(tensor.shape)
+        self.ndim = len(self.shape)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = np.array(self.tensor, dtype=np.float32, copy=True)
+        a[self.H:2 * self.H] *= -1.0
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+
+def flip_update_gate(layers: list) -> None:
+    """Weights written for h' = (1 - z)*h + z*n (the source document's
+    form) as PyTorch's h' = (1 - z)*n + z*h: its z is PyTorch's 1 - z, and
+    1 - sigmoid(a) = sigmoid(-a), so the z rows of every weight and bias
+    are negated."""
+    for lay in layers:
+        H = int(lay["hidden_size"])
+        for f in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            lay[f] = [_ZNegated(t, H) for t in lay.get(f, [])]
+
+
+def attach_h0(sd: Mapping[str, Any], key: Optional[str], layers: list) -> Optional[str]:
+    """The learned initial state under `key` (an nn.Parameter of shape
+    (L*D, H) or (L*D, 1, H)) split into the layers' ``h0`` (one (H,) row per
+    direction); returns the key, or None without one."""
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise GruliteError(f"h0 must be the name of a tensor (e.g. 'h0'); got {key!r}")
+    if key not in sd:
+        near = [str(k) for k in sd if "h0" in str(k) or "init" in str(k)]
+        raise GruliteError(f"h0: no tensor {key!r} in the state_dict"
+                           + (f"; tensors that may be it: {', '.join(near[:8])}" if near else ""))
+    t = to_array(sd[key], key)
+    LD = sum(int(l["num_directions"]) for l in layers)
+    Hs = {int(l["hidden_size"]) for l in layers}
+    shape = tuple(t.shape)
+    H = shape[-1] if shape else 0
+    if len(Hs) != 1 or shape not in ((LD, H), (LD, 1, H)) or H not in Hs:
+        raise GruliteError(f"h0 {key!r} has shape {shape}; expected (num_layers*num_directions, "
+                           f"hidden_size) = ({LD}, {min(Hs)}) or ({LD}, 1, {min(Hs)})")
+    a = np.asarray(t, dtype=np.float32).reshape(LD, H)
+    row = 0
+    for lay in layers:
+        lay["h0"] = [a[row + d] for d in range(int(lay["num_directions"]))]
+        row += int(lay["num_directions"])
+    return key
+
+
 def check_fold(fold_embedding: Any, embedding: Optional[dict]) -> Optional[bool]:
     """fold_embedding checked: None (fold when the folded table is no
     bigger), True or False; True needs an embedding."""
@@ -535,7 +590,8 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
                 batch_first: bool = True, source: str | None = None,
                 dtype: str = "float32", head_from: str = "output",
                 embedding: EmbeddingSpec = None, fold_embedding: Optional[bool] = None,
-                vocab: VocabSpec = None) -> tuple[bytes, dict]:
+                vocab: VocabSpec = None, h0: Optional[str] = None,
+                update_gate: str = "torch") -> tuple[bytes, dict]:
     """The .grl image of the GRU (and embedding, head) in `mapping`, and a
     summary: ``prefix``, ``kind`` ("GRU" or "GRUCell"), ``layers``,
     ``dense``, ``embedding`` (dict name, vocab_size, width; or None),
@@ -543,11 +599,18 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
     used) and ``unused`` (the state_dict's other tensors)."""
     sd, p, desc = find_gru(mapping, prefix, reset_after)
     layers = desc["layers"]
+    if update_gate not in ("torch", "seed"):
+        raise GruliteError(f"update_gate must be 'torch' (h' = (1 - z)*n + z*h) or 'seed' "
+                           f"(h' = (1 - z)*h + z*n); got {update_gate!r}")
+    if update_gate == "seed":
+        flip_update_gate(layers)
+    h0_key = attach_h0(sd, h0, layers)
     emb = find_embedding(sd, p, desc["input_size"], embedding)
     fold = check_fold(fold_embedding, emb)
     tokens = vocab_tokens(vocab, emb)
     dense = find_head(sd, parse_head(head), _output_width(layers))
-    used = ([emb["key"]] if emb else []) + desc["tensors"] + _head_names(dense)
+    used = ([emb["key"]] if emb else []) + desc["tensors"] + ([h0_key] if h0_key else []) + \
+        _head_names(dense)
     meta: dict = {
         "source": source,
         "prefix": p.rstrip("."),
@@ -560,6 +623,10 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
         meta["embedding"] = emb["name"]
     if tokens is not None:
         meta["vocab"] = tokens
+    if h0_key is not None:
+        meta["h0"] = h0_key
+    if update_gate != "torch":
+        meta["update_gate"] = update_gate
     try:
         image = image_from_layers(desc["input_size"], layers, dense, meta, batch_first, dtype,
                                   head_from, **embedding_image_args(emb, fold))
