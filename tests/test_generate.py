@@ -474,3 +474,15 @@ def test_update_gate_seed_maps_the_source_documents_form(tmp_path):
                                ref, atol=TOL)
     with pytest.raises(GruliteError, match="update_gate must be 'torch'.*or 'seed'"):
         grulite.from_state_dict(sd, update_gate="keras")
+
+
+def test_from_arrays_learned_initial_state():
+    fx = load("forecast.npz")
+    g = {k.split(".")[1].replace("_l0", ""): v for k, v in weights(fx, "gru").items()}
+    h0 = np.linspace(-0.5, 0.5, 16, dtype=np.float32)
+    m = grulite.from_arrays([dict(g, h0=h0)])
+    ref = grulite.from_arrays([g])
+    x = fx["in_x"]
+    np.testing.assert_array_equal(m(x)[0], ref(x, np.tile(h0, (1, 2, 1)))[0])
+    with pytest.raises(GruliteError, match=r"layers\[0\]\['h0'\] has shape \(3,\)"):
+        grulite.from_arrays([dict(g, h0=h0[:3])])

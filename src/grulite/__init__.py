@@ -178,8 +178,9 @@ def from_arrays(layers: Sequence[Mapping[str, Any]], *, embedding: Any = None,
     layers : list of dict
         One dict per GRU layer: ``weight_ih`` (3H, input), ``weight_hh``
         (3H, H), optionally ``bias_ih`` and ``bias_hh`` (3H,) (both or
-        neither), and ``weight_ih_reverse`` ... for a second direction;
-        PyTorch's layout and gate order r, z, n.  Arrays may be numpy
+        neither), ``h0`` (H,) a learned initial state (used when a call
+        gives no h0), and ``weight_ih_reverse`` ... ``h0_reverse`` for a
+        second direction; PyTorch's layout and gate order r, z, n.  Arrays may be numpy
         arrays, torch tensors or anything ``np.asarray`` takes.
     embedding : array_like, optional
         A (vocab_size, width) table: the model then takes token ids, and

@@ -22,8 +22,9 @@ from grulite.importers._state_dict import VocabSpec, check_fold, embedding_image
 
 __all__ = ["image", "LAYER_KEYS"]
 
-LAYER_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
-              "weight_ih_reverse", "weight_hh_reverse", "bias_ih_reverse", "bias_hh_reverse")
+LAYER_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "h0",
+              "weight_ih_reverse", "weight_hh_reverse", "bias_ih_reverse", "bias_hh_reverse",
+              "h0_reverse")
 
 
 def _array(value: Any, where: str) -> np.ndarray:
@@ -103,6 +104,19 @@ def _layer(k: int, spec: Any, in_size: int, in_known: bool, reset_after: bool) -
                 if tuple(ba.shape) != (3 * H,):
                     raise _shape_error(f"{name}[{key!r}]", ba, (3 * H,), f"3*hidden_size, hidden_size={H}")
                 lay[key.replace("_reverse", "")].append(ba)
+    # A learned initial state: h0 (and h0_reverse), (H,) each, all or none.
+    h0s = [spec.get(f"h0{sfx}") for sfx in directions]
+    if any(h is not None for h in h0s):
+        if any(h is None for h in h0s):
+            raise GruliteError(f"layers[{k}]: a learned initial state needs h0 for every "
+                               "direction (h0 and h0_reverse)")
+        lay["h0"] = []
+        for sfx, h in zip(directions, h0s):
+            ha = _array(h, f"layers[{k}]['h0{sfx}']")
+            if tuple(ha.shape) != (H,):
+                raise _shape_error(f"layers[{k}]['h0{sfx}']", ha, (H,), "one initial state value "
+                                   "per hidden unit")
+            lay["h0"].append(ha)
     lay.update(input_size=int(in_size), hidden_size=int(H), bias=bool(bias))
     return lay
 
