@@ -94,12 +94,14 @@ def _vocab_line(tokens: Sequence[str]) -> str:
     return f"{len(tokens)} tokens ({'characters' if is_char_vocab(tokens) else 'words'})"
 
 
-def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optional[str] = None,
+def convert_file(src: str, dst: Optional[str], prefix: Optional[str] = None,
+                 head: Optional[str] = None,
                  reset_after: bool = True, dtype: str = "float32", batch_first: bool = True,
                  out: Optional[TextIO] = None, head_from: str = "output",
                  embedding: Any = None, fold_embedding: Optional[bool] = None,
                  vocab: Any = None, notes: bool = True, h0: Optional[str] = None,
-                 update_gate: str = "torch") -> dict:
+                 update_gate: str = "torch", emit_c: Optional[str] = None,
+                 c_name: str = "grulite_model") -> dict:
     """Converts a weights file to .grl and prints what was found (to `out`,
     default stdout; tensors of the file the model does not use, to stderr,
     unless `notes` is False).
@@ -108,12 +110,18 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
     or False (none); fold_embedding: None (when it pays), True, False;
     vocab: a vocabulary file (or list of tokens) stored in the model; h0:
     the key of a learned initial state; update_gate: "torch" or "seed"
-    (weights for h' = (1 - z)*h + z*n).  The one conversion path:
+    (weights for h' = (1 - z)*h + z*n); dst: the .grl file, or None;
+    emit_c: a C source file to write too (the array c_name).  The one
+    conversion path:
     ``grulite convert`` and ``grulite demo`` use it.
     """
     out = out or sys.stdout
     from grulite import from_bytes
+    from grulite._emit_c import check_c_name
     from grulite.importers import for_path
+
+    if emit_c is not None:
+        check_c_name(c_name)            # before any work
 
     importer = for_path(src)
     if importer.state_dict:
@@ -132,7 +140,8 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
     else:
         image, summary = importer.image(src, dtype=dtype)
     model = from_bytes(image)       # validate with the C loader before writing
-    model.save(dst)
+    if dst is not None:
+        model.save(dst)
     kind = summary.get("kind") or "GRU"
     print(f"found a {kind} under prefix {summary['prefix']!r} in "
           f"{os.path.basename(src)}:", file=out)
@@ -153,7 +162,13 @@ def convert_file(src: str, dst: str, prefix: Optional[str] = None, head: Optiona
     bf = model.config.batch_first
     print(f"  {summary['parameters']:,} parameters, dtype {dtype}, layout "
           f"{'batch-first' if bf else 'time-major'}", file=out)
-    print(f"wrote {dst} ({_human(os.path.getsize(dst))}, checksum {model.checksum:08x})", file=out)
+    if dst is not None:
+        print(f"wrote {dst} ({_human(os.path.getsize(dst))}, checksum {model.checksum:08x})",
+              file=out)
+    if emit_c is not None:
+        model.save_c(emit_c, c_name)
+        print(f"wrote {emit_c} (C source: const unsigned char {c_name}[{model.nbytes}], 64-byte "
+              f"aligned, and {c_name}_size; checksum {model.checksum:08x})", file=out)
     unused = summary.get("unused") or []
     if unused and notes:
         shown = ", ".join(unused[:20]) + (f" and {len(unused) - 20} more" if len(unused) > 20 else "")
@@ -169,12 +184,12 @@ _FOLD = {"auto": None, "yes": True, "no": False}
 
 
 def cmd_convert(a: argparse.Namespace) -> int:
-    dst = a.output or os.path.splitext(a.input)[0] + ".grl"
+    dst = a.output or (None if a.emit_c else os.path.splitext(a.input)[0] + ".grl")
     embedding: Any = False if a.no_embedding else a.embedding
     convert_file(a.input, dst, prefix=a.prefix, head=a.head, reset_after=a.reset_after,
                  dtype=a.dtype, batch_first=not a.time_major, head_from=a.head_from,
                  embedding=embedding, fold_embedding=_FOLD[a.fold_embedding], vocab=a.vocab,
-                 h0=a.h0, update_gate=a.update_gate)
+                 h0=a.h0, update_gate=a.update_gate, emit_c=a.emit_c, c_name=a.name)
     return 0
 
 
@@ -578,6 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--h0", metavar="KEY",
                    help="a learned initial state (an nn.Parameter of shape (L*D, H) or "
                         "(L*D, 1, H)) stored in the model, used when a call gives no h0")
+    c.add_argument("--emit-c", metavar="FILE.c",
+                   help="also (or, without -o, only) write the model as C source: a 64-byte "
+                        "aligned const array for grulite_model_load_buffer (no file system needed)")
+    c.add_argument("--name", default="grulite_model",
+                   help="the C array's name with --emit-c (default grulite_model; NAME_size holds "
+                        "its size)")
     c.add_argument("--update-gate", choices=("torch", "seed"), default="torch",
                    help="torch: h' = (1 - z)*n + z*h (default); seed: the weights were written "
                         "for h' = (1 - z)*h + z*n, mapped at conversion")

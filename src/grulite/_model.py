@@ -643,6 +643,29 @@ class Model:
             core = _core.load_bytes(core.convert(dtype))
         core.save(path)            # the C writer: a temporary file, then an atomic rename
 
+    def save_c(self, path: Union[str, os.PathLike], name: str = "grulite_model",
+               dtype: Optional[str] = None) -> None:
+        """Writes the model as C source: ``const unsigned char NAME[]``
+        (64-byte aligned) and ``const size_t NAME_size`` holding the .grl
+        image, for a C program that links libgrulite and loads it with
+        ``grulite_model_load_buffer(NAME, NAME_size, 0, ...)`` (no file
+        system needed).  ``dtype`` as for :meth:`save` (int8 for flash)."""
+        from grulite._emit_c import check_c_name, emit_c
+
+        check_c_name(name)
+        core = self._core
+        if dtype is not None and str(getattr(dtype, "__name__", dtype)) != self.config.dtype:
+            core = _core.load_bytes(core.convert(dtype))
+        c = Model(core).config
+        kinds = ", ".join(f"GRU {l.input_size}->{l.hidden_size}"
+                          f"{' x2' if l.bidirectional else ''}" for l in c.layers)
+        if c.embedding:
+            kinds = f"embedding {c.embedding['vocab_size']} tokens, " + kinds
+        if c.head:
+            kinds += ", head " + ", ".join(f"{d.out_features} {d.activation}" for d in c.head)
+        emit_c(core.image(), path, name,
+               f"{kinds}; weights {c.dtype}; checksum {core.checksum:08x}")
+
     def astype(self, dtype: str) -> Model:
         """A copy of the model with its GRU weights stored as ``dtype``
         ("float32", "float16", "int8"), in memory."""
