@@ -700,3 +700,15 @@ def test_character_vocab_with_special_tokens():
     assert decode([4, 0, 5], v) == "<sos>a<eos>"
     assert encode("<a", list("<a")) == [0, 1]
     assert not is_char_vocab(["hello", "a"])
+
+
+def test_special_tokens_that_overlap_encode_without_error():
+    """Found by the vocab fuzz target: with '<s>>' and '<s>' + '>' in one
+    vocabulary, text is ambiguous; encode takes the longest special token
+    and does not fail."""
+    from grulite._vocab import decode, encode
+
+    v = ["<os>", "<s>>", "<s>", ">"]
+    text = decode([0, 1, 2, 3], v)
+    assert text == "<os><s>><s>>"
+    assert encode(text, v) == [0, 1, 1]

@@ -312,9 +312,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FZ_REQUIRE(grulite_stream_reset_rows(s, &row, 1) == GRULITE_OK, "reset_rows");
             free(before); free(after); free(y1);
         }
+        /* A reset stream is a new one: the initial state (learned, or zeros). */
         FZ_REQUIRE(grulite_stream_reset(s) == GRULITE_OK, "reset");
         FZ_REQUIRE(grulite_stream_get_state(s, hs, B * S) == GRULITE_OK, "get_state");
-        for (size_t i = 0; i < B * S; i++) FZ_REQUIRE(hs[i] == 0.0f, "reset state not zero");
+        {
+            grulite_stream *fresh = NULL;
+            float *h_new = fz_floats(B * S);
+            FZ_REQUIRE(grulite_stream_new(m, (int32_t)B, &fresh) == GRULITE_OK, "stream_new");
+            FZ_REQUIRE(grulite_stream_get_state(fresh, h_new, B * S) == GRULITE_OK, "get_state");
+            FZ_REQUIRE(!memcmp(hs, h_new, B * S * sizeof(float)), "reset state is not the initial state");
+            int learned = 0;
+            for (int l = 0; l < info.num_layers; l++) {
+                grulite_layer_info li;
+                grulite_model_layer(m, l, &li);
+                learned |= li.has_h0;
+            }
+            for (size_t i = 0; !learned && i < B * S; i++)
+                FZ_REQUIRE(h_new[i] == 0.0f, "initial state of a model with no learned h0 not zero");
+            grulite_stream_free(fresh);
+            free(h_new);
+        }
         free(xb); free(yw); free(hw); free(ys); free(hs); free(dw); free(ds);
 
         /* 3. Greedy generation from the same ids: counts and ids in range. */
