@@ -98,12 +98,31 @@ GRULITE_API const char *grulite_version(void);
 
 /* ---- Configuration -------------------------------------------------- */
 
-/* Activation of a dense head layer. */
+/* Activations.  A dense head layer takes NONE ... SOFTMAX.  A GRU layer's
+ * gate activation f (r and z) and candidate activation g (n) take
+ * SIGMOID, TANH, RELU and the rest of ONNX's list below (x is the
+ * pre-activation; alpha, beta the function's parameters):
+ *   AFFINE            alpha*x + beta
+ *   LEAKY_RELU        x if x >= 0 else alpha*x
+ *   THRESHOLDED_RELU  x if x > alpha else 0
+ *   SCALED_TANH       alpha*tanh(beta*x)
+ *   HARD_SIGMOID      min(max(alpha*x + beta, 0), 1)
+ *   ELU               x if x >= 0 else alpha*(e^x - 1)
+ *   SOFTSIGN          x / (1 + |x|)
+ *   SOFTPLUS          log(1 + e^x) */
 #define GRULITE_ACT_NONE    0
 #define GRULITE_ACT_RELU    1
 #define GRULITE_ACT_TANH    2
 #define GRULITE_ACT_SIGMOID 3
 #define GRULITE_ACT_SOFTMAX 4
+#define GRULITE_ACT_AFFINE           5
+#define GRULITE_ACT_LEAKY_RELU       6
+#define GRULITE_ACT_THRESHOLDED_RELU 7
+#define GRULITE_ACT_SCALED_TANH      8
+#define GRULITE_ACT_HARD_SIGMOID     9
+#define GRULITE_ACT_ELU              10
+#define GRULITE_ACT_SOFTSIGN         11
+#define GRULITE_ACT_SOFTPLUS         12
 
 /* Storage type of weight tensors.  Activations are always float32. */
 #define GRULITE_DTYPE_F32 1
@@ -122,6 +141,10 @@ GRULITE_API const char *grulite_version(void);
 #define GRULITE_NAMES_DTYPE      1   /* "float32", "float16", "int8" */
 #define GRULITE_NAMES_ACTIVATION 2   /* "none", "relu", "tanh", "sigmoid", "softmax" */
 #define GRULITE_NAMES_LAYER_KIND 3   /* "gru", "dense", "embedding" */
+#define GRULITE_NAMES_GRU_ACTIVATION 4  /* a GRU's f and g: "sigmoid", "tanh", "relu",
+                                           "affine", "leaky_relu", "thresholded_relu",
+                                           "scaled_tanh", "hard_sigmoid", "elu",
+                                           "softsign", "softplus" */
 
 /* Name of `code` in a table (GRULITE_NAMES_*), or NULL if the table has no
  * such code.  Static strings; thread-safe. */
@@ -159,6 +182,15 @@ typedef struct grulite_layer_info {
     int32_t has_h0;          /* 1: the layer stores a learned initial state (one per
                                 direction, an nn.Parameter h0), used for every batch
                                 row when a call gives no h0 (else zeros) */
+    /* Per direction: the gate activation f (r, z) and the candidate
+     * activation g (n), GRULITE_ACT_* (default SIGMOID and TANH), each with
+     * its alpha and beta (0 where the function takes none); clip > 0 bounds
+     * every pre-activation to [-clip, clip] first (ONNX's clip), 0 none. */
+    int32_t activation_f[2];
+    int32_t activation_g[2];
+    float alpha_f[2], beta_f[2];
+    float alpha_g[2], beta_g[2];
+    float clip;
 } grulite_layer_info;
 
 /* The embedding of a model whose input is token ids (nn.Embedding): step
@@ -313,6 +345,14 @@ typedef struct grulite_layer_spec {
                                           weight_ih / bias_ih are then ignored */
     int32_t has_h0;                    /* 1: a learned initial state, h0[d] (H floats) */
     const float *h0[2];                /* per direction; ignored when !has_h0 */
+    /* Activations and clip as in grulite_layer_info; an activation of 0
+     * takes the default (SIGMOID for f, TANH for g).  Parameters of a
+     * function that takes none must be 0; all must be finite, clip >= 0. */
+    int32_t activation_f[2];
+    int32_t activation_g[2];
+    float alpha_f[2], beta_f[2];
+    float alpha_g[2], beta_g[2];
+    float clip;
 } grulite_layer_spec;
 
 /* Folding an embedding into GRU layer 0's input projection: the table

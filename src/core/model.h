@@ -24,6 +24,16 @@ typedef struct gl_direction {
 typedef struct gl_gru {
     grulite_layer_info cfg;
     gl_direction dir[2];     /* [0] forward, [1] reverse (when D == 2) */
+    /* Activations other than sigmoid / tanh, or a clip (layers/gru.c):
+     * fns[d] is what the kernels' *_fn gates read; the parameters are
+     * stored in the tensor l{k}.act, act's bias vector: per direction
+     * alpha_f, beta_f, alpha_g, beta_g, then clip (4*D + 1 floats). */
+    int custom;
+    gl_gate_fns fns[2];
+    gl_panel act;
+    float act_vals[GL_LANES];     /* those values, for the writer (act_src points here) */
+    const float *act_src;
+    uint32_t bad_flags;      /* record flag bits that are unknown or inconsistent */
 } gl_gru;
 
 typedef struct gl_dense {

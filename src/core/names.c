@@ -59,6 +59,22 @@ static const gl_name gl_activations[] = {
     { 0, NULL },
 };
 
+/* A GRU's f and g: ONNX's eleven, in snake_case. */
+static const gl_name gl_gru_activations[] = {
+    { GRULITE_ACT_SIGMOID, "sigmoid" },
+    { GRULITE_ACT_TANH, "tanh" },
+    { GRULITE_ACT_RELU, "relu" },
+    { GRULITE_ACT_AFFINE, "affine" },
+    { GRULITE_ACT_LEAKY_RELU, "leaky_relu" },
+    { GRULITE_ACT_THRESHOLDED_RELU, "thresholded_relu" },
+    { GRULITE_ACT_SCALED_TANH, "scaled_tanh" },
+    { GRULITE_ACT_HARD_SIGMOID, "hard_sigmoid" },
+    { GRULITE_ACT_ELU, "elu" },
+    { GRULITE_ACT_SOFTSIGN, "softsign" },
+    { GRULITE_ACT_SOFTPLUS, "softplus" },
+    { 0, NULL },
+};
+
 static const gl_name gl_kinds[] = {
     { GRULITE_LAYER_GRU, "gru" },
     { GRULITE_LAYER_DENSE, "dense" },
@@ -72,6 +88,7 @@ static const gl_name *table_of(int table)
     case GRULITE_NAMES_DTYPE: return gl_dtypes;
     case GRULITE_NAMES_ACTIVATION: return gl_activations;
     case GRULITE_NAMES_LAYER_KIND: return gl_kinds;
+    case GRULITE_NAMES_GRU_ACTIVATION: return gl_gru_activations;
     default: return NULL;
     }
 }

@@ -103,5 +103,7 @@ void test_int8_nonfinite_weights(void);
 void test_nonfinite_row_isolated(void);
 /* test_sequence.c: embeddings, generation, forecasting, stream rows */
 void test_sequence_models(void);
+/* test_activations.c: other activations and clip, every pair, every kernel set */
+void test_activations(void);
 
 #endif

@@ -3,7 +3,7 @@
  *
  * The executable test_core is harness.c, this file and one file per area:
  * test_load.c, test_names.c, test_forward.c, test_stream.c, test_threads.c,
- * test_kernels.c, test_sequence.c.
+ * test_kernels.c, test_sequence.c, test_activations.c.
  *
  * Plain C99 + pthreads, no Python at run time.  Usage:
  *
@@ -94,6 +94,7 @@ int main(int argc, char **argv)
     if (loaded[1]) test_hostile(&fx[1]);   /* smallest: one layer, no bias, no head */
     test_int8_nonfinite_weights();
     test_nonfinite_row_isolated();
+    test_activations();
     test_sequence_models();
     for (int k = 0; k < N_ISAS; k++) {       /* and on every other kernel set */
         if (!grulite_isa_supported(k_isas[k])) continue;

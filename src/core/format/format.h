@@ -53,9 +53,10 @@ enum { GL_T_DTYPE = 32, GL_T_LAYOUT = 36, GL_T_NDIM = 40, GL_T_GATES = 44, GL_T_
        GL_T_DIM1 = 52, GL_T_OFFSET = 56 };
 
 /* Most tensors a valid configuration can need: 7 per GRU layer direction
- * (two matrices, their int8 scales, two biases, a learned initial state),
- * 2 per head layer, 2 for an embedding (its table and int8 scales). */
-#define GL_MAX_TENSORS (GRULITE_MAX_LAYERS * 2 * 7 + GRULITE_MAX_DENSE * 2 + 2)
+ * (two matrices, their int8 scales, two biases, a learned initial state)
+ * and 1 per GRU layer (activation parameters), 2 per head layer, 2 for an
+ * embedding (its table and int8 scales). */
+#define GL_MAX_TENSORS (GRULITE_MAX_LAYERS * (2 * 7 + 1) + GRULITE_MAX_DENSE * 2 + 2)
 
 /* Little-endian field access, alignment-free. */
 static inline uint32_t gl_rd32(const unsigned char *p)

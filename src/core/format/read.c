@@ -246,6 +246,11 @@ static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
     rc = gl_each_tensor(m, version, read_fn, r);
     free(r);
     if (rc) return rc;
+    for (int i = 0, n_gru = 0, n_head = 0; i < m->n; i++) {     /* counted as messages count */
+        gl_layer *L = &m->layer[i];
+        const int index = L->kind == &gl_kind_gru ? n_gru++ : L->kind == &gl_kind_dense ? n_head++ : 0;
+        if (L->kind->bind && (rc = L->kind->bind(L, index, msg, msg_size))) return rc;
+    }
 
     m->metadata = (const char *)img + meta_off;
     m->metadata_len = (size_t)meta_len;

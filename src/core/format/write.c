@@ -186,6 +186,15 @@ static int spec_model(const grulite_model_spec *spec, gl_spec_model *sm, char *m
         L->u.gru.cfg.dtype = spec->dtype;
         L->u.gru.cfg.projected = ls[l].projected;
         L->u.gru.cfg.has_h0 = ls[l].has_h0;
+        for (int d = 0; d < 2; d++) {
+            L->u.gru.cfg.activation_f[d] = ls[l].activation_f[d];
+            L->u.gru.cfg.activation_g[d] = ls[l].activation_g[d];
+            L->u.gru.cfg.alpha_f[d] = ls[l].alpha_f[d];
+            L->u.gru.cfg.beta_f[d] = ls[l].beta_f[d];
+            L->u.gru.cfg.alpha_g[d] = ls[l].alpha_g[d];
+            L->u.gru.cfg.beta_g[d] = ls[l].beta_g[d];
+        }
+        L->u.gru.cfg.clip = ls[l].clip;
     }
     if (es) {
         if (es->fold != GRULITE_FOLD_AUTO && es->fold != GRULITE_FOLD_NEVER &&
@@ -417,6 +426,15 @@ int grulite_model_convert(const grulite_model *m, int dtype, void *buf, size_t c
             g->has_bias = L->u.gru.cfg.has_bias;
             g->projected = L->u.gru.cfg.projected;
             g->has_h0 = L->u.gru.cfg.has_h0;
+            for (int d = 0; d < 2; d++) {
+                g->activation_f[d] = L->u.gru.cfg.activation_f[d];
+                g->activation_g[d] = L->u.gru.cfg.activation_g[d];
+                g->alpha_f[d] = L->u.gru.cfg.alpha_f[d];
+                g->beta_f[d] = L->u.gru.cfg.beta_f[d];
+                g->alpha_g[d] = L->u.gru.cfg.alpha_g[d];
+                g->beta_g[d] = L->u.gru.cfg.beta_g[d];
+            }
+            g->clip = L->u.gru.cfg.clip;
             L->spec = g;
         } else if (L->kind == &gl_kind_embedding) {
             sm->es.vocab_size = L->u.emb.cfg.vocab_size;

@@ -203,8 +203,27 @@ static void vnni_gates_n(size_t nb, const float *xp, const float *hp, const floa
     gl_kernels_avx512.gates_n(nb, xp, hp, z, h);
 }
 
+static void vnni_gates_after_fn(size_t nb, const float *xp, const float *hp, float *h,
+                                const gl_gate_fns *fn)
+{
+    gl_kernels_avx512.gates_after_fn(nb, xp, hp, h, fn);
+}
+
+static void vnni_gates_rz_fn(size_t nb, const float *xp, const float *hp, const float *h,
+                             float *rh, float *z, const gl_gate_fns *fn)
+{
+    gl_kernels_avx512.gates_rz_fn(nb, xp, hp, h, rh, z, fn);
+}
+
+static void vnni_gates_n_fn(size_t nb, const float *xp, const float *hp, const float *z,
+                            float *h, const gl_gate_fns *fn)
+{
+    gl_kernels_avx512.gates_n_fn(nb, xp, hp, z, h, fn);
+}
+
 const gl_kernels gl_kernels_avx512vnni = {
-    "avx512vnni", vnni_gemm, vnni_gates_after, vnni_gates_rz, vnni_gates_n
+    "avx512vnni", vnni_gemm, vnni_gates_after, vnni_gates_rz, vnni_gates_n,
+    vnni_gates_after_fn, vnni_gates_rz_fn, vnni_gates_n_fn
 };
 
 GL_TARGET_END

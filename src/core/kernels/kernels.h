@@ -105,6 +105,16 @@ static inline size_t gl_panel_index(const gl_panel *p, size_t b, size_t k, size_
 float gl_half_to_float(uint16_t h);
 uint16_t gl_float_to_half(float f);
 
+/* A GRU direction's activations when they are not the default sigmoid /
+ * tanh without clip: f for the gates r and z, g for the candidate n
+ * (GRULITE_ACT_*, with their alpha and beta), and clip > 0 to bound each
+ * pre-activation to [-clip, clip] first (0: none). */
+typedef struct gl_gate_fns {
+    int f, g;
+    float f_alpha, f_beta, g_alpha, g_beta;
+    float clip;
+} gl_gate_fns;
+
 typedef struct gl_kernels {
     const char *name;
 
@@ -131,10 +141,33 @@ typedef struct gl_kernels {
     /* Second half: n = tanh(xp_n + hn) with hn the n-gate slots of hp
      * (W_hn (r*h) + b_hn); h updated in place. */
     void (*gates_n)(size_t nb, const float *xp, const float *hp, const float *z, float *h);
+
+    /* The same three with any activations and clip (fn): separate
+     * functions, so the default ones above stay as fast as they were. */
+    void (*gates_after_fn)(size_t nb, const float *xp, const float *hp, float *h,
+                           const gl_gate_fns *fn);
+    void (*gates_rz_fn)(size_t nb, const float *xp, const float *hp, const float *h,
+                        float *rh, float *z, const gl_gate_fns *fn);
+    void (*gates_n_fn)(size_t nb, const float *xp, const float *hp, const float *z, float *h,
+                       const gl_gate_fns *fn);
 } gl_kernels;
 
 /* In-place activation (GRULITE_ACT_*) of one row of n floats (kernels/ref.c). */
 void gl_ref_activate(int act, size_t n, float *v);
+
+/* A GRU activation (GRULITE_ACT_*, with its alpha and beta) of one value:
+ * the reference every kernel set matches (kernels/ref.c). */
+float gl_gate_act(int act, float alpha, float beta, float x);
+
+/* x bounded to [-clip, clip] for clip > 0 (a NaN stays NaN); x for 0. */
+static inline float gl_clip(float x, float clip)
+{
+    if (clip > 0.0f) {
+        if (x > clip) return clip;
+        if (x < -clip) return -clip;
+    }
+    return x;
+}
 
 /* Scratch a gemm over `rows` rows of K inputs may need. */
 static inline size_t gl_gemm_tmp_bytes(size_t rows, size_t K)

@@ -141,8 +141,87 @@ static void ref_gates_n(size_t nb, const float *xp, const float *hp, const float
     }
 }
 
+float gl_gate_act(int act, float alpha, float beta, float x)
+{
+    switch (act) {
+    case GRULITE_ACT_SIGMOID: return sigmoidf(x);
+    case GRULITE_ACT_TANH: return tanhf(x);
+    case GRULITE_ACT_RELU: return x > 0.0f ? x : (x != x ? x : 0.0f);
+    case GRULITE_ACT_AFFINE: return alpha * x + beta;
+    case GRULITE_ACT_LEAKY_RELU: return x >= 0.0f ? x : alpha * x;
+    case GRULITE_ACT_THRESHOLDED_RELU: return x > alpha ? x : (x != x ? x : 0.0f);
+    case GRULITE_ACT_SCALED_TANH: return alpha * tanhf(beta * x);
+    case GRULITE_ACT_HARD_SIGMOID: {
+        const float v = alpha * x + beta;
+        return v != v ? v : v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
+    case GRULITE_ACT_ELU: return x >= 0.0f ? x : alpha * expm1f(x);
+    case GRULITE_ACT_SOFTSIGN: return x / (1.0f + fabsf(x));
+    case GRULITE_ACT_SOFTPLUS:      /* log(1 + e^x), without overflow for large x */
+        return x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x));
+    default: return x;
+    }
+}
+
+static inline float act_f(const gl_gate_fns *fn, float x)
+{
+    return gl_gate_act(fn->f, fn->f_alpha, fn->f_beta, gl_clip(x, fn->clip));
+}
+
+static inline float act_g(const gl_gate_fns *fn, float x)
+{
+    return gl_gate_act(fn->g, fn->g_alpha, fn->g_beta, gl_clip(x, fn->clip));
+}
+
+static void ref_gates_after_fn(size_t nb, const float *xp, const float *hp, float *h,
+                               const gl_gate_fns *fn)
+{
+    const size_t L = GL_LANES;
+    for (size_t b = 0; b < nb; b++) {
+        const float *xr = xp + 3 * L * b, *xz = xr + L, *xn = xr + 2 * L;
+        const float *hr = hp + 3 * L * b, *hz = hr + L, *hn = hr + 2 * L;
+        float *hb = h + L * b;
+        for (size_t l = 0; l < L; l++) {
+            const float r = act_f(fn, xr[l] + hr[l]);
+            const float z = act_f(fn, xz[l] + hz[l]);
+            const float n = act_g(fn, xn[l] + r * hn[l]);
+            hb[l] = n + z * (hb[l] - n);
+        }
+    }
+}
+
+static void ref_gates_rz_fn(size_t nb, const float *xp, const float *hp, const float *h,
+                            float *rh, float *z, const gl_gate_fns *fn)
+{
+    const size_t L = GL_LANES;
+    for (size_t b = 0; b < nb; b++) {
+        const float *xr = xp + 3 * L * b, *xz = xr + L;
+        const float *hr = hp + 3 * L * b, *hz = hr + L;
+        for (size_t l = 0; l < L; l++) {
+            const float r = act_f(fn, xr[l] + hr[l]);
+            z[L * b + l] = act_f(fn, xz[l] + hz[l]);
+            rh[L * b + l] = r * h[L * b + l];
+        }
+    }
+}
+
+static void ref_gates_n_fn(size_t nb, const float *xp, const float *hp, const float *z, float *h,
+                           const gl_gate_fns *fn)
+{
+    const size_t L = GL_LANES;
+    for (size_t b = 0; b < nb; b++) {
+        const float *xn = xp + 3 * L * b + 2 * L, *hn = hp + 3 * L * b + 2 * L;
+        for (size_t l = 0; l < L; l++) {
+            const float n = act_g(fn, xn[l] + hn[l]);
+            const size_t j = L * b + l;
+            h[j] = n + z[j] * (h[j] - n);
+        }
+    }
+}
+
 const gl_kernels gl_kernels_generic = {
-    "generic", ref_gemm, ref_gates_after, ref_gates_rz, ref_gates_n
+    "generic", ref_gemm, ref_gates_after, ref_gates_rz, ref_gates_n,
+    ref_gates_after_fn, ref_gates_rz_fn, ref_gates_n_fn
 };
 
 void gl_ref_activate(int act, size_t n, float *v)

@@ -325,6 +325,96 @@ static void GL_FN(gates_n)(size_t nb, const float *xp, const float *hp, const fl
     }
 }
 
+/* ---- Gates with any activations ---------------------------------------- */
+
+/* A GRU activation of 16 lanes: kernels/ref.c's gl_gate_act within
+ * rounding.  The piecewise ones are built from min / max, which keep a
+ * NaN (see GL_V_MIN): leaky relu = max(x, 0) + alpha*min(x, 0), elu =
+ * max(x, 0) + alpha*(e^min(x, 0) - 1).  Thresholded relu and softplus
+ * (a logarithm) go lane by lane through the reference. */
+static inline GL_V GL_FN(act)(GL_V v, int act, float alpha, float beta)
+{
+    const GL_V zero = GL_V_ZERO(), one = GL_V_SET1(1.0f);
+    switch (act) {
+    case GRULITE_ACT_SIGMOID: return GL_FN(sigmoid)(v);
+    case GRULITE_ACT_TANH: return GL_FN(tanh)(v);
+    case GRULITE_ACT_RELU: return GL_V_MAX(zero, v);
+    case GRULITE_ACT_AFFINE: return GL_V_FMA(GL_V_SET1(alpha), v, GL_V_SET1(beta));
+    case GRULITE_ACT_LEAKY_RELU:
+        return GL_V_FMA(GL_V_SET1(alpha), GL_V_MIN(zero, v), GL_V_MAX(zero, v));
+    case GRULITE_ACT_SCALED_TANH:
+        return GL_V_MUL(GL_V_SET1(alpha), GL_FN(tanh)(GL_V_MUL(GL_V_SET1(beta), v)));
+    case GRULITE_ACT_HARD_SIGMOID:
+        return GL_V_MIN(one, GL_V_MAX(zero, GL_V_FMA(GL_V_SET1(alpha), v, GL_V_SET1(beta))));
+    case GRULITE_ACT_ELU:
+        return GL_V_FMA(GL_V_SET1(alpha), GL_V_SUB(GL_FN(exp)(GL_V_MIN(zero, v)), one),
+                        GL_V_MAX(zero, v));
+    case GRULITE_ACT_SOFTSIGN:     /* 1 + |x| >= 1: recip's range */
+        return GL_V_MUL(v, GL_FN(recip)(GL_V_ADD(one, GL_V_MAX(GL_V_SUB(zero, v), v))));
+    default: {
+        float t[GL_LANES];
+        GL_V_STORE(t, v);
+        for (int l = 0; l < GL_LANES; l++) t[l] = gl_gate_act(act, alpha, beta, t[l]);
+        return GL_V_LOAD(t);
+    }
+    }
+}
+
+/* v bounded to [-clip, clip] when clip > 0 (a NaN stays NaN). */
+static inline GL_V GL_FN(clip)(GL_V v, float clip)
+{
+    if (!(clip > 0.0f)) return v;
+    return GL_V_MIN(GL_V_SET1(clip), GL_V_MAX(GL_V_SET1(-clip), v));
+}
+
+static inline GL_V GL_FN(act_f)(GL_V v, const gl_gate_fns *fn)
+{
+    return GL_FN(act)(GL_FN(clip)(v, fn->clip), fn->f, fn->f_alpha, fn->f_beta);
+}
+
+static inline GL_V GL_FN(act_g)(GL_V v, const gl_gate_fns *fn)
+{
+    return GL_FN(act)(GL_FN(clip)(v, fn->clip), fn->g, fn->g_alpha, fn->g_beta);
+}
+
+static void GL_FN(gates_after_fn)(size_t nb, const float *xp, const float *hp, float *h,
+                                  const gl_gate_fns *fn)
+{
+    for (size_t b = 0; b < nb; b++) {
+        const float *xb = xp + 3 * GL_LANES * b, *hb = hp + 3 * GL_LANES * b;
+        const GL_V r = GL_FN(act_f)(GL_V_ADD(GL_V_LOAD(xb), GL_V_LOAD(hb)), fn);
+        const GL_V z = GL_FN(act_f)(GL_V_ADD(GL_V_LOAD(xb + GL_LANES), GL_V_LOAD(hb + GL_LANES)), fn);
+        const GL_V n = GL_FN(act_g)(GL_V_FMA(r, GL_V_LOAD(hb + 2 * GL_LANES),
+                                             GL_V_LOAD(xb + 2 * GL_LANES)), fn);
+        const GL_V hv = GL_V_LOAD(h + GL_LANES * b);
+        GL_V_STORE(h + GL_LANES * b, GL_V_FMA(z, GL_V_SUB(hv, n), n));
+    }
+}
+
+static void GL_FN(gates_rz_fn)(size_t nb, const float *xp, const float *hp, const float *h,
+                               float *rh, float *z, const gl_gate_fns *fn)
+{
+    for (size_t b = 0; b < nb; b++) {
+        const float *xb = xp + 3 * GL_LANES * b, *hb = hp + 3 * GL_LANES * b;
+        const GL_V r = GL_FN(act_f)(GL_V_ADD(GL_V_LOAD(xb), GL_V_LOAD(hb)), fn);
+        GL_V_STORE(z + GL_LANES * b,
+                   GL_FN(act_f)(GL_V_ADD(GL_V_LOAD(xb + GL_LANES), GL_V_LOAD(hb + GL_LANES)), fn));
+        GL_V_STORE(rh + GL_LANES * b, GL_V_MUL(r, GL_V_LOAD(h + GL_LANES * b)));
+    }
+}
+
+static void GL_FN(gates_n_fn)(size_t nb, const float *xp, const float *hp, const float *z,
+                              float *h, const gl_gate_fns *fn)
+{
+    for (size_t b = 0; b < nb; b++) {
+        const size_t o = 3 * GL_LANES * b + 2 * GL_LANES;
+        const GL_V n = GL_FN(act_g)(GL_V_ADD(GL_V_LOAD(xp + o), GL_V_LOAD(hp + o)), fn);
+        const GL_V hv = GL_V_LOAD(h + GL_LANES * b);
+        GL_V_STORE(h + GL_LANES * b, GL_V_FMA(GL_V_LOAD(z + GL_LANES * b), GL_V_SUB(hv, n), n));
+    }
+}
+
 const gl_kernels GL_XPASTE2(gl_kernels_, GL_NAME) = {
-    GL_XSTR(GL_NAME), GL_FN(gemm), GL_FN(gates_after), GL_FN(gates_rz), GL_FN(gates_n)
+    GL_XSTR(GL_NAME), GL_FN(gemm), GL_FN(gates_after), GL_FN(gates_rz), GL_FN(gates_n),
+    GL_FN(gates_after_fn), GL_FN(gates_rz_fn), GL_FN(gates_n_fn)
 };

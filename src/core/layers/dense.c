@@ -83,6 +83,6 @@ static void dense_rows(const gl_layer *L, const gl_kernels *k, size_t rows, cons
 }
 
 const gl_kind gl_kind_dense = {
-    GRULITE_LAYER_DENSE, 0, 3, dense_to_fields, dense_from_fields, dense_configure, dense_tensors,
+    GRULITE_LAYER_DENSE, 0, 3, dense_to_fields, dense_from_fields, dense_configure, NULL, dense_tensors,
     dense_macs, NULL, NULL, dense_rows,
 };

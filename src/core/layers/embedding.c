@@ -118,6 +118,6 @@ static void emb_run(const gl_seq_job *j)
 }
 
 const gl_kind gl_kind_embedding = {
-    GRULITE_LAYER_EMBEDDING, 1, 3, emb_to_fields, emb_from_fields, emb_configure, emb_tensors,
+    GRULITE_LAYER_EMBEDDING, 1, 3, emb_to_fields, emb_from_fields, emb_configure, NULL, emb_tensors,
     emb_macs, NULL, emb_run, NULL,
 };

@@ -1,11 +1,15 @@
 /* layers/gru.c - the GRU layer kind: its record, checks, tensors, and its
  * forward pass over a task's rows.
  *
- *     r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
- *     z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
- *     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))      reset_after = 1 (PyTorch)
- *     n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)      reset_after = 0
+ *     r = f(W_ir x + b_ir + W_hr h + b_hr)
+ *     z = f(W_iz x + b_iz + W_hz h + b_hz)
+ *     n = g(W_in x + b_in + r * (W_hn h + b_hn))      reset_after = 1 (PyTorch)
+ *     n = g(W_in x + b_in + W_hn (r * h) + b_hn)      reset_after = 0
  *     h' = (1 - z) * n + z * h
+ *
+ * f = sigmoid and g = tanh unless the layer says otherwise (ONNX's
+ * activations, per direction, and its clip of every pre-activation: the
+ * kernels' *_fn gates, so the default ones stay as they were).
  *
  * Each direction first projects every step's input at once (one product
  * over all rows and steps), then walks the steps: one recurrent product
@@ -21,9 +25,11 @@
 /* ---- Record, checks, tensors ------------------------------------------- */
 
 /* Record fields, in the order version 2 files stored them too (they end
- * at F_REVERSE); F_FLAGS holds the FLAG_* bits. */
+ * at F_REVERSE); F_FLAGS holds the FLAG_* bits and, with FLAG_FNS, the
+ * activation codes: 4 bits each from bit 4, f and g of direction 0, then
+ * of direction 1 (the field stays below 2^20, the reader's bound). */
 enum { F_HIDDEN, F_DIRECTIONS, F_RESET_AFTER, F_BIAS, F_DTYPE, F_REVERSE, F_FLAGS };
-enum { FLAG_PROJECTED = 1, FLAG_H0 = 2, FLAGS_KNOWN = 3 };
+enum { FLAG_PROJECTED = 1, FLAG_H0 = 2, FLAG_FNS = 4, FNS_SHIFT = 4 };
 
 static void gru_to_fields(const gl_layer *L, uint32_t f[GL_FIELDS])
 {
@@ -34,12 +40,21 @@ static void gru_to_fields(const gl_layer *L, uint32_t f[GL_FIELDS])
     f[F_BIAS] = (uint32_t)c->has_bias;
     f[F_DTYPE] = (uint32_t)c->dtype;
     f[F_REVERSE] = (uint32_t)c->reverse;
-    f[F_FLAGS] = (c->projected ? (uint32_t)FLAG_PROJECTED : 0u) | (c->has_h0 ? (uint32_t)FLAG_H0 : 0u);
+    uint32_t flags = (c->projected ? (uint32_t)FLAG_PROJECTED : 0u) |
+                     (c->has_h0 ? (uint32_t)FLAG_H0 : 0u);
+    if (L->u.gru.custom) {
+        flags |= FLAG_FNS;
+        for (int d = 0; d < c->num_directions; d++)
+            flags |= ((uint32_t)c->activation_f[d] << (FNS_SHIFT + 8 * d)) |
+                     ((uint32_t)c->activation_g[d] << (FNS_SHIFT + 8 * d + 4));
+    }
+    f[F_FLAGS] = flags;
 }
 
 static void gru_from_fields(gl_layer *L, const uint32_t f[GL_FIELDS])
 {
     grulite_layer_info *c = &L->u.gru.cfg;
+    gl_gru *g = &L->u.gru;
     /* Fields are at most GRULITE_MAX_FEATURES here (the reader checks). */
     c->hidden_size = (int32_t)f[F_HIDDEN];
     c->num_directions = (int32_t)f[F_DIRECTIONS];
@@ -47,14 +62,103 @@ static void gru_from_fields(gl_layer *L, const uint32_t f[GL_FIELDS])
     c->has_bias = (int32_t)f[F_BIAS];
     c->dtype = (int32_t)f[F_DTYPE];
     c->reverse = (int32_t)f[F_REVERSE];
-    /* Bits beyond the known ones stay visible to configure's check. */
-    c->projected = (int32_t)(f[F_FLAGS] & ~(uint32_t)FLAG_H0);
-    c->has_h0 = (f[F_FLAGS] & FLAG_H0) ? 1 : 0;
+    const uint32_t flags = f[F_FLAGS];
+    c->projected = (flags & FLAG_PROJECTED) ? 1 : 0;
+    c->has_h0 = (flags & FLAG_H0) ? 1 : 0;
+    g->custom = (flags & FLAG_FNS) ? 1 : 0;
+    /* Codes of the directions the layer has; -1 (refused by configure)
+     * for a 0 code among them. */
+    const int D = f[F_DIRECTIONS] == 2 ? 2 : 1;
+    uint32_t known = FLAG_PROJECTED | FLAG_H0 | FLAG_FNS;
+    for (int d = 0; d < 2; d++) {
+        c->activation_f[d] = c->activation_g[d] = 0;   /* configure: the defaults */
+        if (!g->custom || d >= D) continue;
+        const uint32_t cf = (flags >> (FNS_SHIFT + 8 * d)) & 15u;
+        const uint32_t cg = (flags >> (FNS_SHIFT + 8 * d + 4)) & 15u;
+        c->activation_f[d] = cf ? (int32_t)cf : -1;
+        c->activation_g[d] = cg ? (int32_t)cg : -1;
+        known |= 0xFFu << (FNS_SHIFT + 8 * d);
+    }
+    g->bad_flags = flags & ~known;
+}
+
+/* Parameters each GRU activation takes: 1 alpha, 2 alpha and beta. */
+static int act_params(int32_t act)
+{
+    switch (act) {
+    case GRULITE_ACT_LEAKY_RELU: case GRULITE_ACT_THRESHOLDED_RELU: case GRULITE_ACT_ELU: return 1;
+    case GRULITE_ACT_AFFINE: case GRULITE_ACT_SCALED_TANH: case GRULITE_ACT_HARD_SIGMOID: return 2;
+    default: return 0;
+    }
+}
+
+static int finite(float v)
+{
+    return v == v && v - v == 0.0f;
+}
+
+/* Checks one activation of layer l, direction d ("f" or "g"); 0 becomes
+ * the default. */
+static int check_act(int l, int d, const char *which, int32_t *act, float alpha, float beta,
+                     char *msg, size_t msg_size)
+{
+    if (*act == 0) *act = which[0] == 'f' ? GRULITE_ACT_SIGMOID : GRULITE_ACT_TANH;
+    const char *name = grulite_name(GRULITE_NAMES_GRU_ACTIVATION, *act);
+    if (!name)
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
+                       "layer %d direction %d: activation %s = %ld is not a GRU activation",
+                       l, d, which, (long)*act);
+    const int np = act_params(*act);
+    if (!finite(alpha) || !finite(beta))
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
+                       "layer %d direction %d: activation %s (%s): alpha %g / beta %g not finite",
+                       l, d, which, name, (double)alpha, (double)beta);
+    if ((np < 1 && alpha != 0.0f) || (np < 2 && beta != 0.0f))
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
+                       "layer %d direction %d: activation %s (%s) takes %s; alpha %g beta %g given",
+                       l, d, which, name, np == 0 ? "no alpha or beta" : "an alpha and no beta",
+                       (double)alpha, (double)beta);
+    return GRULITE_OK;
+}
+
+/* Checks the activations and clip of layer l and fills g->fns; custom
+ * when any differs from sigmoid / tanh without clip. */
+static int resolve_fns(gl_gru *g, int l, char *msg, size_t msg_size)
+{
+    grulite_layer_info *c = &g->cfg;
+    int rc;
+    if (!finite(c->clip) || c->clip < 0.0f)
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
+                       "layer %d: clip %g must be finite and >= 0 (0: none)", l, (double)c->clip);
+    for (int d = 0; d < 2; d++) {
+        if (d >= c->num_directions) {      /* unused: zeros */
+            c->activation_f[d] = c->activation_g[d] = 0;
+            c->alpha_f[d] = c->beta_f[d] = c->alpha_g[d] = c->beta_g[d] = 0.0f;
+            continue;
+        }
+        if ((rc = check_act(l, d, "f", &c->activation_f[d], c->alpha_f[d], c->beta_f[d],
+                            msg, msg_size)) ||
+            (rc = check_act(l, d, "g", &c->activation_g[d], c->alpha_g[d], c->beta_g[d],
+                            msg, msg_size)))
+            return rc;
+        if (c->activation_f[d] != GRULITE_ACT_SIGMOID || c->activation_g[d] != GRULITE_ACT_TANH)
+            g->custom = 1;
+        const gl_gate_fns fn = { c->activation_f[d], c->activation_g[d], c->alpha_f[d],
+                                 c->beta_f[d], c->alpha_g[d], c->beta_g[d], c->clip };
+        g->fns[d] = fn;
+        float *v = g->act_vals + 4 * d;
+        v[0] = c->alpha_f[d]; v[1] = c->beta_f[d]; v[2] = c->alpha_g[d]; v[3] = c->beta_g[d];
+    }
+    if (c->clip > 0.0f) g->custom = 1;
+    g->act_vals[4 * c->num_directions] = c->clip;
+    g->act_src = g->act_vals;
+    return GRULITE_OK;
 }
 
 static int gru_configure(gl_layer *L, int l, int32_t in, char *msg, size_t msg_size)
 {
     grulite_layer_info *c = &L->u.gru.cfg;
+    gl_gru *gr = &L->u.gru;
     if (c->hidden_size < 1 || c->hidden_size > GRULITE_MAX_FEATURES)
         return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: hidden_size %ld is outside [1, %d]",
                        l, (long)c->hidden_size, GRULITE_MAX_FEATURES);
@@ -77,9 +181,13 @@ static int gru_configure(gl_layer *L, int l, int32_t in, char *msg, size_t msg_s
     if (width > GRULITE_MAX_FEATURES)
         return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: output width %ld above %d",
                        l, (long)width, GRULITE_MAX_FEATURES);
+    if (gr->bad_flags)
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: flags 0x%lx: unknown bits (known: "
+                       "1 projected, 2 learned initial state, 4 activations with their codes in "
+                       "bits 4-11 per direction)", l, (unsigned long)gr->bad_flags);
     if (c->projected != 0 && c->projected != 1)
-        return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: flags / projected %ld: unknown "
-                       "bits (known: 1 projected, 2 learned initial state)", l, (long)c->projected);
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: projected %ld is not 0 or 1",
+                       l, (long)c->projected);
     if (c->has_h0 != 0 && c->has_h0 != 1)
         return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "layer %d: has_h0 %ld is not 0 or 1",
                        l, (long)c->has_h0);
@@ -87,6 +195,8 @@ static int gru_configure(gl_layer *L, int l, int32_t in, char *msg, size_t msg_s
         return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
                        "layer %d: a projected input has D*3*H = %ld features; the layer below "
                        "gives %ld", l, (long)(3 * (int64_t)width), (long)in);
+    int rc = resolve_fns(gr, l, msg, msg_size);
+    if (rc) return rc;
     c->input_size = in;
     for (int d = 0; d < 2; d++) {
         gl_panel *ih = &L->u.gru.dir[d].ih, *hh = &L->u.gru.dir[d].hh;
@@ -103,10 +213,33 @@ static int gru_configure(gl_layer *L, int l, int32_t in, char *msg, size_t msg_s
         h0->nb = hh->nb;
         h0->dtype = GRULITE_DTYPE_F32;
     }
+    gr->act.K = 0;
+    gr->act.G = 1;
+    gr->act.H = 4 * (size_t)c->num_directions + 1;
+    gr->act.nb = 1;
+    gr->act.dtype = GRULITE_DTYPE_F32;
     L->in = in;
     L->out = width;
     L->state = width;
     return GRULITE_OK;
+}
+
+/* A loaded layer's activation parameters, from its l{k}.act tensor:
+ * checked as a spec's are. */
+static int gru_bind(gl_layer *L, int l, char *msg, size_t msg_size)
+{
+    gl_gru *g = &L->u.gru;
+    grulite_layer_info *c = &g->cfg;
+    if (!g->custom || !g->act.b) return GRULITE_OK;
+    const float *v = g->act.b;
+    for (int d = 0; d < c->num_directions; d++) {
+        c->alpha_f[d] = v[4 * d];
+        c->beta_f[d] = v[4 * d + 1];
+        c->alpha_g[d] = v[4 * d + 2];
+        c->beta_g[d] = v[4 * d + 3];
+    }
+    c->clip = v[4 * c->num_directions];
+    return resolve_fns(g, l, msg, msg_size);
 }
 
 static int gru_tensors(gl_layer *L, const char *prefix, gl_tensor_fn fn, void *ctx)
@@ -115,6 +248,14 @@ static int gru_tensors(gl_layer *L, const char *prefix, gl_tensor_fn fn, void *c
     grulite_layer_spec *s = L->spec;
     gl_tensor_ref t;
     int rc;
+    if (L->u.gru.custom) {           /* activation parameters and clip */
+        snprintf(t.name, sizeof t.name, "%sact", prefix);
+        t.panel = &L->u.gru.act;
+        t.kind = GL_BIAS;
+        t.src = s ? &L->u.gru.act_src : NULL;
+        t.kmajor = 0;
+        if ((rc = fn(&t, ctx))) return rc;
+    }
     for (int d = 0; d < c->num_directions; d++) {
         gl_direction *w = &L->u.gru.dir[d];
         const struct { const char *suffix; gl_panel *panel; int kind; const float **src; } items[7] = {
@@ -208,6 +349,29 @@ static void copy_projection(const gl_seq_job *j, size_t d, size_t c0, size_t c1,
         }
 }
 
+/* The gates of a row: the default kernels, or with fn (a layer with
+ * other activations or a clip) the *_fn ones. */
+static inline void gates_after(const gl_kernels *k, const gl_gate_fns *fn, size_t nb,
+                               const float *xp, const float *hp, float *h)
+{
+    if (fn) k->gates_after_fn(nb, xp, hp, h, fn);
+    else k->gates_after(nb, xp, hp, h);
+}
+
+static inline void gates_rz(const gl_kernels *k, const gl_gate_fns *fn, size_t nb,
+                            const float *xp, const float *hp, const float *h, float *rh, float *z)
+{
+    if (fn) k->gates_rz_fn(nb, xp, hp, h, rh, z, fn);
+    else k->gates_rz(nb, xp, hp, h, rh, z);
+}
+
+static inline void gates_n(const gl_kernels *k, const gl_gate_fns *fn, size_t nb,
+                           const float *xp, const float *hp, const float *z, float *h)
+{
+    if (fn) k->gates_n_fn(nb, xp, hp, z, h, fn);
+    else k->gates_n(nb, xp, hp, z, h);
+}
+
 /* Recurrent products of one step for every row (rows that have ended are
  * computed and ignored: simpler than compacting); the reset-before variant
  * takes r and z here and n after the gates. */
@@ -228,6 +392,7 @@ static void run_direction(const gl_dir *dj)
     const gl_pass *p = j->p;
     const size_t H = (size_t)g->cfg.hidden_size, nb = w->hh.nb, Hp = nb * GL_LANES;
     const size_t ld = 3 * Hp, n = rw->n, T = rw->T, b0 = rw->b0, out_w = (size_t)j->L->out;
+    const gl_gate_fns *fn = g->custom ? &g->fns[dj->d] : NULL;
 
     for (size_t i = 0; i < n; i++) {
         memcpy(sc->h + i * Hp, dj->state + (b0 + i) * H, H * sizeof(float));
@@ -252,10 +417,10 @@ static void run_direction(const gl_dir *dj)
             const size_t t = dj->reverse ? len - 1 - s : s;
             const float *xp = sc->xp + gl_row_at(rw, 0, b0 + i, t) * ld;
             if (g->cfg.reset_after)
-                k->gates_after(nb, xp, sc->hp + i * ld, sc->h + i * Hp);
+                gates_after(k, fn, nb, xp, sc->hp + i * ld, sc->h + i * Hp);
             else
-                k->gates_rz(nb, xp, sc->hp + i * ld, sc->h + i * Hp, sc->rh + i * Hp,
-                            sc->z + i * Hp);
+                gates_rz(k, fn, nb, xp, sc->hp + i * ld, sc->h + i * Hp, sc->rh + i * Hp,
+                         sc->z + i * Hp);
         }
         if (!g->cfg.reset_after) {
             k->gemm(n, sc->rh, Hp, &w->hh, 2, 1, sc->hp, ld, sc->tmp);
@@ -263,8 +428,8 @@ static void run_direction(const gl_dir *dj)
                 const size_t len = gl_length_of(p, b0 + i);
                 if (s >= len) continue;
                 const size_t t = dj->reverse ? len - 1 - s : s;
-                k->gates_n(nb, sc->xp + gl_row_at(rw, 0, b0 + i, t) * ld, sc->hp + i * ld,
-                           sc->z + i * Hp, sc->h + i * Hp);
+                gates_n(k, fn, nb, sc->xp + gl_row_at(rw, 0, b0 + i, t) * ld, sc->hp + i * ld,
+                        sc->z + i * Hp, sc->h + i * Hp);
             }
         }
         for (size_t i = 0; i < n; i++) {
@@ -337,6 +502,8 @@ static void run_split_task(void *ctx, int task)
     const size_t x0 = c0 * 3 * GL_LANES;               /* this half's slots in a product row */
     const gl_panel ih = sub_panel(&dj->w->ih, c0, c1), hh = sub_panel(&dj->w->hh, c0, c1);
     float *hbuf[2] = { sc->h, j->sc2->h };
+    const gl_gru *g = &j->L->u.gru;
+    const gl_gate_fns *fn = g->custom ? &g->fns[dj->d] : NULL;
 
     /* This half's columns of the input projection, every step. */
     if (j->L->u.gru.cfg.projected) copy_projection(j, dj->d, c0, c1, sc->xp + x0, ld);
@@ -352,13 +519,13 @@ static void run_split_task(void *ctx, int task)
         memcpy(hnext, hcur + u0, (c1 - c0) * GL_LANES * sizeof(float));
         if (reset_after) {
             k->gemm(1, hcur, Hp, &hh, 0, 3, sc->hp + x0, ld, tmp);
-            k->gates_after(c1 - c0, xp, sc->hp + x0, hnext);
+            gates_after(k, fn, c1 - c0, xp, sc->hp + x0, hnext);
         } else {
             k->gemm(1, hcur, Hp, &hh, 0, 2, sc->hp + x0, ld, tmp);
-            k->gates_rz(c1 - c0, xp, sc->hp + x0, hnext, sc->rh + u0, sc->z + u0);
+            gates_rz(k, fn, c1 - c0, xp, sc->hp + x0, hnext, sc->rh + u0, sc->z + u0);
             gl_barrier_wait(&sj->bar, task);  /* all of r*h, for the n gate */
             k->gemm(1, sc->rh, Hp, &hh, 2, 1, sc->hp + x0, ld, tmp);
-            k->gates_n(c1 - c0, xp, sc->hp + x0, sc->z + u0, hnext);
+            gates_n(k, fn, c1 - c0, xp, sc->hp + x0, sc->z + u0, hnext);
         }
         if (u1 > u0)
             memcpy(j->out + gl_row_at(rw, j->out_global, b0, t) * out_w + dj->col + u0, hnext,
@@ -442,6 +609,6 @@ static int gru_pair(const gl_layer *L, int32_t batch)
 }
 
 const gl_kind gl_kind_gru = {
-    GRULITE_LAYER_GRU, 1, 7, gru_to_fields, gru_from_fields, gru_configure, gru_tensors,
-    gru_macs, gru_pair, gru_run, NULL,
+    GRULITE_LAYER_GRU, 1, 7, gru_to_fields, gru_from_fields, gru_configure, gru_bind,
+    gru_tensors, gru_macs, gru_pair, gru_run, NULL,
 };

@@ -47,6 +47,11 @@ typedef struct gl_kind {
      * and the panels' shapes. */
     int (*configure)(gl_layer *L, int index, int32_t in, char *msg, size_t msg_size);
 
+    /* A loaded model: checks what the layer's tensors configure (values,
+     * not weights: a GRU's activation parameters) once they are bound.
+     * NULL: nothing to check. */
+    int (*bind)(gl_layer *L, int index, char *msg, size_t msg_size);
+
     /* Calls fn for each tensor in file order, names starting with prefix;
      * stops at and returns the first non-zero. */
     int (*tensors)(gl_layer *L, const char *prefix, gl_tensor_fn fn, void *ctx);
