@@ -310,14 +310,29 @@ def _raises(path, *words):
 
 
 def test_error_clip(tmp_path):
-    _raises(_gru_graph(tmp_path, dict(clip=3.0)), "my_gru", "clip")
+    for bad in (-1.0, 0.0, float("inf"), float("nan")):
+        _raises(_gru_graph(tmp_path, dict(clip=bad)), "my_gru", "clip")
 
 
 def test_error_activations(tmp_path):
-    _raises(_gru_graph(tmp_path, dict(activations=["Relu", "Tanh"])), "my_gru", "activations",
-            "Relu")
+    # unknown names, the wrong count, parameters left over, missing or not finite
+    _raises(_gru_graph(tmp_path, dict(activations=["Gelu", "Tanh"])), "my_gru", "Gelu",
+            "activations[0]")
+    _raises(_gru_graph(tmp_path, dict(activations=["Relu"])), "my_gru", "activations",
+            "takes 2")
+    _raises(_gru_graph(tmp_path, dict(activations=["Relu", "Tanh"] * 2)), "my_gru", "takes 2")
     _raises(_gru_graph(tmp_path, dict(activations=["Sigmoid", "Tanh"], activation_alpha=[1.0])),
-            "my_gru", "activation_alpha")
+            "my_gru", "activation_alpha", "take 0")
+    _raises(_gru_graph(tmp_path, dict(activations=["LeakyRelu", "Tanh"],
+                                      activation_alpha=[0.1, 0.2])), "my_gru", "take 1")
+    _raises(_gru_graph(tmp_path, dict(activations=["Affine", "Tanh"])), "my_gru", "Affine",
+            "alpha")
+    _raises(_gru_graph(tmp_path, dict(activations=["Affine", "Tanh"], activation_alpha=[1.0])),
+            "my_gru", "Affine", "beta")
+    _raises(_gru_graph(tmp_path, dict(activations=["Sigmoid", "ThresholdedRelu"])), "my_gru",
+            "ThresholdedRelu")
+    _raises(_gru_graph(tmp_path, dict(activations=["Elu", "Tanh"],
+                                      activation_alpha=[float("nan")])), "my_gru", "finite")
 
 
 def test_default_activations_spelled_out(tmp_path):

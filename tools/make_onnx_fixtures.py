@@ -86,9 +86,10 @@ def _weights(cfg: dict):
     D = 2 if cfg["direction"] == "bidirectional" else 1
     H, I = cfg["H"], cfg["I"]
     k = 1.0 / np.sqrt(H)
-    W = rng.uniform(-k, k, (D, 3 * H, I)).astype(np.float32) * 2
-    R = rng.uniform(-k, k, (D, 3 * H, H)).astype(np.float32) * 2
-    Bv = rng.uniform(-k, k, (D, 6 * H)).astype(np.float32) if cfg["bias"] else None
+    s = np.float32(cfg.get("w_scale", 1.0))       # smaller for unbounded activations
+    W = rng.uniform(-k, k, (D, 3 * H, I)).astype(np.float32) * 2 * s
+    R = rng.uniform(-k, k, (D, 3 * H, H)).astype(np.float32) * 2 * s
+    Bv = rng.uniform(-k, k, (D, 6 * H)).astype(np.float32) * s if cfg["bias"] else None
     return W, R, Bv, rng
 
 
@@ -119,6 +120,10 @@ def build_node_model(cfg: dict, layout: int | None = None):
     while ins[-1] == "":
         ins.pop()
     attrs = dict(hidden_size=H, direction=cfg["direction"], linear_before_reset=cfg["lbr"])
+    # Other activations and clip (tools/make_variant_fixtures.py).
+    for key in ("activations", "activation_alpha", "activation_beta", "clip"):
+        if cfg.get(key) is not None:
+            attrs[key] = cfg[key]
     if layout:
         attrs["layout"] = 1
     node = helper.make_node("GRU", ins, ["Y", "Y_h"], name="gru", **attrs)

@@ -39,6 +39,7 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
                     head_from: str = "output", embedding: _Embedding = None,
                     fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
                     h0: Optional[str] = None, update_gate: str = "torch",
+                    activations: Any = None, clip: Optional[float] = None,
                     num_threads: Optional[int] = None) -> Model:
     """Builds a model from a PyTorch ``state_dict`` (or a checkpoint holding one).
 
@@ -92,6 +93,15 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
         "seed": the weights were written for h' = (1 - z)*h + z*n (the
         source document's z, which is PyTorch's 1 - z); the z rows are
         negated at conversion so that PyTorch's formula gives the same.
+    activations : (f, g), or one (f, g) per layer, optional
+        A custom cell's gate activation f (r and z) and candidate
+        activation g (n), for every direction: names ("sigmoid", "tanh",
+        "relu", "affine", "leaky_relu", "thresholded_relu", "scaled_tanh",
+        "hard_sigmoid", "elu", "softsign", "softplus"), or with parameters
+        ``("leaky_relu", 0.1)``, ``("hard_sigmoid", 0.2, 0.5)``.  None:
+        sigmoid and tanh.  Formulas and defaults: ``docs/variants.md``.
+    clip : float, optional
+        Bound every pre-activation to [-clip, clip] first (ONNX's clip).
     num_threads : int, optional
         Threads for whole-sequence calls (see :attr:`Model.num_threads`).
     """
@@ -100,7 +110,7 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
     image, _ = build_image(mapping, prefix, reset_after, head, batch_first, dtype=dtype,
                            head_from=head_from, embedding=embedding,
                            fold_embedding=fold_embedding, vocab=vocab, h0=h0,
-                      update_gate=update_gate)
+                      update_gate=update_gate, activations=activations, clip=clip)
     return from_bytes(image, num_threads=num_threads)
 
 
@@ -110,6 +120,7 @@ def from_npz(path: _Path, prefix: Optional[str] = None,
              head_from: str = "output", embedding: _Embedding = None,
              fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
                     h0: Optional[str] = None, update_gate: str = "torch",
+             activations: Any = None, clip: Optional[float] = None,
              num_threads: Optional[int] = None) -> Model:
     """Builds a model from a state_dict saved with ``np.savez``.
 
@@ -121,7 +132,7 @@ def from_npz(path: _Path, prefix: Optional[str] = None,
     return _from_file("npz", path, num_threads, prefix=prefix, reset_after=reset_after,
                       head=head, batch_first=batch_first, dtype=dtype, head_from=head_from,
                       embedding=embedding, fold_embedding=fold_embedding, vocab=vocab,
-                      h0=h0, update_gate=update_gate)
+                      h0=h0, update_gate=update_gate, activations=activations, clip=clip)
 
 
 def from_torch_file(path: _Path, prefix: Optional[str] = None,
@@ -130,6 +141,7 @@ def from_torch_file(path: _Path, prefix: Optional[str] = None,
                     head_from: str = "output", embedding: _Embedding = None,
                     fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
                     h0: Optional[str] = None, update_gate: str = "torch",
+                    activations: Any = None, clip: Optional[float] = None,
                     num_threads: Optional[int] = None) -> Model:
     """Imports a ``torch.save``'d state_dict or checkpoint without torch.
 
@@ -144,7 +156,7 @@ def from_torch_file(path: _Path, prefix: Optional[str] = None,
                       head=head, batch_first=batch_first, dtype=dtype,
                       head_from=head_from, embedding=embedding,
                       fold_embedding=fold_embedding, vocab=vocab, h0=h0,
-                      update_gate=update_gate)
+                      update_gate=update_gate, activations=activations, clip=clip)
 
 
 def from_safetensors(path: _Path, prefix: Optional[str] = None,
@@ -153,6 +165,7 @@ def from_safetensors(path: _Path, prefix: Optional[str] = None,
                      head_from: str = "output", embedding: _Embedding = None,
                     fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
                     h0: Optional[str] = None, update_gate: str = "torch",
+                    activations: Any = None, clip: Optional[float] = None,
                     num_threads: Optional[int] = None) -> Model:
     """Imports a ``.safetensors`` file of a state_dict (parsed directly; no
     extra package): ``safetensors.torch.save_file(model.state_dict(), path)``.
@@ -163,13 +176,14 @@ def from_safetensors(path: _Path, prefix: Optional[str] = None,
                       reset_after=reset_after, head=head, batch_first=batch_first, dtype=dtype,
                       head_from=head_from, embedding=embedding,
                       fold_embedding=fold_embedding, vocab=vocab, h0=h0,
-                      update_gate=update_gate)
+                      update_gate=update_gate, activations=activations, clip=clip)
 
 
 def from_arrays(layers: Sequence[Mapping[str, Any]], *, embedding: Any = None,
                 head: Sequence[Any] = (), reset_after: Union[bool, Sequence[bool]] = True,
                 batch_first: bool = True, dtype: str = "float32", vocab: _Vocab = None,
                 fold_embedding: Optional[bool] = None, head_from: str = "output",
+                activations: Any = None, clip: Optional[float] = None,
                 num_threads: Optional[int] = None) -> Model:
     """Builds a model from arrays that do not carry PyTorch's names.
 
@@ -189,7 +203,7 @@ def from_arrays(layers: Sequence[Mapping[str, Any]], *, embedding: Any = None,
         Linear layers after the GRU: weight (out, in), bias (out,).
     reset_after : bool or sequence of bool
         As for :func:`from_state_dict`, one value or one per layer.
-    batch_first, dtype, head_from, fold_embedding, vocab, num_threads
+    batch_first, dtype, head_from, fold_embedding, vocab, activations, clip, num_threads
         As for :func:`from_state_dict`.
 
     Every shape is checked; a GruliteError names the layer and the array.
@@ -198,7 +212,7 @@ def from_arrays(layers: Sequence[Mapping[str, Any]], *, embedding: Any = None,
 
     img, _ = image(layers, embedding=embedding, head=head, reset_after=reset_after,
                    batch_first=batch_first, dtype=dtype, head_from=head_from, vocab=vocab,
-                   fold_embedding=fold_embedding)
+                   fold_embedding=fold_embedding, activations=activations, clip=clip)
     return from_bytes(img, num_threads=num_threads)
 
 

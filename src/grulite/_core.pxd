@@ -49,6 +49,7 @@ cdef extern from "grulite.h" nogil:
     int GRULITE_NAMES_DTYPE
     int GRULITE_NAMES_ACTIVATION
     int GRULITE_NAMES_LAYER_KIND
+    int GRULITE_NAMES_GRU_ACTIVATION
     const char *grulite_name(int table, int code)
     int grulite_code(int table, const char *name)
     int grulite_name_at(int table, int index, const char **name)
@@ -68,6 +69,13 @@ cdef extern from "grulite.h" nogil:
         int32_t reverse
         int32_t projected
         int32_t has_h0
+        int32_t activation_f[2]
+        int32_t activation_g[2]
+        float alpha_f[2]
+        float beta_f[2]
+        float alpha_g[2]
+        float beta_g[2]
+        float clip
 
     ctypedef struct grulite_embedding_info:
         int32_t vocab_size
@@ -131,6 +139,13 @@ cdef extern from "grulite.h" nogil:
         int32_t projected
         int32_t has_h0
         const float *h0[2]
+        int32_t activation_f[2]
+        int32_t activation_g[2]
+        float alpha_f[2]
+        float beta_f[2]
+        float alpha_g[2]
+        float beta_g[2]
+        float clip
 
     int GRULITE_FOLD_AUTO
     int GRULITE_FOLD_NEVER

@@ -22,7 +22,7 @@ cnp.import_array()
 
 __all__ = ["CModel", "Stream", "Workspace", "load_path", "load_bytes", "serialize",
            "check_config", "version", "isa_supported", "isa_names", "default_isa",
-           "FORMAT_VERSION", "ACTIVATIONS", "DTYPES", "LAYER_KINDS"]
+           "FORMAT_VERSION", "ACTIVATIONS", "DTYPES", "LAYER_KINDS", "GRU_ACTIVATIONS"]
 
 FORMAT_VERSION = GRULITE_FORMAT_VERSION
 
@@ -45,6 +45,23 @@ DTYPES = _table(GRULITE_NAMES_DTYPE)
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 LAYER_KINDS = _table(GRULITE_NAMES_LAYER_KIND)
 _KIND_NAMES = {v: k for k, v in LAYER_KINDS.items()}
+GRU_ACTIVATIONS = _table(GRULITE_NAMES_GRU_ACTIVATION)
+_GRU_ACT_NAMES = {v: k for k, v in GRU_ACTIVATIONS.items()}
+
+
+cdef tuple _layer_activations(grulite_layer_info *li):
+    """Per direction ((f, alpha, beta), (g, alpha, beta)), or None for
+    sigmoid / tanh; and the clip, or None."""
+    cdef int d
+    acts = []
+    f32 = lambda v: float(str(np.float32(v)))      # the stored float32's shortest decimal
+    for d in range(li.num_directions):
+        acts.append(((_GRU_ACT_NAMES.get(li.activation_f[d], "?"), f32(li.alpha_f[d]),
+                      f32(li.beta_f[d])),
+                     (_GRU_ACT_NAMES.get(li.activation_g[d], "?"), f32(li.alpha_g[d]),
+                      f32(li.beta_g[d]))))
+    default = all(a[0][0] == "sigmoid" and a[1][0] == "tanh" for a in acts)
+    return (None if default else tuple(acts)), (f32(li.clip) if li.clip > 0 else None)
 
 
 def _isa_names():
@@ -275,11 +292,13 @@ cdef class CModel:
         out = []
         for l in range(self.info.num_layers):
             check(grulite_model_layer(self.ptr, l, &li))
+            acts, clip = _layer_activations(&li)
             out.append(dict(input_size=li.input_size, hidden_size=li.hidden_size,
                             num_directions=li.num_directions,
                             reset_after=bool(li.reset_after), bias=bool(li.has_bias),
                             dtype=_DTYPE_NAMES.get(li.dtype, "?"), reverse=bool(li.reverse),
-                            projected=bool(li.projected), h0=bool(li.has_h0)))
+                            projected=bool(li.projected), h0=bool(li.has_h0),
+                            activations=acts, clip=clip))
         return out
 
     def head(self):
@@ -616,6 +635,19 @@ cdef class _Spec:
             self.ls[i].reverse = 1 if L.get("reverse") else 0
             self.ls[i].has_bias = 1 if L["bias"] else 0
             self.ls[i].has_h0 = 1 if L.get("h0") is not None else 0
+            # activations: per direction ((f, alpha, beta), (g, alpha, beta)) with
+            # names of GRU_ACTIVATIONS (checked by the caller), or None.
+            acts = L.get("activations")
+            for d, pair in enumerate((acts or ())[:2]):
+                (fn, fa, fb), (gn, ga, gb) = pair
+                self.ls[i].activation_f[d] = GRU_ACTIVATIONS.get(fn, -1)
+                self.ls[i].activation_g[d] = GRU_ACTIVATIONS.get(gn, -1)
+                self.ls[i].alpha_f[d] = fa
+                self.ls[i].beta_f[d] = fb
+                self.ls[i].alpha_g[d] = ga
+                self.ls[i].beta_g[d] = gb
+            clip = L.get("clip")
+            self.ls[i].clip = 0.0 if clip is None else clip
         for j, D in enumerate(dense):
             self.ds[j].out_features = _int32(D["out_features"], f"head layer {j}: out_features")
             act = D["activation"]

@@ -48,6 +48,11 @@ class LayerConfig:
     reverse: bool = False         # one direction, run backwards in time
     projected: bool = False       # an embedding folded into it: no W_ih of its own
     h0: bool = False              # stores a learned initial state, used when no h0 is given
+    # Per direction ((f, alpha, beta), (g, alpha, beta)), the gate and candidate
+    # activations; None: sigmoid and tanh.  clip: ONNX's bound on every
+    # pre-activation, or None.  (docs/variants.md)
+    activations: Optional[tuple] = None
+    clip: Optional[float] = None
 
     @property
     def num_directions(self) -> int:
@@ -130,7 +135,8 @@ class Model:
         layers = tuple(LayerConfig(input_size=d["input_size"], hidden_size=d["hidden_size"],
                                    bidirectional=d["num_directions"] == 2,
                                    reset_after=d["reset_after"], bias=d["bias"], dtype=d["dtype"],
-                                   reverse=d["reverse"], projected=d["projected"], h0=d["h0"])
+                                   reverse=d["reverse"], projected=d["projected"], h0=d["h0"],
+                                   activations=d["activations"], clip=d["clip"])
                        for d in core.layers())
         head = tuple(DenseConfig(**d) for d in core.head())
         self.config = ModelConfig(input_size=core.input_size, layers=layers, head=head,

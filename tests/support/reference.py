@@ -9,7 +9,9 @@ r, z, n:
     n  = tanh(W_in x + b_in + W_hn (r * h) + b_hn)       reset_after=False
     h' = (1 - z) * n + z * h
 
-with torch.nn.GRU / pack_padded_sequence semantics for padded batches:
+(or, for a direction that says so, other activations f for r and z and g
+for n, ONNX's eleven written from their definitions below, and a clip of
+every pre-activation to [-clip, clip] first), with torch.nn.GRU / pack_padded_sequence semantics for padded batches:
 outputs past a sequence's length are 0, h_n is taken at its last valid
 step, and a reverse direction starts at each sequence's own last step.
 """
@@ -31,6 +33,30 @@ ACTIVATIONS = {"none": lambda v: v, "relu": lambda v: np.maximum(v, 0.0), "tanh"
                "sigmoid": sigmoid, "softmax": softmax}
 
 
+# A GRU's f / g (ONNX's definitions; a, b its alpha and beta).
+GRU_ACTIVATIONS = {
+    "sigmoid": lambda v, a, b: sigmoid(v),
+    "tanh": lambda v, a, b: np.tanh(v),
+    "relu": lambda v, a, b: np.maximum(v, 0.0),
+    "affine": lambda v, a, b: a * v + b,
+    "leaky_relu": lambda v, a, b: np.where(v >= 0, v, a * v),
+    "thresholded_relu": lambda v, a, b: np.where(v > a, v, 0.0),
+    "scaled_tanh": lambda v, a, b: a * np.tanh(b * v),
+    "hard_sigmoid": lambda v, a, b: np.clip(a * v + b, 0.0, 1.0),
+    "elu": lambda v, a, b: np.where(v >= 0, v, a * (np.exp(np.minimum(v, 0.0)) - 1)),
+    "softsign": lambda v, a, b: v / (1 + np.abs(v)),
+    "softplus": lambda v, a, b: np.logaddexp(0.0, v),
+}
+
+
+def gru_act(spec, v, clip=None):
+    """f or g = (name, alpha, beta) of v, after the clip."""
+    name, a, b = spec
+    if clip is not None:
+        v = np.clip(v, -clip, clip)
+    return GRU_ACTIVATIONS[name](v, a, b)
+
+
 def ref_gru(layers: list, x, h0=None, lengths=None, reset_after=True):
     """Runs a stack of GRU layers.
 
@@ -38,7 +64,8 @@ def ref_gru(layers: list, x, h0=None, lengths=None, reset_after=True):
     direction is a dict with w_ih (3H, In), w_hh (3H, H), optional b_ih,
     b_hh (PyTorch gate order r, z, n) and optional ``reverse`` (default:
     the second direction of a layer runs backward; ``reverse=True`` on a
-    layer's only direction is ONNX's direction="reverse").
+    layer's only direction is ONNX's direction="reverse"), ``f`` and ``g``
+    (name, alpha, beta) (default sigmoid, tanh) and ``clip`` (None).
     x: (B, T, I).  h0: one (D, B, H_l) array per layer, or None (zeros).
     lengths: (B,) or None.  reset_after: a bool or one bool per layer.
     Returns y (B, T, D*H_top) (0 past a length) and a list of (D, B, H_l).
@@ -62,17 +89,20 @@ def ref_gru(layers: list, x, h0=None, lengths=None, reset_after=True):
             h = np.zeros((B, H)) if h0 is None else np.array(h0[k][d], np.float64)
             out = np.zeros((B, T, H))
             reverse = p.get("reverse", d == 1)
+            f = p.get("f") or ("sigmoid", 0.0, 0.0)
+            g = p.get("g") or ("tanh", 0.0, 0.0)
+            clip = p.get("clip")
             # Every row walks t = 0 .. T-1 (or back); a row's state moves
             # only while t < its length, so backward starts at its last step.
             for t in (range(T - 1, -1, -1) if reverse else range(T)):
                 gi = inp[:, t] @ w_ih.T + b_ih
                 gh = h @ w_hh.T + b_hh
-                r = sigmoid(gi[:, :H] + gh[:, :H])
-                z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+                r = gru_act(f, gi[:, :H] + gh[:, :H], clip)
+                z = gru_act(f, gi[:, H:2 * H] + gh[:, H:2 * H], clip)
                 if reset_after[k]:
-                    n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+                    n = gru_act(g, gi[:, 2 * H:] + r * gh[:, 2 * H:], clip)
                 else:
-                    n = np.tanh(gi[:, 2 * H:] + (r * h) @ w_hh[2 * H:].T + b_hh[2 * H:])
+                    n = gru_act(g, gi[:, 2 * H:] + (r * h) @ w_hh[2 * H:].T + b_hh[2 * H:], clip)
                 h_new = (1 - z) * n + z * h
                 m = valid[:, t][:, None]
                 h = np.where(m, h_new, h)

@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from grulite import _core
+from grulite._activations import for_layers
 from grulite._errors import GruliteError
 from grulite.importers._image import count_parameters, image_from_layers
 from grulite.importers._state_dict import VocabSpec, check_fold, embedding_image_args, to_array, vocab_tokens
@@ -156,7 +157,8 @@ def _head(head: Any, in_features: int) -> list:
 def image(layers: Sequence[Any], *, embedding: Any = None, head: Any = (),
           reset_after: Union[bool, Sequence[bool]] = True, batch_first: bool = True,
           dtype: str = "float32", head_from: str = "output", vocab: VocabSpec = None,
-          fold_embedding: Optional[bool] = None) -> tuple[bytes, dict]:
+          fold_embedding: Optional[bool] = None, activations: Any = None,
+          clip: Optional[float] = None) -> tuple[bytes, dict]:
     """The .grl image of a GRU given as arrays, and a summary (``layers``,
     ``dense``, ``embedding``, ``vocab``, ``parameters``, ``prefix`` "").
     Arguments of :func:`grulite.from_arrays`."""
@@ -194,6 +196,7 @@ def image(layers: Sequence[Any], *, embedding: Any = None, head: Any = (),
         lay = _layer(k, spec, in_size, in_known, variants[k])
         descs.append(lay)
         in_size, in_known = lay["num_directions"] * lay["hidden_size"], True
+    for_layers(activations, clip, descs)
     dense = _head(head, in_size)
     meta: dict = {
         "source": "arrays",

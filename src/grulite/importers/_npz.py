@@ -176,7 +176,8 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
           batch_first: bool = True, dtype: str = "float32",
           head_from: str = "output", embedding: EmbeddingSpec = None,
           fold_embedding: Optional[bool] = None, vocab: VocabSpec = None,
-          h0: Optional[str] = None, update_gate: str = "torch") -> tuple[bytes, dict]:
+          h0: Optional[str] = None, update_gate: str = "torch",
+          activations: Any = None, clip: Optional[float] = None) -> tuple[bytes, dict]:
     """The .grl image and summary for an ``np.savez``'d state_dict
     (arguments of :func:`grulite.from_state_dict`); only the members the
     model uses are read, after every shape is checked on the headers."""
@@ -185,4 +186,5 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
         return build_image(npz.tensors(), prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from,
                            embedding=embedding, fold_embedding=fold_embedding, vocab=vocab,
-                           h0=h0, update_gate=update_gate)
+                           h0=h0, update_gate=update_gate,
+                           activations=activations, clip=clip)

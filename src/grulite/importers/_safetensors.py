@@ -21,7 +21,7 @@ import json
 import os
 import struct
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -178,7 +178,8 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
           batch_first: bool = True, dtype: str = "float32",
           head_from: str = "output", embedding: EmbeddingSpec = None,
           fold_embedding: Optional[bool] = None, vocab: VocabSpec = None,
-          h0: Optional[str] = None, update_gate: str = "torch") -> tuple[bytes, dict]:
+          h0: Optional[str] = None, update_gate: str = "torch",
+          activations: Any = None, clip: Optional[float] = None) -> tuple[bytes, dict]:
     """The .grl image and summary for a .safetensors file holding a
     state_dict (``safetensors.torch.save_file(model.state_dict(), path)``);
     arguments of :func:`grulite.from_state_dict`.  Only the tensors the
@@ -188,4 +189,5 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
         return build_image(dict(r.tensors), prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from,
                            embedding=embedding, fold_embedding=fold_embedding, vocab=vocab,
-                           h0=h0, update_gate=update_gate)
+                           h0=h0, update_gate=update_gate,
+                           activations=activations, clip=clip)

@@ -20,6 +20,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from grulite import _core
+from grulite._activations import for_layers
 from grulite._errors import GruliteError
 from grulite.importers._image import count_parameters, image_from_layers
 from grulite.importers._lazy import LazyTensor
@@ -591,7 +592,8 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
                 dtype: str = "float32", head_from: str = "output",
                 embedding: EmbeddingSpec = None, fold_embedding: Optional[bool] = None,
                 vocab: VocabSpec = None, h0: Optional[str] = None,
-                update_gate: str = "torch") -> tuple[bytes, dict]:
+                update_gate: str = "torch", activations: Any = None,
+                clip: Optional[float] = None) -> tuple[bytes, dict]:
     """The .grl image of the GRU (and embedding, head) in `mapping`, and a
     summary: ``prefix``, ``kind`` ("GRU" or "GRUCell"), ``layers``,
     ``dense``, ``embedding`` (dict name, vocab_size, width; or None),
@@ -605,6 +607,7 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
     if update_gate == "seed":
         flip_update_gate(layers)
     h0_key = attach_h0(sd, h0, layers)
+    for_layers(activations, clip, layers)
     emb = find_embedding(sd, p, desc["input_size"], embedding)
     fold = check_fold(fold_embedding, emb)
     tokens = vocab_tokens(vocab, emb)
@@ -627,6 +630,9 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
         meta["h0"] = h0_key
     if update_gate != "torch":
         meta["update_gate"] = update_gate
+    if activations is not None or clip is not None:
+        meta["activations"] = [lay["activations"] for lay in layers]
+        meta["clip"] = layers[0]["clip"]
     try:
         image = image_from_layers(desc["input_size"], layers, dense, meta, batch_first, dtype,
                                   head_from, **embedding_image_args(emb, fold))

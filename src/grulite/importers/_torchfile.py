@@ -981,7 +981,8 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
           batch_first: bool = True, dtype: str = "float32",
           head_from: str = "output", embedding: EmbeddingSpec = None,
           fold_embedding: Optional[bool] = None, vocab: VocabSpec = None,
-          h0: Optional[str] = None, update_gate: str = "torch") -> tuple[bytes, dict]:
+          h0: Optional[str] = None, update_gate: str = "torch",
+          activations: Any = None, clip: Optional[float] = None) -> tuple[bytes, dict]:
     """The .grl image and summary for a file written by ``torch.save``
     (torch >= 1.6): ``torch.save(model.state_dict(), path)`` or a checkpoint
     dict such as ``{"model": model.state_dict(), "epoch": 3, ...}``;
@@ -993,4 +994,5 @@ def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
         return build_image(mapping, prefix, reset_after, head, batch_first,
                            source=os.path.basename(p), dtype=dtype, head_from=head_from,
                            embedding=embedding, fold_embedding=fold_embedding, vocab=vocab,
-                           h0=h0, update_gate=update_gate)
+                           h0=h0, update_gate=update_gate,
+                           activations=activations, clip=clip)

@@ -9,6 +9,7 @@ activation).  The conventions are in :mod:`grulite.importers._onnx`.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
@@ -50,6 +51,8 @@ class _Layer:
     h0: Any = None            # None (zeros) or (input name, r0, r1)
     lengths: Optional[str] = None
     tensors: dict = field(default_factory=dict)
+    activations: Any = None   # per direction ((f, alpha, beta), (g, alpha, beta)), or None
+    clip: Optional[float] = None
 
 
 def _zrh_to_rzn(a: np.ndarray) -> np.ndarray:
@@ -460,6 +463,62 @@ class Mapper(Graph):
 
     # -- the GRU -------------------------------------------------------
 
+    def _gru_activations(self, nd, a, D: int):
+        """The GRU's activations per direction and its clip, as ONNX Runtime
+        reads them: ``activations`` f, g of each direction (2*D names, any
+        case); ``activation_alpha`` / ``activation_beta`` consumed in that
+        order by the functions that take them.  A list that runs out takes
+        the ONNX operators' default where ONNX and ONNX Runtime agree
+        (LeakyRelu 0.01, HardSigmoid 0.2 / 0.5, Elu 1.0) and is refused
+        where they do not (Affine, ScaledTanh, ThresholdedRelu); values left
+        over are refused (ONNX Runtime ignores them)."""
+        from grulite._activations import DEFAULT, PARAMS, canonical
+
+        names = [str(s) for s in a.get("activations", [])] or ["Sigmoid", "Tanh"] * D
+        if len(names) != 2 * D:
+            self._fail(nd, f"attribute activations={names}: a GRU with {D} direction(s) takes "
+                           f"{2 * D} (f and g of each direction)")
+        lists = {k: [float(v) for v in a.get(f"activation_{k}", [])] for k in ("alpha", "beta")}
+        used = {"alpha": 0, "beta": 0}
+        agreed = {"leaky_relu", "hard_sigmoid", "elu"}
+        parsed = []
+        for i, raw in enumerate(names):
+            try:
+                name = canonical(raw, "activations")
+            except GruliteError:
+                self._fail(nd, f"activation {raw!r} (activations[{i}]) is not one of ONNX's: "
+                               "Relu, Tanh, Sigmoid, Affine, LeakyRelu, ThresholdedRelu, "
+                               "ScaledTanh, HardSigmoid, Elu, Softsign, Softplus")
+            vals = [0.0, 0.0]
+            for j, key in enumerate(("alpha", "beta")[:len(PARAMS.get(name, ()))]):
+                lst = lists[key]
+                if used[key] < len(lst):
+                    vals[j] = lst[used[key]]
+                    used[key] += 1
+                elif name in agreed:
+                    vals[j] = PARAMS[name][j]
+                else:
+                    self._fail(nd, f"activation {raw} (activations[{i}]) needs its {key} in "
+                                   f"activation_{key}, which has {len(lst)} value(s) for the "
+                                   "functions before it (ONNX gives no default for it)")
+                if not math.isfinite(vals[j]):
+                    self._fail(nd, f"activation {raw} (activations[{i}]): {key} {vals[j]} is not "
+                                   "finite")
+            parsed.append((name, vals[0], vals[1]))
+        for key in ("alpha", "beta"):
+            if used[key] < len(lists[key]):
+                self._fail(nd, f"attribute activation_{key}={lists[key]} has "
+                               f"{len(lists[key])} value(s); the activations {names} take "
+                               f"{used[key]}")
+        pairs = [(parsed[2 * d], parsed[2 * d + 1]) for d in range(D)]
+        acts = None if all(p == DEFAULT for p in pairs) else pairs
+        clip = None
+        if "clip" in a:
+            clip = float(a["clip"])
+            if not math.isfinite(clip) or clip <= 0:
+                self._fail(nd, f"attribute clip={clip}: expected a finite value > 0")
+        return acts, clip
+
     def _op_GRU(self, nd, kinds, a):
         ins = list(nd.input) + [""] * (6 - len(nd.input))
         known = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
@@ -467,22 +526,11 @@ class Mapper(Graph):
         for key in a:
             if key not in known:
                 self._fail(nd, f"unknown GRU attribute {key!r}")
-        if "clip" in a:
-            self._fail(nd, f"attribute clip={a['clip']}: grulite does not clip the gate inputs; "
-                           "export the model without clip")
-        for key in ("activation_alpha", "activation_beta"):
-            if key in a:
-                self._fail(nd, f"attribute {key}={a[key]}: grulite computes the default "
-                               "activations (Sigmoid, Tanh), which take no alpha / beta")
         direction = a.get("direction", "forward")
         if direction not in ("forward", "reverse", "bidirectional"):
             self._fail(nd, f"direction {direction!r}: expected forward, reverse or bidirectional")
         D = 2 if direction == "bidirectional" else 1
-        if "activations" in a:
-            acts = [str(s) for s in a["activations"]]
-            if [s.lower() for s in acts] != ["sigmoid", "tanh"] * D:
-                self._fail(nd, f"attribute activations={acts}: grulite computes "
-                               f"{['Sigmoid', 'Tanh'] * D} (the defaults) only")
+        acts, clip = self._gru_activations(nd, a, D)
         layout = int(a.get("layout", 0))
         if layout not in (0, 1):
             self._fail(nd, f"layout={layout}: expected 0 or 1")
@@ -560,7 +608,8 @@ class Mapper(Graph):
             self._fail(nd, f"B has shape {Bv.shape}; expected (num_directions={D}, "
                            f"6*hidden_size={6 * H})")
         lay = _Layer(node=self._nname(nd), D=D, H=H, I=I, reverse=direction == "reverse",
-                     reset_after=bool(lbr), bias=Bv is not None, layout=layout)
+                     reset_after=bool(lbr), bias=Bv is not None, layout=layout,
+                     activations=acts, clip=clip)
         for d in range(D):
             lay.weight_ih.append(_zrh_to_rzn(W[d]))
             lay.weight_hh.append(_zrh_to_rzn(R[d]))
@@ -816,7 +865,8 @@ class Mapper(Graph):
                                reverse=l.reverse, reset_after=l.reset_after, bias=l.bias,
                                weight_ih=l.weight_ih, weight_hh=l.weight_hh,
                                bias_ih=l.bias_ih, bias_hh=l.bias_hh,
-                               node=l.node, layout=l.layout))
+                               node=l.node, layout=l.layout, activations=l.activations,
+                               clip=l.clip))
         # h0: which graph input (rows) feeds each layer's initial_h.
         def src(l):
             if l.h0 is None:
