@@ -135,16 +135,26 @@ GRULITE_API const char *grulite_version(void);
 #define GRULITE_LAYER_GRU       1
 #define GRULITE_LAYER_DENSE     2
 #define GRULITE_LAYER_EMBEDDING 3
+#define GRULITE_LAYER_MERGE     4   /* a bidirectional layer's directions merged */
+
+/* How a bidirectional GRU layer's two directions make its output (Keras'
+ * Bidirectional merge_mode): concatenated (D*H features), or H features
+ * forward + backward, forward * backward, or their mean. */
+#define GRULITE_MERGE_CONCAT 0
+#define GRULITE_MERGE_SUM    1
+#define GRULITE_MERGE_MUL    2
+#define GRULITE_MERGE_AVE    3
 
 /* ---- Names: the one list of them (Python and the CLI ask here) ------- */
 
 #define GRULITE_NAMES_DTYPE      1   /* "float32", "float16", "int8" */
 #define GRULITE_NAMES_ACTIVATION 2   /* "none", "relu", "tanh", "sigmoid", "softmax" */
-#define GRULITE_NAMES_LAYER_KIND 3   /* "gru", "dense", "embedding" */
+#define GRULITE_NAMES_LAYER_KIND 3   /* "gru", "dense", "embedding", "merge" */
 #define GRULITE_NAMES_GRU_ACTIVATION 4  /* a GRU's f and g: "sigmoid", "tanh", "relu",
                                            "affine", "leaky_relu", "thresholded_relu",
                                            "scaled_tanh", "hard_sigmoid", "elu",
                                            "softsign", "softplus" */
+#define GRULITE_NAMES_MERGE 5           /* "concat", "sum", "mul", "ave" */
 
 /* Name of `code` in a table (GRULITE_NAMES_*), or NULL if the table has no
  * such code.  Static strings; thread-safe. */
@@ -191,6 +201,9 @@ typedef struct grulite_layer_info {
     float alpha_f[2], beta_f[2];
     float alpha_g[2], beta_g[2];
     float clip;
+    int32_t merge;           /* GRULITE_MERGE_*: a two-direction layer's output is its
+                                directions concatenated (D*H) or merged (H); a merge
+                                layer (GRULITE_LAYER_MERGE) follows it in the model */
 } grulite_layer_info;
 
 /* The embedding of a model whose input is token ids (nn.Embedding): step
@@ -353,6 +366,7 @@ typedef struct grulite_layer_spec {
     float alpha_f[2], beta_f[2];
     float alpha_g[2], beta_g[2];
     float clip;
+    int32_t merge;                     /* GRULITE_MERGE_* (two directions only) */
 } grulite_layer_spec;
 
 /* Folding an embedding into GRU layer 0's input projection: the table

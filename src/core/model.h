@@ -41,6 +41,10 @@ typedef struct gl_dense {
     gl_panel p;              /* (K = in_features, out_features), G = 1: nn.Linear */
 } gl_dense;
 
+typedef struct gl_merge {
+    int32_t mode;            /* GRULITE_MERGE_SUM / _MUL / _AVE */
+} gl_merge;
+
 typedef struct gl_embedding {
     grulite_embedding_info cfg;
     gl_panel p;              /* (K = vocab_size, width), G = 1: row v of the table is
@@ -60,17 +64,19 @@ typedef struct gl_layer {
         gl_gru gru;
         gl_dense dense;
         gl_embedding emb;
+        gl_merge merge;
     } u;
 } gl_layer;
 
-/* Layers a model may have: an embedding, GRU layers, head layers. */
-#define GL_MAX_MODEL_LAYERS (1 + GRULITE_MAX_LAYERS + GRULITE_MAX_DENSE)
+/* Layers a model may have: an embedding, GRU layers each with a merge, head layers. */
+#define GL_MAX_MODEL_LAYERS (1 + 2 * GRULITE_MAX_LAYERS + GRULITE_MAX_DENSE)
 
 struct grulite_model {
     grulite_info info;       /* num_layers counts GRU layers, num_dense head layers */
     int32_t n;               /* layers in layer[] */
     int32_t n_seq;           /* the first n_seq layers are sequence layers */
     int32_t first_gru;       /* index of the first GRU layer (1 after an embedding) */
+    int32_t top_gru;         /* index of the last GRU layer (a merge may follow it) */
     gl_layer layer[GL_MAX_MODEL_LAYERS];
     const gl_kernels *k;     /* chosen at load */
     int32_t max_hidden;      /* max H over GRU layers */

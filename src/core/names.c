@@ -79,6 +79,15 @@ static const gl_name gl_kinds[] = {
     { GRULITE_LAYER_GRU, "gru" },
     { GRULITE_LAYER_DENSE, "dense" },
     { GRULITE_LAYER_EMBEDDING, "embedding" },
+    { GRULITE_LAYER_MERGE, "merge" },
+    { 0, NULL },
+};
+
+static const gl_name gl_merges[] = {
+    { GRULITE_MERGE_CONCAT, "concat" },
+    { GRULITE_MERGE_SUM, "sum" },
+    { GRULITE_MERGE_MUL, "mul" },
+    { GRULITE_MERGE_AVE, "ave" },
     { 0, NULL },
 };
 
@@ -89,6 +98,7 @@ static const gl_name *table_of(int table)
     case GRULITE_NAMES_ACTIVATION: return gl_activations;
     case GRULITE_NAMES_LAYER_KIND: return gl_kinds;
     case GRULITE_NAMES_GRU_ACTIVATION: return gl_gru_activations;
+    case GRULITE_NAMES_MERGE: return gl_merges;
     default: return NULL;
     }
 }

@@ -50,6 +50,7 @@ cdef extern from "grulite.h" nogil:
     int GRULITE_NAMES_ACTIVATION
     int GRULITE_NAMES_LAYER_KIND
     int GRULITE_NAMES_GRU_ACTIVATION
+    int GRULITE_NAMES_MERGE
     const char *grulite_name(int table, int code)
     int grulite_code(int table, const char *name)
     int grulite_name_at(int table, int index, const char **name)
@@ -76,6 +77,7 @@ cdef extern from "grulite.h" nogil:
         float alpha_g[2]
         float beta_g[2]
         float clip
+        int32_t merge
 
     ctypedef struct grulite_embedding_info:
         int32_t vocab_size
@@ -146,6 +148,7 @@ cdef extern from "grulite.h" nogil:
         float alpha_g[2]
         float beta_g[2]
         float clip
+        int32_t merge
 
     int GRULITE_FOLD_AUTO
     int GRULITE_FOLD_NEVER

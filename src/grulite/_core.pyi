@@ -9,6 +9,7 @@ ACTIVATIONS: dict[str, int]
 DTYPES: dict[str, int]
 LAYER_KINDS: dict[str, int]
 GRU_ACTIVATIONS: dict[str, int]
+MERGES: dict[str, int]
 MAX_LAYERS: int
 MAX_DENSE: int
 MAX_FEATURES: int

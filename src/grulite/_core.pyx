@@ -22,7 +22,8 @@ cnp.import_array()
 
 __all__ = ["CModel", "Stream", "Workspace", "load_path", "load_bytes", "serialize",
            "check_config", "version", "isa_supported", "isa_names", "default_isa",
-           "FORMAT_VERSION", "ACTIVATIONS", "DTYPES", "LAYER_KINDS", "GRU_ACTIVATIONS"]
+           "FORMAT_VERSION", "ACTIVATIONS", "DTYPES", "LAYER_KINDS", "GRU_ACTIVATIONS",
+           "MERGES"]
 
 FORMAT_VERSION = GRULITE_FORMAT_VERSION
 
@@ -46,6 +47,8 @@ _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 LAYER_KINDS = _table(GRULITE_NAMES_LAYER_KIND)
 _KIND_NAMES = {v: k for k, v in LAYER_KINDS.items()}
 GRU_ACTIVATIONS = _table(GRULITE_NAMES_GRU_ACTIVATION)
+MERGES = _table(GRULITE_NAMES_MERGE)
+_MERGE_NAMES = {v: k for k, v in MERGES.items()}
 _GRU_ACT_NAMES = {v: k for k, v in GRU_ACTIVATIONS.items()}
 
 
@@ -298,7 +301,8 @@ cdef class CModel:
                             reset_after=bool(li.reset_after), bias=bool(li.has_bias),
                             dtype=_DTYPE_NAMES.get(li.dtype, "?"), reverse=bool(li.reverse),
                             projected=bool(li.projected), h0=bool(li.has_h0),
-                            activations=acts, clip=clip))
+                            activations=acts, clip=clip,
+                            merge=_MERGE_NAMES.get(li.merge, "?")))
         return out
 
     def head(self):
@@ -648,6 +652,8 @@ cdef class _Spec:
                 self.ls[i].beta_g[d] = gb
             clip = L.get("clip")
             self.ls[i].clip = 0.0 if clip is None else clip
+            # merge: a two-direction layer's "concat" (default), "sum", "mul" or "ave".
+            self.ls[i].merge = MERGES.get(L.get("merge") or "concat", -1)
         for j, D in enumerate(dense):
             self.ds[j].out_features = _int32(D["out_features"], f"head layer {j}: out_features")
             act = D["activation"]

@@ -5,7 +5,8 @@
  * double-precision GRU written here from the formulas (independent of the
  * library's own reference kernel); save / load / convert keep them; a
  * stream and two threads give the whole sequence's bits; hostile specs and
- * images are refused.
+ * images are refused.  Merge layers (a bidirectional layer's directions
+ * summed, multiplied or averaged) against the layers run apart.
  */
 #include "harness.h"
 
@@ -424,10 +425,185 @@ static void test_bad_images(void)
     act_model_free(&am);
 }
 
+static void test_merges(void);
+
 void test_activations(void)
 {
     test_pairs();
     test_roundtrip_and_bits();
     test_bad_specs();
     test_bad_images();
+    test_merges();
+}
+
+/* ---- Merge layers: a bidirectional layer's directions summed, multiplied
+ * or averaged (Keras' merge_mode) ------------------------------------------ */
+
+/* Model A (bidirectional layer 0 merged by `mode`, a two-direction layer 1
+ * merged by `mode2`, a head on the merged final states) against the plain
+ * layers run apart and merged here: the same operations, so the same bits
+ * for y; the head within rounding. */
+static void test_merge_mode(int mode, int mode2)
+{
+    const int I = 4, H = 6, B = 3, T = 5, O = 3;
+    act_model a0, a1;
+    act_model_init(&a0, I, H, 2, 1);
+    act_model_init(&a1, H, H, 2, 0);
+    float *wd = xmalloc((size_t)O * H * sizeof(float)), *bd = xmalloc((size_t)O * sizeof(float));
+    for (int i = 0; i < O * H; i++) wd[i] = arand(0.5f);
+    for (int i = 0; i < O; i++) bd[i] = arand(0.5f);
+    grulite_layer_spec ls[2] = { a0.L, a1.L };
+    ls[0].merge = mode;
+    ls[1].merge = mode2;
+    grulite_dense_spec ds;
+    memset(&ds, 0, sizeof ds);
+    ds.out_features = O;
+    ds.activation = GRULITE_ACT_NONE;
+    ds.has_bias = 1;
+    ds.weight = wd;
+    ds.bias = bd;
+    grulite_model_spec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.input_size = I;
+    spec.num_layers = 2;
+    spec.layers = ls;
+    spec.num_dense = 1;
+    spec.dense = &ds;
+    spec.batch_first = 1;
+    spec.head_from_state = 1;
+    spec.dtype = GRULITE_DTYPE_F32;
+    char name[64];
+    snprintf(name, sizeof name, "merge %s then %s", grulite_name(GRULITE_NAMES_MERGE, mode),
+             grulite_name(GRULITE_NAMES_MERGE, mode2));
+    set_ctx("merge", name);
+    grulite_model *m = load_spec(&spec);
+    /* The layers apart: layer 0 alone, merged here, into layer 1 alone. */
+    grulite_model_spec s0 = act_spec(&a0, GRULITE_DTYPE_F32), s1 = act_spec(&a1, GRULITE_DTYPE_F32);
+    s1.input_size = H;
+    grulite_model *m0 = load_spec(&s0), *m1 = load_spec(&s1);
+    const int32_t lengths[3] = { 5, 3, 1 };
+    float *x = xmalloc((size_t)B * T * I * sizeof(float));
+    for (int i = 0; i < B * T * I; i++) x[i] = arand(1.0f);
+    float *y0 = xcalloc((size_t)B * T * 2 * H, sizeof(float)), *x1 = xcalloc((size_t)B * T * H, sizeof(float));
+    float *y1 = xcalloc((size_t)B * T * 2 * H, sizeof(float)), *want = xcalloc((size_t)B * T * H, sizeof(float));
+    float *hn1 = xmalloc((size_t)2 * B * H * sizeof(float));
+    float *y = xmalloc((size_t)B * T * H * sizeof(float)), *head = xmalloc((size_t)B * O * sizeof(float));
+    grulite_workspace *ws = grulite_workspace_new();
+    if (m && m0 && m1) {
+        grulite_info info;
+        CHECK_RC(grulite_model_info(m, &info), GRULITE_OK);
+        CHECK(info.output_size == H && info.num_layers == 2 && info.state_size == 4 * H);
+        CHECK(grulite_model_layer_kind(m, 1) == GRULITE_LAYER_MERGE);
+        grulite_layer_info li;
+        CHECK_RC(grulite_model_layer(m, 0, &li), GRULITE_OK);
+        CHECK(li.merge == mode);
+        grulite_run run;
+        memset(&run, 0, sizeof run);
+        run.batch = B; run.steps = T; run.batch_first = 1; run.lengths = lengths;
+        run.x = x; run.y = y0;
+        CHECK_RC(grulite_forward(m0, ws, &run), GRULITE_OK);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < lengths[b]; t++) {
+                const float *r = y0 + ((size_t)b * T + t) * 2 * H;
+                for (int u = 0; u < H; u++)
+                    x1[((size_t)b * T + t) * H + u] = mode == GRULITE_MERGE_SUM ? r[u] + r[H + u]
+                        : mode == GRULITE_MERGE_MUL ? r[u] * r[H + u] : (r[u] + r[H + u]) * 0.5f;
+            }
+        run.x = x1; run.y = y1; run.h_n = hn1;
+        CHECK_RC(grulite_forward(m1, ws, &run), GRULITE_OK);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < lengths[b]; t++) {
+                const float *r = y1 + ((size_t)b * T + t) * 2 * H;
+                for (int u = 0; u < H; u++)
+                    want[((size_t)b * T + t) * H + u] = mode2 == GRULITE_MERGE_SUM ? r[u] + r[H + u]
+                        : mode2 == GRULITE_MERGE_MUL ? r[u] * r[H + u] : (r[u] + r[H + u]) * 0.5f;
+            }
+        run.x = x; run.y = y; run.h_n = NULL; run.head = head;
+        CHECK_RC(grulite_forward(m, ws, &run), GRULITE_OK);
+        CHECK(memcmp(y, want, (size_t)B * T * H * sizeof(float)) == 0);
+        /* The head reads the merged final states of layer 1. */
+        double err = 0.0;
+        for (int b = 0; b < B; b++) {
+            for (int o = 0; o < O; o++) {
+                double acc = bd[o];
+                for (int u = 0; u < H; u++) {
+                    const double f = hn1[(size_t)b * H + u], r = hn1[((size_t)B + b) * H + u];
+                    const double v = mode2 == GRULITE_MERGE_SUM ? f + r
+                                   : mode2 == GRULITE_MERGE_MUL ? f * r : (f + r) * 0.5;
+                    acc += wd[(size_t)o * H + u] * v;
+                }
+                const double e = fabs(acc - head[(size_t)b * O + o]);
+                if (e > err) err = e;
+            }
+        }
+        CHECK(err < 1e-5);
+        /* Every dtype keeps the merges. */
+        size_t need = 0, got = 0;
+        CHECK_RC(grulite_model_convert(m, GRULITE_DTYPE_F16, NULL, 0, &need), GRULITE_OK);
+        unsigned char *buf = xalloc_aligned(need ? need : 64);
+        CHECK_RC(grulite_model_convert(m, GRULITE_DTYPE_F16, buf, need, &got), GRULITE_OK);
+        grulite_model *q = NULL;
+        CHECK_RC(grulite_model_load_buffer(buf, got, 0, &q, NULL, 0), GRULITE_OK);
+        if (q) {
+            CHECK_RC(grulite_model_layer(q, 1, &li), GRULITE_OK);
+            CHECK(li.merge == mode2);
+        }
+        grulite_model_free(q);
+        free(buf);
+    }
+    grulite_workspace_free(ws);
+    grulite_model_free(m); grulite_model_free(m0); grulite_model_free(m1);
+    free(x); free(y0); free(x1); free(y1); free(want); free(hn1); free(y); free(head);
+    free(wd); free(bd);
+    act_model_free(&a0);
+    act_model_free(&a1);
+}
+
+static void test_merge_errors(void)
+{
+    act_model am;
+    act_model_init(&am, 3, 4, 1, 1);
+    grulite_model_spec spec = act_spec(&am, GRULITE_DTYPE_F32);
+    char msg[256];
+    set_ctx("merge", "one direction");
+    am.L.merge = GRULITE_MERGE_SUM;
+    CHECK_RC(grulite_spec_check(&spec, msg, sizeof msg), GRULITE_E_CONFIG);
+    CHECK(strstr(msg, "two-direction") != NULL);
+    act_model_free(&am);
+    act_model_init(&am, 3, 4, 2, 1);
+    spec = act_spec(&am, GRULITE_DTYPE_F32);
+    set_ctx("merge", "unknown mode");
+    am.L.merge = 4;
+    CHECK_RC(grulite_spec_check(&spec, msg, sizeof msg), GRULITE_E_CONFIG);
+    am.L.merge = -1;
+    CHECK_RC(grulite_spec_check(&spec, msg, sizeof msg), GRULITE_E_CONFIG);
+    /* An image whose merge record follows nothing it can merge. */
+    set_ctx("merge", "image: a merge first, or after a merge");
+    am.L.merge = GRULITE_MERGE_AVE;
+    size_t size = 0;
+    unsigned char *img = serialize(&spec, &size);
+    if (img) {
+        CHECK(rd32(img + 64 + 32) == GRULITE_LAYER_MERGE && rd32(img + 64 + 36) == GRULITE_MERGE_AVE);
+        unsigned char *bad = xalloc_aligned(size);
+        grulite_model *m = NULL;
+        memcpy(bad, img, size);
+        wr32(bad + 64 + 36, 0);                           /* mode concat: no merge */
+        reseal(bad, size);
+        CHECK_RC(grulite_model_load_buffer(bad, size, 0, &m, msg, sizeof msg), GRULITE_E_CONFIG);
+        memcpy(bad, img, size);
+        wr32(bad + 64 + 36 + 4, 1);                       /* an unused field */
+        reseal(bad, size);
+        CHECK_RC(grulite_model_load_buffer(bad, size, 0, &m, msg, sizeof msg), GRULITE_E_FORMAT);
+        free(bad);
+        free(img);
+    }
+    act_model_free(&am);
+}
+
+static void test_merges(void)
+{
+    const int modes[3] = { GRULITE_MERGE_SUM, GRULITE_MERGE_MUL, GRULITE_MERGE_AVE };
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 3; k++) test_merge_mode(modes[i], modes[k]);
+    test_merge_errors();
 }

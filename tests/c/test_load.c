@@ -377,7 +377,7 @@ void test_hostile(const fixture *f)
         { "input_size + 1", 32, 4, (uint64_t)f->I + 1, GRULITE_E_TENSOR },
         { "num_layers 0", 36, 4, 0, GRULITE_E_CONFIG },
         { "num_layers huge", 36, 4, 0xFFFFFFFFu, GRULITE_E_CONFIG },
-        { "num_layers 130", 36, 4, 130, GRULITE_E_CONFIG },
+        { "num_layers 194", 36, 4, 194, GRULITE_E_CONFIG },     /* 1 + 64 * 2 + 64 at most */
         { "num_layers 64", 36, 4, 64, 0 },
         { "num_layers + 1", 36, 4, L + N + 1, 0 },
         { "num_layers - 1", 36, 4, L + N - 1, 0 },

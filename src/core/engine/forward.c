@@ -72,11 +72,13 @@ static void run_head(const grulite_model *m, const gl_pass *p, const gl_scratch 
                 memcpy(sc->hd[0] + gl_row_at(rw, 0, b, t) * hw,
                        top + gl_row_at(rw, top_global, b, t) * ow, ow * sizeof(float));
         } else if (m->info.head_from_state) {
-            const grulite_layer_info *c = &m->layer[m->n_seq - 1].u.gru.cfg;   /* a GRU layer */
+            const grulite_layer_info *c = &m->layer[m->top_gru].u.gru.cfg;
             const size_t H = (size_t)c->hidden_size;
             for (size_t d = 0; d < (size_t)c->num_directions; d++)
                 memcpy(sc->hd[0] + i * hw + d * H, top_state + (d * rw->B + b) * H,
                        H * sizeof(float));
+            if (c->merge != GRULITE_MERGE_CONCAT)       /* merged as its output is */
+                gl_merge_row(c->merge, H, sc->hd[0] + i * hw, sc->hd[0] + i * hw);
         } else {
             memcpy(sc->hd[0] + i * hw, top + gl_row_at(rw, top_global, b, len - 1) * ow,
                    ow * sizeof(float));
@@ -125,7 +127,7 @@ static void run_rows(const grulite_model *m, const gl_pass *p, const gl_scratch 
                 for (size_t t = gl_length_of(p, b); t < rw.T; t++)
                     memset(j.out + gl_row_at(&rw, j.out_global, b, t) * W, 0, W * sizeof(float));
         }
-        top_state = j.state;
+        if (L->state) top_state = j.state;
         L->kind->run(&j);
         j.state += (size_t)L->state * rw.B;
         j.in = j.out;
@@ -199,6 +201,7 @@ int gl_run(const grulite_model *m, float *scratch, const gl_pass *p, float *stat
 void gl_initial_state(const grulite_model *m, float *state, size_t B, size_t b0, size_t b1)
 {
     for (int l = m->first_gru; l < m->n_seq; l++) {
+        if (!m->layer[l].state) continue;                    /* a merge: no state */
         const grulite_layer_info *c = &m->layer[l].u.gru.cfg;
         const size_t H = (size_t)c->hidden_size;
         for (int d = 0; d < c->num_directions; d++, state += B * H) {

@@ -125,6 +125,7 @@ static void compact_state(const grulite_model *m, float *state, size_t n, const 
 {
     size_t src = 0, dst = 0;
     for (int l = m->first_gru; l < m->n_seq; l++) {
+        if (!m->layer[l].state) continue;                    /* a merge: no state */
         const grulite_layer_info *c = &m->layer[l].u.gru.cfg;
         const size_t H = (size_t)c->hidden_size;
         for (int d = 0; d < c->num_directions; d++) {

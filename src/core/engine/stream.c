@@ -98,6 +98,7 @@ static void move_rows(const grulite_model *m, float *state, size_t B, const int3
 {
     size_t off = 0;                      /* floats of earlier blocks, n rows each */
     for (int l = m->first_gru; l < m->n_seq; l++) {
+        if (!m->layer[l].state) continue;                    /* a merge: no state */
         const grulite_layer_info *c = &m->layer[l].u.gru.cfg;
         const size_t H = (size_t)c->hidden_size;
         for (int d = 0; d < c->num_directions; d++) {

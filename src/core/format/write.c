@@ -172,9 +172,9 @@ static int spec_model(const grulite_model_spec *spec, gl_spec_model *sm, char *m
         return gl_fail(msg, msg_size, GRULITE_E_ARG, "metadata: NULL, or above 4 GiB");
     const int e = es ? 1 : 0;
     m->info.input_size = es ? 1 : spec->input_size;
-    m->n = e + spec->num_layers + spec->num_dense;
+    int pos = e;                         /* the next layer's index: merges come in between */
     for (int l = 0; l < spec->num_layers; l++) {
-        gl_layer *L = &m->layer[e + l];
+        gl_layer *L = &m->layer[pos++];
         ls[l] = spec->layers[l];
         L->kind = &gl_kind_gru;
         L->spec = &ls[l];
@@ -195,7 +195,13 @@ static int spec_model(const grulite_model_spec *spec, gl_spec_model *sm, char *m
             L->u.gru.cfg.beta_g[d] = ls[l].beta_g[d];
         }
         L->u.gru.cfg.clip = ls[l].clip;
+        if (ls[l].merge != GRULITE_MERGE_CONCAT) {     /* checked by merge's configure */
+            gl_layer *M = &m->layer[pos++];
+            M->kind = &gl_kind_merge;
+            M->u.merge.mode = ls[l].merge;
+        }
     }
+    m->n = pos + spec->num_dense;
     if (es) {
         if (es->fold != GRULITE_FOLD_AUTO && es->fold != GRULITE_FOLD_NEVER &&
             es->fold != GRULITE_FOLD_ALWAYS)
@@ -221,7 +227,7 @@ static int spec_model(const grulite_model_spec *spec, gl_spec_model *sm, char *m
                        "layer 0: projected needs an embedding (the table holds the projection)");
     }
     for (int j = 0; j < spec->num_dense; j++) {
-        gl_layer *L = &m->layer[e + spec->num_layers + j];
+        gl_layer *L = &m->layer[pos + j];
         ds[j] = spec->dense[j];
         L->kind = &gl_kind_dense;
         L->spec = &ds[j];
@@ -435,7 +441,10 @@ int grulite_model_convert(const grulite_model *m, int dtype, void *buf, size_t c
                 g->beta_g[d] = L->u.gru.cfg.beta_g[d];
             }
             g->clip = L->u.gru.cfg.clip;
+            g->merge = L->u.gru.cfg.merge;
             L->spec = g;
+        } else if (L->kind == &gl_kind_merge) {
+            continue;                                 /* the GRU spec's merge says it */
         } else if (L->kind == &gl_kind_embedding) {
             sm->es.vocab_size = L->u.emb.cfg.vocab_size;
             sm->es.fold = GRULITE_FOLD_NEVER;        /* as it is: folded or not */

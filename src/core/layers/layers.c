@@ -3,7 +3,8 @@
  * the summary (grulite_info) they add up to. */
 #include "layers.h"
 
-static const gl_kind *const gl_kinds[] = { &gl_kind_gru, &gl_kind_dense, &gl_kind_embedding };
+static const gl_kind *const gl_kinds[] = { &gl_kind_gru, &gl_kind_dense, &gl_kind_embedding,
+                                            &gl_kind_merge };
 
 const gl_kind *gl_kind_of(int32_t code)
 {
@@ -32,6 +33,11 @@ static int check_order(const grulite_model *m, int i, int32_t n_gru, int32_t n_d
         (n_gru || i == 0 || m->layer[i - 1].kind != &gl_kind_embedding))
         return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
                        "layer %d: only a GRU layer right after an embedding may be projected", i);
+    if (kind == &gl_kind_merge &&
+        (i == 0 || m->layer[i - 1].kind != &gl_kind_gru ||
+         m->layer[i - 1].u.gru.cfg.num_directions != 2))
+        return gl_fail(msg, msg_size, GRULITE_E_CONFIG,
+                       "layer %d: a merge must follow a two-direction GRU layer", i);
     return GRULITE_OK;
 }
 
@@ -54,7 +60,7 @@ int gl_model_configure(grulite_model *m, char *msg, size_t msg_size)
         int rc = check_order(m, i, n_gru, n_dense, msg, msg_size);
         if (rc) return rc;
         /* Messages count GRU and head layers apart. */
-        const int index = L->kind == &gl_kind_gru ? n_gru : n_dense;
+        const int index = L->kind == &gl_kind_gru || L->kind == &gl_kind_merge ? n_gru : n_dense;
         if ((rc = L->kind->configure(L, index, in, msg, msg_size))) return rc;
         if (state > INT32_MAX - L->state)
             return gl_fail(msg, msg_size, GRULITE_E_TOO_LARGE, "state size overflows");
@@ -65,7 +71,11 @@ int gl_model_configure(grulite_model *m, char *msg, size_t msg_size)
             if (c->num_directions == 2 || c->reverse) m->bidirectional = 1;
             if (c->dtype == GRULITE_DTYPE_I8) m->quantized = 1;
             if (!n_gru) m->first_gru = i;
+            m->top_gru = i;
+            L->u.gru.cfg.merge = GRULITE_MERGE_CONCAT;
             n_gru++;
+        } else if (L->kind == &gl_kind_merge) {
+            m->layer[i - 1].u.gru.cfg.merge = L->u.merge.mode;   /* check_order: a GRU */
         } else if (L->kind == &gl_kind_dense) {
             n_dense++;
         } else if (L->kind == &gl_kind_embedding) {

@@ -76,6 +76,10 @@ typedef struct gl_kind {
 GL_HIDDEN extern const gl_kind gl_kind_gru;
 GL_HIDDEN extern const gl_kind gl_kind_dense;
 GL_HIDDEN extern const gl_kind gl_kind_embedding;
+GL_HIDDEN extern const gl_kind gl_kind_merge;
+
+/* A merge layer's combination of one row: out[u] = in[u] (op) in[H + u]. */
+GL_HIDDEN void gl_merge_row(int32_t mode, size_t H, const float *in, float *out);
 
 /* The kind of a GRULITE_LAYER_* code, or NULL. */
 GL_HIDDEN const gl_kind *gl_kind_of(int32_t code);
