@@ -130,11 +130,12 @@ def for_layers(activations: Any, clip: Any, layers: list) -> None:
     c = parse_clip(clip)
     if activations is None:
         pairs: list = [None] * len(layers)
-    elif (isinstance(activations, Sequence) and not isinstance(activations, str)
-          and len(activations) == 2 and all(_is_act(a) for a in activations)):
+    elif not isinstance(activations, Sequence) or isinstance(activations, (str, Mapping)):
+        raise GruliteError(f"activations: a pair (f, g), or one pair per layer ({len(layers)}); "
+                           f"got {activations!r}")
+    elif len(activations) == 2 and (len(layers) != 2 or all(_is_act(a) for a in activations)):
         pairs = [parse_pair(activations, "activations")] * len(layers)
-    elif (isinstance(activations, Sequence) and not isinstance(activations, str)
-          and len(activations) == len(layers)):
+    elif len(activations) == len(layers):
         pairs = [None if a is None else parse_pair(a, f"activations[{k}]")
                  for k, a in enumerate(activations)]
     else:

@@ -275,7 +275,8 @@ def main(argv=None):
         "npz": seeds_npz(args.out),
         "safetensors": seeds_safetensors(args.out),
         "pt": seeds_pt(args.out),
-        "onnx": seeds_copy(args.out, "onnx", ("onnx", "*.onnx")),
+        "onnx": seeds_copy(args.out, "onnx", ("onnx", "*.onnx"))
+        + seeds_copy(args.out, "onnx", ("variants", "*.onnx")),     # activations, clip
         "keras": seeds_copy(args.out, "keras", ("keras", "*.keras")),
         "vocab": seeds_vocab(args.out),
     }
