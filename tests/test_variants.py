@@ -331,3 +331,34 @@ def test_merge_needs_two_directions():
                weight_hh=[rng.standard_normal((12, 4)).astype(np.float32)], merge="sum")
     with pytest.raises(GruliteError, match="two-direction"):
         image_from_layers(3, [lay], [], {})
+
+
+# ---------------------------------------------------------------------------
+# the command line
+
+
+def test_cli_convert_activations_and_info(tmp_path, capsys):
+    from grulite._cli import main
+
+    rng = np.random.default_rng(5)
+    sd = _state_dict(rng, L=1)
+    src = tmp_path / "m.npz"
+    np.savez(src, **sd)
+    dst = tmp_path / "m.grl"
+    assert main(["convert", str(src), "-o", str(dst), "--activations",
+                 "hard_sigmoid:0.2:0.5,relu", "--clip", "3"]) == 0
+    m = grulite.load(dst)
+    lay = m.config.layers[0]
+    assert lay.activations == ((("hard_sigmoid", 0.2, 0.5), ("relu", 0.0, 0.0)),)
+    assert lay.clip == 3.0
+    want = grulite.from_state_dict(sd, activations=(("hard_sigmoid", 0.2, 0.5), "relu"), clip=3)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(m(x)[0], want(x)[0])
+    capsys.readouterr()
+    assert main(["info", str(dst)]) == 0
+    assert "f hard_sigmoid(alpha=0.2, beta=0.5), g relu  clip 3" in capsys.readouterr().out
+    for bad, words in ((["--activations", "relu"], "F,G"), (["--activations", "relu:x,tanh"], "numbers"),
+                       (["--activations", "gelu,tanh"], "gelu"), (["--clip", "-2"], "clip")):
+        assert main(["convert", str(src), "-o", str(tmp_path / "bad.grl"), *bad]) == 1
+        assert words in capsys.readouterr().err
+        assert not (tmp_path / "bad.grl").exists()

@@ -45,8 +45,28 @@ def _describe_layers(layers: Sequence[Any], embedding_width: Optional[int] = Non
                      f"  reset_{'after' if lay.reset_after else 'before'}"
                      f"  {'bias' if lay.bias else 'no bias'}"
                      f"{'  (embedding folded in)' if folded else ''}"
-                     f"{'  learned h0' if getattr(lay, 'h0', False) else ''}")
+                     f"{'  learned h0' if getattr(lay, 'h0', False) else ''}"
+                     f"{_variant_text(lay)}")
     return lines
+
+
+def _variant_text(lay: Any) -> str:
+    """"  f hard_sigmoid(alpha=0.2, beta=0.5), g relu  clip 3  merge sum": a
+    layer's activations when not sigmoid / tanh (per direction when the two
+    differ), its clip and merge."""
+    from grulite._activations import describe
+
+    out = ""
+    acts = getattr(lay, "activations", None)
+    if acts:
+        per = [f"f {describe(f)}, g {describe(g)}" for f, g in acts]
+        out += "  " + (per[0] if len(set(per)) == 1 else
+                       "; ".join(f"{'fwd' if d == 0 else 'bwd'}: {p}" for d, p in enumerate(per)))
+    if getattr(lay, "clip", None):
+        out += f"  clip {lay.clip:g}"
+    if getattr(lay, "merge", "concat") != "concat":
+        out += f"  merge {lay.merge}"
+    return out
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -101,7 +121,8 @@ def convert_file(src: str, dst: Optional[str], prefix: Optional[str] = None,
                  embedding: Any = None, fold_embedding: Optional[bool] = None,
                  vocab: Any = None, notes: bool = True, h0: Optional[str] = None,
                  update_gate: str = "torch", emit_c: Optional[str] = None,
-                 c_name: str = "grulite_model") -> dict:
+                 c_name: str = "grulite_model", activations: Any = None,
+                 clip: Optional[float] = None) -> dict:
     """Converts a weights file to .grl and prints what was found (to `out`,
     default stdout; tensors of the file the model does not use, to stderr,
     unless `notes` is False).
@@ -110,7 +131,8 @@ def convert_file(src: str, dst: Optional[str], prefix: Optional[str] = None,
     or False (none); fold_embedding: None (when it pays), True, False;
     vocab: a vocabulary file (or list of tokens) stored in the model; h0:
     the key of a learned initial state; update_gate: "torch" or "seed"
-    (weights for h' = (1 - z)*h + z*n); dst: the .grl file, or None;
+    (weights for h' = (1 - z)*h + z*n); activations: (f, g) for every
+    layer, or None; clip: ONNX's clip, or None; dst: the .grl file, or None;
     emit_c: a C source file to write too (the array c_name).  The one
     conversion path:
     ``grulite convert`` and ``grulite demo`` use it.
@@ -128,13 +150,15 @@ def convert_file(src: str, dst: Optional[str], prefix: Optional[str] = None,
         image, summary = importer.image(src, prefix=prefix, reset_after=reset_after, head=head,
                                         batch_first=batch_first, dtype=dtype, head_from=head_from,
                                         embedding=embedding, fold_embedding=fold_embedding,
-                                        vocab=vocab, h0=h0, update_gate=update_gate)
+                                        vocab=vocab, h0=h0, update_gate=update_gate,
+                                        activations=activations, clip=clip)
     elif prefix or head or not reset_after or not batch_first or head_from != "output" or \
             embedding is not None or fold_embedding is not None or vocab is not None or \
-            h0 is not None or update_gate != "torch":
+            h0 is not None or update_gate != "torch" or activations is not None or \
+            clip is not None:
         raise GruliteError(f"--prefix, --head, --head-from, --reset-before, --time-major, "
-                           f"--embedding, --no-embedding, --fold-embedding, --vocab, --h0 and "
-                           f"--update-gate "
+                           f"--embedding, --no-embedding, --fold-embedding, --vocab, --h0, "
+                           f"--update-gate, --activations and --clip "
                            f"apply to state_dicts; a {os.path.splitext(src)[1]} file "
                            f"({importer.what}) carries its own structure")
     else:
@@ -189,8 +213,28 @@ def cmd_convert(a: argparse.Namespace) -> int:
     convert_file(a.input, dst, prefix=a.prefix, head=a.head, reset_after=a.reset_after,
                  dtype=a.dtype, batch_first=not a.time_major, head_from=a.head_from,
                  embedding=embedding, fold_embedding=_FOLD[a.fold_embedding], vocab=a.vocab,
-                 h0=a.h0, update_gate=a.update_gate, emit_c=a.emit_c, c_name=a.name)
+                 h0=a.h0, update_gate=a.update_gate, emit_c=a.emit_c, c_name=a.name,
+                 activations=_parse_activations(a.activations), clip=a.clip)
     return 0
+
+
+def _parse_activations(text: Optional[str]) -> Any:
+    """"hard_sigmoid:0.2:0.5,tanh" -> (("hard_sigmoid", 0.2, 0.5), ("tanh",)); None -> None."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise GruliteError(f"--activations takes F,G (two activations, e.g. sigmoid,relu); "
+                           f"got {text!r}")
+    out = []
+    for p in parts:
+        name, *params = p.split(":")
+        try:
+            out.append((name, *(float(v) for v in params)))
+        except ValueError:
+            raise GruliteError(f"--activations: {p!r}: parameters are numbers "
+                               "(name[:alpha[:beta]])") from None
+    return tuple(out)
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -599,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name", default="grulite_model",
                    help="the C array's name with --emit-c (default grulite_model; NAME_size holds "
                         "its size)")
+    c.add_argument("--activations", metavar="F,G",
+                   help="the gate activation f (r, z) and candidate activation g (n) of every "
+                        "layer, e.g. sigmoid,relu or hard_sigmoid:0.2:0.5,tanh (name[:alpha"
+                        "[:beta]]; docs/variants.md); default sigmoid,tanh")
+    c.add_argument("--clip", type=float, metavar="C",
+                   help="bound every gate pre-activation to [-C, C] (ONNX's clip)")
     c.add_argument("--update-gate", choices=("torch", "seed"), default="torch",
                    help="torch: h' = (1 - z)*n + z*h (default); seed: the weights were written "
                         "for h' = (1 - z)*h + z*n, mapped at conversion")

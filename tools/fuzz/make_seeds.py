@@ -16,7 +16,8 @@ Makes OUT_DIR/<target>/ for every target:
                   fixtures
   pt              the torch.save fixtures of tests/fixtures/torchfile, and
                   more when torch is installed
-  onnx, keras     the small test fixtures (tests/fixtures/onnx, keras)
+  onnx, keras     the small test fixtures (tests/fixtures/onnx, variants,
+                  keras, keras_variants)
 
 Deterministic: the same files every run.  Nothing here is committed; the
 corpora are generated (the whole set is about 1 MB).
@@ -78,6 +79,13 @@ def rnd(rng, *shape):
     return (rng.standard_normal(shape) * 0.5).astype(np.float32)
 
 
+# GRU activations with parameters, for the seeds' other-activation layers.
+FNS = (("relu", 0.0, 0.0), ("hard_sigmoid", 0.2, 0.5), ("affine", 0.5, 0.1),
+       ("leaky_relu", 0.1, 0.0), ("elu", 1.0, 0.0), ("softsign", 0.0, 0.0),
+       ("thresholded_relu", 0.3, 0.0), ("scaled_tanh", 1.2, 0.6), ("softplus", 0.0, 0.0),
+       ("sigmoid", 0.0, 0.0), ("tanh", 0.0, 0.0))
+
+
 def grl_images():
     """(name, image bytes) for every configuration."""
     from grulite.importers._image import image_from_layers
@@ -94,8 +102,15 @@ def grl_images():
             if bias:
                 d["bias_ih"] = [rnd(rng, 3 * H) for _ in range(D)]
                 d["bias_hh"] = [rnd(rng, 3 * H) for _ in range(D)]
+            j = len(lay)
+            if (k + j) % 3 == 2:          # other activations, with parameters, and a clip
+                d["activations"] = [(FNS[(k + j + d_) % len(FNS)], FNS[(k + 2 * j + d_ + 3) % len(FNS)])
+                                    for d_ in range(D)]
+                d["clip"] = 2.5 if k % 2 else None
+            if D == 2 and k % 2 == 0:     # merged directions (Keras' merge_mode)
+                d["merge"] = ("sum", "mul", "ave")[(k // 2) % 3]
             lay.append(d)
-            inp = D * H
+            inp = H if d.get("merge") else D * H
         if k % 4 == 1:                    # a learned initial state on layer 0
             lay[0]["h0"] = [rnd(rng, lay[0]["hidden_size"]) for _ in range(lay[0]["num_directions"])]
         den = []
@@ -277,7 +292,8 @@ def main(argv=None):
         "pt": seeds_pt(args.out),
         "onnx": seeds_copy(args.out, "onnx", ("onnx", "*.onnx"))
         + seeds_copy(args.out, "onnx", ("variants", "*.onnx")),     # activations, clip
-        "keras": seeds_copy(args.out, "keras", ("keras", "*.keras")),
+        "keras": seeds_copy(args.out, "keras", ("keras", "*.keras"))
+        + seeds_copy(args.out, "keras", ("keras_variants", "*.keras")),  # activations, Masking
         "vocab": seeds_vocab(args.out),
     }
     print("seeds: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
