@@ -301,8 +301,9 @@ def test_refuses_merge_mode(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("activation", "relu", "activation='relu'; grulite's GRU computes tanh"),
-    ("recurrent_activation", "hard_sigmoid", "recurrent_activation='hard_sigmoid'"),
+    ("activation", "gelu", "activation='gelu' is not supported; grulite maps the Keras "
+                           "activations that are one of its GRU functions"),
+    ("recurrent_activation", "swish", "recurrent_activation='swish' is not supported"),
     ("units", 8, r"kernel has shape \(5, 39\); expected \(input, 3\*units\) = \(5, 24\)"),
     ("dtype", {"class_name": "QuantizedDTypePolicy", "config": {"name": "int8_from_float32"}},
      "quantized"),
@@ -321,12 +322,14 @@ def test_refuses_dense_activation(tmp_path):
         from_keras(p)
 
 
-def test_refuses_masking(tmp_path):
+def test_refuses_masking_after_gru(tmp_path):
+    """Masking is imported on the model's input only (tests/test_keras_variants.py)."""
     def edit(cfg):
-        _layers(cfg).insert(1, {"class_name": "Masking", "config": {"name": "masking",
+        _layers(cfg).insert(2, {"class_name": "Masking", "config": {"name": "masking",
                                                                     "mask_value": 0.0}})
     p = _rewrite(_fixture("rnn_gru_cell"), tmp_path / "m.keras", edit)
-    with pytest.raises(grulite.GruliteError, match="Masking is not imported.*lengths="):
+    with pytest.raises(grulite.GruliteError, match="Masking after a GRU or Dense layer is not "
+                                                   "imported"):
         from_keras(p)
 
 
@@ -415,9 +418,9 @@ def test_live_refusals(keras, tmp_path):
     cases = [
         (seq(L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="sum")),
          "merge_mode='sum'"),
-        (seq(L.GRU(3, activation="relu")), "activation='relu'"),
-        (seq(L.GRU(3, recurrent_activation="hard_sigmoid")), "recurrent_activation"),
-        (seq(L.Masking(), L.GRU(3)), "Masking"),
+        (seq(L.GRU(3, activation="gelu")), "activation='gelu'"),
+        (seq(L.GRU(3, recurrent_activation="selu")), "recurrent_activation='selu'"),
+        (seq(L.GRU(3, return_sequences=True), L.Masking(), L.GRU(3)), "Masking after a GRU"),
         (seq(L.LSTM(3)), "no GRU layer"),
         (seq(L.Dense(3)), "no GRU layer"),
         (seq(L.GRU(3, return_sequences=True), L.Flatten(), L.Dense(2)), "'Flatten' is not"),

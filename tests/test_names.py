@@ -10,7 +10,11 @@ from grulite import _core
 def test_name_tables_come_from_c():
     assert _core.DTYPES == {"float32": 1, "float16": 2, "int8": 3}
     assert _core.ACTIVATIONS == {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4}
-    assert _core.LAYER_KINDS == {"gru": 1, "dense": 2, "embedding": 3}
+    assert _core.LAYER_KINDS == {"gru": 1, "dense": 2, "embedding": 3, "merge": 4}
+    assert _core.GRU_ACTIVATIONS == {
+        "sigmoid": 3, "tanh": 2, "relu": 1, "affine": 5, "leaky_relu": 6, "thresholded_relu": 7,
+        "scaled_tanh": 8, "hard_sigmoid": 9, "elu": 10, "softsign": 11, "softplus": 12}
+    assert _core.MERGES == {"concat": 0, "sum": 1, "mul": 2, "ave": 3}
     assert _core.isa_names() == ("generic", "avx2", "avx512", "avx512vnni", "neon")
 
 

@@ -243,6 +243,9 @@ def from_keras(path: _Path, *, dtype: str = "float32", num_threads: Optional[int
     Needs ``h5py`` (``pip install grulite[keras]``), not Keras.  The model is
     batch-first like Keras.  See ``grulite.importers._keras`` for what maps
     (and how Keras' go_backwards output order relates to grulite's ``y``).
+    A model with ``Masking`` keeps its mask value (``Model.mask_value``)
+    and computes ``lengths`` from x when a call gives none (trailing
+    padding only).
 
     Parameters
     ----------

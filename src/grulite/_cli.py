@@ -332,6 +332,10 @@ def cmd_run(a: argparse.Namespace) -> int:
         for i in range(0, N, bs):
             xb = np.asarray(x[i:i + bs])
             lb = None if lengths is None else lengths[i:i + bs]
+            if lb is None and m.mask_value is not None:
+                # lengths from the mask value (Keras' Masking), rows named in the whole file
+                xb = np.require(xb, np.float32, ["C", "A"])
+                lb = m._masked(xb, True, first_row=i)
             if what == "head":
                 view[i:i + bs] = m.predict(xb, lb, batch_first=True)
             else:
@@ -673,7 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input", help=".npy of shape (N, steps, input_size)")
     r.add_argument("-o", "--output", required=True, help="output .npy")
     r.add_argument("--batch-size", type=int, default=256, help="sequences per call (default 256)")
-    r.add_argument("--lengths", help=".npy of N integer lengths for padded sequences")
+    r.add_argument("--lengths", help=".npy of N integer lengths for padded sequences (default: "
+                   "from the model's mask value, for a Keras model with Masking)")
     r.add_argument("--outputs", choices=["head", "y"],
                    help="what to write (default: head if the model has one, else y)")
     r.add_argument("--time-major", action="store_true",

@@ -16,6 +16,7 @@ from grulite._errors import GruliteError
 __all__ = ["Model", "ModelConfig", "LayerConfig", "DenseConfig", "load", "from_bytes"]
 
 State = Union[np.ndarray, tuple]
+_UNREAD = object()      # Model._mask before the metadata is looked at
 
 
 def _np(value: Any) -> Any:
@@ -53,10 +54,18 @@ class LayerConfig:
     # pre-activation, or None.  (docs/variants.md)
     activations: Optional[tuple] = None
     clip: Optional[float] = None
+    # A two-direction layer's output: its directions concatenated ("concat",
+    # D*H features) or merged feature by feature ("sum", "mul", "ave": H).
+    merge: str = "concat"
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Features the layer outputs: D*H, or H when its directions merge."""
+        return self.hidden_size if self.merge != "concat" else self.num_directions * self.hidden_size
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,7 @@ class ModelConfig:
     @property
     def output_size(self) -> int:
         """Width of y: D*H of the top layer."""
-        return self.layers[-1].num_directions * self.layers[-1].hidden_size
+        return self.layers[-1].output_size
 
     @property
     def head_size(self) -> Optional[int]:
@@ -136,7 +145,8 @@ class Model:
                                    bidirectional=d["num_directions"] == 2,
                                    reset_after=d["reset_after"], bias=d["bias"], dtype=d["dtype"],
                                    reverse=d["reverse"], projected=d["projected"], h0=d["h0"],
-                                   activations=d["activations"], clip=d["clip"])
+                                   activations=d["activations"], clip=d["clip"],
+                                   merge=d["merge"])
                        for d in core.layers())
         head = tuple(DenseConfig(**d) for d in core.head())
         self.config = ModelConfig(input_size=core.input_size, layers=layers, head=head,
@@ -148,6 +158,7 @@ class Model:
         self._state_shape = ((sum(l.num_directions for l in layers), layers[0].hidden_size)
                              if uniform else None)      # (L*D, H) when states are one array
         self._local = threading.local()
+        self._mask: Any = _UNREAD         # mask_value, read from the metadata on first use
         self._num_threads = 0             # 0: GRULITE_NUM_THREADS, else every core
         self.num_threads = num_threads
 
@@ -179,6 +190,63 @@ class Model:
         except (UnicodeDecodeError, ValueError):
             return {"raw": raw.decode("utf-8", "replace")}
         return value if isinstance(value, dict) else {"value": value}
+
+    @property
+    def mask_value(self) -> Optional[float]:
+        """The value of Keras' ``Masking(mask_value=...)`` imported with the
+        model, or None.  With one, a call given no ``lengths`` computes them
+        from x (see :meth:`mask_lengths`); a stream reads every step it is
+        given."""
+        if self._mask is _UNREAD:
+            raw = self._core.metadata()
+            v = self.metadata.get("mask_value") if raw and b'"mask_value"' in raw else None
+            self._mask = (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                          and not np.isnan(v) else None)
+        return self._mask
+
+    def mask_lengths(self, x: Any, *, batch_first: Optional[bool] = None) -> Optional[np.ndarray]:
+        """The lengths a call on ``x`` without ``lengths=`` uses: None for a
+        model without a :attr:`mask_value`, else one int32 per row (a scalar
+        for unbatched x).
+
+        A step is masked when every feature equals the mask value (Keras'
+        rule, compared in float32); a row's length is its steps up to the
+        last unmasked one.  grulite runs trailing padding only: a masked
+        step before an unmasked one, or a row masked at every step (Keras
+        gives it its initial state), raises a GruliteError naming the row.
+        """
+        if self.mask_value is None or self.config.embedding:
+            return None
+        _, _, unbatched, _, _, len_a = self._prepare(x, None, batch_first)
+        return None if len_a is None else len_a[0] if unbatched else len_a
+
+    def _masked(self, xa: np.ndarray, bf: bool, first_row: int = 0) -> np.ndarray:
+        """Lengths from the mask value of float32 x laid out (B, T, I) or
+        (T, B, I), checked; rows are named from ``first_row``."""
+        mv = np.float32(self.mask_value)
+        masked = (xa == mv).all(axis=-1)
+        if not bf:
+            masked = masked.T
+        B, T = masked.shape
+        valid = ~masked
+        empty = ~valid.any(axis=1)
+        if empty.any():
+            b = int(np.flatnonzero(empty)[0])
+            raise GruliteError(f"x row {first_row + b} is masked at every step (each feature "
+                               f"equals the mask value {float(mv):g}): Keras gives such a row its "
+                               "initial state, grulite needs at least one step per row; leave "
+                               "the row out or pass lengths=")
+        lengths = T - np.argmax(valid[:, ::-1], axis=1)
+        gap = masked & (np.arange(T) < lengths[:, None])
+        if gap.any():
+            b, t = (int(i) for i in np.argwhere(gap)[0])
+            nxt = t + int(np.argmax(valid[b, t:]))
+            raise GruliteError(f"x row {first_row + b}: step {t} is masked (each feature equals "
+                               f"the mask value {float(mv):g}) but step {nxt} after it is not; "
+                               "grulite takes trailing padding only (the masked steps of a row "
+                               "all at its end), where Keras skips masked steps anywhere; pass "
+                               "lengths= to run such rows as they are")
+        return np.ascontiguousarray(lengths, dtype=np.int32)
 
     def __repr__(self) -> str:
         c = self.config
@@ -237,7 +305,8 @@ class Model:
         bf = self.config.batch_first if batch_first is None else bool(batch_first)
         if self.config.embedding:
             return self._prepare_tokens(x, lengths, bf)
-        if (lengths is None and type(x) is np.ndarray and x.dtype == np.float32
+        masked = lengths is None and self.mask_value is not None
+        if (lengths is None and not masked and type(x) is np.ndarray and x.dtype == np.float32
                 and x.ndim == 3 and x.flags.c_contiguous and x.flags.aligned
                 and x.shape[2] == self._input_size and x.shape[0] and x.shape[1]):
             # The common case, checked cheaply: a (B, T, I) float32 C array.
@@ -261,6 +330,8 @@ class Model:
                                f"expects input_size={I} (x shape {np.shape(x)})")
         B, T = _batch_steps(xa, bf)                        # checked before x is copied
         xa = np.require(xa, np.float32, ["C", "A"])       # contiguous, aligned, native
+        if masked:
+            return xa, bf, unbatched, B, T, self._masked(xa, bf)
         return xa, bf, unbatched, B, T, self._lengths(lengths, B, T, unbatched)
 
     def _lengths(self, lengths: Any, B: int, T: int, unbatched: bool) -> Optional[np.ndarray]:
@@ -360,7 +431,10 @@ class Model:
         lengths : array_like of int, optional
             Valid steps of each sequence in a padded batch (the
             ``pack_padded_sequence`` semantics): outputs past a length are
-            0, ``h_n`` is taken at each sequence's last valid step.
+            0, ``h_n`` is taken at each sequence's last valid step.  When
+            omitted, a model with a :attr:`mask_value` (Keras' Masking)
+            computes them from x (:meth:`mask_lengths`); otherwise every
+            step is valid.
         batch_first : bool, optional
             Overrides the model's default layout for this call.
 
@@ -387,7 +461,9 @@ class Model:
         step: ``(batch, head_size)`` (``(head_size,)`` for unbatched x).
         With ``all_steps=True``, at every step: ``(batch, steps,
         head_size)`` (time-major when the layout is), 0 past a length.
-        ``h0`` is the initial state, as for ``model(x, h0)``.
+        ``h0`` is the initial state and ``lengths`` the valid steps (from
+        the :attr:`mask_value` when omitted), as for ``model(x, h0,
+        lengths)``.
         """
         if not self.config.head:
             raise GruliteError("this model has no head; call model(x) for the GRU outputs, or "

@@ -60,8 +60,20 @@ static grulite_info query(const grulite_model *m, size_t image_size)
         FZ_REQUIRE(li.hidden_size >= 1 && li.hidden_size <= GRULITE_MAX_FEATURES, "hidden");
         FZ_REQUIRE(li.num_directions == 1 || li.num_directions == 2, "directions");
         FZ_REQUIRE(li.reverse == 0 || (li.reverse == 1 && li.num_directions == 1), "reverse");
-        in = li.num_directions * li.hidden_size;
-        state += in;
+        FZ_REQUIRE(li.merge == GRULITE_MERGE_CONCAT ||
+                   (li.num_directions == 2 && li.merge >= GRULITE_MERGE_SUM &&
+                    li.merge <= GRULITE_MERGE_AVE), "merge %d", (int)li.merge);
+        FZ_REQUIRE(li.clip >= 0.0f && li.clip - li.clip == 0.0f, "clip");
+        for (int d = 0; d < 2; d++) {
+            const int used = d < li.num_directions;
+            FZ_REQUIRE(!used || (grulite_name(GRULITE_NAMES_GRU_ACTIVATION, li.activation_f[d]) &&
+                                 grulite_name(GRULITE_NAMES_GRU_ACTIVATION, li.activation_g[d])),
+                       "layer %d direction %d activations %d %d", l, d, (int)li.activation_f[d],
+                       (int)li.activation_g[d]);
+            FZ_REQUIRE(used || (li.activation_f[d] == 0 && li.activation_g[d] == 0), "unused");
+        }
+        state += li.num_directions * li.hidden_size;
+        in = li.merge ? li.hidden_size : li.num_directions * li.hidden_size;
     }
     FZ_REQUIRE(info.output_size == in, "output_size %d, expected %d", (int)info.output_size, (int)in);
     FZ_REQUIRE(info.state_size == state, "state_size %d, expected %d", (int)info.state_size,

@@ -10,8 +10,7 @@ What maps, and how
 ------------------
 * ``Sequential`` models and functional models that are a single chain
   (input -> layer -> layer -> output, no branches, no shared layers).
-* ``GRU`` (and ``RNN(GRUCell(...))``): ``activation="tanh"`` and
-  ``recurrent_activation="sigmoid"`` only.  Keras keeps the gates in the order
+* ``GRU`` (and ``RNN(GRUCell(...))``).  Keras keeps the gates in the order
   z, r, h in ``kernel`` (I, 3H) and ``recurrent_kernel`` (H, 3H); they become
   PyTorch's (3H, I) / (3H, H) in the order r, z, n.  ``reset_after=True``
   has a bias (2, 3H): row 0 input, row 1 recurrent.  ``reset_after=False``
@@ -19,6 +18,21 @@ What maps, and how
   gives a layer without bias.  Keras' update rule ``h = z*h_prev + (1-z)*hh``
   is PyTorch's, so no sign change is needed.  ``dropout`` /
   ``recurrent_dropout`` do nothing at inference and are ignored.
+* ``recurrent_activation`` (grulite's gate function f, for r and z) and
+  ``activation`` (the candidate's g), per layer and direction: every Keras
+  activation that is one of the C core's GRU functions (docs/variants.md).
+  tanh, sigmoid, relu, softsign and softplus are themselves; linear is
+  affine(1, 0); elu is elu(1), and so is celu (celu(x, 1) = elu(x, 1));
+  leaky_relu is leaky_relu(0.2) (Keras 3's negative_slope); hard_sigmoid
+  is hard_sigmoid(1/6, 0.5) (Keras 3's relu6(x + 3) / 6) or, in an archive
+  whose metadata.json says Keras 2 or older wrote it (the late tf.keras 2
+  releases write .keras archives too; legacy .h5 files are refused),
+  hard_sigmoid(0.2, 0.5) (Keras 2's clip(0.2 x + 0.5, 0, 1)); an archive
+  without a version is read as Keras 3's;
+  sparse_sigmoid is hard_sigmoid(0.5, 0.5).  Anything else (gelu,
+  silu / swish, selu, relu6, exponential, mish, hard_silu, softmax,
+  custom functions, ...) is refused with a message naming the layer, the
+  attribute and the activation.
 * ``go_backwards=True``: Keras flips the sequence, runs forward and returns
   the outputs *in processing order*: its output step t belongs to input step
   T-1-t.  grulite keeps every output at its own input step (as torch does),
@@ -30,8 +44,10 @@ What maps, and how
   is in reversed order.
 * ``Bidirectional(GRU, merge_mode="concat")`` -> a bidirectional layer
   (Keras flips the backward outputs back to input order, as grulite does).
-  Other merge modes are refused; so is a wrapped GRU with go_backwards=True
-  and a Bidirectional layer reading a time-reversed sequence.
+  Each direction keeps its own activations (an explicit ``backward_layer``
+  may have others).  Other merge modes are refused; so is a wrapped GRU
+  with go_backwards=True and a Bidirectional layer reading a time-reversed
+  sequence.
 * Layers may differ in size; every GRU but the last must return sequences.
 * ``Dense`` (also inside ``TimeDistributed``) with activation linear, relu,
   tanh, sigmoid or softmax, one or several, after the last GRU -> the head.
@@ -45,7 +61,31 @@ What maps, and how
   ``return_sequences=False`` the head reads the final states instead
   (``head_from="state"``), as Keras does.
 * Dropout-like layers (identity at inference) and ``InputLayer`` are
-  skipped.  ``Masking`` is refused: pass ``lengths=`` to the grulite model.
+  skipped.
+* ``Masking(mask_value=v)`` on the model's input (before the first GRU;
+  one of them): v goes into the model's metadata (``"mask_value"``,
+  ``Model.mask_value``) and a call given no ``lengths=`` computes them from
+  x (``Model.mask_lengths``; ``grulite run`` too): a step is masked when
+  every feature equals v (Keras' rule, in float32), and a row's length is
+  its steps up to its last unmasked one.  grulite runs trailing padding
+  only: a masked step followed by an unmasked one (Keras skips it and goes
+  on) raises a GruliteError naming the row and the step, and so does a row
+  masked at every step (Keras gives it its initial state, zeros; grulite
+  needs one step per row).  Explicit ``lengths=`` override the mask.  The
+  final states, the head's output and y at the valid steps are Keras'; y
+  past a row's length is 0, where Keras repeats the last output (a
+  Bidirectional layer, a go_backwards layer, whose padded steps come
+  first, and ``zero_output_for_mask=True`` give 0 there too), and a
+  per-step head gives 0 there too.  A functional
+  model saves the mask as NotEqual / Any ops handed to the layers after
+  Masking; they are checked to be Masking's rule and left out of the chain.
+  Refused with Masking: Masking after a GRU or Dense layer, a second
+  Masking, a mask_value that is not one number, a GRU reading the output
+  of a go_backwards GRU (Keras hands it the reversed outputs with the mask
+  unreversed, so it reads padding as data) and
+  ``zero_output_for_mask=True`` on a GRU returning its last output (Keras
+  then returns zeros for a padded row).  ``mask_value=nan`` masks nothing,
+  in Keras and in grulite, and is not recorded.
 
 Keras outputs in grulite's terms (``summary["outputs"]`` lists them):
 a GRU that returns sequences -> ``y`` (``y[:, ::-1]`` when time_reversed);
@@ -78,6 +118,22 @@ _IDENTITY = {"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", 
              "ActivityRegularization"}
 _ACTIVATIONS = {"linear": "none", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
                 "softmax": "softmax"}
+
+# Keras activations that are exactly one of the C core's GRU functions
+# (grulite/_activations.py): name -> (grulite name, alpha, beta).  Keras 3's
+# hard_sigmoid is relu6(x + 3) / 6, its leaky_relu has negative_slope 0.2,
+# its elu and celu alpha 1 (celu(x, 1) is elu(x, 1)); sparse_sigmoid is
+# clip(0.5 (x + 1), 0, 1).
+_GRU_ACTIVATIONS = {
+    "tanh": ("tanh", 0.0, 0.0), "sigmoid": ("sigmoid", 0.0, 0.0), "relu": ("relu", 0.0, 0.0),
+    "linear": ("affine", 1.0, 0.0), "hard_sigmoid": ("hard_sigmoid", 1.0 / 6.0, 0.5),
+    "sparse_sigmoid": ("hard_sigmoid", 0.5, 0.5), "elu": ("elu", 1.0, 0.0),
+    "celu": ("elu", 1.0, 0.0), "softsign": ("softsign", 0.0, 0.0),
+    "softplus": ("softplus", 0.0, 0.0), "leaky_relu": ("leaky_relu", 0.2, 0.0),
+}
+# Keras 2 (and older): hard_sigmoid is clip(0.2 x + 0.5, 0, 1).
+_GRU_ACTIVATIONS_KERAS2 = {"hard_sigmoid": ("hard_sigmoid", 0.2, 0.5)}
+_DEFAULT_PAIR = (("sigmoid", 0.0, 0.0), ("tanh", 0.0, 0.0))
 
 # Sizes checked before a member is read.  config.json of a model grulite can
 # map (at most 64 GRU and 64 Dense layers) is a few KB per layer;
@@ -243,6 +299,60 @@ def _refs(value: Any) -> list:
     return out
 
 
+# The ops a functional model saves to compute Masking's mask for the layers
+# after it: any(not_equal(x, mask_value), axis=-1), handed to them as their
+# ``mask`` argument.
+_MASK_OPS = ("NotEqual", "Any")
+
+
+def _split_mask(node: Any) -> tuple:
+    """(the node without its ``mask`` argument, the mask's keras_history)."""
+    masks = []
+    if isinstance(node, dict) and isinstance(node.get("kwargs"), dict) and "mask" in node["kwargs"]:
+        kwargs = dict(node["kwargs"])
+        masks.append(kwargs.pop("mask"))
+        node = dict(node, kwargs=kwargs)
+    return node, _history(masks, [])
+
+
+def _number(v: Any) -> Optional[float]:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _check_mask_ops(source: str, by_name: dict, sources: dict, masked: dict) -> None:
+    """Checks that every ``mask`` argument of the chain is Masking's rule:
+    Any(NotEqual(t, v), axis=-1) with t the Masking layer's input and v its
+    mask_value.  sources: layer -> the layer its data comes from; masked:
+    layer -> the layer its mask comes from."""
+    maskings = [n for n, s in by_name.items() if s.get("class_name") == "Masking"]
+    for user, src in masked.items():
+        bad = f"{source}: the mask given to layer {user!r} "
+        spec = by_name.get(src) or {}
+        cfg = spec.get("config") or {}
+        if spec.get("class_name") != "Any" or cfg.get("axis") not in (-1, [-1]) or \
+                cfg.get("keepdims"):
+            raise GruliteError(bad + f"comes from {src!r} ({spec.get('class_name')}); grulite "
+                               "imports the mask of a Masking layer only")
+        ne = by_name.get(sources.get(src, "")) or {}
+        node = (ne.get("inbound_nodes") or [{}])[0]
+        args = node.get("args") if isinstance(node, dict) else None
+        hist = _history(args, [])
+        v = _number(args[1]) if isinstance(args, list) and len(args) == 2 else None
+        if ne.get("class_name") != "NotEqual" or len(hist) != 1 or v is None:
+            raise GruliteError(bad + "is not any(not_equal(x, value), axis=-1); grulite imports "
+                               "the mask of a Masking layer only")
+        ok = False
+        for m in maskings:
+            mv = _number((by_name[m].get("config") or {}).get("mask_value", 0.0))
+            if sources.get(m) == hist[0][0] and mv is not None and \
+                    (mv == v or (math.isnan(mv) and math.isnan(v))):
+                ok = True
+        if not ok:
+            raise GruliteError(bad + f"compares {hist[0][0]!r} with {v!r}, which is not what a "
+                               "Masking layer of the model does; grulite imports the mask of a "
+                               "Masking layer only")
+
+
 def _chain(config: dict, source: str) -> tuple:
     """(layer specs in order, model outputs as (layer, tensor index)) of a
     Sequential or single-chain functional model."""
@@ -265,6 +375,8 @@ def _chain(config: dict, source: str) -> tuple:
             raise GruliteError(f"{source}: the model has {len(inputs)} inputs; grulite imports "
                                "models with one input sequence")
         consumers: dict = {}
+        sources: dict = {}          # layer -> the layer its data comes from
+        masked: dict = {}           # layer -> the layer its mask argument comes from
         for s in specs:
             nodes = s.get("inbound_nodes") or []
             if s.get("class_name") == "InputLayer":
@@ -276,7 +388,17 @@ def _chain(config: dict, source: str) -> tuple:
             if len(nodes) != 1:
                 raise GruliteError(f"{source}: layer {name!r} is called {len(nodes)} times; "
                                    "shared layers are not supported")
-            hist = _history(nodes[0], [])
+            node, mask_hist = _split_mask(nodes[0])
+            hist = _history(node, [])
+            if s.get("class_name") in _MASK_OPS and len(hist) == 1:
+                # Masking's mask, computed again by the saved model: not on the chain
+                sources[name] = hist[0][0]
+                continue
+            if len(mask_hist) > 1:
+                raise GruliteError(f"{source}: layer {name!r} takes {len(mask_hist)} masks; "
+                                   "grulite imports a single chain of layers")
+            if mask_hist:
+                masked[name] = mask_hist[0][0]
             if len(hist) != 1:
                 extra = "" if not hist else " (an initial_state input or a merge)"
                 raise GruliteError(f"{source}: layer {name!r} takes {len(hist)} tensors{extra}; "
@@ -287,6 +409,7 @@ def _chain(config: dict, source: str) -> tuple:
                                    "(a state); grulite imports chains fed by each layer's "
                                    "main output")
             consumers.setdefault(src, []).append(name)
+            sources[name] = src
         order = []
         cur = inputs[0][0]
         seen = {cur}
@@ -300,7 +423,10 @@ def _chain(config: dict, source: str) -> tuple:
                 raise GruliteError(f"{source}: the layer graph is not a chain at {cur!r}")
             seen.add(cur)
             order.append(by_name[cur])
-        unused = [n for n, s in by_name.items() if n not in seen and s.get("class_name") != "InputLayer"]
+        used_ops = set(masked.values())
+        used_ops |= {sources[n] for n in used_ops if n in sources}
+        unused = [n for n, s in by_name.items() if n not in seen and n not in used_ops
+                  and s.get("class_name") != "InputLayer"]
         if unused:
             raise GruliteError(f"{source}: layers {', '.join(unused)} are not on the chain from "
                                "the input; grulite imports a single chain of layers")
@@ -310,6 +436,7 @@ def _chain(config: dict, source: str) -> tuple:
             raise GruliteError(f"{source}: the model's outputs come from {', '.join(bad) or 'nowhere'}; "
                                f"grulite imports models whose outputs are those of the last "
                                f"layer ({last!r})")
+        _check_mask_ops(source, by_name, sources, masked)
         head_spec = by_name.get(inputs[0][0])
         return ([head_spec] if head_spec else []) + order, [o[2] for o in outputs]
     raise GruliteError(f"{source}: top-level class {cls!r} is not a Sequential or functional "
@@ -425,10 +552,21 @@ class _Weights:
 
 
 def _act_name(value: Any) -> str:
-    """The name of a Keras activation given as a string or serialized."""
+    """The name of a Keras activation given as a string or serialized.
+
+    Keras writes its own activations as their name ("tanh"); a dict is an
+    older spelling of one (module ``keras...``, registered name = name) or
+    a custom function / object, which comes back with a "custom " prefix
+    so that no table here takes it for a built-in."""
     if isinstance(value, dict):
         cfg = value.get("config")
-        value = cfg if isinstance(cfg, str) else (cfg or {}).get("name") or value.get("class_name")
+        name = cfg if isinstance(cfg, str) else (cfg or {}).get("name") or value.get("class_name")
+        module, reg = value.get("module"), value.get("registered_name")
+        keras_module = module is None or str(module).startswith("keras")
+        if isinstance(cfg, str) and keras_module and reg in (None, name):
+            return str(name)
+        where = "" if keras_module or module == "builtins" else f" (module {module})"
+        return f"custom {name}{where}"
     return "linear" if value is None else str(value)
 
 
@@ -514,17 +652,44 @@ def _gru_direction(weights: list, cell: dict, in_size: int, where: str,
     return (np.ascontiguousarray(w_ih), np.ascontiguousarray(w_hh), b_ih, b_hh)
 
 
-def _check_gru_cfg(cell: dict, rnn: dict, where: str) -> None:
-    act = _act_name(cell.get("activation", "tanh"))
-    ract = _act_name(cell.get("recurrent_activation", "sigmoid"))
-    if act != "tanh":
-        raise GruliteError(f"{where}: activation={act!r}; grulite's GRU computes tanh "
-                           "(activation='tanh' only)")
-    if ract != "sigmoid":
-        raise GruliteError(f"{where}: recurrent_activation={ract!r}; grulite's GRU gates use "
-                           "sigmoid (recurrent_activation='sigmoid' only)")
+def keras2(version: Any) -> bool:
+    """Whether a keras_version (metadata.json) is Keras 2 or older (whose
+    hard_sigmoid is clip(0.2 x + 0.5, 0, 1)); unknown versions are Keras 3."""
+    m = re.match(r"\s*(\d+)\.", str(version)) if version is not None else None
+    return bool(m) and int(m.group(1)) < 3
+
+
+def gru_activation(name: str, keras_2: bool = False) -> Optional[tuple]:
+    """grulite's ``(name, alpha, beta)`` for a Keras activation, or None when
+    it is none of the C core's GRU functions.  ``keras_2``: the archive was
+    written by Keras 2 (hard_sigmoid differs)."""
+    if keras_2 and name in _GRU_ACTIVATIONS_KERAS2:
+        return _GRU_ACTIVATIONS_KERAS2[name]
+    return _GRU_ACTIVATIONS.get(name)
+
+
+def _gru_activations(cell: dict, where: str, keras_2: bool) -> tuple:
+    """(f, g) of a GRU cell: recurrent_activation (r and z) and activation (n)."""
+    pair = []
+    for attr, default in (("recurrent_activation", "sigmoid"), ("activation", "tanh")):
+        name = _act_name(cell.get(attr, default))
+        act = gru_activation(name, keras_2)
+        if act is None:
+            what = "a custom function" if name.startswith("custom ") else "not supported"
+            raise GruliteError(
+                f"{where}: {attr}={name.removeprefix('custom ')!r} is {what}; grulite maps the "
+                f"Keras activations that are one of its GRU functions: "
+                f"{', '.join(_GRU_ACTIVATIONS)}")
+        pair.append(act)
+    return tuple(pair)
+
+
+def _check_gru_cfg(cell: dict, rnn: dict, where: str, keras_2: bool = False) -> tuple:
+    """Checks a GRU (or a Bidirectional's direction); returns its (f, g)."""
+    pair = _gru_activations(cell, where, keras_2)
     _check_dtype(cell, where)
     _check_dtype(rnn, where)
+    return pair
 
 
 # ---------------------------------------------------------------------------
@@ -540,9 +705,12 @@ class _Mapper:
     go_backwards layers).
     """
 
-    def __init__(self, weights: _Weights, source: str):
+    def __init__(self, weights: _Weights, source: str, keras_2: bool = False):
         self.weights = weights
         self.source = source
+        self.keras_2 = keras_2
+        self.masking: Optional[str] = None       # the Masking layer's name, when there is one
+        self.mask_value: Optional[float] = None  # its mask_value (None: NaN, masks nothing)
         self.layers: list = []
         self.dense: list = []
         self.width: Optional[int] = None
@@ -563,8 +731,7 @@ class _Mapper:
         elif cls in _IDENTITY:
             pass
         elif cls == "Masking":
-            raise GruliteError(f"{where}: Masking is not imported; give the grulite model "
-                               "lengths= (valid steps per sequence) for padded batches")
+            self.mask(cfg, where)
         elif cls in ("GRU", "RNN", "Bidirectional"):
             self.recurrent(spec, cls, cfg, where)
         elif cls in ("Dense", "TimeDistributed"):
@@ -575,6 +742,25 @@ class _Mapper:
             raise GruliteError(f"{where}: layer type {cls!r} is not supported (grulite imports "
                                "GRU, RNN(GRUCell), Bidirectional(GRU), Dense, "
                                "TimeDistributed(Dense), Activation, Dropout and InputLayer)")
+
+    def mask(self, cfg: dict, where: str) -> None:
+        """Masking: its mask_value goes into the model's metadata, and the
+        model computes lengths from it (a step is masked when every feature
+        equals it; grulite takes trailing padding only)."""
+        if self.layers or self.dense:
+            raise GruliteError(f"{where}: Masking after a GRU or Dense layer is not imported; "
+                               "grulite applies the mask value to the model's input (Masking "
+                               "as the first layer)")
+        if self.masking is not None:
+            raise GruliteError(f"{where}: a second Masking layer (after {self.masking!r}); "
+                               "grulite imports one Masking layer on the model's input")
+        v = cfg.get("mask_value", 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise GruliteError(f"{where}: mask_value={v!r}; grulite imports a single number (a "
+                               "step is masked when every feature equals it)")
+        self.masking = str(cfg.get("name") or "masking")
+        # NaN equals nothing: Keras masks no step, and neither does grulite.
+        self.mask_value = None if math.isnan(v) else float(v)
 
     def recurrent(self, spec: dict, cls: str, cfg: dict, where: str) -> None:
         """GRU, RNN(GRUCell) or Bidirectional(GRU)."""
@@ -587,15 +773,26 @@ class _Mapper:
                                "sequences")
         bidir = cls == "Bidirectional"
         if bidir:
-            cells, rnn, subs = self._bidirectional(cfg, where)
+            cells, rnn, subs, pairs = self._bidirectional(cfg, where)
             ret_seq = bool(cfg.get("return_sequences", rnn.get("return_sequences")))
             ret_state = bool(cfg.get("return_state", rnn.get("return_state")))
         else:
             cell, rnn = _gru_cell(spec, where)
-            _check_gru_cfg(cell, rnn, where)
+            pairs = [_check_gru_cfg(cell, rnn, where, self.keras_2)]
             cells, subs = [cell], ["cell/"]
             ret_seq = bool(rnn.get("return_sequences", False))
             ret_state = bool(rnn.get("return_state", False))
+            if self.mask_value is not None and rnn.get("zero_output_for_mask") and not ret_seq:
+                raise GruliteError(f"{where}: zero_output_for_mask=True with "
+                                   "return_sequences=False after Masking: Keras returns zeros "
+                                   "as the last output of a padded row, grulite the output at "
+                                   "its last valid step; not imported")
+        if self.mask_value is not None and self.parity:
+            raise GruliteError(f"{where}: a GRU after a go_backwards GRU, with Masking: Keras "
+                               "hands it the go_backwards layer's outputs in reversed time order "
+                               "but the input's mask unreversed, so it reads padding as data; "
+                               "grulite does not reproduce that (remove Masking and pass "
+                               "lengths=, or avoid go_backwards below another GRU)")
         lname = _layer_name(spec)
         dirs = []
         for c, sub, direction in zip(cells, subs, ("forward", "backward")):
@@ -622,7 +819,9 @@ class _Mapper:
             reverse=self.parity and not bidir, reset_after=bool(cells[0].get("reset_after", True)),
             bias=use_bias, weight_ih=[d[0] for d in dirs], weight_hh=[d[1] for d in dirs],
             bias_ih=[d[2] for d in dirs] if use_bias else [],
-            bias_hh=[d[3] for d in dirs] if use_bias else []))
+            bias_hh=[d[3] for d in dirs] if use_bias else [],
+            activations=None if all(p == _DEFAULT_PAIR for p in pairs) else list(pairs),
+            clip=None))
         self.width = len(dirs) * H
         self.seq = ret_seq
         self.last_gru = dict(name=lname, return_sequences=ret_seq, return_state=ret_state)
@@ -638,8 +837,8 @@ class _Mapper:
             bcell, brnn = _gru_cell(back, where)
         else:
             bcell, brnn = fcell, dict(frnn, go_backwards=not frnn.get("go_backwards"))
-        _check_gru_cfg(fcell, frnn, where)
-        _check_gru_cfg(bcell, brnn, where + " backward layer")
+        pairs = [_check_gru_cfg(fcell, frnn, where, self.keras_2),
+                 _check_gru_cfg(bcell, brnn, where + " backward layer", self.keras_2)]
         _check_dtype(cfg, where)
         if frnn.get("go_backwards") or not brnn.get("go_backwards"):
             raise GruliteError(f"{where}: the wrapped GRU has go_backwards=True; Bidirectional "
@@ -652,7 +851,7 @@ class _Mapper:
         if self.parity:
             raise GruliteError(f"{where}: Bidirectional after a go_backwards layer (its input is "
                                "in reversed time order) is not supported")
-        return [fcell, bcell], frnn, ["forward_layer/cell/", "backward_layer/cell/"]
+        return [fcell, bcell], frnn, ["forward_layer/cell/", "backward_layer/cell/"], pairs
 
     def dense_layer(self, spec: dict, cls: str, cfg: dict, where: str) -> None:
         """Dense (or TimeDistributed(Dense)): a head layer."""
@@ -738,8 +937,9 @@ def image(path: Union[str, os.PathLike], dtype: str = "float32", *,
         layers), ``prefix`` (the GRU layer names, comma-separated),
         ``time_reversed`` (Keras' sequence outputs are grulite's reversed in
         time), ``head_all_steps`` (the head is per step:
-        ``predict(x, all_steps=True)``) and ``outputs`` (each Keras output in
-        grulite's terms).
+        ``predict(x, all_steps=True)``), ``outputs`` (each Keras output in
+        grulite's terms), ``keras_version`` and ``mask_value`` (Masking's,
+        or None).
 
     Raises
     ------
@@ -761,7 +961,8 @@ def image(path: Union[str, os.PathLike], dtype: str = "float32", *,
                                   if s.get("class_name") != "InputLayer") or "none"
                 raise GruliteError(f"{source}: no GRU layer in this model; its layers are: "
                                    f"{kinds}")
-            mp = _Mapper(_Weights(h5, specs, source), source)
+            mp = _Mapper(_Weights(h5, specs, source), source,
+                         keras2(kmeta.get("keras_version")))
             for spec in specs:
                 mp.add(spec)
         except GruliteError:
@@ -794,11 +995,14 @@ def image(path: Union[str, os.PathLike], dtype: str = "float32", *,
                   "time_reversed": bool(mp.parity), "head_all_steps": all_steps,
                   "outputs": [o["grulite"] for o in outputs]},
     }
+    if mp.mask_value is not None:
+        # Read back by Model.mask_value: lengths come from x when none are given.
+        meta["mask_value"] = mp.mask_value
     image = image_from_layers(int(layers[0]["input_size"]), layers, dense, meta,
                               batch_first=True, dtype=dtype, head_from=head_from)
     summary = dict(layers=layers, dense=dense, parameters=int(n_params), prefix=", ".join(names),
                    time_reversed=bool(mp.parity), head_all_steps=all_steps, outputs=outputs,
-                   keras_version=kmeta.get("keras_version"))
+                   keras_version=kmeta.get("keras_version"), mask_value=mp.mask_value)
     return image, summary
 
 
