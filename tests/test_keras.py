@@ -291,12 +291,21 @@ def test_corrupt_archive(tmp_path, how):
         from_keras(p)
 
 
-def test_refuses_merge_mode(tmp_path):
-    for mode in ("sum", "ave", "mul", None):
+def test_merge_modes_and_refusals(tmp_path):
+    """sum / mul / ave import as a merge after the bidirectional layer (their
+    numbers: tests/test_keras_variants.py); None (two outputs) and unknown
+    modes are refused."""
+    for mode in ("sum", "ave", "mul"):
+        def edit(cfg, mode=mode):
+            _gru_cfg(cfg)["merge_mode"] = mode
+        m = from_keras(_rewrite(_fixture("bidir_seq"), tmp_path / "m.keras", edit))
+        assert m.config.layers[-1].merge == mode
+        assert m.config.output_size == m.config.layers[-1].hidden_size
+    for mode in (None, "max"):
         def edit(cfg, mode=mode):
             _gru_cfg(cfg)["merge_mode"] = mode
         p = _rewrite(_fixture("bidir_seq"), tmp_path / "m.keras", edit)
-        with pytest.raises(grulite.GruliteError, match=f"merge_mode={mode!r}.*'concat' only"):
+        with pytest.raises(grulite.GruliteError, match=f"merge_mode={mode!r}.*concat, sum, mul or ave"):
             from_keras(p)
 
 
@@ -416,8 +425,8 @@ def test_live_refusals(keras, tmp_path):
         return keras.Sequential([keras.Input((6, 4))] + list(layers))
 
     cases = [
-        (seq(L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="sum")),
-         "merge_mode='sum'"),
+        (seq(L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode=None)),
+         "merge_mode=None"),
         (seq(L.GRU(3, activation="gelu")), "activation='gelu'"),
         (seq(L.GRU(3, recurrent_activation="selu")), "recurrent_activation='selu'"),
         (seq(L.GRU(3, return_sequences=True), L.Masking(), L.GRU(3)), "Masking after a GRU"),

@@ -1,5 +1,6 @@
 """grulite.from_keras on Keras' GRU variants: gate / candidate activations
-other than sigmoid / tanh, Keras 2's hard_sigmoid, and Masking.
+other than sigmoid / tanh, Keras 2's hard_sigmoid, Masking, and
+Bidirectional's merge modes sum / mul / ave.
 
 Keras is the judge.  Reference outputs come from the committed fixtures in
 tests/fixtures/keras_variants/ (``<case>.keras`` and ``expected.npz``, made
@@ -76,6 +77,10 @@ def read_output(model: grulite.Model, x: np.ndarray, how: str) -> np.ndarray:
     y, h_n = model(x)
     if kind in ("y", "y_rev"):
         return y if kind == "y" else y[:, ::-1]
+    if kind.startswith("last_"):               # a merged Bidirectional's last output
+        f, b = h_n[-2], h_n[-1]
+        op = kind[5:]
+        return f + b if op == "sum" else f * b if op == "mul" else (f + b) / 2
     idx = [int(i) for i in rest.split(":")]
     if kind == "h":
         return h_n[idx[0]] if len(idx) == 1 else h_n[idx[0]][idx[1]]

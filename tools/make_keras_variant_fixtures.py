@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Generate the Keras variant fixtures (tests/fixtures/keras_variants/): GRU
-activations other than sigmoid / tanh, Keras 2's hard_sigmoid, and Masking.
+activations other than sigmoid / tanh, Keras 2's hard_sigmoid, Masking and Bidirectional's merge modes.
 
 Re-run from the repository root (needs keras 3 and h5py; any backend, we use
 torch==2.13.0):
@@ -20,7 +20,7 @@ of ``CASES`` is built, given seeded random weights, saved as
 
 A case is a dict: ``build(keras, keras.layers) -> model``; ``read`` (how each
 Keras output is read from the grulite model, the vocabulary of
-make_keras_fixtures: y, y_rev, h:i, h:l:d, predict, predict_all, ...);
+make_keras_fixtures: y, y_rev, h:i, h:l:d, predict, predict_all, ...; last_sum / last_mul / last_ave: a merged Bidirectional's last output);
 optionally ``scale`` (std of the random weights; the unbounded activations
 need small ones over deep stacks), ``mask`` (the Masking value and the
 rows' lengths: the padded steps of x are set to it), ``keras_version``
@@ -152,6 +152,27 @@ CASES = {
         build=lambda k, L: _seq(k, L.Masking(0.0), L.GRU(5, return_sequences=True),
                                 L.TimeDistributed(L.Dense(2))),
         read=["predict_all"], mask=(0.0, (4, 8, 1))),
+    # Bidirectional merge modes: summed into the next layer, multiplied before a
+    # head (which reads the merged final states), averaged sequences, the
+    # merged last output without a head, and with Masking
+    "merge_sum_mul_head": dict(
+        build=lambda k, L: _seq(k, L.Bidirectional(L.GRU(4, return_sequences=True), merge_mode="sum"),
+                                L.Bidirectional(L.GRU(3, reset_after=False, activation="relu"),
+                                                merge_mode="mul"),
+                                L.Dense(3, activation="softmax")),
+        read=["predict"]),
+    "merge_ave_seq": dict(
+        build=lambda k, L: _seq(k, L.Bidirectional(L.GRU(5, return_sequences=True,
+                                                         recurrent_activation="hard_sigmoid"),
+                                                   merge_mode="ave")),
+        read=["y"]),
+    "merge_mul_last": dict(
+        build=lambda k, L: _seq(k, L.Bidirectional(L.GRU(4), merge_mode="mul")),
+        read=["last_mul"]),
+    "mask_merge_sum": dict(
+        build=lambda k, L: _seq(k, L.Masking(0.0),
+                                L.Bidirectional(L.GRU(4, return_sequences=True), merge_mode="sum")),
+        read=["y"], mask=(0.0, (6, 2, 8))),
 }
 
 

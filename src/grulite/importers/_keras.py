@@ -42,10 +42,13 @@ What maps, and how
   row run forwards again).  ``summary["time_reversed"]`` (and the model's
   metadata ``keras.time_reversed``) says whether the Keras output sequence
   is in reversed order.
-* ``Bidirectional(GRU, merge_mode="concat")`` -> a bidirectional layer
-  (Keras flips the backward outputs back to input order, as grulite does).
+* ``Bidirectional(GRU)`` -> a bidirectional layer (Keras flips the
+  backward outputs back to input order, as grulite does), its directions
+  concatenated (``merge_mode="concat"``) or merged feature by feature
+  (``"sum"``, ``"mul"``, ``"ave"``: a merge layer follows it, and a head on
+  its last output reads the merged final states, as Keras' does).
   Each direction keeps its own activations (an explicit ``backward_layer``
-  may have others).  Other merge modes are refused; so is a wrapped GRU
+  may have others).  ``merge_mode=None`` is refused; so is a wrapped GRU
   with go_backwards=True and a Bidirectional layer reading a time-reversed
   sequence.
 * Layers may differ in size; every GRU but the last must return sequences.
@@ -773,10 +776,11 @@ class _Mapper:
                                "sequences")
         bidir = cls == "Bidirectional"
         if bidir:
-            cells, rnn, subs, pairs = self._bidirectional(cfg, where)
+            cells, rnn, subs, pairs, merge = self._bidirectional(cfg, where)
             ret_seq = bool(cfg.get("return_sequences", rnn.get("return_sequences")))
             ret_state = bool(cfg.get("return_state", rnn.get("return_state")))
         else:
+            merge = "concat"
             cell, rnn = _gru_cell(spec, where)
             pairs = [_check_gru_cfg(cell, rnn, where, self.keras_2)]
             cells, subs = [cell], ["cell/"]
@@ -821,16 +825,17 @@ class _Mapper:
             bias_ih=[d[2] for d in dirs] if use_bias else [],
             bias_hh=[d[3] for d in dirs] if use_bias else [],
             activations=None if all(p == _DEFAULT_PAIR for p in pairs) else list(pairs),
-            clip=None))
-        self.width = len(dirs) * H
+            clip=None, merge=merge))
+        self.width = H if merge != "concat" else len(dirs) * H
         self.seq = ret_seq
         self.last_gru = dict(name=lname, return_sequences=ret_seq, return_state=ret_state)
 
     def _bidirectional(self, cfg: dict, where: str) -> tuple:
         merge = cfg.get("merge_mode", "concat")
-        if merge != "concat":
-            raise GruliteError(f"{where}: merge_mode={merge!r}; grulite concatenates the two "
-                               "directions (merge_mode='concat' only)")
+        if merge not in ("concat", "sum", "mul", "ave"):
+            raise GruliteError(f"{where}: merge_mode={merge!r}; grulite merges the two "
+                               "directions with concat, sum, mul or ave (merge_mode=None, two "
+                               "separate outputs, is not imported)")
         fcell, frnn = _gru_cell(cfg.get("layer") or {}, where)
         back = cfg.get("backward_layer")
         if back:
@@ -851,7 +856,8 @@ class _Mapper:
         if self.parity:
             raise GruliteError(f"{where}: Bidirectional after a go_backwards layer (its input is "
                                "in reversed time order) is not supported")
-        return [fcell, bcell], frnn, ["forward_layer/cell/", "backward_layer/cell/"], pairs
+        return ([fcell, bcell], frnn, ["forward_layer/cell/", "backward_layer/cell/"], pairs,
+                merge)
 
     def dense_layer(self, spec: dict, cls: str, cfg: dict, where: str) -> None:
         """Dense (or TimeDistributed(Dense)): a head layer."""
@@ -1028,7 +1034,12 @@ def _describe_outputs(layers: list, last_gru: dict, dense: list, out_tensors: Op
         if t == 0 and last_gru["return_sequences"]:
             out.append(dict(kind="sequence", grulite=f"y{flip}"))
         elif t == 0:
-            what = state(0) if D == 1 else f"concatenate([{state(0)}, {state(1)}], axis=-1)"
+            merge = layers[-1].get("merge", "concat")
+            what = (state(0) if D == 1
+                    else f"concatenate([{state(0)}, {state(1)}], axis=-1)" if merge == "concat"
+                    else f"{state(0)} + {state(1)}" if merge == "sum"
+                    else f"{state(0)} * {state(1)}" if merge == "mul"
+                    else f"({state(0)} + {state(1)}) / 2")
             out.append(dict(kind="last", grulite=what))
         elif 1 <= t <= D:
             out.append(dict(kind="state", grulite=state(t - 1)))
