@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Generate the Keras variant fixtures (tests/fixtures/keras_variants/): GRU
-activations other than sigmoid / tanh, Keras 2's hard_sigmoid, Masking and Bidirectional's merge modes.
+activations other than sigmoid / tanh, Keras 2's hard_sigmoid, Masking and
+Bidirectional's merge modes.
 
 Re-run from the repository root (needs keras 3 and h5py; any backend, we use
 torch==2.13.0):
@@ -20,7 +21,8 @@ of ``CASES`` is built, given seeded random weights, saved as
 
 A case is a dict: ``build(keras, keras.layers) -> model``; ``read`` (how each
 Keras output is read from the grulite model, the vocabulary of
-make_keras_fixtures: y, y_rev, h:i, h:l:d, predict, predict_all, ...; last_sum / last_mul / last_ave: a merged Bidirectional's last output);
+make_keras_fixtures: y, y_rev, h:i, h:l:d, predict, predict_all, ...;
+last_sum / last_mul / last_ave: a merged Bidirectional's last output);
 optionally ``scale`` (std of the random weights; the unbounded activations
 need small ones over deep stacks), ``mask`` (the Masking value and the
 rows' lengths: the padded steps of x are set to it), ``keras_version``
