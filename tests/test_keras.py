@@ -14,7 +14,6 @@ Tolerance: 2e-5 max-abs on every output (float32 both sides; ~1e-7 seen).
 from __future__ import annotations
 
 import io
-import json
 import os
 import sys
 import zipfile
@@ -26,6 +25,7 @@ import grulite
 from conftest import ROOT, load_tool, record_error
 from grulite import from_keras
 from grulite.importers._keras import image as image_from_keras
+from support.files import rewrite_keras
 
 h5py = pytest.importorskip("h5py")
 
@@ -223,20 +223,7 @@ def test_save_load_roundtrip(tmp_path, expected):
 # clear errors, from committed fixtures and hand-made archives (no keras)
 
 
-def _rewrite(src: str, dst, config_edit=None, members=None) -> str:
-    """A copy of archive `src` with config.json edited (or members replaced)."""
-    with zipfile.ZipFile(src) as z:
-        files = {n: z.read(n) for n in z.namelist()}
-    if config_edit is not None:
-        cfg = json.loads(files["config.json"])
-        config_edit(cfg)
-        files["config.json"] = json.dumps(cfg).encode()
-    if members is not None:
-        files = {k: v for k, v in dict(files, **members).items() if v is not None}
-    with zipfile.ZipFile(dst, "w") as z:
-        for n, b in files.items():
-            z.writestr(n, b)
-    return str(dst)
+_rewrite = rewrite_keras
 
 
 def _layers(cfg: dict) -> list:

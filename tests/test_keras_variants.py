@@ -30,6 +30,7 @@ from conftest import ROOT, load_tool, record_error
 from grulite import from_keras
 from grulite.importers import _keras
 from grulite.importers._keras import image as image_from_keras
+from support.files import rewrite_keras
 
 h5py = pytest.importorskip("h5py")
 
@@ -112,19 +113,7 @@ def check_case(model, x, expected: list, reads: list, lengths, where: str) -> No
         assert err <= TOL, f"{where} output {i} ({how}): max relative error {err:.3e}"
 
 
-def _rewrite(src: str, dst, config_edit=None, members=None) -> str:
-    """A copy of archive `src` with config.json edited (or members replaced)."""
-    with zipfile.ZipFile(src) as z:
-        files = {n: z.read(n) for n in z.namelist()}
-    if config_edit is not None:
-        cfg = json.loads(files["config.json"])
-        config_edit(cfg)
-        files["config.json"] = json.dumps(cfg).encode()
-    files.update(members or {})
-    with zipfile.ZipFile(dst, "w") as z:
-        for n, b in files.items():
-            z.writestr(n, b)
-    return str(dst)
+_rewrite = rewrite_keras
 
 
 def _layers(cfg: dict) -> list:

@@ -194,11 +194,16 @@ def make_case(keras, name: str, seed: int, out_dir: str) -> dict:
     return arrays
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def fixture_main(argv, doc: str, cases: dict, make_case, fixture_dir: str, expected: str) -> int:
+    """The command line of a Keras fixture tool (this one and
+    make_keras_variant_fixtures.py): write every case of `cases` with
+    ``make_case(keras, name, seed, out_dir) -> arrays`` and the arrays to
+    ``expected``, or (--check) regenerate in a temporary directory and
+    compare."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--check", action="store_true",
                     help="regenerate in a temporary directory and compare the outputs")
-    ap.add_argument("--out", default=FIXTURE_DIR)
+    ap.add_argument("--out", default=fixture_dir)
     a = ap.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
@@ -206,9 +211,9 @@ def main(argv=None) -> int:
     if a.check:
         with tempfile.TemporaryDirectory() as tmp:
             arrays = {}
-            for seed, name in enumerate(CASES):
+            for seed, name in enumerate(cases):
                 arrays.update(make_case(keras, name, seed, tmp))
-        with np.load(os.path.join(FIXTURE_DIR, EXPECTED)) as ref:
+        with np.load(os.path.join(fixture_dir, expected)) as ref:
             bad = [k for k in arrays if k not in ref.files or not np.allclose(ref[k], arrays[k],
                                                                                atol=1e-6)]
         print("fixtures match" if not bad else f"differ: {', '.join(bad)}")
@@ -216,16 +221,20 @@ def main(argv=None) -> int:
     out_dir = a.out
     os.makedirs(out_dir, exist_ok=True)
     arrays = {}
-    for seed, name in enumerate(CASES):
+    for seed, name in enumerate(cases):
         arrays.update(make_case(keras, name, seed, out_dir))
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    with open(os.path.join(out_dir, EXPECTED), "wb") as f:
+    with open(os.path.join(out_dir, expected), "wb") as f:
         f.write(buf.getvalue())
     total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
-    print(f"wrote {len(CASES)} cases to {out_dir} ({total:,} bytes, keras {keras.__version__}, "
-          f"backend {keras.backend.backend()})")
+    print(f"wrote {len(cases)} cases to {os.path.relpath(out_dir, ROOT)} ({total:,} bytes, "
+          f"keras {keras.__version__}, backend {keras.backend.backend()})")
     return 0
+
+
+def main(argv=None) -> int:
+    return fixture_main(argv, __doc__, CASES, make_case, FIXTURE_DIR, EXPECTED)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,8 @@ a legacy .h5 file is refused whichever Keras wrote it.)
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.util
-import io
 import json
 import os
 import sys
@@ -296,37 +294,7 @@ def make_case(keras, name: str, seed: int, out_dir: str) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true",
-                    help="regenerate in a temporary directory and compare the outputs")
-    ap.add_argument("--out", default=FIXTURE_DIR)
-    a = ap.parse_args(argv)
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
-    if a.check:
-        with tempfile.TemporaryDirectory() as tmp:
-            arrays = {}
-            for seed, name in enumerate(CASES):
-                arrays.update(make_case(keras, name, seed, tmp))
-        with np.load(os.path.join(FIXTURE_DIR, EXPECTED)) as ref:
-            bad = [k for k in arrays if k not in ref.files or not np.allclose(ref[k], arrays[k],
-                                                                               atol=1e-6)]
-        print("fixtures match" if not bad else f"differ: {', '.join(bad)}")
-        return 1 if bad else 0
-    out_dir = a.out
-    os.makedirs(out_dir, exist_ok=True)
-    arrays = {}
-    for seed, name in enumerate(CASES):
-        arrays.update(make_case(keras, name, seed, out_dir))
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    with open(os.path.join(out_dir, EXPECTED), "wb") as f:
-        f.write(buf.getvalue())
-    total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
-    print(f"wrote {len(CASES)} cases to {os.path.relpath(out_dir, ROOT)} ({total:,} bytes, "
-          f"keras {keras.__version__}, backend {keras.backend.backend()})")
-    return 0
+    return _base_tool().fixture_main(argv, __doc__, CASES, make_case, FIXTURE_DIR, EXPECTED)
 
 
 if __name__ == "__main__":

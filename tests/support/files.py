@@ -246,3 +246,23 @@ class Evil:
 
     def __reduce__(self):
         return (os.system, (self.cmd,))
+
+
+# ---- Keras archives -------------------------------------------------------------
+
+def rewrite_keras(src: str, dst, config_edit=None, members=None) -> str:
+    """A copy of the .keras archive `src` at `dst` with config.json edited in
+    place by `config_edit(cfg)`, and `members` replacing members (None
+    removes one)."""
+    with zipfile.ZipFile(src) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    if config_edit is not None:
+        cfg = json.loads(files["config.json"])
+        config_edit(cfg)
+        files["config.json"] = json.dumps(cfg).encode()
+    if members is not None:
+        files = {k: v for k, v in dict(files, **members).items() if v is not None}
+    with zipfile.ZipFile(dst, "w") as z:
+        for n, b in files.items():
+            z.writestr(n, b)
+    return str(dst)
