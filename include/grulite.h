@@ -313,7 +313,8 @@ GRULITE_API int grulite_model_save(const grulite_model *model, const char *path)
 /* ---- Kernels ---------------------------------------------------------- */
 
 /* Every model picks its kernel set at load: the best the CPU supports
- * ("avx512vnni", "avx512", "avx2", "neon", "generic"), or the one the GRULITE_ISA environment
+ * ("avx512vnni", "avx512", "avx2", "neondot" (aarch64 with the Armv8.2 dot
+ * products: int8 with SDOT), "neon", "generic"), or the one the GRULITE_ISA environment
  * variable names (load fails with GRULITE_E_UNSUPPORTED if this CPU cannot
  * run it).  All sets read the same .grl file. */
 
@@ -321,7 +322,7 @@ GRULITE_API int grulite_model_save(const grulite_model *model, const char *path)
 GRULITE_API const char *grulite_model_isa(const grulite_model *model);
 
 /* Switches the model's kernel set: "generic", "avx2", "avx512", "avx512vnni",
- * "neon", or "auto"
+ * "neon", "neondot", or "auto"
  * / NULL for the best.  GRULITE_E_UNSUPPORTED if the CPU cannot run it.
  * Not thread-safe: call before the model is shared or used by streams. */
 GRULITE_API int grulite_model_set_isa(grulite_model *model, const char *isa);

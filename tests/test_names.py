@@ -15,7 +15,7 @@ def test_name_tables_come_from_c():
         "sigmoid": 3, "tanh": 2, "relu": 1, "affine": 5, "leaky_relu": 6, "thresholded_relu": 7,
         "scaled_tanh": 8, "hard_sigmoid": 9, "elu": 10, "softsign": 11, "softplus": 12}
     assert _core.MERGES == {"concat": 0, "sum": 1, "mul": 2, "ave": 3}
-    assert _core.isa_names() == ("generic", "avx2", "avx512", "avx512vnni", "neon")
+    assert _core.isa_names() == ("generic", "avx2", "avx512", "avx512vnni", "neon", "neondot")
 
 
 def test_default_isa_is_what_a_load_picks(monkeypatch):

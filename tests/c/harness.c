@@ -10,7 +10,7 @@ int g_passed, g_failed;
 char g_ctx[256];
 const char *g_isa;
 
-const char *const k_isas[N_ISAS] = { "generic", "avx2", "avx512", "avx512vnni", "neon" };
+const char *const k_isas[N_ISAS] = { "generic", "avx2", "avx512", "avx512vnni", "neon", "neondot" };
 
 void check_impl(int ok, const char *expr, const char *file, int line)
 {

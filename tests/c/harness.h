@@ -28,7 +28,7 @@ extern char g_ctx[256];   /* what is being tested, printed with a failure */
 extern const char *g_isa; /* kernel set forced on every model, or NULL: the default */
 
 /* Every kernel set a build may have; grulite_isa_supported() says which run here. */
-#define N_ISAS 5
+#define N_ISAS 6
 extern const char *const k_isas[N_ISAS];
 
 #define CHECK(cond) check_impl(!!(cond), #cond, __FILE__, __LINE__)

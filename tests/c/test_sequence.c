@@ -158,7 +158,10 @@ static void test_embedding_forward(void)
                 float yc[B * T * 20];
                 run.y = yc;
                 CHECK_RC(grulite_forward(c, ws, &run), GRULITE_OK);
-                CHECK(near(yc, y1, sizeof yc / sizeof(float), 1e-6f, "converted"));
+                /* int8 kernels that round x to int8 too (avx512vnni, neondot)
+                 * differ from the float32 copy by that rounding. */
+                CHECK(near(yc, y1, sizeof yc / sizeof(float),
+                           dtypes[d] == GRULITE_DTYPE_I8 ? tols[d] : 1e-6f, "converted"));
                 grulite_model_free(c);
             }
             free(buf);

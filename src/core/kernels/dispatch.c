@@ -5,6 +5,13 @@
 
 #include "../internal.h"
 
+#if defined(GL_HAVE_NEONDOT_KERNELS)
+#  include <sys/auxv.h>
+#  ifndef HWCAP_ASIMDDP
+#    define HWCAP_ASIMDDP (1UL << 20)      /* Linux's arm64 hwcap bit for SDOT / UDOT */
+#  endif
+#endif
+
 #if defined(GL_HAVE_X86_KERNELS) && defined(__clang__)
 /* Older clang (e.g. 14) rejects __builtin_cpu_supports("f16c"): ask CPUID
  * (leaf 1, ECX bit 29) directly. */
@@ -42,6 +49,11 @@ static const gl_isa gl_isas[] = {
 #else
     { "neon", NULL },
 #endif
+#if defined(GL_HAVE_NEONDOT_KERNELS)
+    { "neondot", &gl_kernels_neondot },
+#else
+    { "neondot", NULL },
+#endif
 };
 
 #define GL_N_ISAS ((int)(sizeof gl_isas / sizeof gl_isas[0]))
@@ -63,6 +75,9 @@ static int cpu_runs(const char *name)
 #endif
 #if defined(GL_HAVE_NEON_KERNELS)
     if (!strcmp(name, "neon")) return 1;    /* part of every aarch64 CPU */
+#endif
+#if defined(GL_HAVE_NEONDOT_KERNELS)
+    if (!strcmp(name, "neondot")) return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
 #endif
     return 0;
 }

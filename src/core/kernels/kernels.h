@@ -201,10 +201,16 @@ extern const gl_kernels gl_kernels_avx512vnni;
 #if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
 #  define GL_HAVE_NEON_KERNELS 1
 extern const gl_kernels gl_kernels_neon;
+/* The Armv8.2 dot products (SDOT) for int8: GCC on Linux (the CPU is asked
+ * through getauxval; the functions compile with #pragma GCC target). */
+#  if defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#    define GL_HAVE_NEONDOT_KERNELS 1
+extern const gl_kernels gl_kernels_neondot;
+#  endif
 #endif
 
 /* The best kernel set this CPU supports, or the one named (generic, avx2,
- * avx512, avx512vnni, neon); NULL for an unknown or unsupported name. */
+ * avx512, avx512vnni, neon, neondot); NULL for an unknown or unsupported name. */
 const gl_kernels *gl_kernels_select(const char *name);
 
 /* Whether the running CPU can run the named kernel set. */
