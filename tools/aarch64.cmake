@@ -13,7 +13,8 @@ set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
 if(NOT DEFINED AARCH64_SYSROOT)
   set(AARCH64_SYSROOT /usr/aarch64-linux-gnu)
 endif()
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L ${AARCH64_SYSROOT})
+# -cpu max: a CPU with the Armv8.2 dot products, so the neondot kernels run too.
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -cpu max -L ${AARCH64_SYSROOT})
 
 # Libraries and headers from the target's tree only; programs from the host.
 set(CMAKE_FIND_ROOT_PATH ${AARCH64_SYSROOT})
