@@ -87,6 +87,7 @@ import sys
 import tempfile
 import time
 import warnings
+from typing import Optional
 
 import numpy as np
 
@@ -460,6 +461,26 @@ class NumpyGRU:
         return self._cell(xp, h, whT, bh, whT.shape[0])
 
 
+def torch_dynamic_int8(gru):
+    """torch.ao.quantization.quantize_dynamic of a module holding `gru`: int8
+    weights, activations quantized on the fly (the GRU torch users quantize)."""
+    import warnings
+
+    import torch
+
+    class Holder(torch.nn.Module):
+        def __init__(self, g):
+            super().__init__()
+            self.g = g
+
+        def forward(self, x):
+            return self.g(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")           # its deprecation notice
+        return torch.ao.quantization.quantize_dynamic(Holder(gru).eval(), {torch.nn.GRU},
+                                                      dtype=torch.qint8)
+
+
 def onnx_session(gru, args, input_names, output_names, threads):
     import onnxruntime as ort
     import torch
@@ -554,6 +575,7 @@ def run_sequence(c, threads_list, peers, timer, blas, dtypes=()):
             diffs[dt] = max(max_diff(yq, y_ref), max_diff(hq, h_ref))
             fns["grulite_" + dt] = lambda mq=mq: mq(x)
         sess, peer_diff = None, {}
+        qgru = None
         if "torch" in peers:
             import torch
             if torch.get_num_threads() != threads:
@@ -566,6 +588,18 @@ def run_sequence(c, threads_list, peers, timer, blas, dtypes=()):
                 with torch.inference_mode():
                     gru(xt)
             fns["torch"] = t_run
+            if "int8" in low:
+                # grulite int8's peer: torch's dynamic quantization (int8 weights,
+                # activations quantized per call; fbgemm int8 GEMMs).
+                qgru = torch_dynamic_int8(gru)
+                with torch.inference_mode():
+                    y, h = qgru(xt)
+                diffs["torch_int8"] = max(max_diff(y.numpy(), y_ref), max_diff(h.numpy(), h_ref))
+
+                def tq_run(qgru=qgru):
+                    with torch.inference_mode():
+                        qgru(xt)
+                fns["torch_int8"] = tq_run
         if "ort" in peers:
             sess = onnx_session(gru, (torch.from_numpy(x),), ["x"], ["y", "h"], threads)
             feed = {"x": x}
@@ -593,6 +627,8 @@ def run_sequence(c, threads_list, peers, timer, blas, dtypes=()):
             if p in times:
                 res[p] = times[p]
                 check(res, p, c["name"], threads, peer_diff[p])
+        if "torch_int8" in times:
+            res["torch_int8"] = dict(times["torch_int8"], max_abs_diff=diffs["torch_int8"])
         finish(res, peers)
         out.append(res)
     return out
@@ -863,7 +899,19 @@ def markdown(results: list, peers: list, meta: dict) -> str:
                 if meta['settings'].get('rounds', 1) > 1 else "")
              + f" (≥ {meta['settings']['floor_runs']} for slow cases); (×) = peer time / grulite time, "
              "> 1 means grulite is faster.", ""]
-    head = ["case", "threads", "grulite"] + [f"{PEER_LABEL[p]} (×)" for p in peers] + ["grulite GFLOP/s"]
+    # The read floor of a B=1 whole-sequence row: T steps, each reading every
+    # layer direction's W_hh once, at the rate bench_step measured for that H.
+    floor_ns = {f["H"]: f["read_ns"] for r in results if r["kind"] == "cstep"
+                for f in r.get("read_floor", [])}
+
+    def floor_of(r: dict) -> Optional[float]:
+        k = r.get("config", {})
+        if r["kind"] != "sequence" or k.get("B") != 1 or k.get("H") not in floor_ns:
+            return None
+        return k["T"] * k["layers"] * (2 if k["bidirectional"] else 1) * floor_ns[k["H"]] / 1e9
+    show_floor = any(floor_of(r) for r in results)
+    head = (["case", "threads", "grulite"] + [f"{PEER_LABEL[p]} (×)" for p in peers]
+            + (["read floor (grulite / floor)"] if show_floor else []) + ["grulite GFLOP/s"])
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
     floors = []
@@ -871,12 +919,16 @@ def markdown(results: list, peers: list, meta: dict) -> str:
         if r["kind"] == "cstep":
             for s in r.get("steps", []):
                 row = [f"C stream step (no Python): B=1, I={s['I']}, H={s['H']}", "1",
-                       f"{s['step_ns'] / 1e3:.2f} µs/step"] + ["–"] * len(peers) + [f"{s['gflops']:.2f}"]
+                       f"{s['step_ns'] / 1e3:.2f} µs/step"] + ["–"] * len(peers) + \
+                      (["–"] if show_floor else []) + [f"{s['gflops']:.2f}"]
                 lines.append("| " + " | ".join(row) + " |")
             for f in r.get("forward", []):
+                fl = floor_ns.get(f["H"])
                 row = [f"C forward (no Python): B=1, T={f['T']}, I={f['I']}, H={f['H']}", "1",
                        fmt_time(f["forward_us"] / 1e6, "sequence")] + ["–"] * len(peers) + \
-                      [f"{f['gflops']:.2f}"]
+                      ([f"{fmt_time(f['T'] * fl / 1e9, 'sequence')} "
+                        f"({f['forward_us'] * 1e3 / (f['T'] * fl):.2f}×)" if fl else "–"]
+                       if show_floor else []) + [f"{f['gflops']:.2f}"]
                 lines.append("| " + " | ".join(row) + " |")
             floors.extend(r.get("read_floor", []))
             continue
@@ -889,6 +941,9 @@ def markdown(results: list, peers: list, meta: dict) -> str:
                 row.append(f"{t} ({r[p]['ratio']:.2f}×){flag}")
             else:
                 row.append("–")
+        if show_floor:
+            fl = floor_of(r)
+            row.append(f"{fmt_time(fl, unit)} ({r['grulite']['best_s'] / fl:.2f}×)" if fl else "–")
         row.append(f"{r['grulite_gflops']:.2f}")
         lines.append("| " + " | ".join(row) + " |")
     if floors:
@@ -916,6 +971,7 @@ def markdown_low_precision(results: list, peers: list, meta: dict) -> str:
         return ""
     vs = "int8" if "int8" in dtypes else dtypes[-1]      # the ORT column's low-precision side
     show_ort = "ort" in peers and any("ort" in r for r in rows)
+    show_tq = "int8" in dtypes and any("torch_int8" in r for r in rows)
     isas = sorted({r["grulite_" + dt].get("isa") for r in rows for dt in dtypes
                    if "grulite_" + dt in r and r["grulite_" + dt].get("isa")})
     tols = " / ".join(f"{DTYPE_TOL[dt]:g} ({dt})" for dt in dtypes)
@@ -926,10 +982,15 @@ def markdown_low_precision(results: list, peers: list, meta: dict) -> str:
              "low-precision time, > 1 means the low-precision model is faster"
              + (f"; ORT float32 / grulite {vs} = ONNX Runtime's (float32) time over grulite {vs}'s"
                 if show_ort else "")
+             + ("; torch dynamic int8 = `torch.ao.quantization.quantize_dynamic` of the same nn.GRU "
+                "(int8 weights and activations, fbgemm), (×) = its time / grulite int8's"
+                if show_tq else "")
              + f"; max abs diff of the outputs (y and h_n) from float32 grulite's, ⚠ above {tols}.", ""]
     head = (["case", "threads", "grulite float32"] + [f"{dt} (speedup vs f32)" for dt in dtypes]
             + ([f"ORT float32 / grulite {vs}"] if show_ort else [])
-            + ["max abs diff " + " / ".join(DTYPE_SHORT.get(dt, dt) for dt in dtypes)])
+            + (["torch dynamic int8 (×)"] if show_tq else [])
+            + ["max abs diff " + " / ".join([DTYPE_SHORT.get(dt, dt) for dt in dtypes]
+                                            + (["torch int8"] if show_tq else []))])
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
     for r in rows:
@@ -948,6 +1009,11 @@ def markdown_low_precision(results: list, peers: list, meta: dict) -> str:
             d = r.get("grulite_" + vs, {})
             ratio = d.get("peer_ratios", {}).get("ort")
             row.append(f"{ratio:.2f}×" if ratio is not None else "–")
+        if show_tq:
+            tq, gq = r.get("torch_int8"), r.get("grulite_int8")
+            row.append(f"{fmt_time(tq['best_s'], unit)} ({tq['best_s'] / gq['best_s']:.2f}×)"
+                       if tq and gq else "–")
+            diffs.append(f"{tq['max_abs_diff']:.1e}" if tq else "–")
         row.append(" / ".join(diffs))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
