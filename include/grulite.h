@@ -87,7 +87,7 @@ extern "C" {
 #define GRULITE_E_UNSUPPORTED (-13) /* valid request this build cannot do */
 #define GRULITE_E_ALIGN      (-14)  /* borrowed buffer not 64-byte aligned */
 #define GRULITE_E_TOO_LARGE  (-15)  /* a size overflows or exceeds limits */
-#define GRULITE_E_BUFFER     (-16)  /* output buffer too small */
+#define GRULITE_E_BUFFER     (-16)  /* output buffer or caller memory too small */
 #define GRULITE_E_TOKEN      (-17)  /* a token id outside [0, vocab_size) */
 
 /* Static English text for an error code; never NULL.  Thread-safe. */
@@ -546,6 +546,58 @@ GRULITE_API int32_t grulite_stream_batch(const grulite_stream *s);
 /* Bytes the stream holds: its state plus scratch for the largest chunk
  * stepped so far.  The model's own memory is its mapping (image_size). */
 GRULITE_API size_t grulite_stream_bytes(const grulite_stream *s);
+
+/* ---- Memory the caller provides ------------------------------------------
+ *
+ * A model, a workspace and a stream placed in memory the caller gives
+ * (static arrays on a microcontroller, an arena in a server): the library
+ * allocates nothing for them.  Every build has these functions; a build
+ * with no operating system (GRULITE_NO_OS: no threads, mmap, stdio,
+ * environment or malloc; docs/edge.md) has only these ways to make a
+ * model, a workspace or a stream, and no generation, forecasting or
+ * writing.  `mem` needs no particular alignment; the *_mem_size queries
+ * include the padding.  The memory must outlive what is placed in it; the
+ * *_free functions accept these objects and free nothing (the caller's
+ * memory is simply reused or dropped).  Memory below what the query says:
+ * GRULITE_E_BUFFER. */
+
+/* Bytes grulite_model_load_mem needs for the image at data: the model's
+ * descriptors (a few hundred bytes a layer), never its weights, which stay
+ * in the image.  Read from the header alone; 0 when it is not a .grl
+ * header (grulite_model_load_mem then says what is wrong). */
+GRULITE_API size_t grulite_model_mem_size(const void *data, size_t size);
+
+/* grulite_model_load_buffer with the model in mem: the image (64-byte
+ * aligned, else GRULITE_E_ALIGN; a const array from grulite convert
+ * --emit-c is) and mem are borrowed, unchanged, for the model's life.
+ * The same validation and messages as grulite_model_load. */
+GRULITE_API int grulite_model_load_mem(const void *data, size_t size, void *mem, size_t mem_size,
+                                       grulite_model **out, char *msg, size_t msg_size);
+
+/* Bytes a workspace in caller memory needs for grulite_forward with this
+ * model on `batch` rows of `steps` steps, any outputs asked for; 0 for a
+ * NULL model, batch or steps < 1, or a size that overflows. */
+GRULITE_API size_t grulite_workspace_mem_size(const grulite_model *model, int32_t batch,
+                                              int32_t steps);
+
+/* A workspace in mem (mem_size bytes).  It never grows: a call needing
+ * more than it holds returns GRULITE_E_BUFFER before computing anything.
+ * It runs on the calling thread (grulite_workspace_set_threads above 1:
+ * GRULITE_E_UNSUPPORTED).  Not tied to a model. */
+GRULITE_API int grulite_workspace_init(void *mem, size_t mem_size, grulite_workspace **out);
+
+/* Bytes a stream of `batch` rows in caller memory needs, for calls of up
+ * to `steps` steps with any outputs and any rows listed
+ * (grulite_stream_run); 0 as grulite_workspace_mem_size, and for a model
+ * a stream cannot run (a layer runs backwards). */
+GRULITE_API size_t grulite_stream_mem_size(const grulite_model *model, int32_t batch,
+                                           int32_t steps);
+
+/* grulite_stream_new in mem: state, scratch for calls of up to `steps`
+ * steps (a longer call: GRULITE_E_BUFFER) and what listed rows need, all
+ * in mem.  The model must outlive the stream. */
+GRULITE_API int grulite_stream_init(const grulite_model *model, int32_t batch, int32_t steps,
+                                    void *mem, size_t mem_size, grulite_stream **out);
 
 /* ---- Generation and forecasting (forward-only models) ---------------- */
 

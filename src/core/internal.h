@@ -6,6 +6,7 @@
 #ifndef GRULITE_INTERNAL_H
 #define GRULITE_INTERNAL_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,14 @@
 #else
 #  define GL_RESTRICT
 #  define GL_HIDDEN
+#endif
+
+/* GRULITE_NO_OS: the build for no operating system (docs/edge.md): no
+ * threads, mmap, stdio, environment or malloc.  Models, workspaces and
+ * streams then live in memory the caller provides (grulite_*_mem_size).
+ * GL_HOSTED marks what only the hosted build has. */
+#if !defined(GRULITE_NO_OS)
+#  define GL_HOSTED 1
 #endif
 
 #define GL_ALIGN 64  /* alignment of every tensor in an image and of scratch */
@@ -63,12 +72,23 @@ static inline int gl_align_up(size_t x, size_t *out)
 
 #include "kernels/kernels.h"
 
-/* Formats a detail line into msg (when not NULL) and returns code: how
- * every check that can explain itself fails (names.c). */
+/* ---- Messages (message.c: the library's own small printf, no stdio) ---- */
+
 #if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
+#  define GL_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#  define GL_PRINTF(f, a)
 #endif
-GL_HIDDEN int gl_fail(char *msg, size_t msg_size, int code, const char *fmt, ...);
+
+/* snprintf for the conversions the library writes (%d %u %x %s %p %g with
+ * l / ll / z, width and precision): always NUL-terminated when cap > 0;
+ * returns the length the whole text has. */
+GL_HIDDEN int gl_vformat(char *buf, size_t cap, const char *fmt, va_list ap);
+GL_HIDDEN int gl_format(char *buf, size_t cap, const char *fmt, ...) GL_PRINTF(3, 4);
+
+/* Formats a detail line into msg (when not NULL) and returns code: how
+ * every check that can explain itself fails. */
+GL_HIDDEN int gl_fail(char *msg, size_t msg_size, int code, const char *fmt, ...) GL_PRINTF(4, 5);
 
 /* ---- Threads (engine/threads.c) -------------------------------------------- */
 
@@ -118,18 +138,34 @@ struct grulite_workspace {
     int default_threads;     /* the default, read on first use (0: not yet): reading
                                 it costs a file read (online CPUs) per call */
     gl_pool *pool;           /* created on first threaded call */
+    int fixed;               /* 1: buf is the caller's memory (grulite_workspace_init):
+                                it never grows, and one thread runs */
 };
 
 /* The threads a call with ws may use (grulite_workspace_threads, with the
  * default read once). */
 GL_HIDDEN int gl_workspace_threads(grulite_workspace *ws);
 
-/* Makes ws hold at least `floats` floats; returns 0 or GRULITE_E_NOMEM. */
+/* Scratch beyond this is refused outright rather than attempted: no call
+ * that fits a real machine needs a terabyte of scratch. */
+#define GL_MAX_SCRATCH_BYTES (SIZE_MAX >> 20 < ((size_t)1 << 20) ? SIZE_MAX : ((size_t)1 << 20) << 20)
+
+/* Bytes grulite_workspace_init needs for `floats` floats of scratch (0: too large). */
+GL_HIDDEN size_t gl_workspace_mem_bytes(size_t floats);
+
+/* Makes ws hold at least `floats` floats; returns 0, GRULITE_E_NOMEM, or
+ * (fixed) GRULITE_E_BUFFER when its memory is too small. */
 GL_HIDDEN int gl_workspace_reserve(grulite_workspace *ws, size_t floats);
 
-/* Aligned allocation helpers (free with gl_free_aligned). */
+/* Aligned allocation helpers (free with gl_free_aligned); hosted builds. */
 GL_HIDDEN void *gl_alloc_aligned(size_t bytes);
 GL_HIDDEN void gl_free_aligned(void *p);
+
+/* p rounded up to GL_ALIGN: where caller memory's blocks start. */
+static inline unsigned char *gl_align_ptr(void *p)
+{
+    return (unsigned char *)p + (GL_ALIGN - (uintptr_t)p % GL_ALIGN) % GL_ALIGN;
+}
 
 /* ---- Checksum (format/crc32.c) ------------------------------------------------- */
 

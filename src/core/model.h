@@ -77,7 +77,9 @@ struct grulite_model {
     int32_t n_seq;           /* the first n_seq layers are sequence layers */
     int32_t first_gru;       /* index of the first GRU layer (1 after an embedding) */
     int32_t top_gru;         /* index of the last GRU layer (a merge may follow it) */
-    gl_layer layer[GL_MAX_MODEL_LAYERS];
+    gl_layer *layer;         /* n layers; a loaded model's follow the struct in one
+                                block sized from the image's header (gl_model_bytes) */
+    int32_t cap;             /* entries layer[] has room for */
     const gl_kernels *k;     /* chosen at load */
     int32_t max_hidden;      /* max H over GRU layers */
     int32_t max_width;       /* max out over sequence layers */
@@ -89,6 +91,8 @@ struct grulite_model {
     size_t metadata_len;
     const unsigned char *image; /* the validated .grl image */
     size_t image_size;
+    int allocated;           /* 1: the library allocated this block (hosted loads);
+                                0: it is the caller's (grulite_model_load_mem) */
     void *owned;             /* aligned copy we free, or NULL */
     void *mapping;           /* mmap'd region we unmap, or NULL */
     size_t mapping_size;

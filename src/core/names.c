@@ -1,8 +1,6 @@
 /* names.c - the one list of every name the library gives a code: error
  * texts, weight dtypes, activations, layer kinds.  Python and the command
  * line ask these functions; they keep no copies. */
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
@@ -26,7 +24,7 @@ const char *grulite_strerror(int code)
     case GRULITE_E_UNSUPPORTED: return "not supported";
     case GRULITE_E_ALIGN: return "borrowed model buffer is not 64-byte aligned";
     case GRULITE_E_TOO_LARGE: return "size too large";
-    case GRULITE_E_BUFFER: return "output buffer too small";
+    case GRULITE_E_BUFFER: return "buffer too small (an output, or the memory given)";
     case GRULITE_E_TOKEN: return "token id outside [0, vocab_size)";
     default: return "unknown error";
     }
@@ -130,15 +128,4 @@ int grulite_code(int table, const char *name)
     for (int i = 0; t && name && t[i].name; i++)
         if (!strcmp(t[i].name, name)) return t[i].code;
     return GRULITE_E_ARG;
-}
-
-int gl_fail(char *msg, size_t msg_size, int code, const char *fmt, ...)
-{
-    if (msg && msg_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, msg_size, fmt, ap);
-        va_end(ap);
-    }
-    return code;
 }

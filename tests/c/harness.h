@@ -105,5 +105,7 @@ void test_nonfinite_row_isolated(void);
 void test_sequence_models(void);
 /* test_activations.c: other activations and clip, every pair, every kernel set */
 void test_activations(void);
+/* test_mem.c: models, workspaces and streams in the caller's memory */
+void test_caller_memory(const fixture *f);
 
 #endif

@@ -34,6 +34,10 @@ echo "== build ($CC)"
 echo "== run"
 "$BUILD_DIR/test_core" "$FIXTURES"
 
+echo "== the library's printf against the C library's (tests/c/message_check.c)"
+"$CC" "${CFLAGS[@]}" -Isrc/core tests/c/message_check.c src/core/message.c -lm -o "$BUILD_DIR/message_check"
+"$BUILD_DIR/message_check"
+
 # Fuzzing regressions: every input in tests/c/fuzz_regress/<target>/ (a
 # crash a fuzz target found, tools/fuzz/README.md) replayed through that
 # target's checks, with a plain main() instead of libFuzzer.
@@ -65,6 +69,10 @@ if [ "${SANITIZE:-0}" = "1" ]; then
           -fno-sanitize-recover=all -DGRULITE_TEST_SANITIZE src/core/*.c src/core/*/*.c "${TEST_SOURCES[@]}" -lm -lpthread \
           -o "$BUILD_DIR/test_core_san"
     "$BUILD_DIR/test_core_san" "$FIXTURES"
+    "$CC" "${CFLAGS[@]}" -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+          -fno-sanitize-recover=all -Isrc/core tests/c/message_check.c src/core/message.c -lm \
+          -o "$BUILD_DIR/message_check_san"
+    "$BUILD_DIR/message_check_san"
     for t in ${REGRESS_TARGETS[@]+"${REGRESS_TARGETS[@]}"}; do
         "$CC" "${CFLAGS[@]}" -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
               -fno-sanitize-recover=all src/core/*.c src/core/*/*.c "tools/fuzz/fuzz_$t.c" tools/fuzz/replay.c \

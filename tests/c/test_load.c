@@ -278,6 +278,19 @@ static int load_exact(const unsigned char *img, size_t size, int copy)
     memset(msg, 'X', sizeof msg);
     const int rc = grulite_model_load_buffer(buf, size, copy ? GRULITE_LOAD_COPY : 0, &m,
                                              msg, sizeof msg);
+    if (!copy) {
+        /* The same checks and words from a load into the caller's memory. */
+        const size_t need = grulite_model_mem_size(buf, size);
+        unsigned char *mem = xmalloc(need ? need : 64);
+        grulite_model *m2 = not_null();
+        char msg2[200];
+        const int rc2 = grulite_model_load_mem(buf, size, mem, need ? need : 64, &m2, msg2,
+                                               sizeof msg2);
+        CHECK_RC(rc2, rc);
+        if (rc2 == GRULITE_OK && rc == GRULITE_OK) CHECK(m2 != NULL);
+        if (rc2 != GRULITE_OK && rc != GRULITE_OK) CHECK(m2 == NULL && !strcmp(msg, msg2));
+        free(mem);
+    }
     if (rc == GRULITE_OK) {
         grulite_model_free(m);
     } else if (m != NULL || memchr(msg, '\0', sizeof msg) == NULL || msg[0] == '\0' ||

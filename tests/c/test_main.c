@@ -3,7 +3,7 @@
  *
  * The executable test_core is harness.c, this file and one file per area:
  * test_load.c, test_names.c, test_forward.c, test_stream.c, test_threads.c,
- * test_kernels.c, test_sequence.c, test_activations.c.
+ * test_kernels.c, test_sequence.c, test_activations.c, test_mem.c.
  *
  * Plain C99 + pthreads, no Python at run time.  Usage:
  *
@@ -74,6 +74,7 @@ int main(int argc, char **argv)
         test_stream(&fx[i]);
         test_forward_args(&fx[i]);
         test_serialize_errors(&fx[i]);
+        test_caller_memory(&fx[i]);
     }
     /* Numerics and streaming again with every other kernel set. */
     for (int k = 0; k < N_ISAS; k++) {

@@ -237,6 +237,39 @@ int gl_check_pass(const grulite_model *m, const gl_pass *p)
 }
 
 
+/* Floats of workspace a forward pass on one thread needs: the scratch of
+ * its chunk of rows (as gl_forward lays it out), then the state. */
+static int one_thread_floats(const grulite_model *m, const gl_pass *p, size_t *out)
+{
+    gl_scratch sc;
+    size_t per_task, state_n;
+    int rc = task_layout(m, p, chunk_rows(m, p, (size_t)p->batch), NULL, &sc, &per_task);
+    if (rc) return rc;
+    if (gl_mul((size_t)p->batch, (size_t)m->info.state_size, &state_n) ||
+        gl_add(per_task, round16(state_n), out))
+        return GRULITE_E_TOO_LARGE;
+    return GRULITE_OK;
+}
+
+size_t grulite_workspace_mem_size(const grulite_model *m, int32_t batch, int32_t steps)
+{
+    if (!m || batch < 1 || steps < 1) return 0;
+    /* The most any call of this shape lays out: y given or not, the head
+     * on no step, the last one or every one. */
+    float given = 0.0f;      /* an output's address: the layout asks only whether it is set */
+    size_t most = 0;
+    for (int y = 0; y < 2; y++) {
+        for (int head = 0; head < (m->info.num_dense ? 3 : 1); head++) {
+            gl_pass p = { batch, steps, 1, head == 2, NULL, NULL, y ? &given : NULL,
+                          head ? &given : NULL, 0, NULL, 0 };
+            size_t floats;
+            if (one_thread_floats(m, &p, &floats)) return 0;
+            if (floats > most) most = floats;
+        }
+    }
+    return gl_workspace_mem_bytes(most);
+}
+
 /* Whether some sequence layer gains from a second thread for this batch. */
 static int model_pairs(const grulite_model *m, int32_t batch)
 {

@@ -14,6 +14,10 @@
 
 #include "../layers/layers.h"
 
+/* Generation and forecasting allocate their per-call state: hosted builds
+ * only (docs/edge.md). */
+#if defined(GL_HOSTED)
+
 /* ---- A counter-based generator --------------------------------------------
  *
  * Draw number `step` of row `row` under `seed` is a pure function of the
@@ -288,3 +292,5 @@ int grulite_forecast(const grulite_model *m, grulite_workspace *ws, const grulit
     free(mem);
     return rc;
 }
+
+#endif /* GL_HOSTED */

@@ -3,10 +3,13 @@
  * sequence (the same pass, engine/forward.c's gl_run).  Some rows may be
  * stepped while the others wait (grulite_stream_run with rows): their
  * states are gathered into a batch of their own, stepped, and put back. */
-#include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
+
+#if defined(GL_HOSTED)
+#  include <stdlib.h>
+#endif
 
 struct grulite_stream {
     const grulite_model *model;
@@ -21,21 +24,113 @@ struct grulite_stream {
     int32_t sized_steps;     /* the last call's steps, rows, y and head given: ws */
     int32_t sized_rows;      /* fits a call like it (0: none yet) */
     int sized_outputs;
+    int fixed;               /* 1: in the caller's memory (grulite_stream_init), with
+                                sub, seen and ws.buf laid out there */
 };
+
+/* The checks of a new stream; *n gets batch * state_size. */
+static int check_new(const grulite_model *m, int32_t batch, size_t *n)
+{
+    if (!m || batch < 1) return GRULITE_E_ARG;
+    if (m->bidirectional) return GRULITE_E_UNSUPPORTED;
+    size_t bytes;
+    if (gl_mul((size_t)batch, (size_t)m->info.state_size, n) || gl_mul(*n, sizeof(float), &bytes))
+        return GRULITE_E_TOO_LARGE;
+    return GRULITE_OK;
+}
+
+/* ---- Streams in the caller's memory -------------------------------------- */
+
+/* The layout of a stream in caller memory, from GL_ALIGN: the struct, the
+ * state, the listed rows' states, the rows' flags, then scratch for calls
+ * of up to `steps` steps with any outputs.  0 on overflow. */
+typedef struct gl_stream_plan {
+    size_t state_at, sub_at, seen_at, scratch_at, scratch_floats, bytes;
+} gl_stream_plan;
+
+static size_t up64(size_t n) { return (n + GL_ALIGN - 1) & ~(size_t)(GL_ALIGN - 1); }
+
+static int plan_stream(const grulite_model *m, int32_t batch, int32_t steps, gl_stream_plan *pl)
+{
+    size_t n, most = 0;
+    int rc = check_new(m, batch, &n);
+    if (rc) return rc;
+    if (steps < 1) return GRULITE_E_ARG;
+    float given = 0.0f;      /* an output's address: the layout asks only whether it is set */
+    for (int y = 0; y < 2; y++) {
+        for (int head = 0; head < (m->info.num_dense ? 2 : 1); head++) {
+            gl_pass p = { batch, steps, 1, 1, NULL, NULL, y ? &given : NULL, head ? &given : NULL,
+                          0, NULL, 0 };
+            size_t floats;
+            if ((rc = gl_scratch_floats(m, &p, &floats))) return rc;
+            if (floats > most) most = floats;
+        }
+    }
+    if (n > SIZE_MAX / 8 || most > GL_MAX_SCRATCH_BYTES / sizeof(float) ||
+        (size_t)batch > SIZE_MAX / 8)
+        return GRULITE_E_TOO_LARGE;
+    pl->state_at = up64(sizeof(grulite_stream));
+    pl->sub_at = pl->state_at + up64(n * sizeof(float));
+    pl->seen_at = pl->sub_at + up64(n * sizeof(float));
+    pl->scratch_at = pl->seen_at + up64((size_t)batch);
+    pl->scratch_floats = most;
+    if (gl_add(pl->scratch_at, most * sizeof(float), &pl->bytes) ||
+        gl_add(pl->bytes, GL_ALIGN - 1, &pl->bytes))
+        return GRULITE_E_TOO_LARGE;
+    return GRULITE_OK;
+}
+
+size_t grulite_stream_mem_size(const grulite_model *m, int32_t batch, int32_t steps)
+{
+    gl_stream_plan pl;
+    return plan_stream(m, batch, steps, &pl) ? 0 : pl.bytes;
+}
+
+int grulite_stream_init(const grulite_model *m, int32_t batch, int32_t steps, void *mem,
+                        size_t mem_size, grulite_stream **out)
+{
+    if (!out) return GRULITE_E_ARG;
+    *out = NULL;
+    gl_stream_plan pl;
+    int rc = plan_stream(m, batch, steps, &pl);
+    if (rc) return rc;
+    if (!mem) return GRULITE_E_ARG;
+    unsigned char *at = gl_align_ptr(mem);
+    const size_t skip = (size_t)(at - (unsigned char *)mem);
+    if (mem_size < pl.bytes - (GL_ALIGN - 1) + skip) return GRULITE_E_BUFFER;
+    grulite_stream *s = (grulite_stream *)(void *)at;
+    memset(s, 0, sizeof(*s));
+    s->model = m;
+    s->batch = batch;
+    s->state_n = (size_t)batch * (size_t)m->info.state_size;
+    s->state = (float *)(void *)(at + pl.state_at);
+    s->sub = (float *)(void *)(at + pl.sub_at);
+    s->seen = at + pl.seen_at;
+    memset(s->seen, 0, (size_t)batch);
+    s->ws.buf = (float *)(void *)(at + pl.scratch_at);
+    s->ws.cap = (mem_size - skip - pl.scratch_at) / sizeof(float);
+    s->ws.threads = 1;
+    s->ws.fixed = 1;
+    s->fixed = 1;
+    gl_initial_state(m, s->state, (size_t)batch, 0, (size_t)batch);
+    *out = s;
+    return GRULITE_OK;
+}
+
+/* ---- Streams the library allocates ----------------------------------------- */
+
+#if defined(GL_HOSTED)
 
 int grulite_stream_new(const grulite_model *m, int32_t batch, grulite_stream **out)
 {
     if (!out) return GRULITE_E_ARG;
     *out = NULL;
-    if (!m || batch < 1) return GRULITE_E_ARG;
-    if (m->bidirectional) return GRULITE_E_UNSUPPORTED;
-    size_t n, bytes;
-    if (gl_mul((size_t)batch, (size_t)m->info.state_size, &n) ||
-        gl_mul(n, sizeof(float), &bytes))
-        return GRULITE_E_TOO_LARGE;
+    size_t n;
+    const int rc = check_new(m, batch, &n);
+    if (rc) return rc;
     grulite_stream *s = calloc(1, sizeof(*s));
     if (!s) return GRULITE_E_NOMEM;
-    s->state = gl_alloc_aligned(bytes ? bytes : 1);
+    s->state = gl_alloc_aligned(n * sizeof(float) + (n ? 0 : 1));
     if (!s->state) { free(s); return GRULITE_E_NOMEM; }
     gl_initial_state(m, s->state, (size_t)batch, 0, (size_t)batch);
     s->model = m;
@@ -45,14 +140,18 @@ int grulite_stream_new(const grulite_model *m, int32_t batch, grulite_stream **o
     return GRULITE_OK;
 }
 
+#endif /* GL_HOSTED */
+
 void grulite_stream_free(grulite_stream *s)
 {
-    if (!s) return;
+    if (!s || s->fixed) return;           /* in the caller's memory: nothing to free */
+#if defined(GL_HOSTED)
     gl_free_aligned(s->state);
     gl_free_aligned(s->sub);
     free(s->seen);
     gl_free_aligned(s->ws.buf);
     free(s);
+#endif
 }
 
 int32_t grulite_stream_batch(const grulite_stream *s)
@@ -78,7 +177,9 @@ static int check_rows(grulite_stream *s, const int32_t *rows, int32_t n, int dis
     for (int32_t i = 0; i < n; i++)
         if (rows[i] < 0 || rows[i] >= s->batch) return GRULITE_E_ARG;
     if (!distinct) return GRULITE_OK;
+#if defined(GL_HOSTED)
     if (!s->seen && !(s->seen = calloc((size_t)s->batch, 1))) return GRULITE_E_NOMEM;
+#endif
     int rc = GRULITE_OK;
     int32_t i = 0;
     for (; i < n; i++) {
@@ -141,8 +242,10 @@ int grulite_stream_run(grulite_stream *s, const grulite_step *st)
     }
     s->flip ^= 1;
     if (!st->rows) return gl_run(m, s->ws.buf, &p, s->state);
+#if defined(GL_HOSTED)
     if (!s->sub && !(s->sub = gl_alloc_aligned(s->state_n * sizeof(float) + 1)))
         return GRULITE_E_NOMEM;
+#endif
     const size_t B = (size_t)s->batch;
     move_rows(m, s->state, B, st->rows, n, NULL, s->sub);
     if ((rc = gl_run(m, s->ws.buf, &p, s->sub))) return rc;

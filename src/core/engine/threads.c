@@ -13,12 +13,15 @@
 #  define _POSIX_C_SOURCE 200809L
 #endif
 
-#include <stdlib.h>
 #include <string.h>
 
 #include "../internal.h"
 
-#if !defined(_WIN32)
+#if defined(GL_HOSTED)
+#  include <stdlib.h>
+#endif
+
+#if !defined(_WIN32) && defined(GL_HOSTED)
 #  define GL_HAVE_PTHREADS 1
 #  include <pthread.h>
 #  include <time.h>
@@ -148,6 +151,10 @@ static void *worker_main(void *arg_)
 
 gl_pool *gl_pool_new(int size)
 {
+#if !defined(GL_HOSTED)
+    (void)size;
+    return NULL;                /* no threads, no heap: callers run on one thread */
+#else
     gl_pool *p = calloc(1, sizeof(*p));
     if (!p) return NULL;
     p->size = 1;
@@ -180,6 +187,7 @@ gl_pool *gl_pool_new(int size)
     (void)size;
 #endif
     return p;
+#endif /* GL_HOSTED */
 }
 
 void gl_pool_free(gl_pool *p)
@@ -200,7 +208,9 @@ void gl_pool_free(gl_pool *p)
     }
     free(p->workers);
 #endif
+#if defined(GL_HOSTED)
     free(p);
+#endif
 }
 
 int gl_pool_size(const gl_pool *p)

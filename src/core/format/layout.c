@@ -1,7 +1,6 @@
 /* format/layout.c - which tensors a model has, in file order, and their
  * names: each layer's kind lists its own (layers/), under a prefix that
  * says which layer. */
-#include <stdio.h>
 
 #include "format.h"
 
@@ -11,9 +10,9 @@ int gl_each_tensor(grulite_model *m, uint32_t version, gl_tensor_fn fn, void *ct
         gl_layer *L = &m->layer[i];
         char prefix[24];   /* "head" and an int, with room */
         if (version == GL_VERSION_2 && !L->kind->sequence)
-            snprintf(prefix, sizeof prefix, "head%d.", i - m->n_seq);
+            gl_format(prefix, sizeof prefix, "head%d.", i - m->n_seq);
         else
-            snprintf(prefix, sizeof prefix, "l%d.", i);
+            gl_format(prefix, sizeof prefix, "l%d.", i);
         const int rc = L->kind->tensors(L, prefix, fn, ctx);
         if (rc) return rc;
     }

@@ -5,13 +5,16 @@
  * Versions 3 and 2 are read (format.h).  Also the model's queries. */
 #define _POSIX_C_SOURCE 200809L  /* open, fstat, mmap under -std=c99 */
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "format.h"
 
-#if defined(__unix__) || defined(__APPLE__)
+#if defined(GL_HOSTED)
+#  include <stdio.h>
+#  include <stdlib.h>
+#endif
+
+#if defined(GL_HOSTED) && (defined(__unix__) || defined(__APPLE__))
 #  define GL_HAVE_MMAP 1
 #  include <fcntl.h>
 #  include <sys/mman.h>
@@ -27,7 +30,8 @@ typedef struct gl_reader {
     size_t data_min;         /* first byte after the tables and the metadata */
     uint32_t n_tensors;
     size_t n_placed;         /* tensors accepted so far */
-    size_t placed[GL_MAX_TENSORS][2];   /* their byte ranges [begin, end) */
+    size_t cap;              /* entries placed has room for */
+    size_t (*placed)[2];     /* their byte ranges [begin, end) */
     char *msg;
     size_t msg_size;
 } gl_reader;
@@ -89,7 +93,7 @@ static int read_fn(const gl_tensor_ref *ref, void *ctx)
                         ref->name, (unsigned long long)off, (unsigned long long)end,
                         (unsigned long long)r->placed[i][0], (unsigned long long)r->placed[i][1]);
     }
-    if (r->n_placed < GL_MAX_TENSORS) {
+    if (r->n_placed < r->cap) {
         r->placed[r->n_placed][0] = (size_t)off;
         r->placed[r->n_placed][1] = end;
         r->n_placed++;
@@ -108,6 +112,9 @@ static int read_records(grulite_model *m, const unsigned char *img, uint32_t ver
 {
     const unsigned char *p = img + GL_HEADER_SIZE;
     int32_t n_seq = 0, n_head = 0;       /* GRU and head layers so far, for messages */
+    if (n_layers + n_dense > (uint32_t)m->cap)        /* plan_load sized m from the header */
+        return gl_fail(msg, msg_size, GRULITE_E_FORMAT, "%lu layers; room was made for %ld",
+                       (unsigned long)(n_layers + n_dense), (long)m->cap);
     m->n = (int32_t)(n_layers + n_dense);
     for (int32_t i = 0; i < m->n; i++) {
         gl_layer *L = &m->layer[i];
@@ -151,9 +158,9 @@ static int read_records(grulite_model *m, const unsigned char *img, uint32_t ver
 }
 
 /* Validates an image at 64-byte aligned `img` and fills m (whose ownership
- * fields the caller sets). */
+ * fields the caller sets); placed (cap entries) is the reader's scratch. */
 static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
-                       char *msg, size_t msg_size)
+                       size_t (*placed)[2], size_t cap, char *msg, size_t msg_size)
 {
     if (!gl_host_is_little_endian())
         return gl_fail(msg, msg_size, GRULITE_E_UNSUPPORTED, "big-endian hosts are not supported");
@@ -233,19 +240,9 @@ static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
     if (n_tensors != expected)
         return gl_fail(msg, msg_size, GRULITE_E_TENSOR, "%lu tensors in the table; the configuration needs %lu",
                        (unsigned long)n_tensors, (unsigned long)expected);
-    gl_reader *r = calloc(1, sizeof(*r));
-    if (!r) return gl_fail(msg, msg_size, GRULITE_E_NOMEM, "out of memory");
-    r->m = m;
-    r->img = img;
-    r->size = size;
-    r->table = table;
-    r->data_min = (size_t)(meta_off + meta_len);    /* metadata ends after the tables */
-    r->n_tensors = n_tensors;
-    r->msg = msg;
-    r->msg_size = msg_size;
-    rc = gl_each_tensor(m, version, read_fn, r);
-    free(r);
-    if (rc) return rc;
+    gl_reader r = { m, img, size, table, (size_t)(meta_off + meta_len), n_tensors, 0, cap, placed,
+                    msg, msg_size };                 /* metadata ends after the tables */
+    if ((rc = gl_each_tensor(m, version, read_fn, &r))) return rc;
     for (int i = 0, n_gru = 0, n_head = 0; i < m->n; i++) {     /* counted as messages count */
         gl_layer *L = &m->layer[i];
         const int index = L->kind == &gl_kind_gru ? n_gru++ : L->kind == &gl_kind_dense ? n_head++ : 0;
@@ -261,32 +258,132 @@ static int parse_image(grulite_model *m, const unsigned char *img, size_t size,
     return GRULITE_OK;
 }
 
-static int load_image(const void *data, size_t size, grulite_model **out,
-                      void *owned, void *mapping, size_t mapping_size,
-                      char *msg, size_t msg_size)
+/* ---- Loading ----------------------------------------------------------- */
+
+/* What a load needs besides the image, from its header: one block with
+ * the model, its layers, then (during the load only) the reader's list of
+ * tensor byte ranges.  A header whose counts are out of range gives a plan
+ * with no layers: parse_image says what is wrong before reading any. */
+typedef struct gl_plan {
+    size_t layers, tensors;  /* room for */
+    size_t layers_at, placed_at, bytes;
+} gl_plan;
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static void plan_load(const unsigned char *img, size_t size, gl_plan *pl)
 {
-    grulite_model *m = calloc(1, sizeof(*m));
-    if (!m) return gl_fail(msg, msg_size, GRULITE_E_NOMEM, "out of memory");
-    m->owned = owned;
-    m->mapping = mapping;
-    m->mapping_size = mapping_size;
-    int rc = parse_image(m, data, size, msg, msg_size);
-    if (!rc) {
-        m->k = gl_kernels_from_env();
-        if (!m->k) {
-            char names[96];
-            gl_isa_list(names, sizeof names);
-            rc = gl_fail(msg, msg_size, GRULITE_E_UNSUPPORTED,
-                      "GRULITE_ISA=%.32s: not a kernel set this CPU and build can run (%s)",
-                      getenv("GRULITE_ISA"), names);
-        }
+    size_t layers = 0, tensors = 0;
+    if (img && size >= GL_HEADER_SIZE && !memcmp(img, GL_MAGIC, 8)) {
+        const uint32_t version = gl_rd32(img + GL_OFF_VERSION), n = gl_rd32(img + GL_OFF_LAYERS);
+        const uint32_t word40 = gl_rd32(img + GL_OFF_LAYER_REC), t = gl_rd32(img + GL_OFF_TENSORS);
+        if (version == GL_VERSION_2 && n >= 1 && n <= GRULITE_MAX_LAYERS && word40 <= GRULITE_MAX_DENSE)
+            layers = (size_t)n + word40;
+        else if (version == GRULITE_FORMAT_VERSION && n >= 1 && n <= GL_MAX_MODEL_LAYERS)
+            layers = n;
+        tensors = t < GL_MAX_TENSORS ? t : GL_MAX_TENSORS;
     }
-    if (rc) {
-        grulite_model_free(m);
-        return rc;
+    pl->layers = layers;
+    pl->tensors = tensors;
+    pl->layers_at = round16(sizeof(grulite_model));
+    pl->placed_at = pl->layers_at + round16(layers * sizeof(gl_layer));
+    pl->bytes = pl->placed_at + tensors * 2 * sizeof(size_t);
+}
+
+/* Loads the image into block (pl->bytes, zeroed, 16-byte aligned); on
+ * success *out is the model at its start. */
+static int load_image(const void *data, size_t size, const gl_plan *pl, unsigned char *block,
+                      grulite_model **out, char *msg, size_t msg_size)
+{
+    grulite_model *m = (grulite_model *)(void *)block;
+    m->layer = (gl_layer *)(void *)(block + pl->layers_at);
+    m->cap = (int32_t)pl->layers;
+    int rc = parse_image(m, data, size, (size_t(*)[2])(void *)(block + pl->placed_at),
+                         pl->tensors, msg, msg_size);
+    if (rc) return rc;
+    m->k = gl_kernels_from_env();
+    if (!m->k) {
+        char names[96];
+        gl_isa_list(names, sizeof names);
+        return gl_fail(msg, msg_size, GRULITE_E_UNSUPPORTED,
+                       "GRULITE_ISA=%.32s: not a kernel set this CPU and build can run (%s)",
+                       gl_isa_env(), names);
     }
     *out = m;
     return GRULITE_OK;
+}
+
+size_t grulite_model_mem_size(const void *data, size_t size)
+{
+    gl_plan pl;
+    plan_load(data, size, &pl);
+    return pl.layers ? pl.bytes + 15 : 0;
+}
+
+int grulite_model_load_mem(const void *data, size_t size, void *mem, size_t mem_size,
+                           grulite_model **out, char *msg, size_t msg_size)
+{
+    if (msg && msg_size) msg[0] = '\0';
+    if (!out) return gl_fail(msg, msg_size, GRULITE_E_ARG, "out is NULL");
+    *out = NULL;
+    if (!data && size) return gl_fail(msg, msg_size, GRULITE_E_ARG, "data is NULL");
+    if (((uintptr_t)data) % GL_ALIGN != 0)
+        return gl_fail(msg, msg_size, GRULITE_E_ALIGN, "image at %p is not 64-byte aligned", data);
+    gl_plan pl;
+    plan_load(data, size, &pl);
+    const size_t skip = mem ? (16 - (uintptr_t)mem % 16) % 16 : 0;
+    if (!pl.layers) {
+        /* Not a header a model can be sized from: the checks say why (they
+         * stop before any layer is read). */
+        grulite_model probe;
+        memset(&probe, 0, sizeof probe);
+        const int rc = parse_image(&probe, data, size, NULL, 0, msg, msg_size);
+        if (rc) return rc;
+    }
+    if (!mem || mem_size < skip || mem_size - skip < pl.bytes)
+        return gl_fail(msg, msg_size, GRULITE_E_BUFFER, "%lu bytes of memory given; the model needs %lu "
+                       "(grulite_model_mem_size)", (unsigned long)mem_size, (unsigned long)(pl.bytes + 15));
+    unsigned char *block = (unsigned char *)mem + skip;
+    memset(block, 0, pl.bytes);
+    return load_image(data, size, &pl, block, out, msg, msg_size);
+}
+
+#if defined(GL_HOSTED)
+/* Unmaps / frees an image the library holds. */
+static void release(void *owned, void *mapping, size_t mapping_size)
+{
+#ifdef GL_HAVE_MMAP
+    if (mapping) munmap(mapping, mapping_size);
+#else
+    (void)mapping;
+    (void)mapping_size;
+#endif
+    gl_free_aligned(owned);
+}
+
+/* A load into memory of its own: owned (a copy) or mapping are the
+ * image's, released with the model. */
+static int load_owned(const void *data, size_t size, grulite_model **out, void *owned,
+                      void *mapping, size_t mapping_size, char *msg, size_t msg_size)
+{
+    gl_plan pl;
+    plan_load(data, size, &pl);
+    unsigned char *block = calloc(1, pl.bytes);
+    int rc = block ? load_image(data, size, &pl, block, out, msg, msg_size)
+                   : gl_fail(msg, msg_size, GRULITE_E_NOMEM, "out of memory");
+    grulite_model *m = (grulite_model *)(void *)block;
+    if (m) {
+        m->allocated = 1;
+        m->owned = owned;
+        m->mapping = mapping;
+        m->mapping_size = mapping_size;
+    }
+    if (rc) {
+        if (m) grulite_model_free(m);
+        else release(owned, mapping, mapping_size);
+        *out = NULL;
+    }
+    return rc;
 }
 
 int grulite_model_load_buffer(const void *data, size_t size, int flags,
@@ -301,11 +398,11 @@ int grulite_model_load_buffer(const void *data, size_t size, int flags,
         void *copy = gl_alloc_aligned(size ? size : 1);
         if (!copy) return gl_fail(msg, msg_size, GRULITE_E_NOMEM, "cannot allocate %lu bytes", (unsigned long)size);
         if (size) memcpy(copy, data, size);
-        return load_image(copy, size, out, copy, NULL, 0, msg, msg_size);
+        return load_owned(copy, size, out, copy, NULL, 0, msg, msg_size);
     }
     if (((uintptr_t)data) % GL_ALIGN != 0)
         return gl_fail(msg, msg_size, GRULITE_E_ALIGN, "buffer at %p is not 64-byte aligned", data);
-    return load_image(data, size, out, NULL, NULL, 0, msg, msg_size);
+    return load_owned(data, size, out, NULL, NULL, 0, msg, msg_size);
 }
 
 int grulite_model_load(const char *path, grulite_model **out, char *msg, size_t msg_size)
@@ -336,7 +433,7 @@ int grulite_model_load(const char *path, grulite_model **out, char *msg, size_t 
     void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (map == MAP_FAILED) return gl_fail(msg, msg_size, GRULITE_E_IO, "cannot map the file");
-    return load_image(map, size, out, NULL, map, size, msg, msg_size);
+    return load_owned(map, size, out, NULL, map, size, msg, msg_size);
 #else
     FILE *f = fopen(path, "rb");
     if (!f) return gl_fail(msg, msg_size, GRULITE_E_IO, "cannot open the file");
@@ -352,18 +449,20 @@ int grulite_model_load(const char *path, grulite_model **out, char *msg, size_t 
         return gl_fail(msg, msg_size, GRULITE_E_IO, "cannot read the file");
     }
     fclose(f);
-    return load_image(copy, size, out, copy, NULL, 0, msg, msg_size);
+    return load_owned(copy, size, out, copy, NULL, 0, msg, msg_size);
 #endif
 }
+#endif /* GL_HOSTED */
 
 void grulite_model_free(grulite_model *m)
 {
-    if (!m) return;
-#ifdef GL_HAVE_MMAP
-    if (m->mapping) munmap(m->mapping, m->mapping_size);
-#endif
-    gl_free_aligned(m->owned);
+#if defined(GL_HOSTED)
+    if (!m || !m->allocated) return;          /* in the caller's memory: nothing to do */
+    release(m->owned, m->mapping, m->mapping_size);
     free(m);
+#else
+    (void)m;
+#endif
 }
 
 /* ---- Queries ----------------------------------------------------------- */

@@ -12,6 +12,9 @@
 
 #include "format.h"
 
+/* Writing allocates and uses files: hosted builds only (docs/edge.md). */
+#if defined(GL_HOSTED)
+
 #if defined(__unix__) || defined(__APPLE__)
 #  define GL_HAVE_MKSTEMP 1
 #  include <sys/stat.h>
@@ -128,12 +131,24 @@ static int write_fn(const gl_tensor_ref *ref, void *ctx)
  * (gl_layer.spec), freed together. */
 typedef struct gl_spec_model {
     grulite_model m;
+    gl_layer layers[GL_MAX_MODEL_LAYERS];    /* m.layer */
     grulite_embedding_spec es;
     grulite_layer_spec ls[GRULITE_MAX_LAYERS];
     grulite_dense_spec ds[GRULITE_MAX_DENSE];
     int fold;                /* 1: the embedding is to be folded into layer 0 */
     float *folded;           /* its folded table, once computed */
 } gl_spec_model;
+
+/* A zeroed gl_spec_model (free() it), or NULL. */
+static gl_spec_model *spec_model_new(void)
+{
+    gl_spec_model *sm = calloc(1, sizeof(*sm));
+    if (sm) {
+        sm->m.layer = sm->layers;
+        sm->m.cap = GL_MAX_MODEL_LAYERS;
+    }
+    return sm;
+}
 
 /* Whether to fold the embedding into GRU layer 0: asked, or (auto) when
  * the (V, D*3*H) table is no larger than the embedding and W_ih. */
@@ -244,7 +259,7 @@ int grulite_spec_check(const grulite_model_spec *spec, char *msg, size_t msg_siz
 {
     if (msg && msg_size) msg[0] = '\0';
     if (!spec) return gl_fail(msg, msg_size, GRULITE_E_ARG, "spec is NULL");
-    gl_spec_model *sm = calloc(1, sizeof(*sm));
+    gl_spec_model *sm = spec_model_new();
     if (!sm) return gl_fail(msg, msg_size, GRULITE_E_NOMEM, "out of memory");
     const int rc = spec_model(spec, sm, msg, msg_size);
     free(sm);
@@ -343,7 +358,7 @@ int grulite_model_serialize(const grulite_model_spec *spec, void *buf, size_t ca
                             size_t *size)
 {
     if (!spec || !size) return GRULITE_E_ARG;
-    gl_spec_model *sm = calloc(1, sizeof(*sm));
+    gl_spec_model *sm = spec_model_new();
     if (!sm) return GRULITE_E_NOMEM;
     int rc = spec_model(spec, sm, NULL, 0);
     if (!rc && sm->fold) rc = fold_table(sm, spec->input_size);
@@ -414,12 +429,15 @@ static int unpack_fn(const gl_tensor_ref *ref, void *ctx)
 int grulite_model_convert(const grulite_model *m, int dtype, void *buf, size_t cap, size_t *size)
 {
     if (!m || !size) return GRULITE_E_ARG;
-    gl_spec_model *sm = calloc(1, sizeof(*sm));
+    gl_spec_model *sm = spec_model_new();
     gl_unpacker *u = calloc(1, sizeof(*u));
     int rc = GRULITE_E_NOMEM;
     if (!sm || !u) goto done;
     /* The spec of m: its configuration, and (below) its weights unpacked. */
     sm->m = *m;
+    sm->m.layer = sm->layers;
+    sm->m.cap = GL_MAX_MODEL_LAYERS;
+    memcpy(sm->layers, m->layer, (size_t)m->n * sizeof(gl_layer));
     int nl = 0, nd = 0;
     for (int i = 0; i < m->n; i++) {
         gl_layer *L = &sm->m.layer[i];
@@ -535,3 +553,5 @@ int grulite_model_save(const grulite_model *m, const char *path)
     free(buf);
     return rc;
 }
+
+#endif /* GL_HOSTED */

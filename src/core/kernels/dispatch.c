@@ -102,9 +102,18 @@ const gl_kernels *gl_kernels_select(const char *name)
     return NULL;
 }
 
+const char *gl_isa_env(void)
+{
+#if defined(GL_HOSTED)
+    return getenv("GRULITE_ISA");
+#else
+    return NULL;                       /* no environment: the best set that runs */
+#endif
+}
+
 const gl_kernels *gl_kernels_from_env(void)
 {
-    return gl_kernels_select(getenv("GRULITE_ISA"));
+    return gl_kernels_select(gl_isa_env());
 }
 
 int grulite_isa_supported(const char *isa)

@@ -219,6 +219,8 @@ int gl_kernels_supported(const char *name);
 /* The set GRULITE_ISA names, or the best (NULL: it names one this CPU
  * cannot run). */
 const gl_kernels *gl_kernels_from_env(void);
+/* GRULITE_ISA from the environment (hosted builds), else NULL. */
+const char *gl_isa_env(void);
 
 /* The names of every known set, ", "-separated, into buf (for messages);
  * returns the length written. */

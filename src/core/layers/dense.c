@@ -1,7 +1,6 @@
 /* layers/dense.c - the dense (nn.Linear) layer kind of a model's head:
  * out = act(W x + b) on each row, with act one of GRULITE_ACT_*.  The head
  * keeps float32 weights whatever the GRU layers store. */
-#include <stdio.h>
 
 #include "layers.h"
 
@@ -54,14 +53,14 @@ static int dense_tensors(gl_layer *L, const char *prefix, gl_tensor_fn fn, void 
     grulite_dense_spec *s = L->spec;
     gl_tensor_ref t;
     int rc;
-    snprintf(t.name, sizeof t.name, "%sw", prefix);
+    gl_format(t.name, sizeof t.name, "%sw", prefix);
     t.panel = &L->u.dense.p;
     t.kind = GL_MATRIX;
     t.src = s ? &s->weight : NULL;
     t.kmajor = 0;
     if ((rc = fn(&t, ctx))) return rc;
     if (!L->u.dense.cfg.has_bias) return 0;
-    snprintf(t.name, sizeof t.name, "%sb", prefix);
+    gl_format(t.name, sizeof t.name, "%sb", prefix);
     t.kind = GL_BIAS;
     t.src = s ? &s->bias : NULL;
     return fn(&t, ctx);

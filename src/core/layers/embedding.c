@@ -8,7 +8,6 @@
  * lookup of token v reads input k = v of every block.  When the embedding
  * is folded into GRU layer 0 (grulite_layer_info.projected), the table
  * holds W_ih e + b_ih and its width is that layer's D*3*H. */
-#include <stdio.h>
 
 #include "layers.h"
 
@@ -64,14 +63,14 @@ static int emb_tensors(gl_layer *L, const char *prefix, gl_tensor_fn fn, void *c
     grulite_embedding_spec *s = L->spec;
     gl_tensor_ref t;
     int rc;
-    snprintf(t.name, sizeof t.name, "%semb", prefix);
+    gl_format(t.name, sizeof t.name, "%semb", prefix);
     t.panel = &L->u.emb.p;
     t.kind = GL_MATRIX;
     t.src = s ? &s->weight : NULL;
     t.kmajor = 1;                       /* the source is (V, width): nn.Embedding */
     if ((rc = fn(&t, ctx))) return rc;
     if (L->u.emb.cfg.dtype != GRULITE_DTYPE_I8) return 0;
-    snprintf(t.name, sizeof t.name, "%semb.s", prefix);
+    gl_format(t.name, sizeof t.name, "%semb.s", prefix);
     t.kind = GL_SCALE;
     return fn(&t, ctx);
 }

@@ -17,7 +17,6 @@
  * every kernel computes a row the same way whatever rows surround it
  * (kernels/kernels.h), so streams, threads and whole sequences all give
  * the same bits. */
-#include <stdio.h>
 #include <string.h>
 
 #include "layers.h"
@@ -249,7 +248,7 @@ static int gru_tensors(gl_layer *L, const char *prefix, gl_tensor_fn fn, void *c
     gl_tensor_ref t;
     int rc;
     if (L->u.gru.custom) {           /* activation parameters and clip */
-        snprintf(t.name, sizeof t.name, "%sact", prefix);
+        gl_format(t.name, sizeof t.name, "%sact", prefix);
         t.panel = &L->u.gru.act;
         t.kind = GL_BIAS;
         t.src = s ? &L->u.gru.act_src : NULL;
@@ -272,7 +271,7 @@ static int gru_tensors(gl_layer *L, const char *prefix, gl_tensor_fn fn, void *c
             if (is_h0 ? !c->has_h0 : items[i].kind == GL_BIAS && !c->has_bias) continue;
             if (items[i].kind == GL_SCALE && c->dtype != GRULITE_DTYPE_I8) continue;
             if (c->projected && items[i].panel == &w->ih) continue;   /* folded away */
-            snprintf(t.name, sizeof t.name, "%sd%d.%s", prefix, d, items[i].suffix);
+            gl_format(t.name, sizeof t.name, "%sd%d.%s", prefix, d, items[i].suffix);
             t.panel = items[i].panel;
             t.kind = items[i].kind;
             t.src = items[i].src;
