@@ -87,6 +87,7 @@ struct grulite_model {
     int32_t bidirectional;   /* 1 if any layer runs backwards in time (two
                                 directions, or reverse): no streaming */
     int32_t quantized;       /* 1 if any layer stores int8 weights */
+    int32_t reset_before;    /* 1 if any GRU layer is the reset_after = 0 variant */
     const char *metadata;    /* UTF-8, not NUL-terminated */
     size_t metadata_len;
     const unsigned char *image; /* the validated .grl image */

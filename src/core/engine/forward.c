@@ -25,8 +25,11 @@ static int task_layout(const grulite_model *m, const gl_pass *p, size_t n, float
     size_t rows, xp, out = 0, hrows = 0, hd = 0, step, sum = 0;
     if (gl_mul(n, T, &rows) || gl_mul3(rows, 3, hp, &xp) || gl_mul3(n, 3, hp, &step))
         return GRULITE_E_TOO_LARGE;
+    /* Sequence layer l writes out[l & 1], the top one y when given. */
     if ((m->n_seq >= 2 || !p->y) && gl_mul(rows, (size_t)m->max_width, &out))
         return GRULITE_E_TOO_LARGE;
+    const size_t out1 = m->n_seq >= 3 || (m->n_seq == 2 && !p->y) ? out : 0;
+    const size_t rz = m->reset_before ? n * hp : 0;     /* r * h and z: reset_after = 0 only */
     if (p->head) hrows = p->head_all_steps ? rows : n;
     if (gl_mul(hrows, hw, &hd)) return GRULITE_E_TOO_LARGE;
     size_t tmp = 0;                  /* floats; only int8 models quantize x */
@@ -36,7 +39,7 @@ static int task_layout(const grulite_model *m, const gl_pass *p, size_t n, float
         if (gl_mul(rows, 4 * gl_panel_k4(kmax) + 8, &tmp)) return GRULITE_E_TOO_LARGE;
         tmp = tmp / sizeof(float) + 1;
     }
-    const size_t sizes[10] = { xp, step, n * hp, n * hp, n * hp, out, out, hd, hd, tmp };
+    const size_t sizes[10] = { xp, step, n * hp, rz, rz, out, out1, hd, hd, tmp };
     float *tmpf = NULL;
     float **slots[10] = { &sc->xp, &sc->hp, &sc->h, &sc->rh, &sc->z, &sc->out[0], &sc->out[1],
                           &sc->hd[0], &sc->hd[1], &tmpf };

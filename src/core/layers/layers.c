@@ -49,7 +49,7 @@ int gl_model_configure(grulite_model *m, char *msg, size_t msg_size)
         return gl_fail(msg, msg_size, GRULITE_E_CONFIG, "input_size %ld is outside [1, %d]",
                        (long)in, GRULITE_MAX_FEATURES);
     m->max_hidden = m->max_width = m->max_dense = 0;
-    m->bidirectional = m->quantized = 0;
+    m->bidirectional = m->quantized = m->reset_before = 0;
     m->n_seq = 0;
     m->first_gru = 0;
     m->info.vocab_size = 0;
@@ -70,6 +70,7 @@ int gl_model_configure(grulite_model *m, char *msg, size_t msg_size)
             if (c->hidden_size > m->max_hidden) m->max_hidden = c->hidden_size;
             if (c->num_directions == 2 || c->reverse) m->bidirectional = 1;
             if (c->dtype == GRULITE_DTYPE_I8) m->quantized = 1;
+            if (!c->reset_after) m->reset_before = 1;
             if (!n_gru) m->first_gru = i;
             m->top_gru = i;
             L->u.gru.cfg.merge = GRULITE_MERGE_CONCAT;
