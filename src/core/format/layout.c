@@ -10,7 +10,7 @@ int gl_each_tensor(grulite_model *m, uint32_t version, gl_tensor_fn fn, void *ct
         gl_layer *L = &m->layer[i];
         char prefix[24];   /* "head" and an int, with room */
         if (version == GL_VERSION_2 && !L->kind->sequence)
-            gl_format(prefix, sizeof prefix, "head%d.", i - m->n_seq);
+            gl_format(prefix, sizeof prefix, "head%d.", (int)(i - m->n_seq));
         else
             gl_format(prefix, sizeof prefix, "l%d.", i);
         const int rc = L->kind->tensors(L, prefix, fn, ctx);
