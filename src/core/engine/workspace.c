@@ -47,8 +47,13 @@ size_t grulite_workspace_bytes(const grulite_workspace *ws)
 }
 
 /* Scratch beyond this is refused outright rather than attempted: no call
- * that fits a real machine needs a terabyte of scratch. */
-#define GL_MAX_SCRATCH_BYTES ((size_t)1 << 40)
+ * that fits a real machine needs a terabyte of scratch.  A 32-bit size_t
+ * cannot hold that much: there gl_mul's overflow check is the bound. */
+#if SIZE_MAX > 0xffffffffu
+#  define GL_MAX_SCRATCH_BYTES ((size_t)1 << 40)
+#else
+#  define GL_MAX_SCRATCH_BYTES SIZE_MAX
+#endif
 
 int gl_workspace_reserve(grulite_workspace *ws, size_t floats)
 {
