@@ -11,9 +11,10 @@ set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR armv7l)
 
 set(CMAKE_C_COMPILER arm-linux-gnueabihf-gcc)
-# NEON with VFPv4 (its fused multiply-add): Cortex-A7 / A15 and later, e.g.
+# NEON with VFPv4 (its fused multiply-add) and IEEE halves, which the NEON
+# kernels need (src/core/kernels/kernels.h): Cortex-A7 / A15 and later, e.g.
 # the Raspberry Pi 2 and up running a 32-bit system.
-set(CMAKE_C_FLAGS_INIT "-march=armv7-a -mfpu=neon-vfpv4 -mfloat-abi=hard")
+set(CMAKE_C_FLAGS_INIT "-march=armv7-a -mfpu=neon-vfpv4 -mfloat-abi=hard -mfp16-format=ieee")
 if(NOT DEFINED ARMV7_SYSROOT)
   set(ARMV7_SYSROOT /usr/arm-linux-gnueabihf)
 endif()
