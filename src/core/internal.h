@@ -147,8 +147,13 @@ struct grulite_workspace {
 GL_HIDDEN int gl_workspace_threads(grulite_workspace *ws);
 
 /* Scratch beyond this is refused outright rather than attempted: no call
- * that fits a real machine needs a terabyte of scratch. */
-#define GL_MAX_SCRATCH_BYTES (SIZE_MAX >> 20 < ((size_t)1 << 20) ? SIZE_MAX : ((size_t)1 << 20) << 20)
+ * that fits a real machine needs a terabyte of scratch.  A 32-bit size_t
+ * cannot hold that much: there gl_mul's overflow check is the bound. */
+#if SIZE_MAX > 0xffffffffu
+#  define GL_MAX_SCRATCH_BYTES ((size_t)1 << 40)
+#else
+#  define GL_MAX_SCRATCH_BYTES SIZE_MAX
+#endif
 
 /* Bytes grulite_workspace_init needs for `floats` floats of scratch (0: too large). */
 GL_HIDDEN size_t gl_workspace_mem_bytes(size_t floats);

@@ -12,6 +12,14 @@
 #  endif
 #endif
 
+#if defined(GL_HAVE_NEON_KERNELS) && defined(__arm__)
+/* 32-bit ARM: NEON and VFPv4 (fused multiply-add, half conversions) are
+ * optional; Linux's arm hwcap bits (its asm/hwcap.h names). */
+#  include <sys/auxv.h>
+#  define GL_HWCAP_NEON (1UL << 12)
+#  define GL_HWCAP_VFPv4 (1UL << 16)
+#endif
+
 #if defined(GL_HAVE_X86_KERNELS) && defined(__clang__)
 /* Older clang (e.g. 14) rejects __builtin_cpu_supports("f16c"): ask CPUID
  * (leaf 1, ECX bit 29) directly. */
@@ -73,7 +81,12 @@ static int cpu_runs(const char *name)
         return avx512 && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vnni");
 #endif
-#if defined(GL_HAVE_NEON_KERNELS)
+#if defined(GL_HAVE_NEON_KERNELS) && defined(__arm__)
+    if (!strcmp(name, "neon")) {
+        const unsigned long need = GL_HWCAP_NEON | GL_HWCAP_VFPv4;
+        return (getauxval(AT_HWCAP) & need) == need;
+    }
+#elif defined(GL_HAVE_NEON_KERNELS)
     if (!strcmp(name, "neon")) return 1;    /* part of every aarch64 CPU */
 #endif
 #if defined(GL_HAVE_NEONDOT_KERNELS)

@@ -202,11 +202,20 @@ extern const gl_kernels gl_kernels_avx512vnni;
 #  define GL_HAVE_NEON_KERNELS 1
 extern const gl_kernels gl_kernels_neon;
 /* The Armv8.2 dot products (SDOT) for int8: GCC on Linux (the CPU is asked
- * through getauxval; the functions compile with #pragma GCC target). */
-#  if defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+ * through getauxval; the functions compile with #pragma GCC target), not
+ * in a build with no operating system. */
+#  if defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && defined(GL_HOSTED)
 #    define GL_HAVE_NEONDOT_KERNELS 1
 extern const gl_kernels gl_kernels_neondot;
 #  endif
+/* 32-bit ARM Linux: the same set when the build targets NEON with VFPv4
+ * (its fused multiply-add) and IEEE halves, e.g. -mfpu=neon-vfpv4
+ * -mfp16-format=ieee (tools/armv7.cmake); it runs where the CPU reports
+ * NEON and VFPv4 (dispatch.c: getauxval). */
+#elif defined(__arm__) && defined(__linux__) && defined(GL_HOSTED) && \
+      (defined(__GNUC__) || defined(__clang__)) && defined(__ARM_NEON) && defined(__ARM_FEATURE_FMA) && defined(__ARM_FP16_FORMAT_IEEE)
+#  define GL_HAVE_NEON_KERNELS 1
+extern const gl_kernels gl_kernels_neon;
 #endif
 
 /* The best kernel set this CPU supports, or the one named (generic, avx2,

@@ -1,7 +1,10 @@
-/* kernels/neon.c - aarch64 NEON kernels: a 16-lane panel vector is four
+/* kernels/neon.c - NEON kernels: a 16-lane panel vector is four
  * float32x4_t registers.  NEON (with FMA, float16 conversion and
  * round-to-nearest) is part of every aarch64 CPU, so this set is chosen
- * without a runtime check (dispatch.c); other targets compile nothing here. */
+ * without a runtime check (dispatch.c).  32-bit ARM builds it when the
+ * compiler targets NEON with VFPv4 and IEEE halves (kernels.h) and runs it
+ * where the CPU reports them; there it rounds without the Armv8 VRINTN and
+ * has half the registers.  Other targets compile nothing here. */
 #include <stdint.h>
 
 #include "../internal.h"
@@ -77,17 +80,32 @@ static inline gl_v16 v16_rcp(gl_v16 x)
 GL_V16_BINOP(min, vminq_f32)      /* NaN if either is NaN */
 GL_V16_BINOP(max, vmaxq_f32)
 
+/* To the nearest integer, ties to even (FRINTN).  32-bit NEON has no
+ * round-to-integral (VRINTN is Armv8): adding and then subtracting
+ * 1.5 * 2^23 rounds |x| <= 2^22, in NEON's fixed round-to-nearest-even
+ * mode there; GL_V_ROUND only sees |x| < 2^8, or a NaN, which stays NaN. */
+static inline float32x4_t neon_round4(float32x4_t x)
+{
+#if defined(__aarch64__)
+    return vrndnq_f32(x);
+#else
+    const float32x4_t magic = vdupq_n_f32(12582912.0f);     /* 1.5 * 2^23 */
+    return vsubq_f32(vaddq_f32(x, magic), magic);
+#endif
+}
+
 static inline gl_v16 v16_round(gl_v16 x)
 {
-    gl_v16 v = { vrndnq_f32(x.a), vrndnq_f32(x.b), vrndnq_f32(x.c), vrndnq_f32(x.d) };
+    gl_v16 v = { neon_round4(x.a), neon_round4(x.b), neon_round4(x.c), neon_round4(x.d) };
     return v;
 }
 
 /* x * 2^n, 2^n built in the exponent field: n in [-126, 128] (128 gives
- * +inf; vcvtnq_s32_f32(NaN) = 0 only scales a NaN). */
+ * +inf).  n is integral (GL_V_LDEXP's contract), so the conversion's
+ * truncation is exact; a NaN converts to 0 and only scales a NaN. */
 static inline float32x4_t neon_ldexp4(float32x4_t x, float32x4_t n)
 {
-    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
     return vmulq_f32(x, vreinterpretq_f32_s32(e));
 }
 
@@ -98,7 +116,7 @@ static inline gl_v16 v16_ldexp(gl_v16 x, gl_v16 n)
     return v;
 }
 
-/* 4 IEEE halves to floats (FCVTL). */
+/* 4 IEEE halves to floats (FCVTL; VCVT.F32.F16 on 32-bit ARM). */
 static inline float32x4_t neon_load_f16x4(const uint16_t *p)
 {
     return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
@@ -147,12 +165,21 @@ static inline gl_v16 vq_get(gl_vq raw, int kk)
 #define GL_NAME neon
 #define GL_PREFIX neon_
 #define GL_EXP_MIN (-87.3365447505531f)          /* n >= -126: 2^n stays normal */
+#if defined(__aarch64__)
 /* 32 registers: 2 rows x 2 vectors = 16 accumulators + 8 weights + the
  * broadcast x; one row x 4 vectors = 16 accumulators, weights streamed.
  * (With GCC 12, 2x2 keeps the accumulators in registers better than 4x1.) */
-#define GL_MR 2
-#define GL_NV_MR 2
-#define GL_NV1 4
+#  define GL_MR 2
+#  define GL_NV_MR 2
+#  define GL_NV1 4
+#else
+/* 16 registers (32-bit ARM): half of each, as AVX2's 16 ymm registers:
+ * 2 rows x 1 vector = 8 accumulators + 4 weights + the broadcast x; one
+ * row x 2 vectors = 8 accumulators, weights streamed. */
+#  define GL_MR 2
+#  define GL_NV_MR 1
+#  define GL_NV1 2
+#endif
 
 #include "v16.h"
 #include "simd.h"
