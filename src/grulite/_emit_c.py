@@ -6,7 +6,9 @@ The file defines ``const unsigned char NAME[]`` and ``const size_t
 NAME_size``; a C program links it with libgrulite and loads the model with
 ``grulite_model_load_buffer(NAME, NAME_size, 0, &model, msg, sizeof msg)``,
 which borrows the array (no copy; it must stay unchanged, as a constant
-does).  ``Model.save_c`` and ``grulite convert --emit-c`` write it.
+does); with no heap (a microcontroller, docs/edge.md),
+``grulite_model_load_mem`` does the same in memory the caller gives.
+``Model.save_c`` and ``grulite convert --emit-c`` write it.
 """
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ def emit_c(image: bytes, path: Union[str, os.PathLike], name: str, summary: str 
         " *",
         " * Load with (no copy: the array is borrowed):",
         f" *     grulite_model_load_buffer({name}, {name}_size, 0, &model, msg, sizeof msg);",
+        " * or, with no heap (docs/edge.md), into mem of grulite_model_mem_size() bytes:",
+        f" *     grulite_model_load_mem({name}, {name}_size, mem, sizeof mem, &model, msg, sizeof msg);",
         " */",
         "#include <stddef.h>",
         "",

@@ -1,6 +1,8 @@
 /* fuzz_load.c - libFuzzer target: grulite_model_load_buffer() on arbitrary
  * bytes, copied (GRULITE_LOAD_COPY, from an exact-size heap buffer) and
- * borrowed (from an exact-size 64-byte aligned buffer), then every query
+ * borrowed (from an exact-size 64-byte aligned buffer), and
+ * grulite_model_load_mem() into exactly the memory its query asks for
+ * (the same answer and message), then every query
  * of a model that validated, and a round trip through
  * grulite_model_convert() to each weight dtype.
  *
@@ -163,6 +165,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const int rcb = grulite_model_load_buffer(al, n, 0, &mb, msg, sizeof msg);
     FZ_REQUIRE(rcb == rc, "borrowed load gives %d, copied %d", rcb, rc);
     if (rcb != GRULITE_OK) fz_check_failure(rcb, mb, msg, sizeof msg);
+    /* Into the caller's memory, exactly what the query asks for (from an
+     * exact-size heap block: ASan sees a byte past it): the same answer,
+     * and the same message; with one byte less, refused or the image's
+     * own error. */
+    const size_t need = grulite_model_mem_size(al, n);
+    unsigned char *mem = malloc(need ? need : 1);
+    FZ_REQUIRE(mem != NULL, "out of memory");
+    grulite_model *mc = fz_not_null();
+    char msg2[256];
+    const int rcm = grulite_model_load_mem(al, n, mem, need, &mc, msg2, sizeof msg2);
+    FZ_REQUIRE(rcm == rc, "load into caller memory gives %d, copied %d", rcm, rc);
+    if (rcm != GRULITE_OK) {
+        fz_check_failure(rcm, mc, msg2, sizeof msg2);
+        FZ_REQUIRE(strcmp(msg, msg2) == 0, "messages differ: \"%s\" and \"%s\"", msg, msg2);
+    } else {
+        const grulite_info ic = query(mc, n);
+        FZ_REQUIRE(ic.checksum == query(mb, n).checksum, "caller-memory model differs");
+        grulite_model *ms = fz_not_null();
+        const int rcs = grulite_model_load_mem(al, n, mem, need - 16, &ms, NULL, 0);
+        FZ_REQUIRE(rcs == GRULITE_E_BUFFER && ms == NULL, "below the query: %d", rcs);
+    }
+    free(mem);
     /* Borrowed from a misaligned buffer: refused before anything is read. */
     if (n) {
         grulite_model *mm = NULL;

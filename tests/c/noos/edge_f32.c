@@ -4,6 +4,8 @@
  *
  * Load with (no copy: the array is borrowed):
  *     grulite_model_load_buffer(edge_f32, edge_f32_size, 0, &model, msg, sizeof msg);
+ * or, with no heap (docs/edge.md), into mem of grulite_model_mem_size() bytes:
+ *     grulite_model_load_mem(edge_f32, edge_f32_size, mem, sizeof mem, &model, msg, sizeof msg);
  */
 #include <stddef.h>
 

@@ -4,6 +4,8 @@
  *
  * Load with (no copy: the array is borrowed):
  *     grulite_model_load_buffer(edge_i8, edge_i8_size, 0, &model, msg, sizeof msg);
+ * or, with no heap (docs/edge.md), into mem of grulite_model_mem_size() bytes:
+ *     grulite_model_load_mem(edge_i8, edge_i8_size, mem, sizeof mem, &model, msg, sizeof msg);
  */
 #include <stddef.h>
 
