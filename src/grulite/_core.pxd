@@ -237,6 +237,16 @@ cdef extern from "grulite.h" nogil:
     int grulite_stream_get_rows(const grulite_stream *s, const int32_t *rows, int32_t n, float *h)
     int grulite_stream_set_rows(grulite_stream *s, const int32_t *rows, int32_t n, const float *h)
 
+    # Memory the caller provides (every build; the only way in with GRULITE_NO_OS)
+    size_t grulite_model_mem_size(const void *data, size_t size)
+    int grulite_model_load_mem(const void *data, size_t size, void *mem, size_t mem_size,
+                               grulite_model **out, char *msg, size_t msg_size)
+    size_t grulite_workspace_mem_size(const grulite_model *model, int32_t batch, int32_t steps)
+    int grulite_workspace_init(void *mem, size_t mem_size, grulite_workspace **out)
+    size_t grulite_stream_mem_size(const grulite_model *model, int32_t batch, int32_t steps)
+    int grulite_stream_init(const grulite_model *model, int32_t batch, int32_t steps,
+                            void *mem, size_t mem_size, grulite_stream **out)
+
     ctypedef struct grulite_generation:
         int32_t batch
         int32_t steps
