@@ -575,13 +575,16 @@ GRULITE_API int grulite_model_load_mem(const void *data, size_t size, void *mem,
                                        grulite_model **out, char *msg, size_t msg_size);
 
 /* Bytes a workspace in caller memory needs for grulite_forward with this
- * model on `batch` rows of `steps` steps, any outputs asked for; 0 for a
- * NULL model, batch or steps < 1, or a size that overflows. */
+ * model on up to `batch` rows of up to `steps` steps, any outputs asked
+ * for; 0 for a NULL model, batch or steps < 1, or a size that overflows.
+ * (Less memory may do: calls then run in smaller chunks of rows, with the
+ * same numbers.) */
 GRULITE_API size_t grulite_workspace_mem_size(const grulite_model *model, int32_t batch,
                                               int32_t steps);
 
-/* A workspace in mem (mem_size bytes).  It never grows: a call needing
- * more than it holds returns GRULITE_E_BUFFER before computing anything.
+/* A workspace in mem (mem_size bytes).  It never grows: a call that does
+ * not fit even one row at a time returns GRULITE_E_BUFFER before computing
+ * anything.
  * It runs on the calling thread (grulite_workspace_set_threads above 1:
  * GRULITE_E_UNSUPPORTED).  Not tied to a model. */
 GRULITE_API int grulite_workspace_init(void *mem, size_t mem_size, grulite_workspace **out);
@@ -594,8 +597,9 @@ GRULITE_API size_t grulite_stream_mem_size(const grulite_model *model, int32_t b
                                            int32_t steps);
 
 /* grulite_stream_new in mem: state, scratch for calls of up to `steps`
- * steps (a longer call: GRULITE_E_BUFFER) and what listed rows need, all
- * in mem.  The model must outlive the stream. */
+ * steps and what listed rows need, all in mem (a longer call that does
+ * not fit the memory given: GRULITE_E_BUFFER, the state unchanged).  The
+ * model must outlive the stream. */
 GRULITE_API int grulite_stream_init(const grulite_model *model, int32_t batch, int32_t steps,
                                     void *mem, size_t mem_size, grulite_stream **out);
 

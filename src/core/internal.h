@@ -80,9 +80,12 @@ static inline int gl_align_up(size_t x, size_t *out)
 #  define GL_PRINTF(f, a)
 #endif
 
-/* snprintf for the conversions the library writes (%d %u %x %s %p %g with
- * l / ll / z, width and precision): always NUL-terminated when cap > 0;
- * returns the length the whole text has. */
+/* snprintf for the conversions the library writes (%d %i %u %x %s %c %p %g
+ * %%, with l / ll / z, a width with 0 or -, a precision): always
+ * NUL-terminated when cap > 0; returns the length the whole text has.
+ * Nothing else (%f, %e, h, +, #): tests/c/run.sh checks every format in
+ * src/core.  %g is snprintf's for the float values messages print; for a
+ * double within an ulp of a rounding tie its last digit may differ. */
 GL_HIDDEN int gl_vformat(char *buf, size_t cap, const char *fmt, va_list ap);
 GL_HIDDEN int gl_format(char *buf, size_t cap, const char *fmt, ...) GL_PRINTF(3, 4);
 

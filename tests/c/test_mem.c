@@ -74,7 +74,7 @@ static void test_model_mem(const fixture *f, const unsigned char *img, size_t si
     free(base);
     free(moved);
     m = not_null();
-    CHECK_RC(grulite_model_load_mem(img, size, NULL, need, &m, NULL, 0), GRULITE_E_BUFFER);
+    CHECK_RC(grulite_model_load_mem(img, size, NULL, need, &m, NULL, 0), GRULITE_E_ARG);
     CHECK(m == NULL);
     CHECK_RC(grulite_model_load_mem(img, size, msg, sizeof msg, NULL, NULL, 0), GRULITE_E_ARG);
     grulite_model_free(ref);
@@ -107,13 +107,14 @@ static void test_workspace_mem(const fixture *f, const grulite_model *m)
     CHECK_RC(grulite_workspace_set_threads(ws, 2), GRULITE_E_UNSUPPORTED);
     CHECK(grulite_workspace_bytes(ws) > 0 && grulite_workspace_bytes(ws) < need);
 
-    /* A tight one (64-byte aligned, the padding off, one cache line less):
-     * the call that needs the most is refused, before writing anything. */
+    /* Less than the query: calls run in smaller chunks of rows (the same
+     * numbers) while one row fits; a workspace too small for that refuses
+     * before writing anything. */
     void *tight_base;
     unsigned char *tight = block_at(need, 0, &tight_base);
-    grulite_workspace *tws = NULL;
+    grulite_workspace *tws = NULL, *tiny = NULL;
     CHECK_RC(grulite_workspace_init(tight, need - 63 - 64, &tws), GRULITE_OK);
-    int refused = 0;
+    CHECK_RC(grulite_workspace_init(tight, 64 + 256, &tiny), GRULITE_OK);
 
     for (int y = 0; y < 2; y++) {
         for (int head = 0; head < (f->N ? 3 : 1); head++) {
@@ -125,28 +126,52 @@ static void test_workspace_mem(const fixture *f, const grulite_model *m)
             CHECK(memcmp(h0, h1, nh * 4) == 0);
             if (head) CHECK(memcmp(d0, d1, nhd * 4) == 0);
             if (tws) {
-                memset(h1, 0x7f, nh * 4);
                 const int rc = run_fixture(m, tws, f, y ? y1 : NULL, h1, hd1, head == 2);
                 CHECK(rc == GRULITE_OK || rc == GRULITE_E_BUFFER);
-                if (rc == GRULITE_E_BUFFER) {
-                    refused++;
-                    CHECK(((unsigned char *)h1)[0] == 0x7f);     /* untouched */
-                }
+                if (rc == GRULITE_OK) CHECK(memcmp(h0, h1, nh * 4) == 0);
+            }
+            if (tiny) {
+                memset(h1, 0x7f, nh * 4);
+                CHECK_RC(run_fixture(m, tiny, f, y ? y1 : NULL, h1, hd1, head == 2),
+                         GRULITE_E_BUFFER);
+                CHECK(((unsigned char *)h1)[0] == 0x7f);         /* untouched */
             }
         }
     }
-    CHECK(refused >= 1);
-    /* A bigger batch than the workspace was sized for. */
     grulite_run run;
     memset(&run, 0, sizeof run);
-    run.batch = f->B * 64; run.steps = f->T; run.batch_first = 1;
-    float *xs = xcalloc((size_t)run.batch * f->T * f->I, 4);
-    run.x = xs;
-    CHECK_RC(grulite_forward(m, ws, &run), GRULITE_E_BUFFER);
-    free(xs);
+
+    /* Sized for many rows of many steps: fewer rows or fewer steps fit too
+     * (a shorter sequence runs in smaller chunks of rows: same numbers). */
+    {
+        const int32_t BB = 11000, TT = 400;
+        const size_t big = grulite_workspace_mem_size(m, BB, TT);
+        void *bbase;
+        unsigned char *bmem = block_at(big, 0, &bbase);
+        grulite_workspace *bws = NULL;
+        CHECK_RC(grulite_workspace_init(bmem, big, &bws), GRULITE_OK);
+        static const int32_t shapes[4][2] = { { 11000, 1 }, { 11000, 3 }, { 4000, 37 }, { 1, 1 } };
+        for (int i = 0; i < 4 && bws; i++) {
+            const size_t nx = (size_t)shapes[i][0] * shapes[i][1] * f->I;
+            const size_t no = (size_t)shapes[i][0] * f->state;
+            float *xs2 = xcalloc(nx, 4), *o1 = xcalloc(no, 4), *o2 = xcalloc(no, 4);
+            for (size_t k = 0; k < nx; k++) xs2[k] = (float)((k * 7919) % 201) / 100.0f - 1.0f;
+            memset(&run, 0, sizeof run);
+            run.batch = shapes[i][0]; run.steps = shapes[i][1]; run.batch_first = 1;
+            run.x = xs2;
+            run.h_n = o1;
+            CHECK_RC(grulite_forward(m, bws, &run), GRULITE_OK);
+            run.h_n = o2;
+            CHECK_RC(grulite_forward(m, heap, &run), GRULITE_OK);
+            CHECK(memcmp(o1, o2, no * 4) == 0);
+            free(xs2); free(o1); free(o2);
+        }
+        free(bbase);
+    }
 
     grulite_workspace_free(ws);                    /* frees nothing */
     grulite_workspace_free(tws);
+    grulite_workspace_free(tiny);
     CHECK_RC(grulite_workspace_init(mem, 8, &ws), GRULITE_E_BUFFER);
     CHECK(ws == NULL);
     CHECK_RC(grulite_workspace_init(NULL, need, &ws), GRULITE_E_ARG);

@@ -249,7 +249,7 @@ static int one_thread_floats(const grulite_model *m, const gl_pass *p, size_t *o
     int rc = task_layout(m, p, chunk_rows(m, p, (size_t)p->batch), NULL, &sc, &per_task);
     if (rc) return rc;
     if (gl_mul((size_t)p->batch, (size_t)m->info.state_size, &state_n) ||
-        gl_add(per_task, round16(state_n), out))
+        state_n > SIZE_MAX / 8 || gl_add(per_task, round16(state_n), out))
         return GRULITE_E_TOO_LARGE;
     return GRULITE_OK;
 }
@@ -318,12 +318,21 @@ int gl_forward(const grulite_model *m, grulite_workspace *ws, const grulite_run 
     }
     gl_scratch sc, sc2;
     size_t per_task, state_n, total;
-    const size_t rows_max = chunk_rows(m, &p, ((size_t)p.batch + (size_t)tasks - 1) / (size_t)tasks);
-    if ((rc = task_layout(m, &p, rows_max, NULL, &sc, &per_task))) return rc;
+    size_t rows_max = chunk_rows(m, &p, ((size_t)p.batch + (size_t)tasks - 1) / (size_t)tasks);
     const size_t scratches = pair && gl_pool_size(ws->pool) >= 2 ? 2 : (size_t)tasks;
-    if (gl_mul((size_t)p.batch, (size_t)m->info.state_size, &state_n) ||
-        gl_mul(per_task, scratches, &total) || gl_add(total, round16(state_n), &total))
-        return GRULITE_E_TOO_LARGE;
+    for (;;) {
+        if ((rc = task_layout(m, &p, rows_max, NULL, &sc, &per_task))) return rc;
+        if (gl_mul((size_t)p.batch, (size_t)m->info.state_size, &state_n) ||
+            state_n > SIZE_MAX / 8 || gl_mul(per_task, scratches, &total) ||
+            gl_add(total, round16(state_n), &total))
+            return GRULITE_E_TOO_LARGE;
+        /* A workspace in the caller's memory, sized for longer sequences
+         * (grulite_workspace_mem_size: up to B rows of up to T steps):
+         * shorter ones run in smaller chunks of rows, which any chunking
+         * allows (the numbers do not change). */
+        if (!ws->fixed || total <= ws->cap || rows_max == 1) break;
+        rows_max = (rows_max + 1) / 2;
+    }
     if ((rc = gl_workspace_reserve(ws, total))) return rc;
 
     float *state = ws->buf + per_task * scratches;

@@ -66,15 +66,16 @@ static int plan_stream(const grulite_model *m, int32_t batch, int32_t steps, gl_
             if (floats > most) most = floats;
         }
     }
-    if (n > SIZE_MAX / 8 || most > GL_MAX_SCRATCH_BYTES / sizeof(float) ||
-        (size_t)batch > SIZE_MAX / 8)
+    size_t state_b, seen_b, scratch_b;
+    if (most > GL_MAX_SCRATCH_BYTES / sizeof(float) || gl_mul(n, sizeof(float), &state_b) ||
+        gl_align_up(state_b, &state_b) || gl_align_up((size_t)batch, &seen_b) ||
+        gl_mul(most, sizeof(float), &scratch_b))
         return GRULITE_E_TOO_LARGE;
     pl->state_at = up64(sizeof(grulite_stream));
-    pl->sub_at = pl->state_at + up64(n * sizeof(float));
-    pl->seen_at = pl->sub_at + up64(n * sizeof(float));
-    pl->scratch_at = pl->seen_at + up64((size_t)batch);
     pl->scratch_floats = most;
-    if (gl_add(pl->scratch_at, most * sizeof(float), &pl->bytes) ||
+    if (gl_add(pl->state_at, state_b, &pl->sub_at) || gl_add(pl->sub_at, state_b, &pl->seen_at) ||
+        gl_add(pl->seen_at, seen_b, &pl->scratch_at) ||
+        gl_add(pl->scratch_at, scratch_b, &pl->bytes) ||
         gl_add(pl->bytes, GL_ALIGN - 1, &pl->bytes))
         return GRULITE_E_TOO_LARGE;
     return GRULITE_OK;
@@ -97,7 +98,7 @@ int grulite_stream_init(const grulite_model *m, int32_t batch, int32_t steps, vo
     if (!mem) return GRULITE_E_ARG;
     unsigned char *at = gl_align_ptr(mem);
     const size_t skip = (size_t)(at - (unsigned char *)mem);
-    if (mem_size < pl.bytes - (GL_ALIGN - 1) + skip) return GRULITE_E_BUFFER;
+    if (mem_size < skip || mem_size - skip < pl.bytes - (GL_ALIGN - 1)) return GRULITE_E_BUFFER;
     grulite_stream *s = (grulite_stream *)(void *)at;
     memset(s, 0, sizeof(*s));
     s->model = m;

@@ -327,11 +327,12 @@ int grulite_model_load_mem(const void *data, size_t size, void *mem, size_t mem_
     if (!out) return gl_fail(msg, msg_size, GRULITE_E_ARG, "out is NULL");
     *out = NULL;
     if (!data && size) return gl_fail(msg, msg_size, GRULITE_E_ARG, "data is NULL");
+    if (!mem) return gl_fail(msg, msg_size, GRULITE_E_ARG, "mem is NULL");
     if (((uintptr_t)data) % GL_ALIGN != 0)
         return gl_fail(msg, msg_size, GRULITE_E_ALIGN, "image at %p is not 64-byte aligned", data);
     gl_plan pl;
     plan_load(data, size, &pl);
-    const size_t skip = mem ? (16 - (uintptr_t)mem % 16) % 16 : 0;
+    const size_t skip = (16 - (uintptr_t)mem % 16) % 16;
     if (!pl.layers) {
         /* Not a header a model can be sized from: the checks say why (they
          * stop before any layer is read). */
@@ -340,7 +341,7 @@ int grulite_model_load_mem(const void *data, size_t size, void *mem, size_t mem_
         const int rc = parse_image(&probe, data, size, NULL, 0, msg, msg_size);
         if (rc) return rc;
     }
-    if (!mem || mem_size < skip || mem_size - skip < pl.bytes)
+    if (mem_size < skip || mem_size - skip < pl.bytes)
         return gl_fail(msg, msg_size, GRULITE_E_BUFFER, "%lu bytes of memory given; the model needs %lu "
                        "(grulite_model_mem_size)", (unsigned long)mem_size, (unsigned long)(pl.bytes + 15));
     unsigned char *block = (unsigned char *)mem + skip;

@@ -145,9 +145,17 @@ static void test_model(const char *name, const unsigned char *img, size_t size,
     CHECK(grulite_forward(m, ws, &run) == GRULITE_OK);
     near("forward y vs the host's", y, host_y, sizeof y / sizeof y[0], 1e-5f);
     near("forward head vs the host's", head, host_head, sizeof head / sizeof head[0], 1e-5f);
-    grulite_workspace *small = NULL;           /* half what the query says */
+    /* Half the query: smaller chunks of rows, the same numbers; room for
+     * not even one row: refused, nothing written. */
+    grulite_workspace *small = NULL;
     CHECK(grulite_workspace_init(ws_mem, wneed / 2, &small) == GRULITE_OK);
+    memset(y, 0, sizeof y);
+    CHECK(small != NULL && grulite_forward(m, small, &run) == GRULITE_OK);
+    near("forward y, half the memory", y, host_y, sizeof y / sizeof y[0], 1e-5f);
+    CHECK(grulite_workspace_init(ws_mem, 320, &small) == GRULITE_OK);
+    memset(y, 0x7f, sizeof y);
     CHECK(small != NULL && grulite_forward(m, small, &run) == GRULITE_E_BUFFER);
+    CHECK(((unsigned char *)y)[0] == 0x7f);
     grulite_workspace_free(ws);
     grulite_model_free(m);
 }
