@@ -147,7 +147,9 @@ EOF
     done
     cp -r src/grulite/data "$WORK/pylib/grulite/"
     ext=$(ls "$WORK"/pylib/grulite/_core*.so)
-    if ! (ldd "$ext" | grep -q libasan) && ! nm -D "$ext" | grep -q __asan_init; then
+    # grep -c reads all of its input: with grep -q and pipefail, ldd or nm
+    # killed by SIGPIPE after the match made this check fail at random.
+    if [ "$( { ldd "$ext"; nm -D "$ext"; } 2>/dev/null | grep -c -e libasan -e __asan_init)" = 0 ]; then
         echo "sanitize.sh: $ext is not instrumented" >&2; exit 1
     fi
     step_end "Python extension build (ASan+UBSan)"
