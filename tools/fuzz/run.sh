@@ -87,9 +87,24 @@ if [ "$want_c" = 1 ]; then
             exit 2
         fi
     fi
+    # The core and both targets compiled once (largest files first, JOBS at
+    # a time), then each target linked with libFuzzer's main.
+    echo "== build fuzz_load, fuzz_forward ($CC_FUZZ, libFuzzer + ASan + UBSan)"
+    mkdir -p "$WORK/obj"
+    obj() { echo "$WORK/obj/$(echo "${1%.c}" | tr / _).o"; }
+    core_objs=()
+    for src in src/core/*.c src/core/*/*.c; do core_objs+=("$(obj "$src")"); done
+    running=0; failed=0
+    # shellcheck disable=SC2012
+    for src in $(ls -S src/core/*.c src/core/*/*.c tools/fuzz/fuzz_load.c tools/fuzz/fuzz_forward.c); do
+        "$CC_FUZZ" "${FUZZ_FLAGS[@]}" -c "$src" -o "$(obj "$src")" &
+        running=$((running + 1))
+        if [ "$running" -ge "$JOBS" ]; then wait -n || failed=1; running=$((running - 1)); fi
+    done
+    while [ "$running" -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
+    [ "$failed" = 0 ] || { echo "run.sh: build of the fuzz targets failed" >&2; exit 2; }
     for t in load forward; do
-        echo "== build fuzz_$t ($CC_FUZZ, libFuzzer + ASan + UBSan)"
-        "$CC_FUZZ" "${FUZZ_FLAGS[@]}" src/core/*.c src/core/*/*.c "tools/fuzz/fuzz_$t.c" -lm -lpthread \
+        "$CC_FUZZ" "${FUZZ_FLAGS[@]}" "${core_objs[@]}" "$(obj "tools/fuzz/fuzz_$t.c")" -lm -lpthread \
             -o "$WORK/bin/fuzz_$t" || { echo "run.sh: build of fuzz_$t failed" >&2; exit 2; }
     done
 fi
