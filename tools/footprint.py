@@ -950,6 +950,17 @@ def make_models(env: dict, out: str, log) -> dict:
     return models
 
 
+def scrub_paths(text: str) -> str:
+    """The report without this machine's paths: the interpreter's prefixes,
+    the home directory and the checkout become placeholders."""
+    for path, name in sorted(((sys.prefix, "<prefix>"), (sys.base_prefix, "<base-prefix>"),
+                              (REPO, "<repo>"), (os.path.expanduser("~"), "<home>")),
+                             key=lambda pn: -len(pn[0])):
+        if path and path not in ("/", "~"):
+            text = text.replace(path, name)
+    return text
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1044,8 +1055,8 @@ def main(argv=None) -> int:
 
     text = "\n".join(md)
     print(text)
-    for path, content in ((args.markdown, text + "\n"),
-                          (args.json, json.dumps(report, indent=1, default=str) + "\n")):
+    for path, content in ((args.markdown, scrub_paths(text) + "\n"),
+                          (args.json, scrub_paths(json.dumps(report, indent=1, default=str)) + "\n")):
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             with open(path, "w") as f:
