@@ -132,8 +132,10 @@ if [[ "$SKIP" != *" c "* ]]; then
 fi
 
 # ---- 2. C core: valgrind ---------------------------------------------------------
-if [[ "$SKIP" != *" valgrind "* ]]; then
-    step_begin "C tests under valgrind memcheck"
+# valgrind and the Python extension's build (step 3) each keep one core
+# busy: with both to run, valgrind runs in the background beside the build
+# (its output is printed when it is done; SANITIZE_SERIAL=1 runs it here).
+valgrind_step() {
     if ! command -v valgrind >/dev/null 2>&1; then
         if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
             apt-get update -qq >/dev/null 2>&1 || true
@@ -154,8 +156,33 @@ if [[ "$SKIP" != *" valgrind "* ]]; then
     for t in $(regress_dirs); do
         "${VG[@]}" "$WORK/c_vg/replay_$t" "$REGRESS/$t"
     done
-    step_end "C tests, valgrind memcheck"
+}
+vg_pid=
+if [[ "$SKIP" != *" valgrind "* ]]; then
+    if [[ "$SKIP" != *" python "* ]] && [ "${SANITIZE_SERIAL:-0}" != 1 ]; then
+        echo "== C tests under valgrind memcheck: started in the background"
+        t_vg=$(date +%s)
+        # (a plain command in the subshell: set -e stops it at the first failure)
+        (valgrind_step; echo "(valgrind: $(( $(date +%s) - t_vg )) s)") >"$WORK/valgrind.log" 2>&1 &
+        vg_pid=$!
+    else
+        step_begin "C tests under valgrind memcheck"
+        valgrind_step
+        step_end "C tests, valgrind memcheck"
+    fi
 fi
+
+# The background valgrind step's output and result.
+valgrind_wait() {
+    [ -n "$vg_pid" ] || return 0
+    echo "== C tests under valgrind memcheck (ran in the background)"
+    local rc=0
+    wait "$vg_pid" || rc=$?
+    cat "$WORK/valgrind.log"
+    vg_pid=
+    TIMES+=("$(printf '%-44s %4s' "C tests, valgrind memcheck (background)" "$(sed -n 's/^(valgrind: \([0-9]*\) s)$/\1 s/p' "$WORK/valgrind.log")")")
+    [ "$rc" = 0 ] || { echo "sanitize.sh: valgrind step failed" >&2; exit 1; }
+}
 
 # ---- 3. Python: ASan + UBSan extension, the test suite ---------------------------
 if [[ "$SKIP" != *" python "* ]]; then
@@ -190,6 +217,7 @@ EOF
         echo "sanitize.sh: $ext is not instrumented" >&2; exit 1
     fi
     step_end "Python extension build (ASan+UBSan)"
+    valgrind_wait
 
     step_begin "Python tests against it (LD_PRELOAD libasan)"
     rm -rf "$WORK/reports"; mkdir -p "$WORK/reports"
@@ -221,5 +249,6 @@ EOF
     step_end "Python tests (ASan+UBSan extension)"
 fi
 
+valgrind_wait
 echo "== sanitize.sh: clean ($(( $(date +%s) - t_all )) s)"
 printf '   %s\n' "${TIMES[@]}"
