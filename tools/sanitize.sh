@@ -13,7 +13,9 @@
 #      leak detection on; then the fuzz regression inputs
 #      (tests/c/fuzz_regress/) through the fuzz targets, same flags.
 #   2. valgrind memcheck (--leak-check=full, every error fatal) on a plain
-#      -O1 -g build of the same, and on the regression inputs.
+#      -O1 -g build of the same, and on the regression inputs; with step 3
+#      to run, in the background beside the extension's build (both use
+#      one core), its output printed after that build.
 #   3. the extension built with gcc -fsanitize=address,undefined in a
 #      private directory (never in place), and
 #      `python -m pytest -q tests -x -p no:cacheprovider` against it with
@@ -54,12 +56,18 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-python3}"
+VG_PID=
 if [ -n "${SANITIZE_DIR:-}" ]; then
-    WORK="$SANITIZE_DIR"; mkdir -p "$WORK"; WORK="$(cd "$WORK" && pwd)"
+    WORK="$SANITIZE_DIR"; mkdir -p "$WORK"; WORK="$(cd "$WORK" && pwd)"; KEEP=1
 else
-    WORK="$(mktemp -d "${TMPDIR:-/tmp}/grulite-sanitize.XXXXXX")"
-    trap 'rm -rf "$WORK"' EXIT
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/grulite-sanitize.XXXXXX")"; KEEP=0
 fi
+# shellcheck disable=SC2317
+cleanup() {
+    if [ -n "$VG_PID" ]; then kill -- -"$VG_PID" 2>/dev/null || true; fi
+    if [ "$KEEP" = 0 ]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
 SKIP=" ${SANITIZE_SKIP:-} "
 FIXTURES=tests/c/fixtures
 REGRESS=tests/c/fuzz_regress
@@ -132,10 +140,19 @@ if [[ "$SKIP" != *" c "* ]]; then
 fi
 
 # ---- 2. C core: valgrind ---------------------------------------------------------
-# valgrind and the Python extension's build (step 3) each keep one core
-# busy: with both to run, valgrind runs in the background beside the build
-# (its output is printed when it is done; SANITIZE_SERIAL=1 runs it here).
-valgrind_step() {
+# With step 3 to run: this script again for step 2 alone, in the background
+# (its own process group), beside the extension's build, which compiles on
+# one core; its output is printed when that build is done, and its failure
+# is this script's.
+if [[ "$SKIP" != *" valgrind "* && "$SKIP" != *" python "* ]]; then
+    echo "== C tests under valgrind memcheck: beside the Python extension's build (output after it)"
+    SANITIZE_SKIP="c python" SANITIZE_DIR="$WORK/valgrind" setsid bash "${BASH_SOURCE[0]}" \
+        >"$WORK/valgrind.log" 2>&1 &
+    VG_PID=$!
+    SKIP="$SKIP valgrind "
+fi
+if [[ "$SKIP" != *" valgrind "* ]]; then
+    step_begin "C tests under valgrind memcheck"
     if ! command -v valgrind >/dev/null 2>&1; then
         if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
             apt-get update -qq >/dev/null 2>&1 || true
@@ -156,33 +173,8 @@ valgrind_step() {
     for t in $(regress_dirs); do
         "${VG[@]}" "$WORK/c_vg/replay_$t" "$REGRESS/$t"
     done
-}
-vg_pid=
-if [[ "$SKIP" != *" valgrind "* ]]; then
-    if [[ "$SKIP" != *" python "* ]] && [ "${SANITIZE_SERIAL:-0}" != 1 ]; then
-        echo "== C tests under valgrind memcheck: started in the background"
-        t_vg=$(date +%s)
-        # (a plain command in the subshell: set -e stops it at the first failure)
-        (valgrind_step; echo "(valgrind: $(( $(date +%s) - t_vg )) s)") >"$WORK/valgrind.log" 2>&1 &
-        vg_pid=$!
-    else
-        step_begin "C tests under valgrind memcheck"
-        valgrind_step
-        step_end "C tests, valgrind memcheck"
-    fi
+    step_end "C tests, valgrind memcheck"
 fi
-
-# The background valgrind step's output and result.
-valgrind_wait() {
-    [ -n "$vg_pid" ] || return 0
-    echo "== C tests under valgrind memcheck (ran in the background)"
-    local rc=0
-    wait "$vg_pid" || rc=$?
-    cat "$WORK/valgrind.log"
-    vg_pid=
-    TIMES+=("$(printf '%-44s %4s' "C tests, valgrind memcheck (background)" "$(sed -n 's/^(valgrind: \([0-9]*\) s)$/\1 s/p' "$WORK/valgrind.log")")")
-    [ "$rc" = 0 ] || { echo "sanitize.sh: valgrind step failed" >&2; exit 1; }
-}
 
 # ---- 3. Python: ASan + UBSan extension, the test suite ---------------------------
 if [[ "$SKIP" != *" python "* ]]; then
@@ -217,7 +209,16 @@ EOF
         echo "sanitize.sh: $ext is not instrumented" >&2; exit 1
     fi
     step_end "Python extension build (ASan+UBSan)"
-    valgrind_wait
+
+    if [ -n "$VG_PID" ]; then
+        step_begin "C tests under valgrind memcheck (its output; waiting for it)"
+        vg_rc=0
+        wait "$VG_PID" || vg_rc=$?
+        VG_PID=
+        sed 's/^/   /' "$WORK/valgrind.log"
+        [ "$vg_rc" = 0 ] || { echo "sanitize.sh: the valgrind step failed (above)" >&2; exit 1; }
+        step_end "C tests, valgrind memcheck: wait"
+    fi
 
     step_begin "Python tests against it (LD_PRELOAD libasan)"
     rm -rf "$WORK/reports"; mkdir -p "$WORK/reports"
@@ -249,6 +250,5 @@ EOF
     step_end "Python tests (ASan+UBSan extension)"
 fi
 
-valgrind_wait
 echo "== sanitize.sh: clean ($(( $(date +%s) - t_all )) s)"
 printf '   %s\n' "${TIMES[@]}"

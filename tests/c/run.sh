@@ -5,6 +5,8 @@
 #                                         # (cmake/warnings.txt), -Werror, run
 #     VALGRIND=1 bash tests/c/run.sh      # also run once under valgrind memcheck
 #     SANITIZE=1 bash tests/c/run.sh      # also an ASan + UBSan build (gcc / clang)
+#     SANITIZE=1 PLAIN=0 bash tests/c/run.sh   # the ASan + UBSan build only (.ci/run:
+#                                         # CMake's ctest runs the plain tests there)
 #
 # CC (default cc), BUILD_DIR (default: a temporary directory, removed
 # afterwards) and JOBS (compilers run at once; default: the CPUs) may be set.
@@ -92,10 +94,15 @@ run() {
     done
 }
 
-echo "== build ($CC)"
-build "$BUILD_DIR/plain" "${CFLAGS[@]}"
-echo "== run"
-run "$BUILD_DIR/plain"
+if [ "${PLAIN:-1}" != 0 ]; then
+    echo "== build ($CC)"
+    build "$BUILD_DIR/plain" "${CFLAGS[@]}"
+    echo "== run"
+    run "$BUILD_DIR/plain"
+elif [ "${VALGRIND:-0}" = 1 ]; then
+    echo "tests/c/run.sh: VALGRIND=1 runs the plain build; not with PLAIN=0" >&2
+    exit 2
+fi
 
 if [ "${VALGRIND:-0}" = "1" ]; then
     if command -v valgrind >/dev/null 2>&1; then
