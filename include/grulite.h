@@ -128,6 +128,8 @@ GRULITE_API const char *grulite_version(void);
 #define GRULITE_DTYPE_F32 1
 #define GRULITE_DTYPE_F16 2   /* IEEE half; about half the size */
 #define GRULITE_DTYPE_I8  3   /* int8, one symmetric float32 scale per output row */
+#define GRULITE_DTYPE_BF16 4  /* bfloat16: float32's top 16 bits (its range, 8-bit
+                                 mantissa); half the size, widened exactly */
 
 /* Kinds of layer.  A model is a sequence of typed layers: an optional
  * embedding (token ids in), one or more GRU layers, then an optional head

@@ -8,7 +8,7 @@ from grulite import _core
 
 
 def test_name_tables_come_from_c():
-    assert _core.DTYPES == {"float32": 1, "float16": 2, "int8": 3}
+    assert _core.DTYPES == {"float32": 1, "float16": 2, "int8": 3, "bfloat16": 4}
     assert _core.ACTIVATIONS == {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3, "softmax": 4}
     assert _core.LAYER_KINDS == {"gru": 1, "dense": 2, "embedding": 3, "merge": 4}
     assert _core.GRU_ACTIVATIONS == {

@@ -5,6 +5,7 @@
     python tools/bench.py --cases latency,streaming --threads 1
     python tools/bench.py --markdown speed.md      # also write the Markdown tables
     python tools/bench.py --dtypes int8            # low-precision variants: int8 only
+    python tools/bench.py --dtypes bfloat16        # ... bfloat16 only
 
 Cases (--cases takes names or prefixes, comma-separated: "latency" = both
 latency cases):
@@ -46,16 +47,19 @@ time (> 1: grulite is faster).  GFLOP/s counts
 outputs (y and h_n) are checked against grulite's: a warning is printed
 when they differ by more than 1e-4.
 
-Low-precision weights (--dtypes, default "float16,int8"; "" disables): in
-the whole-sequence cases (not streaming), each dtype's m.astype(dtype) is
-timed in the same process and rounds as float32 grulite (same input, timer
-and thread count).  Its outputs (y and h_n) are checked against float32
-grulite's: the max abs difference is recorded, and a warning printed above
-2e-3 (float16) or 2e-2 (int8).  The JSON holds them as grulite_<dtype>
-(best/median, runs, isa, speedup over float32 grulite, peer ratios), and a
-second Markdown table, "Low-precision weights", follows the main one.  The
-chart gets one more bar per whole-sequence case: ORT (float32) time /
-grulite int8 time.
+Low-precision weights (--dtypes, default "float16,bfloat16,int8"; ""
+disables): in the whole-sequence cases (not streaming), each dtype's
+m.astype(dtype) is timed in the same process and rounds as float32 grulite
+(same input, timer and thread count).  Its outputs (y and h_n) are checked
+against float32 grulite's: the max abs difference is recorded, and a
+warning printed above 2e-3 (float16), 5e-3 (bfloat16: 8 mantissa bits to
+float16's 11, so about 8x float16's error) or 2e-2 (int8).  The JSON holds
+them as grulite_<dtype> (best/median, runs, isa, speedup over float32
+grulite, peer ratios), and a second Markdown table, "Low-precision
+weights", follows the main one, a column per dtype (float16, bfloat16,
+int8).  With int8, torch's dynamic int8 quantization of the same nn.GRU is
+timed beside it (JSON: torch_int8).  The chart gets one more bar per
+whole-sequence case: ORT (float32) time / grulite int8 time.
 
 The JSON also records each measurement's median and run count ("noisy"
 when the median exceeds 1.5x the best) and how much CPU other processes
@@ -108,10 +112,12 @@ grulite = None       # imported by main() once the arguments are parsed: --help 
 
 TOL = 1e-4
 # Low-precision weight storage (Model.astype): max abs output difference
-# from float32 grulite above which a warning is printed.
-DTYPE_TOL = {"float16": 2e-3, "int8": 2e-2}
-DTYPE_SHORT = {"float16": "f16", "int8": "int8"}
-DEFAULT_DTYPES = "float16,int8"
+# from float32 grulite above which a warning is printed.  bfloat16 keeps 8
+# mantissa bits to float16's 11: about 8x float16's error.  The order is the
+# tables' column order.
+DTYPE_TOL = {"float16": 2e-3, "bfloat16": 5e-3, "int8": 2e-2}
+DTYPE_SHORT = {"float16": "f16", "bfloat16": "bf16", "int8": "int8"}
+DEFAULT_DTYPES = "float16,bfloat16,int8"
 PEERS = ("torch", "ort", "numpy")
 PEER_LABEL = {"torch": "torch", "ort": "ORT", "numpy": "numpy"}
 
@@ -962,8 +968,8 @@ def result_dtypes(results: list) -> list:
 
 
 def markdown_low_precision(results: list, peers: list, meta: dict) -> str:
-    """The second table: grulite with float16 / int8 weights against float32
-    grulite (whole-sequence cases); "" when none was measured."""
+    """The second table: grulite with float16 / bfloat16 / int8 weights against
+    float32 grulite (whole-sequence cases); "" when none was measured."""
     rows = [r for r in results if r["kind"] == "sequence" and any(k.startswith("grulite_") and
                                                                    isinstance(r[k], dict) for k in r)]
     dtypes = result_dtypes(rows)

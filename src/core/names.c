@@ -45,6 +45,7 @@ static const gl_name gl_dtypes[] = {
     { GRULITE_DTYPE_F32, "float32" },
     { GRULITE_DTYPE_F16, "float16" },
     { GRULITE_DTYPE_I8, "int8" },
+    { GRULITE_DTYPE_BF16, "bfloat16" },
     { 0, NULL },
 };
 

@@ -62,7 +62,7 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
         ``[("fc", "softmax")]`` or ``"fc:relu,out:softmax"``.
     batch_first : bool
         Default layout of inputs (as the nn.GRU's ``batch_first``).
-    dtype : {"float32", "float16", "int8"}
+    dtype : {"float32", "float16", "bfloat16", "int8"}
         Storage type of the GRU weights (see :meth:`Model.save`).
     head_from : {"output", "state"}
         What the head reads: the top layer's output at each sequence's last
@@ -228,7 +228,7 @@ def from_onnx(path: _Path, *, dtype: str = "float32", num_threads: Optional[int]
     ----------
     path : str or PathLike
         The ``.onnx`` file (self-contained: external data is never read).
-    dtype : {"float32", "float16", "int8"}
+    dtype : {"float32", "float16", "bfloat16", "int8"}
         Storage type of the GRU weights.
     num_threads : int, optional
         Threads for whole-sequence calls.
@@ -251,7 +251,7 @@ def from_keras(path: _Path, *, dtype: str = "float32", num_threads: Optional[int
     ----------
     path : str or PathLike
         The ``.keras`` file.
-    dtype : {"float32", "float16", "int8"}
+    dtype : {"float32", "float16", "bfloat16", "int8"}
         Storage type of the GRU weights.
     num_threads : int, optional
         Threads for whole-sequence calls.

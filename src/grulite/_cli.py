@@ -621,8 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the original GRU variant (Keras reset_after=False, ONNX "
                         "linear_before_reset=0)")
     c.add_argument("--dtype", default="float32", choices=list(_core.DTYPES),
-                   help="GRU weight storage: float32 (default, exact), float16 (half the "
-                        "size), int8 (a quarter, per-row scales); activations stay float32")
+                   help="GRU weight storage: float32 (default, exact), float16 or bfloat16 "
+                        "(half the size; bfloat16 keeps a bfloat16 checkpoint's bits), int8 "
+                        "(a quarter, per-row scales); activations stay float32")
     c.add_argument("--time-major", action="store_true",
                    help="record (steps, batch, features) as the default input layout "
                         "(nn.GRU batch_first=False)")

@@ -40,6 +40,7 @@ cdef extern from "grulite.h" nogil:
 
     int GRULITE_DTYPE_F32
     int GRULITE_DTYPE_F16
+    int GRULITE_DTYPE_BF16
     int GRULITE_DTYPE_I8
 
     int GRULITE_LAYER_GRU

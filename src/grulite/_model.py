@@ -713,11 +713,12 @@ class Model:
         Parameters
         ----------
         path : str or PathLike
-        dtype : {None, "float32", "float16", "int8"}
+        dtype : {None, "float32", "float16", "bfloat16", "int8"}
             Storage type of the GRU weights: None keeps the model's own.
-            float16 halves the file, int8 (one float32 scale per output
-            row) quarters it; activations stay float32 and the head keeps
-            float32 weights.  Convert from a float32 model: converting an
+            float16 and bfloat16 (float32's range, 8-bit mantissa; the
+            bits of a bfloat16 checkpoint kept exactly) halve the file,
+            int8 (one float32 scale per output row) quarters it;
+            activations stay float32 and the head keeps float32 weights.  Convert from a float32 model: converting an
             already-rounded model rounds again.
         """
         core = self._core
@@ -750,7 +751,7 @@ class Model:
 
     def astype(self, dtype: str) -> Model:
         """A copy of the model with its GRU weights stored as ``dtype``
-        ("float32", "float16", "int8"), in memory."""
+        ("float32", "float16", "bfloat16", "int8"), in memory."""
         return from_bytes(self._core.convert(dtype), num_threads=self._num_threads or None)
 
     def to_bytes(self) -> bytes:

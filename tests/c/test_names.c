@@ -9,6 +9,8 @@ void test_names(const fixture *f)
     CHECK(!strcmp(grulite_name(GRULITE_NAMES_DTYPE, GRULITE_DTYPE_F32), "float32"));
     CHECK(!strcmp(grulite_name(GRULITE_NAMES_DTYPE, GRULITE_DTYPE_F16), "float16"));
     CHECK(!strcmp(grulite_name(GRULITE_NAMES_DTYPE, GRULITE_DTYPE_I8), "int8"));
+    CHECK(!strcmp(grulite_name(GRULITE_NAMES_DTYPE, GRULITE_DTYPE_BF16), "bfloat16"));
+    CHECK(grulite_code(GRULITE_NAMES_DTYPE, "bfloat16") == GRULITE_DTYPE_BF16);
     CHECK(grulite_name(GRULITE_NAMES_DTYPE, 0) == NULL);
     CHECK(grulite_name(GRULITE_NAMES_DTYPE, 99) == NULL);
     CHECK(grulite_name(99, GRULITE_DTYPE_F32) == NULL);

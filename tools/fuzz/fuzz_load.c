@@ -15,7 +15,8 @@
  * tools/fuzz/run.sh builds and runs it; tools/fuzz/README.md. */
 #include "fuzz_common.h"
 
-static const int k_dtypes[3] = { GRULITE_DTYPE_F32, GRULITE_DTYPE_F16, GRULITE_DTYPE_I8 };
+static const int k_dtypes[4] = { GRULITE_DTYPE_F32, GRULITE_DTYPE_F16, GRULITE_DTYPE_I8,
+                                  GRULITE_DTYPE_BF16 };
 
 /* Reads every byte of p (so ASan / valgrind see an out-of-bounds pointer). */
 static unsigned touch(const void *p, size_t n)
@@ -110,7 +111,7 @@ static grulite_info query(const grulite_model *m, size_t image_size)
 /* Converts m to every dtype; each result must load and keep the shape. */
 static void round_trip(const grulite_model *m, const grulite_info *info)
 {
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         size_t need = 0;
         int rc = grulite_model_convert(m, k_dtypes[i], NULL, 0, &need);
         FZ_REQUIRE(rc == GRULITE_OK, "convert (measure) to dtype %d: %d %s", k_dtypes[i], rc,

@@ -55,6 +55,9 @@ static void put_value(unsigned char *dst, size_t pos, int dtype, float v, float 
     if (dtype == GRULITE_DTYPE_F16) {
         const uint16_t h = gl_float_to_half(v);
         memcpy(dst + pos * 2, &h, 2);
+    } else if (dtype == GRULITE_DTYPE_BF16) {
+        const uint16_t h = gl_float_to_bf16(v);
+        memcpy(dst + pos * 2, &h, 2);
     } else if (dtype == GRULITE_DTYPE_I8) {
         float q = scale > 0.0f ? roundf(v / scale) : 0.0f;
         if (q != q) q = 0.0f;          /* NaN (a NaN or infinite weight): (int)NaN is UB */
@@ -387,12 +390,8 @@ static float *unpack_matrix(const gl_panel *p, int kmajor)
                     const size_t j = b * L + l;
                     if (j >= p->H) continue;
                     const size_t i = gl_panel_index(p, b, k, g, l);
-                    float v;
-                    if (p->dtype == GRULITE_DTYPE_F16) v = gl_half_to_float(((const uint16_t *)p->w)[i]);
-                    else if (p->dtype == GRULITE_DTYPE_I8)
-                        v = (float)((int)((const uint8_t *)p->w)[i] - 128) *
-                            p->scale[(b * p->G + g) * L + l];
-                    else v = ((const float *)p->w)[i];
+                    float v = gl_panel_weight(p, i);
+                    if (p->dtype == GRULITE_DTYPE_I8) v *= p->scale[(b * p->G + g) * L + l];
                     out[kmajor ? k * p->G * p->H + g * p->H + j : (g * p->H + j) * p->K + k] = v;
                 }
     return out;

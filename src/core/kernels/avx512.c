@@ -1,6 +1,8 @@
 /* kernels/avx512.c - AVX-512F kernels: one zmm register per 16-lane panel
  * vector.  Compiled for any x86-64 target (function-level target
- * attributes); used only when the CPU reports AVX-512F (dispatch.c). */
+ * attributes); used only when the CPU reports AVX-512F (dispatch.c).
+ * int8 products run in integers through AVX2's (kernels/avx2.c), as fast
+ * as the float path is not and with avx512vnni's numbers. */
 #include <stdint.h>
 
 #include "../internal.h"
@@ -30,6 +32,8 @@ GL_TARGET_BEGIN("avx512f,avx2,fma")
 #define GL_V_LDEXP(a, n) _mm512_scalef_ps((a), (n))  /* any n; results below 2^-126 too */
 #define GL_EXP_MIN (-88.3762626647949f)
 #define GL_V_LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define GL_V_LOAD_BF16(p) _mm512_castsi512_ps(_mm512_slli_epi32(                         \
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p))), 16))
 #define GL_VQ __m512i
 #define GL_VQ_LOAD(p) _mm512_xor_si512(_mm512_loadu_si512((const void *)(p)), \
                                        _mm512_set1_epi32((int)0x80808080u))
@@ -40,6 +44,7 @@ GL_TARGET_BEGIN("avx512f,avx2,fma")
 #define GL_NV_MR 3
 #define GL_NV1 8
 
+#define GL_GEMM_I8_DOT gl_avx2_gemm_i8_dot
 #include "simd.h"
 
 GL_TARGET_END

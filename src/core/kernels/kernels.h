@@ -24,27 +24,28 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "grulite.h"
 
 #define GL_LANES 16
 
-/* Weights are float32, float16 (IEEE half) or int8 with one float32 scale
+/* Weights are float32, float16 (IEEE half), bfloat16 or int8 with one float32 scale
  * per output: w = q * scale[output], so a product is
  * bias + scale * sum_k x[k] * q[k] (the chain runs over x * q, and is
  * scaled once at the end). */
 typedef struct gl_panel {
-    const void *w;    /* (nb, K, G, 16) of float / uint16_t (half); int8: below */
+    const void *w;    /* (nb, K, G, 16) of float / uint16_t (half, bfloat16); int8: below */
     const float *b;   /* (nb, G, 16), or NULL for no bias */
     const float *scale; /* (nb, G, 16) for int8 weights, else NULL */
-    int dtype;        /* GRULITE_DTYPE_F32 / _F16 / _I8 */
+    int dtype;        /* GRULITE_DTYPE_F32 / _F16 / _BF16 / _I8 */
     size_t K;         /* inputs */
     size_t G;         /* gates (3 for a GRU, 1 for a dense layer) */
     size_t H;         /* outputs per gate */
     size_t nb;        /* ceil(H / 16) */
 } gl_panel;
 
-/* Elements of a packed matrix (float32 / float16 layout). */
+/* Elements of a packed matrix (float32 / float16 / bfloat16 layout). */
 static inline size_t gl_panel_floats(size_t K, size_t G, size_t H)
 {
     return ((H + GL_LANES - 1) / GL_LANES) * K * G * GL_LANES;
@@ -67,10 +68,11 @@ static inline size_t gl_panel_elems(const gl_panel *p)
     return p->nb * K * p->G * GL_LANES;
 }
 
-/* Bytes of one stored weight of a dtype (float32, IEEE half, int8). */
+/* Bytes of one stored weight of a dtype (float32, IEEE half, bfloat16, int8). */
 static inline size_t gl_dtype_bytes(int dtype)
 {
-    return dtype == GRULITE_DTYPE_F16 ? 2 : dtype == GRULITE_DTYPE_I8 ? 1 : 4;
+    return dtype == GRULITE_DTYPE_F16 || dtype == GRULITE_DTYPE_BF16 ? 2
+           : dtype == GRULITE_DTYPE_I8 ? 1 : 4;
 }
 
 /* Bytes of panel p's matrix. */
@@ -104,6 +106,37 @@ static inline size_t gl_panel_index(const gl_panel *p, size_t b, size_t k, size_
 /* float <-> IEEE half, round to nearest even (kernels/ref.c). */
 float gl_half_to_float(uint16_t h);
 uint16_t gl_float_to_half(float f);
+
+/* bfloat16 -> float: the 16 bits become float32's top half (exact). */
+static inline float gl_bf16_to_float(uint16_t b)
+{
+    const uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* float -> bfloat16, round to nearest even (as torch's .to(torch.bfloat16));
+ * a NaN stays a (quiet) NaN, overflow rounds to infinity. */
+static inline uint16_t gl_float_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((x >> 16) | 0x40u);
+    x += 0x7FFFu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+/* Stored weight i of panel p as a float: int8 gives its code q, unscaled. */
+static inline float gl_panel_weight(const gl_panel *p, size_t i)
+{
+    switch (p->dtype) {
+    case GRULITE_DTYPE_F16: return gl_half_to_float(((const uint16_t *)p->w)[i]);
+    case GRULITE_DTYPE_BF16: return gl_bf16_to_float(((const uint16_t *)p->w)[i]);
+    case GRULITE_DTYPE_I8: return (float)((int)((const uint8_t *)p->w)[i] - 128);
+    default: return ((const float *)p->w)[i];
+    }
+}
 
 /* A GRU direction's activations when they are not the default sigmoid /
  * tanh without clip: f for the gates r and z, g for the candidate n
@@ -195,6 +228,15 @@ extern const gl_kernels gl_kernels_generic;
 extern const gl_kernels gl_kernels_avx2;
 extern const gl_kernels gl_kernels_avx512;
 extern const gl_kernels gl_kernels_avx512vnni;
+/* A product over int8 weights in float (a set's own, no scratch). */
+typedef void (*gl_gemm_i8_fn)(size_t rows, const float *x, size_t ldx, const gl_panel *p,
+                              size_t g0, size_t gc, float *y, size_t ldy);
+/* AVX2's int8 product in integers (kernels/avx2.c), a gemm as above: the
+ * avx2 and avx512 sets' int8 path.  Rows it cannot take (NaN or inf in
+ * them, K above 16384, no tmp) go to `rest`. */
+void gl_avx2_gemm_i8_dot(size_t rows, const float *x, size_t ldx, const gl_panel *p,
+                         size_t g0, size_t gc, float *y, size_t ldy, void *tmp,
+                         gl_gemm_i8_fn rest);
 #  endif
 #endif
 /* NEON is part of every aarch64 CPU: no runtime check needed. */

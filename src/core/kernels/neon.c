@@ -129,6 +129,19 @@ static inline gl_v16 v16_load_f16(const uint16_t *p)
     return v;
 }
 
+/* 4 bfloat16s to floats: widened, shifted into the top half (SHLL). */
+static inline float32x4_t neon_load_bf16x4(const uint16_t *p)
+{
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+
+static inline gl_v16 v16_load_bf16(const uint16_t *p)
+{
+    gl_v16 v = { neon_load_bf16x4(p), neon_load_bf16x4(p + 4), neon_load_bf16x4(p + 8),
+                 neon_load_bf16x4(p + 12) };
+    return v;
+}
+
 /* 64 bytes of an int8 panel: lanes 0-3, 4-7, 8-11, 12-15, 4 inputs each
  * (input kk in bits 8kk..8kk+7 of the lane's int32), made signed
  * (byte ^ 0x80). */

@@ -9,16 +9,6 @@
 
 #include "../internal.h"
 
-/* Weight `i` of a panel, as float. */
-static inline float weight_at(const gl_panel *p, size_t i)
-{
-    switch (p->dtype) {
-    case GRULITE_DTYPE_F16: return gl_half_to_float(((const uint16_t *)p->w)[i]);
-    case GRULITE_DTYPE_I8: return (float)((int)((const uint8_t *)p->w)[i] - 128);
-    default: return ((const float *)p->w)[i];
-    }
-}
-
 static void ref_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
                      size_t g0, size_t gc, float *y, size_t ldy, void *tmp)
 {
@@ -37,7 +27,7 @@ static void ref_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
                 for (size_t k = 0; k < K; k++) {
                     const float xv = xr[k];
                     for (size_t l = 0; l < L; l++)
-                        acc[l] += xv * weight_at(p, gl_panel_index(p, b, k, g, l));
+                        acc[l] += xv * gl_panel_weight(p, gl_panel_index(p, b, k, g, l));
                 }
                 if (p->scale)
                     for (size_t l = 0; l < L; l++)

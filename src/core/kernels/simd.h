@@ -19,10 +19,15 @@
  *   GL_V_LDEXP(a, n)     a * 2^n for integral n from GL_EXP_MIN / ln2 up to 128
  *   GL_EXP_MIN           the lowest exponent argument kept (GL_V_LDEXP's range)
  *   GL_V_LOAD_F16(p)     load 16 IEEE halves as floats
+ *   GL_V_LOAD_BF16(p)    load 16 bfloat16s as floats (each shifted into a float's top half)
  *   GL_VQ, GL_VQ_LOAD(p) 64 raw bytes of an int8 panel (16 lanes x 4 inputs)
  *   GL_VQ_GET(raw, kk)   input kk (0..3) of each lane, as floats (q = byte ^ 0x80)
  *   GL_MR, GL_NV_MR      rows and vectors of the many-row micro-kernel
  *   GL_NV1               vectors of the one-row micro-kernel
+ *
+ * and optionally GL_GEMM_I8_DOT, a function (kernels.h: gl_avx2_gemm_i8_dot)
+ * that takes over int8 products with integer dot products, handing the rows
+ * it cannot take to this set's float one.
  *
  * Each output is bias + sum_k x[k] w[k] accumulated with one FMA chain, k
  * ascending, in every micro-kernel, so the row blocking never changes a
@@ -132,6 +137,13 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
 #define GL_WT uint16_t
 #define GL_WNAME f16
 #define GL_LOADW(p) GL_V_LOAD_F16(p)
+#include "gemm.h"
+
+/* bfloat16 widens exactly, so this product is the float32 one over the
+ * rounded weights, with half the bytes read. */
+#define GL_WT uint16_t
+#define GL_WNAME bf16
+#define GL_LOADW(p) GL_V_LOAD_BF16(p)
 #include "gemm.h"
 
 /* int8 panels hold quads of inputs per lane (kernels.h): each 64-byte
@@ -258,7 +270,14 @@ static void GL_FN(gemm)(size_t rows, const float *x, size_t ldx, const gl_panel 
     (void)tmp;
     switch (p->dtype) {
     case GRULITE_DTYPE_F16: GL_FN(gemm_f16)(rows, x, ldx, p, g0, gc, y, ldy); break;
+    case GRULITE_DTYPE_BF16: GL_FN(gemm_bf16)(rows, x, ldx, p, g0, gc, y, ldy); break;
+#if defined(GL_GEMM_I8_DOT)
+    case GRULITE_DTYPE_I8:
+        GL_GEMM_I8_DOT(rows, x, ldx, p, g0, gc, y, ldy, tmp, GL_FN(gemm_i8));
+        break;
+#else
     case GRULITE_DTYPE_I8: GL_FN(gemm_i8)(rows, x, ldx, p, g0, gc, y, ldy); break;
+#endif
     default: GL_FN(gemm_f32)(rows, x, ldx, p, g0, gc, y, ldy); break;
     }
 }

@@ -20,6 +20,7 @@
 #define GL_V_ROUND(a) v16_round(a)
 #define GL_V_LDEXP(a, n) v16_ldexp((a), (n))
 #define GL_V_LOAD_F16(p) v16_load_f16(p)
+#define GL_V_LOAD_BF16(p) v16_load_bf16(p)
 #define GL_VQ gl_vq
 #define GL_VQ_LOAD(p) vq_load(p)
 #define GL_VQ_GET(raw, kk) vq_get((raw), (kk))

@@ -91,9 +91,8 @@ static void table_row(const gl_panel *p, size_t v, float *out)
         if (p->dtype == GRULITE_DTYPE_F32) {
             const float *w = (const float *)p->w + i0;
             for (size_t l = 0; l < n; l++) o[l] = w[l];
-        } else if (p->dtype == GRULITE_DTYPE_F16) {
-            const uint16_t *w = (const uint16_t *)p->w + i0;
-            for (size_t l = 0; l < n; l++) o[l] = gl_half_to_float(w[l]);
+        } else if (p->dtype != GRULITE_DTYPE_I8) {   /* float16, bfloat16 */
+            for (size_t l = 0; l < n; l++) o[l] = gl_panel_weight(p, i0 + l);
         } else {                        /* int8: 4 inputs of a lane together, q + 128 */
             const uint8_t *w = (const uint8_t *)p->w + i0;
             const float *s = p->scale + b * GL_LANES;

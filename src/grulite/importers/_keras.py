@@ -928,7 +928,7 @@ def image(path: Union[str, os.PathLike], dtype: str = "float32", *,
     ----------
     path : str or PathLike
         A ``.keras`` archive (or the directory of an unzipped one).
-    dtype : {"float32", "float16", "int8"}
+    dtype : {"float32", "float16", "bfloat16", "int8"}
         Storage type of the GRU weights.
     head : bool
         Map the Dense layers after the last GRU onto grulite's head (default);
