@@ -79,18 +79,40 @@ static inline gl_v16 v16_load_f16(const uint16_t *p)
     return v;
 }
 
-/* 16 bfloat16s: each widened to 32 bits and shifted into the top half. */
-static inline __m256 avx2_bf16x8(const uint16_t *p)
+/* 16 bfloat16s widened in place: each 32-bit pair (lanes 2i, 2i+1) gives
+ * lane 2i by a shift and lane 2i+1 by a mask, one operation for 8 floats,
+ * so a vector holds lanes 0, 2, .., 14 then 1, 3, .., 15 (simd.h: the
+ * product keeps its sums in that order and reorders them at the ends). */
+static inline gl_v16 v16_load_bf16_pairs(const uint16_t *p)
 {
-    const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    const __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)p);
+    gl_v16 r = { _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
+                 _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xFFFF0000u))) };
+    return r;
 }
 
-static inline gl_v16 v16_load_bf16(const uint16_t *p)
+/* 16 floats into that order (even lanes, then odd) and back. */
+static inline gl_v16 v16_load_pairs(const float *p)
 {
-    gl_v16 v = { avx2_bf16x8(p), avx2_bf16x8(p + 8) };
-    return v;
+    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    const __m256 ev = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));   /* 0 2 8 10 | 4 6 12 14 */
+    const __m256 od = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    gl_v16 r = { _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0))),
+                 _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), _MM_SHUFFLE(3, 1, 2, 0))) };
+    return r;
 }
+
+static inline void v16_store_pairs(float *p, gl_v16 v)
+{
+    const __m256 lo = _mm256_unpacklo_ps(v.lo, v.hi);    /* 0 1 2 3 | 8 9 10 11 */
+    const __m256 hi = _mm256_unpackhi_ps(v.lo, v.hi);    /* 4 5 6 7 | 12 13 14 15 */
+    _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+#define GL_V_LOAD_BF16_PAIRS(p) v16_load_bf16_pairs(p)
+#define GL_V_LOAD_PAIRS(p) v16_load_pairs(p)
+#define GL_V_STORE_PAIRS(p, v) v16_store_pairs((p), (v))
 
 /* 64 bytes of an int8 panel: lanes 0-7 and 8-15, 4 inputs each, made
  * signed (byte ^ 0x80). */

@@ -3,7 +3,15 @@
  *   GL_WT         the stored weight type (float, uint16_t half, int8_t)
  *   GL_WNAME      its short name (f32, f16, i8)
  *   GL_LOADW(p)   load 16 weights at p as a GL_V of floats
- * and undefined again at the end. */
+ * and optionally, when GL_LOADW gives the 16 lanes in another order (see
+ * AVX2's bfloat16 in kernels/avx2.c):
+ *   GL_ACC_LOAD(p), GL_ACC_STORE(p, v)  load / store 16 floats of y, a bias
+ *                 or a scale in that order (default GL_V_LOAD / GL_V_STORE)
+ * all undefined again at the end.  Each lane's chain is the same either way. */
+#ifndef GL_ACC_LOAD
+#  define GL_ACC_LOAD(p) GL_V_LOAD(p)
+#  define GL_ACC_STORE(p, v) GL_V_STORE((p), (v))
+#endif
 
 #define GL_MK(MR, NV) GL_FN(GL_XPASTE4(GL_XPASTE2(mk_, GL_WNAME), _, MR, GL_XPASTE2(x, NV)))
 #define GL_MK_PF(MR, NV) GL_FN(GL_XPASTE4(GL_XPASTE2(mkpf_, GL_WNAME), _, MR, GL_XPASTE2(x, NV)))
@@ -40,8 +48,8 @@ static void NAME(size_t K, const float *x, size_t ldx,                          
     GL_V acc[MR][NV];                                                               \
     for (int i = 0; i < MR; i++)                                                    \
         for (int j = 0; j < NV; j++)                                                \
-            acc[i][j] = !start ? GL_V_LOAD(y + (size_t)i * ldy + yoff[j])           \
-                        : bias && !scale ? GL_V_LOAD(bias + yoff[j]) : GL_V_ZERO(); \
+            acc[i][j] = !start ? GL_ACC_LOAD(y + (size_t)i * ldy + yoff[j])           \
+                        : bias && !scale ? GL_ACC_LOAD(bias + yoff[j]) : GL_V_ZERO(); \
     size_t k = 0;                                                                   \
     if (PF) {                                                                       \
         for (; k + 2 <= K; k += 2, pf += 64) {                                      \
@@ -54,13 +62,13 @@ static void NAME(size_t K, const float *x, size_t ldx,                          
     for (; k < K; k++) GL_MK_STEP(MR, NV, k);                                       \
     if (finish && scale) {                                                          \
         for (int j = 0; j < NV; j++) {                                              \
-            const GL_V s = GL_V_LOAD(scale + yoff[j]);                              \
-            const GL_V b0 = bias ? GL_V_LOAD(bias + yoff[j]) : GL_V_ZERO();         \
+            const GL_V s = GL_ACC_LOAD(scale + yoff[j]);                              \
+            const GL_V b0 = bias ? GL_ACC_LOAD(bias + yoff[j]) : GL_V_ZERO();         \
             for (int i = 0; i < MR; i++) acc[i][j] = GL_V_FMA(acc[i][j], s, b0);    \
         }                                                                           \
     }                                                                               \
     for (int i = 0; i < MR; i++)                                                    \
-        for (int j = 0; j < NV; j++) GL_V_STORE(y + (size_t)i * ldy + yoff[j], acc[i][j]); \
+        for (int j = 0; j < NV; j++) GL_ACC_STORE(y + (size_t)i * ldy + yoff[j], acc[i][j]); \
 }
 
 GL_DEFINE_MK_PF(GL_MR, GL_NV_MR)
@@ -194,3 +202,5 @@ static void GL_FN(GL_XPASTE2(gemm_, GL_WNAME))(size_t rows, const float *x, size
 #undef GL_WT
 #undef GL_WNAME
 #undef GL_LOADW
+#undef GL_ACC_LOAD
+#undef GL_ACC_STORE

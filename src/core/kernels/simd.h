@@ -140,10 +140,18 @@ static inline void GL_FN(offsets)(const gl_panel *p, size_t g0, size_t gc, size_
 #include "gemm.h"
 
 /* bfloat16 widens exactly, so this product is the float32 one over the
- * rounded weights, with half the bytes read. */
+ * rounded weights, with half the bytes read.  A set may widen pairs in
+ * place instead (GL_V_LOAD_BF16_PAIRS: lanes 0, 2, .., 14 then 1, 3, .., 15,
+ * with GL_V_LOAD_PAIRS / GL_V_STORE_PAIRS for floats in that order). */
 #define GL_WT uint16_t
 #define GL_WNAME bf16
-#define GL_LOADW(p) GL_V_LOAD_BF16(p)
+#if defined(GL_V_LOAD_BF16_PAIRS)
+#  define GL_LOADW(p) GL_V_LOAD_BF16_PAIRS(p)
+#  define GL_ACC_LOAD(p) GL_V_LOAD_PAIRS(p)
+#  define GL_ACC_STORE(p, v) GL_V_STORE_PAIRS((p), (v))
+#else
+#  define GL_LOADW(p) GL_V_LOAD_BF16(p)
+#endif
 #include "gemm.h"
 
 /* int8 panels hold quads of inputs per lane (kernels.h): each 64-byte
