@@ -18,6 +18,8 @@
 
 #include "../internal.h"
 
+GL_KERNEL_OPTIMIZE
+
 #if defined(GL_HAVE_X86_KERNELS)
 
 GL_TARGET_BEGIN("avx512f,avx512bw,avx512vnni,avx2,fma")

@@ -208,6 +208,18 @@ static inline size_t gl_gemm_tmp_bytes(size_t rows, size_t K)
     return rows * (4 * gl_panel_k4(K) + 8);
 }
 
+/* The SIMD micro-kernels keep their accumulators in registers only when
+ * their constant-trip loops are unrolled, which GCC does at -O3 but not at
+ * -O2 (about 3x slower there).  Each SIMD kernel file starts with
+ * GL_KERNEL_OPTIMIZE: -O3 for that file in a -O1 / -O2 build; -O0 (debug)
+ * and -Os (size) builds are left as asked. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__OPTIMIZE__) && \
+    !defined(__OPTIMIZE_SIZE__)
+#  define GL_KERNEL_OPTIMIZE _Pragma("GCC optimize(\"O3\")")
+#else
+#  define GL_KERNEL_OPTIMIZE
+#endif
+
 extern const gl_kernels gl_kernels_generic;
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #  if defined(__GNUC__) || defined(__clang__)

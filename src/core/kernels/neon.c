@@ -9,6 +9,8 @@
 
 #include "../internal.h"
 
+GL_KERNEL_OPTIMIZE
+
 #if defined(GL_HAVE_NEON_KERNELS)
 
 #include <arm_neon.h>

@@ -21,6 +21,8 @@
 
 #include "../internal.h"
 
+GL_KERNEL_OPTIMIZE
+
 #if defined(GL_HAVE_NEONDOT_KERNELS)
 
 #pragma GCC push_options
