@@ -259,13 +259,59 @@ def test_bfloat16_checkpoint_bits_kept(tmp_path):
         header[k] = {"dtype": "BF16", "shape": list(v.shape), "data_offsets": [len(data), len(data) + len(raw)]}
         data += raw
     p = raw_safetensors(tmp_path / "bf.safetensors", header, data)
-    m = grulite.from_safetensors(p, dtype="bfloat16")
+    m = grulite.from_safetensors(p)          # dtype "auto": the checkpoint's own
+    assert m.config.dtype == "bfloat16"
     stored = _stored_weights(m)
     for kind in ("ih", "hh"):
         want = (bits[f"gru.weight_{kind}_l0"].astype(np.uint32) << 16).view(np.float32)
         assert_array_equal(stored[f"l0.d0.w_{kind}"].view(np.uint32), want.view(np.uint32))
-    # Converting again (bfloat16 -> bfloat16) changes nothing either.
+    # Converting again (bfloat16 -> bfloat16) changes nothing either, and the
+    # outputs are those of float32 storage of the widened weights, bit for bit.
     assert m.astype("bfloat16").to_bytes() == m.to_bytes()
+    m32 = grulite.from_safetensors(p, dtype="float32")
+    assert m32.config.dtype == "float32" and m32.nbytes > 1.8 * m.nbytes
+    x = rng.standard_normal((2, 5, 12)).astype(np.float32)
+    for isa in ISAS:
+        m.isa = m32.isa = isa
+        assert_array_equal(m(x)[0], m32(x)[0])
+    # The command line picks the same by default.
+    out = tmp_path / "bf.grl"
+    r = subprocess.run([sys.executable, "-m", "grulite", "convert", str(p), "-o", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "dtype bfloat16" in r.stdout
+    assert out.read_bytes() == m.to_bytes()
+
+
+def test_auto_dtype_follows_the_source():
+    rng = np.random.default_rng(8)
+    sd = _state_dict(rng, 6, 20, 2, bidir=True)
+    half = {k: v.astype(np.float16) for k, v in sd.items()}
+    m = grulite.from_state_dict(half)
+    assert m.config.dtype == "float16"
+    x = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    wide = grulite.from_state_dict({k: v.astype(np.float32) for k, v in half.items()})
+    assert wide.config.dtype == "float32"
+    assert_array_equal(m(x)[0], wide(x)[0])
+    # Mixed storage, float64 or float32: float32.
+    mixed = dict(half, **{"gru.weight_hh_l1": sd["gru.weight_hh_l1"]})
+    assert grulite.from_state_dict(mixed).config.dtype == "float32"
+    assert grulite.from_state_dict({k: v.astype(np.float64) for k, v in sd.items()}).config.dtype \
+        == "float32"
+    # An explicit dtype wins.
+    assert grulite.from_state_dict(half, dtype="float32").config.dtype == "float32"
+    assert grulite.from_state_dict(sd, dtype="bfloat16").config.dtype == "bfloat16"
+    # Biases do not count (they are float32 in every model).
+    only_w = {k: (v.astype(np.float16) if "weight" in k else v) for k, v in sd.items()}
+    assert grulite.from_state_dict(only_w).config.dtype == "float16"
+    try:
+        import torch
+    except ImportError:
+        return
+    tsd = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in sd.items()}
+    mt = grulite.from_state_dict(tsd)
+    assert mt.config.dtype == "bfloat16"
+    assert_array_equal(mt(x)[0], grulite.from_state_dict(tsd, dtype="float32")(x)[0])
 
 
 # ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def _from_file(importer: str, path: _Path, num_threads: Optional[int], **options
 
 def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
                     reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
-                    *, batch_first: bool = True, dtype: str = "float32",
+                    *, batch_first: bool = True, dtype: str = "auto",
                     head_from: str = "output", embedding: _Embedding = None,
                     fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
                     h0: Optional[str] = None, update_gate: str = "torch",
@@ -62,8 +62,11 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
         ``[("fc", "softmax")]`` or ``"fc:relu,out:softmax"``.
     batch_first : bool
         Default layout of inputs (as the nn.GRU's ``batch_first``).
-    dtype : {"float32", "float16", "bfloat16", "int8"}
-        Storage type of the GRU weights (see :meth:`Model.save`).
+    dtype : {"auto", "float32", "float16", "bfloat16", "int8"}
+        Storage type of the GRU weights (see :meth:`Model.save`).  "auto"
+        (the default) keeps a float16 or bfloat16 source in its own type
+        (bit for bit, half float32's size, the same outputs as float32)
+        when every GRU weight matrix is stored in it; float32 otherwise.
     head_from : {"output", "state"}
         What the head reads: the top layer's output at each sequence's last
         valid step (``fc(y[:, -1])``), or its final states with directions
@@ -116,7 +119,7 @@ def from_state_dict(mapping: Mapping[str, Any], prefix: Optional[str] = None,
 
 def from_npz(path: _Path, prefix: Optional[str] = None,
              reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
-             *, batch_first: bool = True, dtype: str = "float32",
+             *, batch_first: bool = True, dtype: str = "auto",
              head_from: str = "output", embedding: _Embedding = None,
              fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
                     h0: Optional[str] = None, update_gate: str = "torch",
@@ -137,7 +140,7 @@ def from_npz(path: _Path, prefix: Optional[str] = None,
 
 def from_torch_file(path: _Path, prefix: Optional[str] = None,
                     reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
-                    *, batch_first: bool = True, dtype: str = "float32",
+                    *, batch_first: bool = True, dtype: str = "auto",
                     head_from: str = "output", embedding: _Embedding = None,
                     fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
                     h0: Optional[str] = None, update_gate: str = "torch",
@@ -161,7 +164,7 @@ def from_torch_file(path: _Path, prefix: Optional[str] = None,
 
 def from_safetensors(path: _Path, prefix: Optional[str] = None,
                      reset_after: Union[bool, Sequence[bool]] = True, head: _HeadSpec = None,
-                     *, batch_first: bool = True, dtype: str = "float32",
+                     *, batch_first: bool = True, dtype: str = "auto",
                      head_from: str = "output", embedding: _Embedding = None,
                     fold_embedding: Optional[bool] = None, vocab: _Vocab = None,
                     h0: Optional[str] = None, update_gate: str = "torch",
@@ -181,7 +184,7 @@ def from_safetensors(path: _Path, prefix: Optional[str] = None,
 
 def from_arrays(layers: Sequence[Mapping[str, Any]], *, embedding: Any = None,
                 head: Sequence[Any] = (), reset_after: Union[bool, Sequence[bool]] = True,
-                batch_first: bool = True, dtype: str = "float32", vocab: _Vocab = None,
+                batch_first: bool = True, dtype: str = "auto", vocab: _Vocab = None,
                 fold_embedding: Optional[bool] = None, head_from: str = "output",
                 activations: Any = None, clip: Optional[float] = None,
                 num_threads: Optional[int] = None) -> Model:
@@ -216,7 +219,7 @@ def from_arrays(layers: Sequence[Mapping[str, Any]], *, embedding: Any = None,
     return from_bytes(img, num_threads=num_threads)
 
 
-def from_onnx(path: _Path, *, dtype: str = "float32", num_threads: Optional[int] = None) -> Model:
+def from_onnx(path: _Path, *, dtype: str = "auto", num_threads: Optional[int] = None) -> Model:
     """Imports the GRU nodes (and Linear / activation head) of an ONNX file.
 
     Needs the ``onnx`` package (``pip install grulite[onnx]``), not ONNX
@@ -228,7 +231,7 @@ def from_onnx(path: _Path, *, dtype: str = "float32", num_threads: Optional[int]
     ----------
     path : str or PathLike
         The ``.onnx`` file (self-contained: external data is never read).
-    dtype : {"float32", "float16", "bfloat16", "int8"}
+    dtype : {"auto", "float32", "float16", "bfloat16", "int8"}
         Storage type of the GRU weights.
     num_threads : int, optional
         Threads for whole-sequence calls.
@@ -236,7 +239,7 @@ def from_onnx(path: _Path, *, dtype: str = "float32", num_threads: Optional[int]
     return _from_file("onnx", path, num_threads, dtype=dtype)
 
 
-def from_keras(path: _Path, *, dtype: str = "float32", num_threads: Optional[int] = None,
+def from_keras(path: _Path, *, dtype: str = "auto", num_threads: Optional[int] = None,
                head: bool = True) -> Model:
     """Imports a Keras 3 ``.keras`` archive with GRU layers (and a Dense head).
 
@@ -251,7 +254,7 @@ def from_keras(path: _Path, *, dtype: str = "float32", num_threads: Optional[int
     ----------
     path : str or PathLike
         The ``.keras`` file.
-    dtype : {"float32", "float16", "bfloat16", "int8"}
+    dtype : {"auto", "float32", "float16", "bfloat16", "int8"}
         Storage type of the GRU weights.
     num_threads : int, optional
         Threads for whole-sequence calls.

@@ -116,7 +116,7 @@ def _vocab_line(tokens: Sequence[str]) -> str:
 
 def convert_file(src: str, dst: Optional[str], prefix: Optional[str] = None,
                  head: Optional[str] = None,
-                 reset_after: bool = True, dtype: str = "float32", batch_first: bool = True,
+                 reset_after: bool = True, dtype: str = "auto", batch_first: bool = True,
                  out: Optional[TextIO] = None, head_from: str = "output",
                  embedding: Any = None, fold_embedding: Optional[bool] = None,
                  vocab: Any = None, notes: bool = True, h0: Optional[str] = None,
@@ -184,7 +184,7 @@ def convert_file(src: str, dst: Optional[str], prefix: Optional[str] = None,
                   if isinstance(vocab, (str, os.PathLike)) else "")
         print(f"  vocab: {_vocab_line(summary['vocab'])}{origin}", file=out)
     bf = model.config.batch_first
-    print(f"  {summary['parameters']:,} parameters, dtype {dtype}, layout "
+    print(f"  {summary['parameters']:,} parameters, dtype {model.config.dtype}, layout "
           f"{'batch-first' if bf else 'time-major'}", file=out)
     if dst is not None:
         print(f"wrote {dst} ({_human(os.path.getsize(dst))}, checksum {model.checksum:08x})",
@@ -620,10 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reset-before", dest="reset_after", action="store_false",
                    help="the original GRU variant (Keras reset_after=False, ONNX "
                         "linear_before_reset=0)")
-    c.add_argument("--dtype", default="float32", choices=list(_core.DTYPES),
-                   help="GRU weight storage: float32 (default, exact), float16 or bfloat16 "
-                        "(half the size; bfloat16 keeps a bfloat16 checkpoint's bits), int8 "
-                        "(a quarter, per-row scales); activations stay float32")
+    c.add_argument("--dtype", default="auto", choices=["auto", *_core.DTYPES],
+                   help="GRU weight storage: auto (default: the source's float16 or bfloat16 "
+                        "when every GRU weight matrix is stored in it, bit for bit; else "
+                        "float32), float32 (exact), float16 or bfloat16 (half the size), "
+                        "int8 (a quarter, per-row scales); activations stay float32")
     c.add_argument("--time-major", action="store_true",
                    help="record (steps, batch, features) as the default input layout "
                         "(nn.GRU batch_first=False)")

@@ -156,7 +156,7 @@ def _head(head: Any, in_features: int) -> list:
 
 def image(layers: Sequence[Any], *, embedding: Any = None, head: Any = (),
           reset_after: Union[bool, Sequence[bool]] = True, batch_first: bool = True,
-          dtype: str = "float32", head_from: str = "output", vocab: VocabSpec = None,
+          dtype: str = "auto", head_from: str = "output", vocab: VocabSpec = None,
           fold_embedding: Optional[bool] = None, activations: Any = None,
           clip: Optional[float] = None) -> tuple[bytes, dict]:
     """The .grl image of a GRU given as arrays, and a summary (``layers``,

@@ -24,8 +24,38 @@ def _f32(a: Any) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+# dtype="auto" keeps a 16-bit float source in its own type (stored exactly).
+AUTO_KEEPS = ("float16", "bfloat16")
+
+
+def stored_float_kind(value: Any) -> str:
+    """The element type a tensor is stored in ("float32", "float16",
+    "bfloat16", ...), read from its description: a lazy tensor of a file
+    (before bfloat16 is widened), a torch tensor or a numpy array."""
+    from grulite.importers._lazy import LazyTensor
+
+    if isinstance(value, LazyTensor):
+        return str(value.kind)
+    dt = getattr(value, "dtype", None)
+    if dt is not None and str(dt).startswith("torch."):
+        return str(dt)[len("torch."):]
+    return np.asarray(value).dtype.name
+
+
+def resolve_dtype(dtype: str, matrices: Any) -> str:
+    """``dtype``, or for "auto" the stored type of the weight matrices
+    (GRU weights and an embedding table) when they all share float16 or
+    bfloat16: grulite then stores them bit for bit at half float32's size,
+    and computes what float32 storage of their widened values would.
+    Anything else (float32, float64, mixed types): float32."""
+    if dtype != "auto":
+        return dtype
+    kinds = {stored_float_kind(a) for a in matrices}
+    return kinds.pop() if len(kinds) == 1 and next(iter(kinds)) in AUTO_KEEPS else "float32"
+
+
 def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
-                      batch_first: bool = True, dtype: str = "float32",
+                      batch_first: bool = True, dtype: str = "auto",
                       head_from: str = "output", embedding: dict | None = None) -> bytes:
     """The .grl image of a GRU described layer by layer (the importers' one
     way in).
@@ -51,7 +81,8 @@ def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
     ``name``.
 
     Tensors may be anything ``np.asarray`` takes (lazy tensors of a file
-    are read here, after the C core has checked every size).
+    are read here, after the C core has checked every size).  dtype: a
+    name in ``_core.DTYPES``, or "auto" (:func:`resolve_dtype`).
     """
     from grulite import __version__
 
@@ -66,6 +97,9 @@ def image_from_layers(input_size: int, layers: list, dense: list, meta: dict,
                                f"expected (vocab_size, {input_size}) to feed layer 0")
         emb = dict(vocab_size=shape[0], fold=embedding.get("fold"))
     _core.check_config(input_size, layers, dense, emb)     # the limits, before any copy
+    dtype = resolve_dtype(dtype, [a for lay in layers for f in ("weight_ih", "weight_hh")
+                                  for a in lay.get(f, [])] +
+                          ([embedding["weight"]] if embedding is not None else []))
     if emb is not None:
         emb["weight"] = _f32(embedding["weight"])
     fixed = [dict(lay, **{f: [_f32(a) for a in lay.get(f, [])] for f in WEIGHT_FIELDS})

@@ -920,7 +920,7 @@ class _Mapper:
         self.dense[-1]["activation"] = act
 
 
-def image(path: Union[str, os.PathLike], dtype: str = "float32", *,
+def image(path: Union[str, os.PathLike], dtype: str = "auto", *,
                      head: bool = True) -> tuple:
     """The .grl image of a Keras 3 ``.keras`` model, and a summary.
 
@@ -928,7 +928,7 @@ def image(path: Union[str, os.PathLike], dtype: str = "float32", *,
     ----------
     path : str or PathLike
         A ``.keras`` archive (or the directory of an unzipped one).
-    dtype : {"float32", "float16", "bfloat16", "int8"}
+    dtype : {"auto", "float32", "float16", "bfloat16", "int8"}
         Storage type of the GRU weights.
     head : bool
         Map the Dense layers after the last GRU onto grulite's head (default);

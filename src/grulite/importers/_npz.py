@@ -173,7 +173,7 @@ class _NpzArchive:
 
 def image(path: Union[str, os.PathLike], prefix: Optional[str] = None,
           reset_after: Union[bool, Sequence[bool]] = True, head: HeadSpec = None,
-          batch_first: bool = True, dtype: str = "float32",
+          batch_first: bool = True, dtype: str = "auto",
           head_from: str = "output", embedding: EmbeddingSpec = None,
           fold_embedding: Optional[bool] = None, vocab: VocabSpec = None,
           h0: Optional[str] = None, update_gate: str = "torch",

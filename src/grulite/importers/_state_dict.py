@@ -22,7 +22,7 @@ import numpy as np
 from grulite import _core
 from grulite._activations import for_layers
 from grulite._errors import GruliteError
-from grulite.importers._image import count_parameters, image_from_layers
+from grulite.importers._image import count_parameters, image_from_layers, resolve_dtype
 from grulite.importers._lazy import LazyTensor
 
 __all__ = ["find_gru", "find_head", "find_embedding", "parse_head", "build_image", "to_array",
@@ -589,7 +589,7 @@ def embedding_image_args(embedding: Optional[dict], fold: Optional[bool]) -> dic
 def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
                 reset_after: bool | Sequence[bool] = True, head: HeadSpec = None,
                 batch_first: bool = True, source: str | None = None,
-                dtype: str = "float32", head_from: str = "output",
+                dtype: str = "auto", head_from: str = "output",
                 embedding: EmbeddingSpec = None, fold_embedding: Optional[bool] = None,
                 vocab: VocabSpec = None, h0: Optional[str] = None,
                 update_gate: str = "torch", activations: Any = None,
@@ -612,6 +612,9 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
     fold = check_fold(fold_embedding, emb)
     tokens = vocab_tokens(vocab, emb)
     dense = find_head(sd, parse_head(head), _output_width(layers))
+    # "auto" from the tensors as given (a torch bfloat16 tensor is widened below).
+    dtype = resolve_dtype(dtype, [sd[k] for k in desc["tensors"] if "weight_" in str(k)] +
+                          ([sd[emb["key"]]] if emb else []))
     used = ([emb["key"]] if emb else []) + desc["tensors"] + ([h0_key] if h0_key else []) + \
         _head_names(dense)
     meta: dict = {
@@ -652,7 +655,7 @@ def build_image(mapping: Mapping[str, Any], prefix: str | None = None,
     summary = dict(prefix=p.rstrip("."), kind=desc["kind"], layers=layers, dense=dense,
                    embedding=None if emb is None else
                    dict(name=emb["name"], vocab_size=emb["vocab_size"], width=emb["width"]),
-                   vocab=tokens, parameters=n_params, tensors=used, unused=unused)
+                   vocab=tokens, parameters=n_params, tensors=used, unused=unused, dtype=dtype)
     return image, summary
 
 

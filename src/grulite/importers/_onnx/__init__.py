@@ -149,7 +149,7 @@ def _external_tensor(graph, external: int, depth: int = 0):
     return None
 
 
-def image(path: Union[str, os.PathLike], dtype: str = "float32") -> tuple[bytes, dict]:
+def image(path: Union[str, os.PathLike], dtype: str = "auto") -> tuple[bytes, dict]:
     """The .grl image of the GRU model in an ONNX file, and a summary.
 
     The summary (for the command line) has ``layers`` and ``dense`` (as
