@@ -101,6 +101,7 @@ void test_threads(const fixture *f);
 void test_kernel_sets_all(void);
 void test_int8_nonfinite_weights(void);
 void test_nonfinite_row_isolated(void);
+void test_int8_wide_inputs(void);
 /* test_sequence.c: embeddings, generation, forecasting, stream rows */
 void test_sequence_models(void);
 /* test_activations.c: other activations and clip, every pair, every kernel set */

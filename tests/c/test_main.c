@@ -95,6 +95,7 @@ int main(int argc, char **argv)
     if (loaded[1]) test_hostile(&fx[1]);   /* smallest: one layer, no bias, no head */
     test_int8_nonfinite_weights();
     test_nonfinite_row_isolated();
+    test_int8_wide_inputs();
     test_activations();
     test_sequence_models();
     for (int k = 0; k < N_ISAS; k++) {       /* and on every other kernel set */

@@ -175,7 +175,7 @@ static inline gl_v16 v16_ldexp(gl_v16 a, gl_v16 n)
 
 /* ---- int8 products in integers (see the top of the file) --------------- */
 
-#define Q8_MAX_K 16384          /* K * 127 * 127 stays below 2^31 */
+#define Q8_MAX_K 131072         /* K * 127 * 127 stays below 2^31 (as neondot's) */
 #define Q8_MC 64                /* rows a block (kernels/blocking.h) */
 
 /* Quantizes one row of K floats into xq (ldq bytes, zero past K) with its

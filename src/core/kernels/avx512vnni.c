@@ -8,9 +8,11 @@
  *     y = bias + s_w * s_x * (acc - 128 * sum_k xq_k)
  *
  * A row's result depends only on that row, so row groups and threads still
- * give the same bits.  Everything else (float32 / float16 weights, the
- * gates, rows holding NaN or inf, K above 16384 where int32 sums could
- * overflow) goes to the AVX-512 kernels.  Used only when the CPU reports
+ * give the same bits.  Everything else (float32 / float16 / bfloat16
+ * weights, the gates, rows holding NaN or inf, K above 16384 where the
+ * offset sums could overflow int32) goes to the AVX-512 kernels, whose
+ * int8 product is AVX2's integer one (the same formula and bits; K up to
+ * 131072, float beyond).  Used only when the CPU reports
  * AVX512F, AVX512BW and AVX512_VNNI (dispatch.c). */
 #include <float.h>
 #include <stdint.h>

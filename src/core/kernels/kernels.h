@@ -245,7 +245,7 @@ typedef void (*gl_gemm_i8_fn)(size_t rows, const float *x, size_t ldx, const gl_
                               size_t g0, size_t gc, float *y, size_t ldy);
 /* AVX2's int8 product in integers (kernels/avx2.c), a gemm as above: the
  * avx2 and avx512 sets' int8 path.  Rows it cannot take (NaN or inf in
- * them, K above 16384, no tmp) go to `rest`. */
+ * them, K above 131072, no tmp) go to `rest`. */
 void gl_avx2_gemm_i8_dot(size_t rows, const float *x, size_t ldx, const gl_panel *p,
                          size_t g0, size_t gc, float *y, size_t ldy, void *tmp,
                          gl_gemm_i8_fn rest);
