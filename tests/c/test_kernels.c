@@ -277,6 +277,33 @@ void test_int8_nonfinite_weights(void)
     }
 }
 
+/* A one-layer unidirectional GRU(I, H) spec (PyTorch's variant, biases)
+ * with random weights: W_ih in [-k_ih, k_ih), the rest in [-0.5, 0.5);
+ * `owned` keeps the four arrays for free_owned. */
+static void one_layer_spec(grulite_layer_spec *L, grulite_model_spec *spec, int I, int H,
+                           float k_ih, float *owned[4])
+{
+    memset(L, 0, sizeof *L);
+    L->hidden_size = H;
+    L->num_directions = 1;
+    L->reset_after = 1;
+    L->has_bias = 1;
+    L->weight_ih[0] = owned[0] = urand_array((size_t)3 * H * I, k_ih);
+    L->weight_hh[0] = owned[1] = urand_array((size_t)3 * H * H, 0.5f);
+    L->bias_ih[0] = owned[2] = urand_array((size_t)3 * H, 0.5f);
+    L->bias_hh[0] = owned[3] = urand_array((size_t)3 * H, 0.5f);
+    memset(spec, 0, sizeof *spec);
+    spec->input_size = I;
+    spec->num_layers = 1;
+    spec->layers = L;
+    spec->batch_first = 1;
+}
+
+static void free_owned(float *owned[4])
+{
+    for (int i = 0; i < 4; i++) free(owned[i]);
+}
+
 /* A row holding NaN or inf must not change the other rows' results.  The
  * avx512vnni int8 gemm used to fall back to the float kernel for every row
  * of a call as soon as one row was not finite, so the finite rows of that
@@ -286,25 +313,11 @@ void test_int8_nonfinite_weights(void)
 void test_nonfinite_row_isolated(void)
 {
     const int I = 6, H = 5, B = 3, T = 4;
-    float *w_ih = urand_array((size_t)3 * H * I, 0.5f), *w_hh = urand_array((size_t)3 * H * H, 0.5f);
-    float *b_ih = urand_array((size_t)3 * H, 0.5f), *b_hh = urand_array((size_t)3 * H, 0.5f);
     float *x = urand_array((size_t)B * T * I, 1.0f);
     grulite_layer_spec L;
-    memset(&L, 0, sizeof L);
-    L.hidden_size = H;
-    L.num_directions = 1;
-    L.reset_after = 1;
-    L.has_bias = 1;
-    L.weight_ih[0] = w_ih;
-    L.weight_hh[0] = w_hh;
-    L.bias_ih[0] = b_ih;
-    L.bias_hh[0] = b_hh;
     grulite_model_spec spec;
-    memset(&spec, 0, sizeof spec);
-    spec.input_size = I;
-    spec.num_layers = 1;
-    spec.layers = &L;
-    spec.batch_first = 1;
+    float *owned[4];
+    one_layer_spec(&L, &spec, I, H, 0.5f, owned);
     const float bad[3] = { NAN, INFINITY, -INFINITY };
     for (int k = 0; k < N_ISAS; k++) {
         if (!grulite_isa_supported(k_isas[k])) continue;
@@ -361,7 +374,8 @@ void test_nonfinite_row_isolated(void)
             }
         }
     }
-    free(w_ih); free(w_hh); free(b_ih); free(b_hh); free(x);
+    free_owned(owned);
+    free(x);
 }
 
 /* int8 with very wide inputs: the integer products take K up to 131072
@@ -375,25 +389,11 @@ void test_int8_wide_inputs(void)
     const int H = 3, B = 2, T = 2;
     for (int wi = 0; wi < 2; wi++) {
         const int I = widths[wi];
-        float *w_ih = urand_array((size_t)3 * H * I, 0.007f), *w_hh = urand_array((size_t)3 * H * H, 0.5f);
-        float *b_ih = urand_array((size_t)3 * H, 0.5f), *b_hh = urand_array((size_t)3 * H, 0.5f);
         float *x = urand_array((size_t)B * T * I, 1.0f);
         grulite_layer_spec L;
-        memset(&L, 0, sizeof L);
-        L.hidden_size = H;
-        L.num_directions = 1;
-        L.reset_after = 1;
-        L.has_bias = 1;
-        L.weight_ih[0] = w_ih;
-        L.weight_hh[0] = w_hh;
-        L.bias_ih[0] = b_ih;
-        L.bias_hh[0] = b_hh;
         grulite_model_spec spec;
-        memset(&spec, 0, sizeof spec);
-        spec.input_size = I;
-        spec.num_layers = 1;
-        spec.layers = &L;
-        spec.batch_first = 1;
+        float *owned[4];
+        one_layer_spec(&L, &spec, I, H, 0.007f, owned);
         char ctx[64];
         snprintf(ctx, sizeof ctx, "I=%d", I);
         set_ctx("int8 wide inputs", ctx);
@@ -437,7 +437,8 @@ void test_int8_wide_inputs(void)
         grulite_workspace_free(ws);
         grulite_model_free(m8);
         grulite_model_free(m32);
-        free(w_ih); free(w_hh); free(b_ih); free(b_hh); free(x);
+        free_owned(owned);
+        free(x);
     }
 }
 
