@@ -266,6 +266,10 @@ Q8_DEFINE_MK(1, 4)
 Q8_DEFINE_MK(1, 2)
 Q8_DEFINE_MK(1, 1)
 
+/* Q8_MK(R, NV) on quantized rows r .. r+R-1 (kernels/blocking.h). */
+#define GL_DOT_CALL(R, NV, r) Q8_MK(R, NV)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b, \
+                                           p->scale, sx + (r), y + (r) * ldy, ldy)
+
 /* The products of `rows` quantized rows: one row (a step) in groups of 4,
  * 2, 1 vectors; more in blocks of rows, as kernels/gemm.h. */
 static void avx2_gemm_q8(size_t rows, const int8_t *xq, size_t ldq, const float *sx,
@@ -275,26 +279,8 @@ static void avx2_gemm_q8(size_t rows, const int8_t *xq, size_t ldq, const float 
     const size_t nv = p->nb * gc, qs = p->G * GL_LANES * 4;
     const uint8_t *w = p->w;
     size_t woff[GL_NV1], yoff[GL_NV1];
-    if (rows == 1) {
-        size_t v = 0;
-#define Q8_ROW_GROUP(N)                                                                 \
-        do {                                                                            \
-            gl_panel_offsets_q(p, g0, gc, v, N, woff, yoff);                            \
-            Q8_MK(1, N)(K4, xq, ldq, w, qs, woff, yoff, p->b, p->scale, sx, y, 0);      \
-            v += N;                                                                     \
-        } while (0)
-        GL_ROW_GROUPS(Q8_ROW_GROUP);
-#undef Q8_ROW_GROUP
-        return;
-    }
-#define Q8_OFFSETS(v, n) gl_panel_offsets_q(p, g0, gc, (v), (n), woff, yoff)
-#define Q8_REST(R, NV, r) Q8_MK(R, NV)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b,  \
-                                       p->scale, sx + (r), y + (r) * ldy, ldy)
-#define Q8_FULL(NV, r) Q8_REST(GL_MR, NV, r)
-    GL_ROW_BLOCKS(rows, Q8_MC, Q8_OFFSETS, Q8_FULL, Q8_REST)
-#undef Q8_OFFSETS
-#undef Q8_REST
-#undef Q8_FULL
+    if (rows == 1) GL_DOT_ONE_ROW();
+    else GL_DOT_ROWS(rows, Q8_MC)
 }
 
 void gl_avx2_gemm_i8_dot(size_t rows, const float *x, size_t ldx, const gl_panel *p,
@@ -309,17 +295,13 @@ void gl_avx2_gemm_i8_dot(size_t rows, const float *x, size_t ldx, const gl_panel
     /* tmp (gl_gemm_tmp_bytes): xq, rows * ldq bytes (a multiple of 4), then sx. */
     int8_t *xq = tmp;
     float *sx = (float *)(void *)((unsigned char *)tmp + rows * ldq);
-    /* Runs of finite rows take the integer path; a row holding NaN or inf
-     * takes the set's float kernel on its own (a row's result never depends on
-     * the rows computed with it: kernels.h). */
-    size_t r = 0;
-    while (r < rows) {
-        size_t e = r;
-        while (e < rows && avx2_quantize_row(x + e * ldx, K, xq + e * ldq, ldq, sx + e) == 0) e++;
-        if (e > r) avx2_gemm_q8(e - r, xq + r * ldq, ldq, sx + r, p, g0, gc, y + r * ldy, ldy);
-        if (e < rows) rest(1, x + e * ldx, ldx, p, g0, gc, y + e * ldy, ldy);
-        r = e + 1;
-    }
+#define Q8_QUANT(e) avx2_quantize_row(x + (e) * ldx, K, xq + (e) * ldq, ldq, sx + (e))
+#define Q8_RUN(r, n) avx2_gemm_q8((n), xq + (r) * ldq, ldq, sx + (r), p, g0, gc, y + (r) * ldy, ldy)
+#define Q8_REST(e) rest(1, x + (e) * ldx, ldx, p, g0, gc, y + (e) * ldy, ldy)
+    GL_DOT_RUNS(rows, Q8_QUANT, Q8_RUN, Q8_REST);
+#undef Q8_QUANT
+#undef Q8_RUN
+#undef Q8_REST
 }
 
 GL_TARGET_END

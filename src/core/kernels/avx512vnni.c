@@ -115,25 +115,21 @@ VNNI_DEFINE_MK(1, 4)
 VNNI_DEFINE_MK(1, 2)
 VNNI_DEFINE_MK(1, 1)
 
+/* VNNI_MK(R, NV) on quantized rows r .. r+R-1 (kernels/blocking.h). */
+#define GL_DOT_CALL(R, NV, r) VNNI_MK(R, NV)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b,  \
+                                             p->scale, sx + (r), sumq + (r), y + (r) * ldy, ldy)
+
 /* One quantized row (a sequence's step): groups of 8 vectors, then 4, 2, 1;
  * out of line, as gemv_f32 in kernels/gemm.h. */
 __attribute__((noinline)) static void vnni_gemv_q(const int8_t *xq, const float *sx,
                                                   const int32_t *sumq, const gl_panel *p,
                                                   size_t g0, size_t gc, float *y)
 {
-    const size_t K4 = gl_panel_k4(p->K), ldq = 4 * K4;
+    const size_t K4 = gl_panel_k4(p->K), ldq = 4 * K4, ldy = 0;
     const size_t nv = p->nb * gc, qs = p->G * GL_LANES * 4;
     const uint8_t *w = p->w;
     size_t woff[GL_NV1], yoff[GL_NV1];
-    size_t v = 0;
-#define VNNI_ROW_GROUP(N)                                                               \
-    do {                                                                                \
-        gl_panel_offsets_q(p, g0, gc, v, N, woff, yoff);                                \
-        VNNI_MK(1, N)(K4, xq, ldq, w, qs, woff, yoff, p->b, p->scale, sx, sumq, y, 0);  \
-        v += N;                                                                         \
-    } while (0)
-    GL_ROW_GROUPS(VNNI_ROW_GROUP);
-#undef VNNI_ROW_GROUP
+    GL_DOT_ONE_ROW();
 }
 
 /* The products of `rows` quantized rows (xq, sx, sumq from quantize_rows). */
@@ -149,14 +145,7 @@ static void vnni_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *
         vnni_gemv_q(xq, sx, sumq, p, g0, gc, y);
         return;
     }
-#define VNNI_OFFSETS(v, n) gl_panel_offsets_q(p, g0, gc, (v), (n), woff, yoff)
-#define VNNI_REST(R, NV, r) VNNI_MK(R, NV)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b,  \
-                                           p->scale, sx + (r), sumq + (r), y + (r) * ldy, ldy)
-#define VNNI_FULL(NV, r) VNNI_REST(GL_MR, NV, r)
-    GL_ROW_BLOCKS(rows, VNNI_MC, VNNI_OFFSETS, VNNI_FULL, VNNI_REST)
-#undef VNNI_OFFSETS
-#undef VNNI_REST
-#undef VNNI_FULL
+    GL_DOT_ROWS(rows, VNNI_MC)
 }
 
 static void vnni_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
@@ -172,22 +161,14 @@ static void vnni_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p
         gl_kernels_avx512.gemm(rows, x, ldx, p, g0, gc, y, ldy, tmp);
         return;
     }
-    /* Runs of finite rows take the dot-product path; a row holding NaN or
-     * inf takes the float kernel on its own.  Either way a row's result
-     * does not depend on the rows computed with it (kernels.h), so a
-     * stream, a batch split over threads and a whole sequence agree even
-     * when one row is not finite. */
-    size_t r = 0;
-    while (r < rows) {
-        size_t e = r;
-        while (e < rows && quantize_rows(1, x + e * ldx, ldx, K, xq + e * ldq, ldq, sx + e,
-                                         sumq + e) == 0)
-            e++;
-        if (e > r) vnni_gemm_q(e - r, xq + r * ldq, ldq, sx + r, sumq + r, p, g0, gc,
-                               y + r * ldy, ldy);
-        if (e < rows) gl_kernels_avx512.gemm(1, x + e * ldx, ldx, p, g0, gc, y + e * ldy, ldy, tmp);
-        r = e + 1;
-    }
+#define VNNI_QUANT(e) quantize_rows(1, x + (e) * ldx, ldx, K, xq + (e) * ldq, ldq, sx + (e), sumq + (e))
+#define VNNI_RUN(r, n) vnni_gemm_q((n), xq + (r) * ldq, ldq, sx + (r), sumq + (r), p, g0, gc,  \
+                                   y + (r) * ldy, ldy)
+#define VNNI_REST(e) gl_kernels_avx512.gemm(1, x + (e) * ldx, ldx, p, g0, gc, y + (e) * ldy, ldy, tmp)
+    GL_DOT_RUNS(rows, VNNI_QUANT, VNNI_RUN, VNNI_REST);
+#undef VNNI_QUANT
+#undef VNNI_RUN
+#undef VNNI_REST
 }
 
 /* The gates are AVX-512's. */

@@ -3,8 +3,8 @@
 
 /* kernels/blocking.h - how a product's rows and weight vectors are cut
  * into micro-kernel calls, written once for every kernel set and weight
- * type that does not block over K (kernels/simd.h's int8 product,
- * kernels/avx512vnni.c; kernels/gemm.h uses the same row groups).  The
+ * type that does not block over K (kernels/simd.h's int8 product, the
+ * integer int8 products below; kernels/gemm.h uses the same row groups).  The
  * includer defines GL_MR (rows of the many-row micro-kernel: 8, 4 or 2),
  * GL_NV_MR (its weight vectors) and GL_NV1 (the one-row micro-kernel's).
  * The order never changes a result: each output is one FMA chain over k
@@ -86,5 +86,47 @@
             v += nvg;                                                               \
         }                                                                           \
     }
+
+/* ---- Integer int8 products (kernels/avx2.c, avx512vnni.c, neondot.c) ----
+ * Each quantizes rows of x one at a time and multiplies them with its own
+ * micro-kernels; these are the loops around them, written once.  The
+ * includer defines GL_DOT_CALL(R, NV, r): its R-row x NV-vector
+ * micro-kernel on quantized rows r .. r+R-1 (woff / yoff set; with p, g0,
+ * gc, nv, woff and yoff in scope). */
+
+/* One quantized row: its vectors as GL_ROW_GROUPS cuts them. */
+#define GL_DOT_GROUP(N)                                                 \
+    do {                                                                \
+        gl_panel_offsets_q(p, g0, gc, v, N, woff, yoff);                \
+        GL_DOT_CALL(1, N, 0);                                           \
+        v += N;                                                         \
+    } while (0)
+#define GL_DOT_ONE_ROW()                                                \
+    do {                                                                \
+        size_t v = 0;                                                   \
+        GL_ROW_GROUPS(GL_DOT_GROUP);                                    \
+    } while (0)
+
+/* Many quantized rows: blocks of MC rows, as GL_ROW_BLOCKS. */
+#define GL_DOT_OFFSETS(v, n) gl_panel_offsets_q(p, g0, gc, (v), (n), woff, yoff)
+#define GL_DOT_FULL(NV, r) GL_DOT_CALL(GL_MR, NV, r)
+#define GL_DOT_ROWS(rows, MC) GL_ROW_BLOCKS(rows, MC, GL_DOT_OFFSETS, GL_DOT_FULL, GL_DOT_CALL)
+
+/* The rows of x in runs: QUANT(e) quantizes row e (0; -1 for a row
+ * holding NaN or inf), each run of quantized rows r .. r+n-1 goes to
+ * RUN(r, n), each refused row alone to REST(e) (the set's float product):
+ * a row's result never depends on its neighbours (kernels.h), so a stream,
+ * a batch split over threads and a whole sequence agree even then. */
+#define GL_DOT_RUNS(rows, QUANT, RUN, REST)                             \
+    do {                                                                \
+        size_t r_ = 0;                                                  \
+        while (r_ < (rows)) {                                           \
+            size_t e_ = r_;                                             \
+            while (e_ < (rows) && QUANT(e_) == 0) e_++;                 \
+            if (e_ > r_) RUN(r_, e_ - r_);                              \
+            if (e_ < (rows)) REST(e_);                                  \
+            r_ = e_ + 1;                                                \
+        }                                                               \
+    } while (0)
 
 #endif /* GRULITE_KERNELS_BLOCKING_H */

@@ -119,25 +119,21 @@ DOT_DEFINE_MK(1, 4)
 DOT_DEFINE_MK(1, 2)
 DOT_DEFINE_MK(1, 1)
 
+/* DOT_MK(R, NV) on quantized rows r .. r+R-1 (kernels/blocking.h). */
+#define GL_DOT_CALL(R, NV, r) DOT_MK(R, NV)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b,  \
+                                            p->scale, sx + (r), y + (r) * ldy, ldy)
+
 /* One quantized row (a sequence's step): groups of 4 vectors, then 2, 1;
  * out of line, as gemv_f32 in kernels/gemm.h. */
 __attribute__((noinline)) static void dot_gemv_q(const int8_t *xq, const float *sx,
                                                  const gl_panel *p, size_t g0, size_t gc,
                                                  float *y)
 {
-    const size_t K4 = gl_panel_k4(p->K), ldq = 4 * K4;
+    const size_t K4 = gl_panel_k4(p->K), ldq = 4 * K4, ldy = 0;
     const size_t nv = p->nb * gc, qs = p->G * GL_LANES * 4;
     const uint8_t *w = p->w;
     size_t woff[GL_NV1], yoff[GL_NV1];
-    size_t v = 0;
-#define DOT_ROW_GROUP(N)                                                                \
-    do {                                                                                \
-        gl_panel_offsets_q(p, g0, gc, v, N, woff, yoff);                                \
-        DOT_MK(1, N)(K4, xq, ldq, w, qs, woff, yoff, p->b, p->scale, sx, y, 0);         \
-        v += N;                                                                         \
-    } while (0)
-    GL_ROW_GROUPS(DOT_ROW_GROUP);
-#undef DOT_ROW_GROUP
+    GL_DOT_ONE_ROW();
 }
 
 /* The products of `rows` quantized rows (xq, sx from quantize_rows). */
@@ -152,14 +148,7 @@ static void dot_gemm_q(size_t rows, const int8_t *xq, size_t ldq, const float *s
         dot_gemv_q(xq, sx, p, g0, gc, y);
         return;
     }
-#define DOT_OFFSETS(v, n) gl_panel_offsets_q(p, g0, gc, (v), (n), woff, yoff)
-#define DOT_REST(R, NV, r) DOT_MK(R, NV)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b,  \
-                                         p->scale, sx + (r), y + (r) * ldy, ldy)
-#define DOT_FULL(NV, r) DOT_REST(GL_MR, NV, r)
-    GL_ROW_BLOCKS(rows, DOT_MC, DOT_OFFSETS, DOT_FULL, DOT_REST)
-#undef DOT_OFFSETS
-#undef DOT_REST
-#undef DOT_FULL
+    GL_DOT_ROWS(rows, DOT_MC)
 }
 
 static void dot_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
@@ -173,18 +162,13 @@ static void dot_gemm(size_t rows, const float *x, size_t ldx, const gl_panel *p,
         gl_kernels_neon.gemm(rows, x, ldx, p, g0, gc, y, ldy, tmp);
         return;
     }
-    /* Runs of finite rows take the dot-product path; a row holding NaN or
-     * inf takes the float kernel on its own (its neighbours' results do
-     * not change: kernels.h). */
-    size_t r = 0;
-    while (r < rows) {
-        size_t e = r;
-        while (e < rows && quantize_rows(1, x + e * ldx, ldx, K, xq + e * ldq, ldq, sx + e) == 0)
-            e++;
-        if (e > r) dot_gemm_q(e - r, xq + r * ldq, ldq, sx + r, p, g0, gc, y + r * ldy, ldy);
-        if (e < rows) gl_kernels_neon.gemm(1, x + e * ldx, ldx, p, g0, gc, y + e * ldy, ldy, tmp);
-        r = e + 1;
-    }
+#define DOT_QUANT(e) quantize_rows(1, x + (e) * ldx, ldx, K, xq + (e) * ldq, ldq, sx + (e))
+#define DOT_RUN(r, n) dot_gemm_q((n), xq + (r) * ldq, ldq, sx + (r), p, g0, gc, y + (r) * ldy, ldy)
+#define DOT_REST(e) gl_kernels_neon.gemm(1, x + (e) * ldx, ldx, p, g0, gc, y + (e) * ldy, ldy, tmp)
+    GL_DOT_RUNS(rows, DOT_QUANT, DOT_RUN, DOT_REST);
+#undef DOT_QUANT
+#undef DOT_RUN
+#undef DOT_REST
 }
 
 /* The gates are NEON's. */
