@@ -166,7 +166,7 @@ static inline gl_v16 v16_ldexp(gl_v16 a, gl_v16 n)
 #define GL_EXP_MIN (-87.3365447505531f)          /* n >= -126: 2^n stays normal */
 #define GL_MR 4
 #define GL_NV_MR 1
-#define GL_NV1 4
+#define GL_NV1 3        /* a block's three gates: one row reads the panel in order */
 
 #define GL_GEMM_I8_DOT gl_avx2_gemm_i8_dot     /* below; kernels.h */
 
@@ -260,17 +260,52 @@ static void Q8_MK(MR, NV)(size_t K4, const int8_t *xq, size_t ldq, const uint8_t
     }                                                                                 \
 }
 
+/* One row (a step): each weight vector is used once, so it is loaded
+ * where it is used, leaving registers for the 2 * NV sums (kept out of
+ * line: inlined, GCC spilled the sums to the stack). */
+#define Q8_DEFINE_MK1(NV)                                                              \
+__attribute__((noinline))                                                             \
+static void Q8_MK(1, NV)(size_t K4, const int8_t *xq, size_t ldq, const uint8_t *w,    \
+                         size_t qs, const size_t *woff, const size_t *yoff,            \
+                         const float *bias, const float *scale, const float *sx,       \
+                         float *y, size_t ldy)                                         \
+{                                                                                     \
+    (void)ldq; (void)ldy;                                                             \
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);   \
+    __m256i acc[2 * NV];                                                              \
+    for (int j = 0; j < 2 * NV; j++) acc[j] = _mm256_setzero_si256();                 \
+    for (size_t kq = 0; kq < K4; kq++) {                                              \
+        int32_t quad;                                                                 \
+        memcpy(&quad, xq + 4 * kq, 4);                                                \
+        const __m256i xs = _mm256_set1_epi32(quad), xa = _mm256_abs_epi8(xs);         \
+        for (int j = 0; j < 2 * NV; j++) {                                            \
+            const __m256i wv = _mm256_xor_si256(_mm256_loadu_si256(                     \
+                (const __m256i *)(const void *)(w + kq * qs + woff[j / 2] + 32 * (size_t)(j % 2))), \
+                flip);                                                                \
+            const __m256i pr = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(wv, xs));    \
+            acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(pr, ones));           \
+        }                                                                             \
+    }                                                                                 \
+    const __m256 s0 = _mm256_set1_ps(sx[0]);                                          \
+    for (int j = 0; j < 2 * NV; j++) {                                                \
+        const size_t o = yoff[j / 2] + 8 * (size_t)(j % 2);                            \
+        const __m256 b0 = bias ? _mm256_loadu_ps(bias + o) : _mm256_setzero_ps();     \
+        const __m256 s = _mm256_mul_ps(_mm256_loadu_ps(scale + o), s0);               \
+        _mm256_storeu_ps(y + o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[j]), s, b0));   \
+    }                                                                                 \
+}
+
 Q8_DEFINE_MK(4, 1)
 Q8_DEFINE_MK(2, 1)      /* rows after the last group of 4 */
-Q8_DEFINE_MK(1, 4)
-Q8_DEFINE_MK(1, 2)
-Q8_DEFINE_MK(1, 1)
+Q8_DEFINE_MK1(3)
+Q8_DEFINE_MK1(2)
+Q8_DEFINE_MK1(1)
 
 /* Q8_MK(R, NV) on quantized rows r .. r+R-1 (kernels/blocking.h). */
 #define GL_DOT_CALL(R, NV, r) Q8_MK(R, NV)(K4, xq + (r) * ldq, ldq, w, qs, woff, yoff, p->b, \
                                            p->scale, sx + (r), y + (r) * ldy, ldy)
 
-/* The products of `rows` quantized rows: one row (a step) in groups of 4,
+/* The products of `rows` quantized rows: one row (a step) in groups of 3,
  * 2, 1 vectors; more in blocks of rows, as kernels/gemm.h. */
 static void avx2_gemm_q8(size_t rows, const int8_t *xq, size_t ldq, const float *sx,
                          const gl_panel *p, size_t g0, size_t gc, float *y, size_t ldy)
