@@ -20,6 +20,9 @@ static const synth_case k_synth[] = {
     { 200, 64, 2, 1, 1, 0, 17, 6 },
     { 16, 48, 1, 2, 1, 0, 8, 11 },
     { 5, 129, 1, 1, 1, 1, 3, 4 },
+    /* One row over several steps: the kernels' step_after, block by block,
+     * both directions, a layer above another. */
+    { 7, 40, 2, 2, 1, 1, 1, 6 },
     /* B*T above 128 rows with K above a K block: the all-steps input
      * projection in 64-row blocks and K blocks, a stream step in one block. */
     { 130, 40, 1, 1, 1, 0, 20, 8 },
@@ -427,11 +430,12 @@ void test_int8_wide_inputs(void)
                 printf("int8 wide inputs: I=%d %-10s max |diff| vs generic %.2g, vs float32 %.2g\n",
                        I, k_isas[k], max_diff(y, yg, sizeof y / sizeof(float)),
                        max_diff(y, y32, sizeof y / sizeof(float)));
-                /* Past 131072 every set's float product: the generic numbers up
-                 * to the rounding of 131k-term chains (x rounded to int8 moves
-                 * them by about 1e-3). */
+                /* Past 131072 every set's float product for W_ih: the generic
+                 * numbers up to the rounding of 131k-term chains and of h,
+                 * which the recurrent product (K = H) still rounds to int8
+                 * (about 1e-3; it depends on the random inputs). */
                 if (I > 131072)
-                    CHECK(near(y, yg, sizeof y / sizeof(float), 5e-4f, "int8 vs generic"));
+                    CHECK(near(y, yg, sizeof y / sizeof(float), 2e-3f, "int8 vs generic"));
             }
         }
         grulite_workspace_free(ws);

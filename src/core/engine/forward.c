@@ -39,17 +39,19 @@ static int task_layout(const grulite_model *m, const gl_pass *p, size_t n, float
         if (gl_mul(rows, 4 * gl_panel_k4(kmax) + 8, &tmp)) return GRULITE_E_TOO_LARGE;
         tmp = tmp / sizeof(float) + 1;
     }
-    const size_t sizes[10] = { xp, step, n * hp, rz, rz, out, out1, hd, hd, tmp };
+    const size_t h2 = T > 1 ? hp : 0;      /* one row's next state over steps (gru.c) */
+    const size_t sizes[11] = { xp, step, n * hp, h2, rz, rz, out, out1, hd, hd, tmp };
     float *tmpf = NULL;
-    float **slots[10] = { &sc->xp, &sc->hp, &sc->h, &sc->rh, &sc->z, &sc->out[0], &sc->out[1],
-                          &sc->hd[0], &sc->hd[1], &tmpf };
-    for (int i = 0; i < 10; i++) {
+    float **slots[11] = { &sc->xp, &sc->hp, &sc->h, &sc->h2, &sc->rh, &sc->z, &sc->out[0],
+                          &sc->out[1], &sc->hd[0], &sc->hd[1], &tmpf };
+    for (int i = 0; i < 11; i++) {
         if (sizes[i] > SIZE_MAX / 8) return GRULITE_E_TOO_LARGE;
         if (base) *slots[i] = base + sum;
         if (gl_add(sum, round16(sizes[i]), &sum)) return GRULITE_E_TOO_LARGE;
     }
     sc->hw = hw;
     sc->tmp = tmpf;
+    if (!h2) sc->h2 = NULL;
     *total = sum;
     return GRULITE_OK;
 }

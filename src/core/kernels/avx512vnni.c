@@ -206,9 +206,19 @@ static void vnni_gates_n_fn(size_t nb, const float *xp, const float *hp, const f
     gl_kernels_avx512.gates_n_fn(nb, xp, hp, z, h, fn);
 }
 
+/* int8 with this set's products, other types AVX-512's step. */
+static void vnni_step_after(const gl_panel *hh, const float *h, const float *xp, float *hp,
+                          float *hn, const gl_gate_fns *fn, void *tmp)
+{
+    if (hh->dtype == GRULITE_DTYPE_I8)
+        gl_step_after_parts(&gl_kernels_avx512vnni, hh, h, xp, hp, hn, fn, tmp);
+    else
+        gl_kernels_avx512.step_after(hh, h, xp, hp, hn, fn, tmp);
+}
+
 const gl_kernels gl_kernels_avx512vnni = {
     "avx512vnni", vnni_gemm, vnni_gates_after, vnni_gates_rz, vnni_gates_n,
-    vnni_gates_after_fn, vnni_gates_rz_fn, vnni_gates_n_fn
+    vnni_gates_after_fn, vnni_gates_rz_fn, vnni_gates_n_fn, vnni_step_after
 };
 
 GL_TARGET_END

@@ -98,6 +98,9 @@ GL_DEFINE_MK(1, GL_NV1)
 #if GL_NV1 > 4
 GL_DEFINE_MK(1, 4)
 #endif
+#if GL_NV1 > 3
+GL_DEFINE_MK(1, 3)      /* one block's three gates (simd.h's step) */
+#endif
 #if GL_NV1 > 2
 GL_DEFINE_MK(1, 2)
 #endif

@@ -183,7 +183,30 @@ typedef struct gl_kernels {
                         float *rh, float *z, const gl_gate_fns *fn);
     void (*gates_n_fn)(size_t nb, const float *xp, const float *hp, const float *z, float *h,
                        const gl_gate_fns *fn);
+
+    /* One step of one row, PyTorch variant: hp = W_hh h + b_hh (all three
+     * gates of every block, as gemm) and hn = the new state (gates_after,
+     * or gates_after_fn with fn), h left as it was.  A set may compute
+     * them block by block, a block's gates while the next block's weights
+     * arrive: the values are gemm's and the gates' all the same.  h, hn:
+     * nb*16 floats that must not overlap; hp: nb*3*16; tmp as gemm's for
+     * one row of K = nb*16. */
+    void (*step_after)(const gl_panel *hh, const float *h, const float *xp, float *hp,
+                       float *hn, const gl_gate_fns *fn, void *tmp);
 } gl_kernels;
+
+/* step_after as its parts: k's gemm over the whole row, then k's gates
+ * on a copy of h (for a set, or a weight type, without a step of its own). */
+static inline void gl_step_after_parts(const gl_kernels *k, const gl_panel *hh, const float *h,
+                                       const float *xp, float *hp, float *hn,
+                                       const gl_gate_fns *fn, void *tmp)
+{
+    const size_t Hp = hh->nb * GL_LANES;
+    k->gemm(1, h, Hp, hh, 0, 3, hp, 3 * Hp, tmp);
+    memcpy(hn, h, Hp * sizeof(float));
+    if (fn) k->gates_after_fn(hh->nb, xp, hp, hn, fn);
+    else k->gates_after(hh->nb, xp, hp, hn);
+}
 
 /* In-place activation (GRULITE_ACT_*) of one row of n floats (kernels/ref.c). */
 void gl_ref_activate(int act, size_t n, float *v);

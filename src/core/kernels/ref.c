@@ -209,9 +209,16 @@ static void ref_gates_n_fn(size_t nb, const float *xp, const float *hp, const fl
     }
 }
 
+/* One step of one row: the product, then the gates on a copy of h. */
+static void ref_step_after(const gl_panel *hh, const float *h, const float *xp, float *hp,
+                           float *hn, const gl_gate_fns *fn, void *tmp)
+{
+    gl_step_after_parts(&gl_kernels_generic, hh, h, xp, hp, hn, fn, tmp);
+}
+
 const gl_kernels gl_kernels_generic = {
     "generic", ref_gemm, ref_gates_after, ref_gates_rz, ref_gates_n,
-    ref_gates_after_fn, ref_gates_rz_fn, ref_gates_n_fn
+    ref_gates_after_fn, ref_gates_rz_fn, ref_gates_n_fn, ref_step_after
 };
 
 void gl_ref_activate(int act, size_t n, float *v)

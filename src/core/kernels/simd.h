@@ -298,7 +298,9 @@ static void GL_FN(gemm)(size_t rows, const float *x, size_t ldx, const gl_panel 
  * computed by the same operations as one block alone: same bits. */
 #define GL_GATE_UNROLL 4
 
-static void GL_FN(gates_after)(size_t nb, const float *xp, const float *hp, float *h)
+/* h = n + z*(h - n) read from h and written to hn (h itself when in place). */
+static void GL_FN(gates_after_to)(size_t nb, const float *xp, const float *hp, const float *h,
+                                  float *hn)
 {
     size_t b = 0;
     for (; b + GL_GATE_UNROLL <= nb; b += GL_GATE_UNROLL) {
@@ -315,8 +317,8 @@ static void GL_FN(gates_after)(size_t nb, const float *xp, const float *hp, floa
             n[u] = GL_FN(tanh)(GL_V_FMA(r[u], GL_V_LOAD(hb + 3 * GL_LANES * u + 2 * GL_LANES),
                                         GL_V_LOAD(xb + 3 * GL_LANES * u + 2 * GL_LANES)));
         for (int u = 0; u < GL_GATE_UNROLL; u++) {
-            float *hu = h + GL_LANES * (b + (size_t)u);
-            GL_V_STORE(hu, GL_V_FMA(z[u], GL_V_SUB(GL_V_LOAD(hu), n[u]), n[u]));
+            const size_t o = GL_LANES * (b + (size_t)u);
+            GL_V_STORE(hn + o, GL_V_FMA(z[u], GL_V_SUB(GL_V_LOAD(h + o), n[u]), n[u]));
         }
     }
     for (; b < nb; b++) {
@@ -326,8 +328,13 @@ static void GL_FN(gates_after)(size_t nb, const float *xp, const float *hp, floa
         const GL_V n = GL_FN(tanh)(GL_V_FMA(r, GL_V_LOAD(hb + 2 * GL_LANES),
                                             GL_V_LOAD(xb + 2 * GL_LANES)));
         const GL_V hv = GL_V_LOAD(h + GL_LANES * b);
-        GL_V_STORE(h + GL_LANES * b, GL_V_FMA(z, GL_V_SUB(hv, n), n));
+        GL_V_STORE(hn + GL_LANES * b, GL_V_FMA(z, GL_V_SUB(hv, n), n));
     }
+}
+
+static void GL_FN(gates_after)(size_t nb, const float *xp, const float *hp, float *h)
+{
+    GL_FN(gates_after_to)(nb, xp, hp, h, h);
 }
 
 static void GL_FN(gates_rz)(size_t nb, const float *xp, const float *hp, const float *h,
@@ -404,8 +411,8 @@ static inline GL_V GL_FN(act_g)(GL_V v, const gl_gate_fns *fn)
     return GL_FN(act)(GL_FN(clip)(v, fn->clip), fn->g, fn->g_alpha, fn->g_beta);
 }
 
-static void GL_FN(gates_after_fn)(size_t nb, const float *xp, const float *hp, float *h,
-                                  const gl_gate_fns *fn)
+static void GL_FN(gates_after_fn_to)(size_t nb, const float *xp, const float *hp,
+                                     const float *h, float *hn, const gl_gate_fns *fn)
 {
     for (size_t b = 0; b < nb; b++) {
         const float *xb = xp + 3 * GL_LANES * b, *hb = hp + 3 * GL_LANES * b;
@@ -414,8 +421,14 @@ static void GL_FN(gates_after_fn)(size_t nb, const float *xp, const float *hp, f
         const GL_V n = GL_FN(act_g)(GL_V_FMA(r, GL_V_LOAD(hb + 2 * GL_LANES),
                                              GL_V_LOAD(xb + 2 * GL_LANES)), fn);
         const GL_V hv = GL_V_LOAD(h + GL_LANES * b);
-        GL_V_STORE(h + GL_LANES * b, GL_V_FMA(z, GL_V_SUB(hv, n), n));
+        GL_V_STORE(hn + GL_LANES * b, GL_V_FMA(z, GL_V_SUB(hv, n), n));
     }
+}
+
+static void GL_FN(gates_after_fn)(size_t nb, const float *xp, const float *hp, float *h,
+                                  const gl_gate_fns *fn)
+{
+    GL_FN(gates_after_fn_to)(nb, xp, hp, h, h, fn);
 }
 
 static void GL_FN(gates_rz_fn)(size_t nb, const float *xp, const float *hp, const float *h,
@@ -441,7 +454,58 @@ static void GL_FN(gates_n_fn)(size_t nb, const float *xp, const float *hp, const
     }
 }
 
+/* ---- One step of one row (kernels.h, step_after) ------------------------ */
+
+/* Block by block: a block's three recurrent products (one micro-kernel
+ * call, so the panel is read as one stream, in order), then its gates,
+ * whose arithmetic runs beside the loads of the next block's weights.
+ * The products and gates are those of gemm and gates_after: same bits. */
+#if GL_NV1 >= 3
+#  define GL_STEP_PRODUCT(WNAME, WT)                                                      \
+    GL_FN(mk_##WNAME##_1x3)(K, h, 0, (const WT *)hh->w, ks, woff, yoff, hh->b, hh->scale,  \
+                            1, 1, hp, 0, NULL)
+#else
+#  define GL_STEP_PRODUCT(WNAME, WT)                                                      \
+    do {                                                                                  \
+        GL_FN(mk_##WNAME##_1x2)(K, h, 0, (const WT *)hh->w, ks, woff, yoff, hh->b,         \
+                                hh->scale, 1, 1, hp, 0, NULL);                            \
+        GL_FN(mk_##WNAME##_1x1)(K, h, 0, (const WT *)hh->w, ks, woff + 2, yoff + 2, hh->b, \
+                                hh->scale, 1, 1, hp, 0, NULL);                            \
+    } while (0)
+#endif
+#define GL_DEFINE_STEP(WNAME, WT)                                                         \
+static void GL_FN(step_##WNAME)(const gl_panel *hh, const float *h, const float *xp,     \
+                                float *hp, float *hn, const gl_gate_fns *fn)             \
+{                                                                                         \
+    const size_t K = hh->K, ks = hh->G * GL_LANES;                                        \
+    size_t woff[3], yoff[3];                                                              \
+    for (size_t b = 0; b < hh->nb; b++) {                                                 \
+        const size_t o = 3 * GL_LANES * b, u = GL_LANES * b;                              \
+        GL_FN(offsets)(hh, 0, 3, 3 * b, 3, woff, yoff);                                   \
+        GL_STEP_PRODUCT(WNAME, WT);                                                       \
+        if (fn) GL_FN(gates_after_fn_to)(1, xp + o, hp + o, h + u, hn + u, fn);           \
+        else GL_FN(gates_after_to)(1, xp + o, hp + o, h + u, hn + u);                     \
+    }                                                                                     \
+}
+GL_DEFINE_STEP(f32, float)
+GL_DEFINE_STEP(f16, uint16_t)
+GL_DEFINE_STEP(bf16, uint16_t)
+#undef GL_DEFINE_STEP
+#undef GL_STEP_PRODUCT
+
+static void GL_FN(step_after)(const gl_panel *hh, const float *h, const float *xp, float *hp,
+                              float *hn, const gl_gate_fns *fn, void *tmp)
+{
+    switch (hh->dtype) {
+    case GRULITE_DTYPE_F32: GL_FN(step_f32)(hh, h, xp, hp, hn, fn); return;
+    case GRULITE_DTYPE_F16: GL_FN(step_f16)(hh, h, xp, hp, hn, fn); return;
+    case GRULITE_DTYPE_BF16: GL_FN(step_bf16)(hh, h, xp, hp, hn, fn); return;
+    default:     /* int8: the row is quantized once for the whole product */
+        gl_step_after_parts(&GL_XPASTE2(gl_kernels_, GL_NAME), hh, h, xp, hp, hn, fn, tmp);
+    }
+}
+
 const gl_kernels GL_XPASTE2(gl_kernels_, GL_NAME) = {
     GL_XSTR(GL_NAME), GL_FN(gemm), GL_FN(gates_after), GL_FN(gates_rz), GL_FN(gates_n),
-    GL_FN(gates_after_fn), GL_FN(gates_rz_fn), GL_FN(gates_n_fn)
+    GL_FN(gates_after_fn), GL_FN(gates_rz_fn), GL_FN(gates_n_fn), GL_FN(step_after)
 };

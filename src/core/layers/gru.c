@@ -408,6 +408,26 @@ static void run_direction(const gl_dir *dj)
     if (g->cfg.projected) copy_projection(j, dj->d, 0, nb, sc->xp, ld);
     else input_projection(k, &w->ih, j, sc->xp, ld, sc->tmp);
 
+    /* One row over several steps, PyTorch variant: the kernels' step (a
+     * block's gates computed while the next block's weights arrive), the
+     * state alternating between h and h2. */
+    if (n == 1 && T > 1 && g->cfg.reset_after && sc->h2) {
+        const size_t len = gl_length_of(p, b0);
+        float *hc = sc->h, *hn = sc->h2;
+        for (size_t s = 0; s < len; s++) {
+            const size_t t = dj->reverse ? len - 1 - s : s;
+            k->step_after(&w->hh, hc, sc->xp + gl_row_at(rw, 0, b0, t) * ld, sc->hp, hn, fn,
+                          sc->tmp);
+            memcpy(j->out + gl_row_at(rw, j->out_global, b0, t) * out_w + dj->col, hn,
+                   H * sizeof(float));
+            float *swap = hc;
+            hc = hn;
+            hn = swap;
+        }
+        memcpy(dj->state + b0 * H, hc, H * sizeof(float));
+        return;
+    }
+
     for (size_t s = 0; s < T; s++) {
         if (!hh_first) recurrent_product(k, g, w, sc, n, Hp, ld);
         for (size_t i = 0; i < n; i++) {
