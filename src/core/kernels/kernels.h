@@ -184,25 +184,26 @@ typedef struct gl_kernels {
     void (*gates_n_fn)(size_t nb, const float *xp, const float *hp, const float *z, float *h,
                        const gl_gate_fns *fn);
 
-    /* One step of one row, PyTorch variant: hp = W_hh h + b_hh (all three
-     * gates of every block, as gemm) and hn = the new state (gates_after,
-     * or gates_after_fn with fn), h left as it was.  A set may compute
-     * them block by block, a block's gates while the next block's weights
-     * arrive: the values are gemm's and the gates' all the same.  h, hn:
-     * nb*16 floats that must not overlap; hp: nb*3*16; tmp as gemm's for
-     * one row of K = nb*16. */
-    void (*step_after)(const gl_panel *hh, const float *h, const float *xp, float *hp,
-                       float *hn, const gl_gate_fns *fn, void *tmp);
+    /* One step of one row, PyTorch variant: hp = W_hh x + b_hh (all three
+     * gates of every block of hh, as gemm; x: the whole state, K floats)
+     * and hn = the new state of hh's units (gates_after, or gates_after_fn
+     * with fn, from their old state h: x itself, or its part when hh is
+     * some blocks of a panel).  A set may compute them block by block, a
+     * block's gates while the next block's weights arrive: the values are
+     * gemm's and the gates' all the same.  h, hn: nb*16 floats; hn must
+     * not overlap x or h; hp: nb*3*16; tmp as gemm's for one row. */
+    void (*step_after)(const gl_panel *hh, const float *x, const float *h, const float *xp,
+                       float *hp, float *hn, const gl_gate_fns *fn, void *tmp);
 } gl_kernels;
 
 /* step_after as its parts: k's gemm over the whole row, then k's gates
  * on a copy of h (for a set, or a weight type, without a step of its own). */
-static inline void gl_step_after_parts(const gl_kernels *k, const gl_panel *hh, const float *h,
-                                       const float *xp, float *hp, float *hn,
+static inline void gl_step_after_parts(const gl_kernels *k, const gl_panel *hh, const float *x,
+                                       const float *h, const float *xp, float *hp, float *hn,
                                        const gl_gate_fns *fn, void *tmp)
 {
     const size_t Hp = hh->nb * GL_LANES;
-    k->gemm(1, h, Hp, hh, 0, 3, hp, 3 * Hp, tmp);
+    k->gemm(1, x, hh->K, hh, 0, 3, hp, 3 * Hp, tmp);
     memcpy(hn, h, Hp * sizeof(float));
     if (fn) k->gates_after_fn(hh->nb, xp, hp, hn, fn);
     else k->gates_after(hh->nb, xp, hp, hn);

@@ -462,20 +462,21 @@ static void GL_FN(gates_n_fn)(size_t nb, const float *xp, const float *hp, const
  * The products and gates are those of gemm and gates_after: same bits. */
 #if GL_NV1 >= 3
 #  define GL_STEP_PRODUCT(WNAME, WT)                                                      \
-    GL_FN(mk_##WNAME##_1x3)(K, h, 0, (const WT *)hh->w, ks, woff, yoff, hh->b, hh->scale,  \
+    GL_FN(mk_##WNAME##_1x3)(K, x, 0, (const WT *)hh->w, ks, woff, yoff, hh->b, hh->scale,  \
                             1, 1, hp, 0, NULL)
 #else
 #  define GL_STEP_PRODUCT(WNAME, WT)                                                      \
     do {                                                                                  \
-        GL_FN(mk_##WNAME##_1x2)(K, h, 0, (const WT *)hh->w, ks, woff, yoff, hh->b,         \
+        GL_FN(mk_##WNAME##_1x2)(K, x, 0, (const WT *)hh->w, ks, woff, yoff, hh->b,         \
                                 hh->scale, 1, 1, hp, 0, NULL);                            \
-        GL_FN(mk_##WNAME##_1x1)(K, h, 0, (const WT *)hh->w, ks, woff + 2, yoff + 2, hh->b, \
+        GL_FN(mk_##WNAME##_1x1)(K, x, 0, (const WT *)hh->w, ks, woff + 2, yoff + 2, hh->b, \
                                 hh->scale, 1, 1, hp, 0, NULL);                            \
     } while (0)
 #endif
 #define GL_DEFINE_STEP(WNAME, WT)                                                         \
-static void GL_FN(step_##WNAME)(const gl_panel *hh, const float *h, const float *xp,     \
-                                float *hp, float *hn, const gl_gate_fns *fn)             \
+static void GL_FN(step_##WNAME)(const gl_panel *hh, const float *x, const float *h,      \
+                                const float *xp, float *hp, float *hn,                   \
+                                const gl_gate_fns *fn)                                   \
 {                                                                                         \
     const size_t K = hh->K, ks = hh->G * GL_LANES;                                        \
     size_t woff[3], yoff[3];                                                              \
@@ -493,15 +494,16 @@ GL_DEFINE_STEP(bf16, uint16_t)
 #undef GL_DEFINE_STEP
 #undef GL_STEP_PRODUCT
 
-static void GL_FN(step_after)(const gl_panel *hh, const float *h, const float *xp, float *hp,
-                              float *hn, const gl_gate_fns *fn, void *tmp)
+static void GL_FN(step_after)(const gl_panel *hh, const float *x, const float *h,
+                              const float *xp, float *hp, float *hn, const gl_gate_fns *fn,
+                              void *tmp)
 {
     switch (hh->dtype) {
-    case GRULITE_DTYPE_F32: GL_FN(step_f32)(hh, h, xp, hp, hn, fn); return;
-    case GRULITE_DTYPE_F16: GL_FN(step_f16)(hh, h, xp, hp, hn, fn); return;
-    case GRULITE_DTYPE_BF16: GL_FN(step_bf16)(hh, h, xp, hp, hn, fn); return;
+    case GRULITE_DTYPE_F32: GL_FN(step_f32)(hh, x, h, xp, hp, hn, fn); return;
+    case GRULITE_DTYPE_F16: GL_FN(step_f16)(hh, x, h, xp, hp, hn, fn); return;
+    case GRULITE_DTYPE_BF16: GL_FN(step_bf16)(hh, x, h, xp, hp, hn, fn); return;
     default:     /* int8: the row is quantized once for the whole product */
-        gl_step_after_parts(&GL_XPASTE2(gl_kernels_, GL_NAME), hh, h, xp, hp, hn, fn, tmp);
+        gl_step_after_parts(&GL_XPASTE2(gl_kernels_, GL_NAME), hh, x, h, xp, hp, hn, fn, tmp);
     }
 }
 

@@ -416,8 +416,8 @@ static void run_direction(const gl_dir *dj)
         float *hc = sc->h, *hn = sc->h2;
         for (size_t s = 0; s < len; s++) {
             const size_t t = dj->reverse ? len - 1 - s : s;
-            k->step_after(&w->hh, hc, sc->xp + gl_row_at(rw, 0, b0, t) * ld, sc->hp, hn, fn,
-                          sc->tmp);
+            k->step_after(&w->hh, hc, hc, sc->xp + gl_row_at(rw, 0, b0, t) * ld, sc->hp, hn,
+                          fn, sc->tmp);
             memcpy(j->out + gl_row_at(rw, j->out_global, b0, t) * out_w + dj->col, hn,
                    H * sizeof(float));
             float *swap = hc;
@@ -535,11 +535,10 @@ static void run_split_task(void *ctx, int task)
         const float *xp = sc->xp + gl_row_at(rw, 0, b0, t) * ld + x0;
         const float *hcur = hbuf[s & 1];
         float *hnext = hbuf[(s + 1) & 1] + u0;
-        memcpy(hnext, hcur + u0, (c1 - c0) * GL_LANES * sizeof(float));
         if (reset_after) {
-            k->gemm(1, hcur, Hp, &hh, 0, 3, sc->hp + x0, ld, tmp);
-            gates_after(k, fn, c1 - c0, xp, sc->hp + x0, hnext);
+            k->step_after(&hh, hcur, hcur + u0, xp, sc->hp + x0, hnext, fn, tmp);
         } else {
+            memcpy(hnext, hcur + u0, (c1 - c0) * GL_LANES * sizeof(float));
             k->gemm(1, hcur, Hp, &hh, 0, 2, sc->hp + x0, ld, tmp);
             gates_rz(k, fn, c1 - c0, xp, sc->hp + x0, hnext, sc->rh + u0, sc->z + u0);
             gl_barrier_wait(&sj->bar, task);  /* all of r*h, for the n gate */
