@@ -190,10 +190,13 @@ typedef struct gl_kernels {
      * with fn, from their old state h: x itself, or its part when hh is
      * some blocks of a panel).  A set may compute them block by block, a
      * block's gates while the next block's weights arrive: the values are
-     * gemm's and the gates' all the same.  h, hn: nb*16 floats; hn must
-     * not overlap x or h; hp: nb*3*16; tmp as gemm's for one row. */
+     * gemm's and the gates' all the same, in whichever order of blocks:
+     * with `down`, a set that goes block by block takes the last first
+     * (callers alternate it between steps, so a step begins with the
+     * weights the last one ended with, still in L1).  h, hn: nb*16 floats;
+     * hn must not overlap x or h; hp: nb*3*16; tmp as gemm's for one row. */
     void (*step_after)(const gl_panel *hh, const float *x, const float *h, const float *xp,
-                       float *hp, float *hn, const gl_gate_fns *fn, void *tmp);
+                       float *hp, float *hn, const gl_gate_fns *fn, int down, void *tmp);
 } gl_kernels;
 
 /* step_after as its parts: k's gemm over the whole row, then k's gates

@@ -457,9 +457,10 @@ static void GL_FN(gates_n_fn)(size_t nb, const float *xp, const float *hp, const
 /* ---- One step of one row (kernels.h, step_after) ------------------------ */
 
 /* Block by block: a block's three recurrent products (one micro-kernel
- * call, so the panel is read as one stream, in order), then its gates,
- * whose arithmetic runs beside the loads of the next block's weights.
- * The products and gates are those of gemm and gates_after: same bits. */
+ * call, so a block is read as one stream, in order), then its gates,
+ * whose arithmetic runs beside the loads of the next block's weights;
+ * the blocks last to first with `down`.  The products and gates are those
+ * of gemm and gates_after: same bits. */
 #if GL_NV1 >= 3
 #  define GL_STEP_PRODUCT(WNAME, WT)                                                      \
     GL_FN(mk_##WNAME##_1x3)(K, x, 0, (const WT *)hh->w, ks, woff, yoff, hh->b, hh->scale,  \
@@ -476,11 +477,12 @@ static void GL_FN(gates_n_fn)(size_t nb, const float *xp, const float *hp, const
 #define GL_DEFINE_STEP(WNAME, WT)                                                         \
 static void GL_FN(step_##WNAME)(const gl_panel *hh, const float *x, const float *h,      \
                                 const float *xp, float *hp, float *hn,                   \
-                                const gl_gate_fns *fn)                                   \
+                                const gl_gate_fns *fn, int down)                         \
 {                                                                                         \
     const size_t K = hh->K, ks = hh->G * GL_LANES;                                        \
     size_t woff[3], yoff[3];                                                              \
-    for (size_t b = 0; b < hh->nb; b++) {                                                 \
+    for (size_t i = 0; i < hh->nb; i++) {                                                 \
+        const size_t b = down ? hh->nb - 1 - i : i;                                       \
         const size_t o = 3 * GL_LANES * b, u = GL_LANES * b;                              \
         GL_FN(offsets)(hh, 0, 3, 3 * b, 3, woff, yoff);                                   \
         GL_STEP_PRODUCT(WNAME, WT);                                                       \
@@ -496,12 +498,12 @@ GL_DEFINE_STEP(bf16, uint16_t)
 
 static void GL_FN(step_after)(const gl_panel *hh, const float *x, const float *h,
                               const float *xp, float *hp, float *hn, const gl_gate_fns *fn,
-                              void *tmp)
+                              int down, void *tmp)
 {
     switch (hh->dtype) {
-    case GRULITE_DTYPE_F32: GL_FN(step_f32)(hh, x, h, xp, hp, hn, fn); return;
-    case GRULITE_DTYPE_F16: GL_FN(step_f16)(hh, x, h, xp, hp, hn, fn); return;
-    case GRULITE_DTYPE_BF16: GL_FN(step_bf16)(hh, x, h, xp, hp, hn, fn); return;
+    case GRULITE_DTYPE_F32: GL_FN(step_f32)(hh, x, h, xp, hp, hn, fn, down); return;
+    case GRULITE_DTYPE_F16: GL_FN(step_f16)(hh, x, h, xp, hp, hn, fn, down); return;
+    case GRULITE_DTYPE_BF16: GL_FN(step_bf16)(hh, x, h, xp, hp, hn, fn, down); return;
     default:     /* int8: the row is quantized once for the whole product */
         gl_step_after_parts(&GL_XPASTE2(gl_kernels_, GL_NAME), hh, x, h, xp, hp, hn, fn, tmp);
     }

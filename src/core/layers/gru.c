@@ -409,15 +409,16 @@ static void run_direction(const gl_dir *dj)
     else input_projection(k, &w->ih, j, sc->xp, ld, sc->tmp);
 
     /* One row over several steps, PyTorch variant: the kernels' step (a
-     * block's gates computed while the next block's weights arrive), the
-     * state alternating between h and h2. */
+     * block's gates computed while the next block's weights arrive; the
+     * blocks in alternate order from step to step), the state alternating
+     * between h and h2. */
     if (n == 1 && T > 1 && g->cfg.reset_after && sc->h2) {
         const size_t len = gl_length_of(p, b0);
         float *hc = sc->h, *hn = sc->h2;
         for (size_t s = 0; s < len; s++) {
             const size_t t = dj->reverse ? len - 1 - s : s;
             k->step_after(&w->hh, hc, hc, sc->xp + gl_row_at(rw, 0, b0, t) * ld, sc->hp, hn,
-                          fn, sc->tmp);
+                          fn, (int)(s & 1), sc->tmp);
             memcpy(j->out + gl_row_at(rw, j->out_global, b0, t) * out_w + dj->col, hn,
                    H * sizeof(float));
             float *swap = hc;
@@ -536,7 +537,7 @@ static void run_split_task(void *ctx, int task)
         const float *hcur = hbuf[s & 1];
         float *hnext = hbuf[(s + 1) & 1] + u0;
         if (reset_after) {
-            k->step_after(&hh, hcur, hcur + u0, xp, sc->hp + x0, hnext, fn, tmp);
+            k->step_after(&hh, hcur, hcur + u0, xp, sc->hp + x0, hnext, fn, (int)(s & 1), tmp);
         } else {
             memcpy(hnext, hcur + u0, (c1 - c0) * GL_LANES * sizeof(float));
             k->gemm(1, hcur, Hp, &hh, 0, 2, sc->hp + x0, ld, tmp);
