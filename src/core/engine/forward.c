@@ -39,7 +39,10 @@ static int task_layout(const grulite_model *m, const gl_pass *p, size_t n, float
         if (gl_mul(rows, 4 * gl_panel_k4(kmax) + 8, &tmp)) return GRULITE_E_TOO_LARGE;
         tmp = tmp / sizeof(float) + 1;
     }
-    const size_t h2 = T > 1 ? hp : 0;      /* one row's next state over steps (gru.c) */
+    /* One row's next state (gru.c): over several steps; for a single step
+     * only where the kernels' step pays (weights not int8, which take the
+     * product and the gates apart: the edge's streams stay as small). */
+    const size_t h2 = T > 1 || (n == 1 && !m->quantized) ? hp : 0;
     const size_t sizes[11] = { xp, step, n * hp, h2, rz, rz, out, out1, hd, hd, tmp };
     float *tmpf = NULL;
     float **slots[11] = { &sc->xp, &sc->hp, &sc->h, &sc->h2, &sc->rh, &sc->z, &sc->out[0],

@@ -207,14 +207,10 @@ static void vnni_gates_n_fn(size_t nb, const float *xp, const float *hp, const f
 }
 
 /* int8 with this set's products, other types AVX-512's step. */
-static void vnni_step_after(const gl_panel *hh, const float *x, const float *h,
-                          const float *xp, float *hp, float *hn, const gl_gate_fns *fn,
-                          int down, void *tmp)
+static void vnni_step_after(const gl_step *s)
 {
-    if (hh->dtype == GRULITE_DTYPE_I8)
-        gl_step_after_parts(&gl_kernels_avx512vnni, hh, x, h, xp, hp, hn, fn, tmp);
-    else
-        gl_kernels_avx512.step_after(hh, x, h, xp, hp, hn, fn, down, tmp);
+    if (s->hh->dtype == GRULITE_DTYPE_I8) gl_step_after_parts(&gl_kernels_avx512vnni, s);
+    else gl_kernels_avx512.step_after(s);
 }
 
 const gl_kernels gl_kernels_avx512vnni = {

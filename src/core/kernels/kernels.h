@@ -148,6 +148,27 @@ typedef struct gl_gate_fns {
     float clip;
 } gl_gate_fns;
 
+/* One step of one row, PyTorch variant: with ih, xp = W_ih xin + b_ih
+ * (else xp holds it already); hp = W_hh x + b_hh (all three gates of
+ * every block of hh, as gemm; x: the whole state, K floats); and hn = the
+ * new state of hh's units (gates_after, or gates_after_fn with fn, from
+ * their old state h: x itself, or its part when hh is some blocks of a
+ * panel).  A set may compute them block by block, a block's gates while
+ * the next block's weights arrive: the values are gemm's and the gates'
+ * all the same, in whichever order of blocks.  With `down`, a set that
+ * goes block by block takes the last first (callers alternate it between
+ * steps, so a step begins with the weights the last one ended with, still
+ * in L1).  h, hn: nb*16 floats; hn must not overlap x or h; xp, hp:
+ * nb*3*16; tmp as gemm's for one row. */
+typedef struct gl_step {
+    const gl_panel *hh, *ih;     /* ih: NULL when xp is given */
+    const float *x, *h, *xin;
+    float *xp, *hp, *hn;
+    const gl_gate_fns *fn;       /* NULL: the default gates */
+    int down;
+    void *tmp;
+} gl_step;
+
 typedef struct gl_kernels {
     const char *name;
 
@@ -184,32 +205,21 @@ typedef struct gl_kernels {
     void (*gates_n_fn)(size_t nb, const float *xp, const float *hp, const float *z, float *h,
                        const gl_gate_fns *fn);
 
-    /* One step of one row, PyTorch variant: hp = W_hh x + b_hh (all three
-     * gates of every block of hh, as gemm; x: the whole state, K floats)
-     * and hn = the new state of hh's units (gates_after, or gates_after_fn
-     * with fn, from their old state h: x itself, or its part when hh is
-     * some blocks of a panel).  A set may compute them block by block, a
-     * block's gates while the next block's weights arrive: the values are
-     * gemm's and the gates' all the same, in whichever order of blocks:
-     * with `down`, a set that goes block by block takes the last first
-     * (callers alternate it between steps, so a step begins with the
-     * weights the last one ended with, still in L1).  h, hn: nb*16 floats;
-     * hn must not overlap x or h; hp: nb*3*16; tmp as gemm's for one row. */
-    void (*step_after)(const gl_panel *hh, const float *x, const float *h, const float *xp,
-                       float *hp, float *hn, const gl_gate_fns *fn, int down, void *tmp);
+    /* One step of one row, PyTorch variant (gl_step above). */
+    void (*step_after)(const gl_step *s);
 } gl_kernels;
 
-/* step_after as its parts: k's gemm over the whole row, then k's gates
- * on a copy of h (for a set, or a weight type, without a step of its own). */
-static inline void gl_step_after_parts(const gl_kernels *k, const gl_panel *hh, const float *x,
-                                       const float *h, const float *xp, float *hp, float *hn,
-                                       const gl_gate_fns *fn, void *tmp)
+/* step_after as its parts: k's gemm over the whole row (each matrix),
+ * then k's gates on a copy of h (for a set, or a weight type, without a
+ * step of its own). */
+static inline void gl_step_after_parts(const gl_kernels *k, const gl_step *s)
 {
-    const size_t Hp = hh->nb * GL_LANES;
-    k->gemm(1, x, hh->K, hh, 0, 3, hp, 3 * Hp, tmp);
-    memcpy(hn, h, Hp * sizeof(float));
-    if (fn) k->gates_after_fn(hh->nb, xp, hp, hn, fn);
-    else k->gates_after(hh->nb, xp, hp, hn);
+    const size_t nb = s->hh->nb, Hp = nb * GL_LANES;
+    if (s->ih) k->gemm(1, s->xin, s->ih->K, s->ih, 0, 3, s->xp, 3 * Hp, s->tmp);
+    k->gemm(1, s->x, s->hh->K, s->hh, 0, 3, s->hp, 3 * Hp, s->tmp);
+    memcpy(s->hn, s->h, Hp * sizeof(float));
+    if (s->fn) k->gates_after_fn(nb, s->xp, s->hp, s->hn, s->fn);
+    else k->gates_after(nb, s->xp, s->hp, s->hn);
 }
 
 /* In-place activation (GRULITE_ACT_*) of one row of n floats (kernels/ref.c). */

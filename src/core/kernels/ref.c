@@ -210,11 +210,9 @@ static void ref_gates_n_fn(size_t nb, const float *xp, const float *hp, const fl
 }
 
 /* One step of one row: the product, then the gates on a copy of h. */
-static void ref_step_after(const gl_panel *hh, const float *x, const float *h, const float *xp,
-                           float *hp, float *hn, const gl_gate_fns *fn, int down, void *tmp)
+static void ref_step_after(const gl_step *s)
 {
-    (void)down;
-    gl_step_after_parts(&gl_kernels_generic, hh, x, h, xp, hp, hn, fn, tmp);
+    gl_step_after_parts(&gl_kernels_generic, s);
 }
 
 const gl_kernels gl_kernels_generic = {

@@ -456,38 +456,43 @@ static void GL_FN(gates_n_fn)(size_t nb, const float *xp, const float *hp, const
 
 /* ---- One step of one row (kernels.h, step_after) ------------------------ */
 
-/* Block by block: a block's three recurrent products (one micro-kernel
- * call, so a block is read as one stream, in order), then its gates,
- * whose arithmetic runs beside the loads of the next block's weights;
- * the blocks last to first with `down`.  The products and gates are those
- * of gemm and gates_after: same bits. */
+/* Block by block: with W_ih, a block's three input products, then its
+ * three recurrent ones (one micro-kernel call each, so a block is read
+ * as one stream, in order), then its gates, whose arithmetic runs beside
+ * the loads of the next block's weights; the blocks last to first with
+ * `down`.  The products and gates are those of gemm and gates_after:
+ * same bits. */
 #if GL_NV1 >= 3
-#  define GL_STEP_PRODUCT(WNAME, WT)                                                      \
-    GL_FN(mk_##WNAME##_1x3)(K, x, 0, (const WT *)hh->w, ks, woff, yoff, hh->b, hh->scale,  \
-                            1, 1, hp, 0, NULL)
-#else
-#  define GL_STEP_PRODUCT(WNAME, WT)                                                      \
+#  define GL_STEP_PRODUCT(WNAME, WT, P, X, Y)                                             \
     do {                                                                                  \
-        GL_FN(mk_##WNAME##_1x2)(K, x, 0, (const WT *)hh->w, ks, woff, yoff, hh->b,         \
-                                hh->scale, 1, 1, hp, 0, NULL);                            \
-        GL_FN(mk_##WNAME##_1x1)(K, x, 0, (const WT *)hh->w, ks, woff + 2, yoff + 2, hh->b, \
-                                hh->scale, 1, 1, hp, 0, NULL);                            \
+        GL_FN(offsets)((P), 0, 3, 3 * b, 3, woff, yoff);                                  \
+        GL_FN(mk_##WNAME##_1x3)((P)->K, (X), 0, (const WT *)(P)->w, (P)->G * GL_LANES,     \
+                                woff, yoff, (P)->b, (P)->scale, 1, 1, (Y), 0, NULL);       \
+    } while (0)
+#else
+#  define GL_STEP_PRODUCT(WNAME, WT, P, X, Y)                                             \
+    do {                                                                                  \
+        GL_FN(offsets)((P), 0, 3, 3 * b, 3, woff, yoff);                                  \
+        GL_FN(mk_##WNAME##_1x2)((P)->K, (X), 0, (const WT *)(P)->w, (P)->G * GL_LANES,     \
+                                woff, yoff, (P)->b, (P)->scale, 1, 1, (Y), 0, NULL);       \
+        GL_FN(mk_##WNAME##_1x1)((P)->K, (X), 0, (const WT *)(P)->w, (P)->G * GL_LANES,     \
+                                woff + 2, yoff + 2, (P)->b, (P)->scale, 1, 1, (Y), 0, NULL); \
     } while (0)
 #endif
 #define GL_DEFINE_STEP(WNAME, WT)                                                         \
-static void GL_FN(step_##WNAME)(const gl_panel *hh, const float *x, const float *h,      \
-                                const float *xp, float *hp, float *hn,                   \
-                                const gl_gate_fns *fn, int down)                         \
+static void GL_FN(step_##WNAME)(const gl_step *s)                                        \
 {                                                                                         \
-    const size_t K = hh->K, ks = hh->G * GL_LANES;                                        \
+    const size_t nb = s->hh->nb;                                                          \
     size_t woff[3], yoff[3];                                                              \
-    for (size_t i = 0; i < hh->nb; i++) {                                                 \
-        const size_t b = down ? hh->nb - 1 - i : i;                                       \
+    for (size_t i = 0; i < nb; i++) {                                                     \
+        const size_t b = s->down ? nb - 1 - i : i;                                        \
         const size_t o = 3 * GL_LANES * b, u = GL_LANES * b;                              \
-        GL_FN(offsets)(hh, 0, 3, 3 * b, 3, woff, yoff);                                   \
-        GL_STEP_PRODUCT(WNAME, WT);                                                       \
-        if (fn) GL_FN(gates_after_fn_to)(1, xp + o, hp + o, h + u, hn + u, fn);           \
-        else GL_FN(gates_after_to)(1, xp + o, hp + o, h + u, hn + u);                     \
+        if (s->ih) GL_STEP_PRODUCT(WNAME, WT, s->ih, s->xin, s->xp);                      \
+        GL_STEP_PRODUCT(WNAME, WT, s->hh, s->x, s->hp);                                   \
+        if (s->fn)                                                                        \
+            GL_FN(gates_after_fn_to)(1, s->xp + o, s->hp + o, s->h + u, s->hn + u, s->fn); \
+        else                                                                              \
+            GL_FN(gates_after_to)(1, s->xp + o, s->hp + o, s->h + u, s->hn + u);          \
     }                                                                                     \
 }
 GL_DEFINE_STEP(f32, float)
@@ -496,17 +501,18 @@ GL_DEFINE_STEP(bf16, uint16_t)
 #undef GL_DEFINE_STEP
 #undef GL_STEP_PRODUCT
 
-static void GL_FN(step_after)(const gl_panel *hh, const float *x, const float *h,
-                              const float *xp, float *hp, float *hn, const gl_gate_fns *fn,
-                              int down, void *tmp)
+static void GL_FN(step_after)(const gl_step *s)
 {
-    switch (hh->dtype) {
-    case GRULITE_DTYPE_F32: GL_FN(step_f32)(hh, x, h, xp, hp, hn, fn, down); return;
-    case GRULITE_DTYPE_F16: GL_FN(step_f16)(hh, x, h, xp, hp, hn, fn, down); return;
-    case GRULITE_DTYPE_BF16: GL_FN(step_bf16)(hh, x, h, xp, hp, hn, fn, down); return;
-    default:     /* int8: the row is quantized once for the whole product */
-        gl_step_after_parts(&GL_XPASTE2(gl_kernels_, GL_NAME), hh, x, h, xp, hp, hn, fn, tmp);
+    if (!s->ih || s->ih->dtype == s->hh->dtype) {
+        switch (s->hh->dtype) {
+        case GRULITE_DTYPE_F32: GL_FN(step_f32)(s); return;
+        case GRULITE_DTYPE_F16: GL_FN(step_f16)(s); return;
+        case GRULITE_DTYPE_BF16: GL_FN(step_bf16)(s); return;
+        default: break;
+        }
     }
+    /* int8 (its row is quantized once for the whole product) */
+    gl_step_after_parts(&GL_XPASTE2(gl_kernels_, GL_NAME), s);
 }
 
 const gl_kernels GL_XPASTE2(gl_kernels_, GL_NAME) = {

@@ -399,29 +399,39 @@ static void run_direction(const gl_dir *dj)
     }
     if (!g->cfg.reset_after) memset(sc->rh, 0, n * Hp * sizeof(float));
 
+    /* One row, PyTorch variant: the kernels' step (a block's gates
+     * computed while the next block's weights arrive), the state
+     * alternating between h and h2, the blocks in alternate order from
+     * step to step (from call to call for a stream's single step, whose
+     * input product the step computes too, block by block). */
+    const int one_row = n == 1 && g->cfg.reset_after && sc->h2;
+    const int step_ih = one_row && T == 1 && !g->cfg.projected;
+
     /* A stream's single step reads W_ih and W_hh once each, in either
      * order: alternating the order between calls starts each step with the
      * matrix the last one ended with, still in L1 (hh_first). */
-    const int hh_first = T == 1 && p->hh_first;
+    const int hh_first = T == 1 && p->hh_first && !one_row;
     if (hh_first) recurrent_product(k, g, w, sc, n, Hp, ld);
 
     if (g->cfg.projected) copy_projection(j, dj->d, 0, nb, sc->xp, ld);
-    else input_projection(k, &w->ih, j, sc->xp, ld, sc->tmp);
+    else if (!step_ih) input_projection(k, &w->ih, j, sc->xp, ld, sc->tmp);
 
-    /* One row over several steps, PyTorch variant: the kernels' step (a
-     * block's gates computed while the next block's weights arrive; the
-     * blocks in alternate order from step to step), the state alternating
-     * between h and h2. */
-    if (n == 1 && T > 1 && g->cfg.reset_after && sc->h2) {
+    if (one_row) {
         const size_t len = gl_length_of(p, b0);
         float *hc = sc->h, *hn = sc->h2;
+        gl_step st = { &w->hh, step_ih ? &w->ih : NULL, NULL, NULL, NULL, NULL, sc->hp, NULL,
+                       fn, 0, sc->tmp };
         for (size_t s = 0; s < len; s++) {
             const size_t t = dj->reverse ? len - 1 - s : s;
-            k->step_after(&w->hh, hc, hc, sc->xp + gl_row_at(rw, 0, b0, t) * ld, sc->hp, hn,
-                          fn, (int)(s & 1), sc->tmp);
+            st.x = st.h = hc;
+            st.hn = hn;
+            st.xp = sc->xp + gl_row_at(rw, 0, b0, t) * ld;
+            if (step_ih) st.xin = j->in + gl_row_at(rw, j->in_global, b0, t) * j->in_w;
+            st.down = T == 1 ? p->hh_first : (int)(s & 1);
+            k->step_after(&st);
             memcpy(j->out + gl_row_at(rw, j->out_global, b0, t) * out_w + dj->col, hn,
                    H * sizeof(float));
-            float *swap = hc;
+            float *swap = hc;       /* the new state is the next step's old one */
             hc = hn;
             hn = swap;
         }
@@ -533,11 +543,13 @@ static void run_split_task(void *ctx, int task)
 
     for (size_t s = 0; s < sj->len; s++) {
         const size_t t = dj->reverse ? sj->len - 1 - s : s;
-        const float *xp = sc->xp + gl_row_at(rw, 0, b0, t) * ld + x0;
+        float *xp = sc->xp + gl_row_at(rw, 0, b0, t) * ld + x0;
         const float *hcur = hbuf[s & 1];
         float *hnext = hbuf[(s + 1) & 1] + u0;
         if (reset_after) {
-            k->step_after(&hh, hcur, hcur + u0, xp, sc->hp + x0, hnext, fn, (int)(s & 1), tmp);
+            const gl_step st = { &hh, NULL, hcur, hcur + u0, NULL, xp, sc->hp + x0, hnext, fn,
+                                 (int)(s & 1), tmp };
+            k->step_after(&st);
         } else {
             memcpy(hnext, hcur + u0, (c1 - c0) * GL_LANES * sizeof(float));
             k->gemm(1, hcur, Hp, &hh, 0, 2, sc->hp + x0, ld, tmp);
