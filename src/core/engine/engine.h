@@ -28,8 +28,9 @@ typedef struct gl_scratch {
     float *xp;       /* (n*T, 3*Hp): input projection of one direction */
     float *hp;       /* (n, 3*Hp): recurrent products of one step */
     float *h;        /* (n, Hp): the state of one direction, zero-padded */
-    float *h2;       /* (Hp) for a pass of several steps: one row's next
-                      * state (kernels' step_after); NULL for a single step */
+    float *h2;       /* (Hp): one row's next state (kernels' step_after),
+                      * for a pass of several steps, or a single step of a
+                      * model whose weights are not int8; else NULL */
     float *rh;       /* (n, Hp): r * h (reset-before variant) */
     float *z;        /* (n, Hp): update gate (reset-before variant) */
     float *out[2];   /* (n*T, Wmax) each: outputs of layers below the top */
