@@ -12,6 +12,20 @@ const char *g_isa;
 
 const char *const k_isas[N_ISAS] = { "generic", "avx2", "avx512", "avx512vnni", "neon", "neondot" };
 
+int isa_tested(const char *isa)
+{
+    if (!grulite_isa_supported(isa)) return 0;
+    const char *list = getenv("GRULITE_TEST_ISAS");
+    if (!list || !*list) return 1;
+    const size_t n = strlen(isa);
+    for (const char *p = list; *p;) {
+        const size_t len = strcspn(p, ",");
+        if (len == n && !strncmp(p, isa, n)) return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
 void check_impl(int ok, const char *expr, const char *file, int line)
 {
     if (ok) {

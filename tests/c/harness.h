@@ -30,6 +30,10 @@ extern const char *g_isa; /* kernel set forced on every model, or NULL: the defa
 /* Every kernel set a build may have; grulite_isa_supported() says which run here. */
 #define N_ISAS 6
 extern const char *const k_isas[N_ISAS];
+/* Whether the tests that repeat per kernel set run set `isa`: it runs here,
+ * and GRULITE_TEST_ISAS (a comma-separated list, for an emulated CPU:
+ * tools/emu/run.sh) is unset or names it.  generic stays the reference. */
+int isa_tested(const char *isa);
 
 #define CHECK(cond) check_impl(!!(cond), #cond, __FILE__, __LINE__)
 #define CHECK_RC(expr, want) check_rc_impl((expr), (want), #expr, __FILE__, __LINE__)

@@ -150,7 +150,7 @@ static void test_kernel_sets(const synth_case *c)
                           name, dtype_names[di]);
         for (int i = 0; i < N_ISAS; i++) {
             const char *isa = k_isas[i];
-            if (!grulite_isa_supported(isa) || !strcmp(isa, "generic")) continue;
+            if (!isa_tested(isa) || !strcmp(isa, "generic")) continue;
             snprintf(ctx, sizeof ctx, "%s, %s, kernel set %s", name, dtype_names[di], isa);
             set_ctx("kernel sets", ctx);
             CHECK_RC(grulite_model_set_isa(m, isa), GRULITE_OK);
@@ -323,7 +323,7 @@ void test_nonfinite_row_isolated(void)
     one_layer_spec(&L, &spec, I, H, 0.5f, owned);
     const float bad[3] = { NAN, INFINITY, -INFINITY };
     for (int k = 0; k < N_ISAS; k++) {
-        if (!grulite_isa_supported(k_isas[k])) continue;
+        if (!isa_tested(k_isas[k])) continue;
         for (int dt = GRULITE_DTYPE_F32; dt <= GRULITE_DTYPE_BF16; dt++) {
             for (int v = 0; v < 3; v++) {
                 char name[64];
@@ -420,7 +420,7 @@ void test_int8_wide_inputs(void)
             CHECK_RC(grulite_forward(m8, ws, &run), GRULITE_OK);
             CHECK(near(yg, y32, sizeof y / sizeof(float), SYNTH_TOL_I8, "generic int8 vs float32"));
             for (int k = 0; k < N_ISAS; k++) {
-                if (!grulite_isa_supported(k_isas[k])) continue;
+                if (!isa_tested(k_isas[k])) continue;
                 snprintf(ctx, sizeof ctx, "I=%d, kernel set %s", I, k_isas[k]);
                 set_ctx("int8 wide inputs", ctx);
                 CHECK_RC(grulite_model_set_isa(m8, k_isas[k]), GRULITE_OK);
