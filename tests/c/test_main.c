@@ -66,6 +66,25 @@ int main(int argc, char **argv)
     for (int i = 0; i < N_ISAS; i++)
         if (grulite_isa_supported(k_isas[i])) printf(" %s", k_isas[i]);
     printf("\n");
+    const char *only = getenv("GRULITE_TEST_ISAS");
+    if (only && *only) {
+        /* Every name the list gives is a kernel set's (a misspelt one
+         * would quietly test nothing). */
+        printf("kernel sets the per-set tests repeat on (GRULITE_TEST_ISAS=%s):", only);
+        for (int i = 0; i < N_ISAS; i++)
+            if (isa_tested(k_isas[i])) printf(" %s", k_isas[i]);
+        printf("\n");
+        set_ctx("GRULITE_TEST_ISAS", only);
+        for (const char *p = only; *p;) {
+            const size_t len = strcspn(p, ",");
+            int known = 0;
+            for (int i = 0; i < N_ISAS; i++)
+                known |= strlen(k_isas[i]) == len && !strncmp(p, k_isas[i], len);
+            CHECK(known);
+            p += len + (p[len] == ',');
+        }
+        set_ctx("", NULL);
+    }
     CHECK(grulite_isa_supported("generic"));
     CHECK(!grulite_isa_supported("sse9") && !grulite_isa_supported(NULL));
     for (int i = 0; i < n_fixtures; i++) {
