@@ -47,7 +47,10 @@ command -v musl-gcc >/dev/null 2>&1 || {
 if [ ! -x "$EMU_VENV/bin/python" ]; then
     python3 -m venv "$EMU_VENV"
 fi
-"$EMU_VENV/bin/python" -m pip install -q "bochscpu-python==0.4.0"
+if ! out=$("$EMU_VENV/bin/python" -m pip install -q "bochscpu-python==0.4.0" 2>&1); then
+    echo "$out" >&2
+    exit 1
+fi
 
 echo "== the shim preloaded into the emulator's Python (tools/emu/bochs_shim.c)"
 "${CC:-cc}" -shared -fPIC -O2 -Wall -Wextra -Werror tools/emu/bochs_shim.c \
