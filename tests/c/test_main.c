@@ -20,6 +20,9 @@
  * gets by default (printed first: "kernel set: NAME") and again with every
  * other kernel set this CPU and build can run; random models with float32,
  * float16 and int8 weights compare every kernel set with the generic C one.
+ * GRULITE_TEST_ISAS=avx512,avx512vnni (say) limits those repetitions to the
+ * named sets, and GRULITE_TEST_THREADS=0 leaves out the thread tests: for a
+ * CPU emulator without threads (tools/emu/run.sh).
  *
  * The last line printed is "N passed, M failed"; the exit status is
  * non-zero when M > 0.

@@ -96,7 +96,13 @@ class Memory:
             self.stop()
         self.page(gpa)
 
+    def check(self, addr: int, size: int) -> None:
+        """A system call's buffer must lie in the program's memory."""
+        if size and not any(lo <= addr and addr + size <= hi for lo, hi in self.ranges):
+            raise Fault(f"a buffer outside the program's memory ({addr:#x}, {size} bytes)")
+
     def write(self, addr: int, data: bytes) -> None:
+        self.check(addr, len(data))
         off = 0
         while off < len(data):
             a = addr + off
@@ -105,6 +111,7 @@ class Memory:
             off += n
 
     def read(self, addr: int, size: int) -> bytes:
+        self.check(addr, size)
         out = bytearray()
         while size > 0:
             n = min(size, PAGE - (addr & (PAGE - 1)))
@@ -379,6 +386,8 @@ def main() -> int:
     mem.stop = sess.stop
     # The page tables: one PML4 entry, 512 PDPT entries of 1 GiB pages
     # (present, writable, user, page size).
+    mem.allow(PAGE_TABLES, PAGE_TABLES + 2 * PAGE)
+    mem.allow(SYSCALL_ENTRY, SYSCALL_ENTRY + PAGE)
     mem.write(PAGE_TABLES, struct.pack("<Q", (PAGE_TABLES + PAGE) | 0x7))
     mem.write(PAGE_TABLES + PAGE, b"".join(struct.pack("<Q", (i << 30) | 0x87) for i in range(512)))
     mem.write(SYSCALL_ENTRY, b"\xf4")                       # hlt
@@ -445,7 +454,7 @@ def main() -> int:
         args = [st.rdi, st.rsi, st.rdx, st.r10, st.r8, st.r9]
         try:
             ret = linux.call(st.rax, args)
-        except Fault as e:
+        except Fault as e:                                  # as Linux's EFAULT, but loud
             sys.stderr.write(f"x86emu: system call {st.rax}: {e}\n")
             return 70
         except OSError as e:                                 # e.g. reading a write-only file
